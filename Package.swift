@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+// SwiftMoE: a distributed Mixture-of-Experts runtime on OpenMPI and OpenBLAS.
+// Layers and what each may import: docs/ARCHITECTURE.md.
+import PackageDescription
+
+let package = Package(
+    name: "SwiftMoE",
+    products: [
+        .executable(name: "moe", targets: ["moe"]),
+        .library(name: "MessagePassing", targets: ["MessagePassing"]),
+        .library(name: "ClusterTopology", targets: ["ClusterTopology"]),
+        .library(name: "Exchange", targets: ["Exchange"]),
+    ],
+    targets: [
+        // C system libraries: a module map and a shim header each, found through pkg-config.
+        .systemLibrary(
+            name: "CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(
+            name: "COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+
+        // Pure parsers for the files users hand us (JSON today; .npy and safetensors later).
+        .target(name: "FileFormats"),
+        // Deterministic random streams (SplitMix64) for weights, inputs and traffic.
+        .target(name: "RandomStreams"),
+        // The only Swift code that calls MPI.
+        .target(name: "MessagePassing", dependencies: ["CMPI"]),
+        // Nodes, link classes and (later) the cost model. Pure: no MPI.
+        .target(name: "ClusterTopology", dependencies: ["FileFormats"]),
+        // All-to-all algorithms over a Communicator.
+        .target(name: "Exchange", dependencies: ["MessagePassing", "ClusterTopology", "RandomStreams"]),
+        // The command-line tool.
+        .executableTarget(
+            name: "moe",
+            dependencies: ["MessagePassing", "ClusterTopology", "Exchange", "FileFormats"]),
+
+        .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),
+        .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology"]),
+        .testTarget(name: "ExchangeTests", dependencies: ["Exchange"]),
+        .testTarget(name: "MoECLITests", dependencies: ["moe"]),
+        // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
+        .testTarget(name: "MultiRankTests", dependencies: ["moe"]),
+    ]
+)

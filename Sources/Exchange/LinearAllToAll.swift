@@ -1,0 +1,49 @@
+import MessagePassing
+
+/// The naive flat exchange: post every receive, then every send, then one `MPI_Waitall`.
+///
+/// Receives are posted before any send so that every incoming message finds its buffer (eager
+/// messages need no unexpected-message copy). Peers are visited starting at r+1 (sends) and r−1
+/// (receives) rather than at rank 0, so that G ranks do not all target the same peer first.
+/// Zero-row peers post nothing: both sides know the count, so neither waits for the other.
+@MainActor
+public final class LinearAllToAll: AllToAll {
+    public let communicator: Communicator
+    public var algorithm: AllToAllAlgorithm { .linear }
+    private let requests: RequestList
+    /// Tag of this algorithm's messages; distinct per algorithm so a misuse cannot cross-match.
+    static let tag = 7101
+
+    public init(communicator: Communicator) {
+        self.communicator = communicator
+        requests = RequestList(capacity: 2 * communicator.size)
+    }
+
+    public func exchange(
+        send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, layout: ExchangeLayout, rowBytes: Int
+    ) throws(ExchangeError) {
+        try validate(send: send, receive: receive, layout: layout, rowBytes: rowBytes)
+        let size = communicator.size
+        let here = communicator.rank
+        do {
+            for offset in 1..<max(size, 1) {
+                let source = (here - offset + size) % size
+                guard layout.receiveCounts[source] > 0 else { continue }
+                try communicator.receiveNonblocking(
+                    receive.baseAddress! + layout.receiveDisplacements[source] * rowBytes,
+                    rows: layout.receiveCounts[source], rowBytes: rowBytes, from: source, tag: Self.tag, into: requests)
+            }
+            for offset in 1..<max(size, 1) {
+                let destination = (here + offset) % size
+                guard layout.sendCounts[destination] > 0 else { continue }
+                try communicator.sendNonblocking(
+                    send.baseAddress! + layout.sendDisplacements[destination] * rowBytes,
+                    rows: layout.sendCounts[destination], rowBytes: rowBytes, to: destination, tag: Self.tag, into: requests)
+            }
+            copySelfRows(send: send, receive: receive, layout: layout, rowBytes: rowBytes)
+            try requests.waitAll()
+        } catch {
+            throw .mpi(error)
+        }
+    }
+}

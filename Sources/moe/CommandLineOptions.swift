@@ -1,0 +1,196 @@
+/// One option of a subcommand, declared once: parsing, validation and `--help` all read it.
+struct OptionSpec: Sendable {
+    /// Long name without dashes (`topology` for `--topology`).
+    let name: String
+    /// Placeholder for the value in help (`FILE`); `nil` for a flag that takes no value.
+    let valueName: String?
+    let help: String
+    /// Default value shown in help and used when the option is absent.
+    let defaultValue: String?
+
+    static func value(_ name: String, _ valueName: String, default defaultValue: String? = nil, _ help: String) -> OptionSpec {
+        OptionSpec(name: name, valueName: valueName, help: help, defaultValue: defaultValue)
+    }
+
+    static func flag(_ name: String, _ help: String) -> OptionSpec {
+        OptionSpec(name: name, valueName: nil, help: help, defaultValue: nil)
+    }
+}
+
+/// A subcommand's name, what it does, and its options.
+struct CommandSpec: Sendable {
+    let name: String
+    let summary: String
+    /// Longer explanation printed by `--help`, after the usage line.
+    let discussion: String
+    let options: [OptionSpec]
+
+    func option(named name: String) -> OptionSpec? { options.first { $0.name == name } }
+
+    /// The `--help` text, generated from the declaration.
+    var helpText: String {
+        var lines = ["usage: moe \(name) [options]", "", summary]
+        if !discussion.isEmpty { lines += ["", discussion] }
+        lines += ["", "options:"]
+        let allOptions = options + [.flag("help", "show this help and exit")]
+        let labels = allOptions.map { "--\($0.name)" + ($0.valueName.map { " \($0)" } ?? "") }
+        let width = (labels.map(\.count).max() ?? 0) + 2
+        for (label, option) in zip(labels, allOptions) {
+            var line = "  " + label.padding(toLength: width, withPad: " ", startingAt: 0) + option.help
+            if let defaultValue = option.defaultValue { line += " (default: \(defaultValue))" }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// A command line that cannot be run, with a message that says what to fix.
+enum UsageError: Error, Equatable, CustomStringConvertible {
+    case unknownCommand(String, known: [String])
+    case unknownOption(command: String, option: String, suggestion: String?)
+    case missingValue(command: String, option: String, valueName: String)
+    case invalidValue(command: String, option: String, value: String, expected: String)
+    case unexpectedArgument(command: String, argument: String)
+    case conflict(command: String, detail: String)
+
+    var description: String {
+        switch self {
+        case let .unknownCommand(name, known):
+            return "unknown command '\(name)' (commands: \(known.joined(separator: ", ")))"
+        case let .unknownOption(command, option, suggestion):
+            return "unknown option '\(option)'" + (suggestion.map { " (did you mean '--\($0)'?)" } ?? "")
+        case let .missingValue(command, option, valueName):
+            return "option '--\(option)' needs a value \(valueName)"
+        case let .invalidValue(command, option, value, expected):
+            return "invalid value '\(value)' for --\(option): expected \(expected)"
+        case let .unexpectedArgument(command, argument):
+            return "unexpected argument '\(argument)' (options start with --)"
+        case let .conflict(command, detail):
+            return "\(detail)"
+        }
+    }
+}
+
+/// The options given on one command line, checked against a `CommandSpec`.
+struct ParsedOptions: Equatable {
+    let command: String
+    private(set) var values: [String: String] = [:]
+    private(set) var flags: Set<String> = []
+    /// True when `--help` was given: the caller prints help and runs nothing.
+    private(set) var helpRequested = false
+
+    /// Parses `arguments` (everything after the subcommand name). Accepts `--name value` and
+    /// `--name=value`; a repeated option keeps its last value, as most Unix tools do.
+    init(arguments: [String], spec: CommandSpec) throws(UsageError) {
+        command = spec.name
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            if argument == "--help" || argument == "-h" { helpRequested = true; continue }
+            guard argument.hasPrefix("--"), argument.count > 2 else {
+                throw .unexpectedArgument(command: spec.name, argument: argument)
+            }
+            let body = argument.dropFirst(2)
+            let name: String
+            var inlineValue: String?
+            if let equals = body.firstIndex(of: "=") {
+                name = String(body[..<equals])
+                inlineValue = String(body[body.index(after: equals)...])
+            } else {
+                name = String(body)
+            }
+            guard let option = spec.option(named: name) else {
+                throw .unknownOption(command: spec.name, option: "--\(name)", suggestion: Self.closest(to: name, in: spec.options.map(\.name)))
+            }
+            if let valueName = option.valueName {
+                if let inlineValue {
+                    values[name] = inlineValue
+                } else {
+                    guard index < arguments.count, !arguments[index].hasPrefix("--") else {
+                        throw .missingValue(command: spec.name, option: name, valueName: valueName)
+                    }
+                    values[name] = arguments[index]
+                    index += 1
+                }
+            } else {
+                guard inlineValue == nil else {
+                    throw .invalidValue(command: spec.name, option: name, value: inlineValue!, expected: "no value (it is a flag)")
+                }
+                flags.insert(name)
+            }
+        }
+        for option in spec.options where option.valueName != nil && values[option.name] == nil {
+            if let defaultValue = option.defaultValue { values[option.name] = defaultValue }
+        }
+    }
+
+    func flag(_ name: String) -> Bool { flags.contains(name) }
+
+    func string(_ name: String) -> String? { values[name] }
+
+    /// An integer option within `range`.
+    func integer(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> Int? {
+        guard let text = values[name] else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            throw .invalidValue(command: command, option: name, value: text, expected: "an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    /// A finite floating-point option within `range`.
+    func number(_ name: String, in range: ClosedRange<Double>) throws(UsageError) -> Double? {
+        guard let text = values[name] else { return nil }
+        guard let value = Double(text), value.isFinite, range.contains(value) else {
+            throw .invalidValue(command: command, option: name, value: text, expected: "a number in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    /// An option whose value must be one of a `RawRepresentable` enum's cases.
+    func choice<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> T? where T.RawValue == String {
+        guard let text = values[name] else { return nil }
+        guard let value = T(rawValue: text) else {
+            throw .invalidValue(command: command, option: name, value: text,
+                                expected: "one of " + T.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return value
+    }
+
+    /// A comma-separated list of enum cases; `all` means every case.
+    func choices<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> [T]? where T.RawValue == String {
+        guard let text = values[name] else { return nil }
+        if text == "all" { return Array(T.allCases) }
+        var result: [T] = []
+        for part in text.split(separator: ",") {
+            guard let value = T(rawValue: String(part)) else {
+                throw .invalidValue(command: command, option: name, value: String(part),
+                                    expected: "a comma-separated list of " + T.allCases.map(\.rawValue).joined(separator: ", ") + ", or all")
+            }
+            if !result.contains(where: { $0.rawValue == value.rawValue }) { result.append(value) }
+        }
+        guard !result.isEmpty else {
+            throw .invalidValue(command: command, option: name, value: text, expected: "at least one value")
+        }
+        return result
+    }
+
+    /// The known name nearest to `name` by edit distance, if it is close enough to be a typo.
+    static func closest(to name: String, in candidates: [String]) -> String? {
+        let scored = candidates.map { ($0, editDistance(Array(name), Array($0))) }
+        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= max(2, name.count / 3) else { return nil }
+        return best.0
+    }
+
+    static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+        var previous = Array(0...b.count)
+        for (i, left) in a.enumerated() {
+            var current = [i + 1] + Array(repeating: 0, count: b.count)
+            for (j, right) in b.enumerated() {
+                current[j + 1] = min(previous[j + 1] + 1, current[j] + 1, previous[j] + (left == right ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}

@@ -1,0 +1,191 @@
+import ClusterTopology
+import Exchange
+import FileFormats
+import Foundation
+import MessagePassing
+
+/// `moe exchange-check`: every exchange algorithm on reproducible random traffic, compared byte
+/// for byte with `MPI_Alltoallv`; the library's own result is checked against the regenerated
+/// send contents too, so the oracle is not trusted blindly.
+struct ExchangeCheckCommand: Subcommand {
+    static let spec = CommandSpec(
+        name: "exchange-check",
+        summary: "Run every all-to-all algorithm on random sizes and compare with MPI_Alltoallv.",
+        discussion: """
+            Each trial draws per-peer row counts in one of several shapes (uniform, empty,
+            one-receiver, uneven, self-only, sparse) and a row size (1, 3, 64 or 2052 bytes), fills
+            the send buffer with bytes that depend only on (seed, trial, source, destination), and
+            runs every algorithm. A trial passes when each algorithm's receive buffer equals
+            MPI_Alltoallv's byte for byte and MPI_Alltoallv's equals the regenerated contents.
+            Exits 1 on any mismatch.
+            """,
+        options: [
+            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
+            .value("algorithms", "LIST", default: "all",
+                   "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",")),
+            .value("trials", "N", default: "24", "number of random trials"),
+            .value("max-rows", "N", default: "64", "largest typical row count per peer (uneven trials send 8x)"),
+            .value("seed", "N", default: "1", "seed of the random traffic"),
+            .value("json", "FILE", "write the results as JSON (rank 0)"),
+            .value("corrupt", "ALGORITHM", "testing aid: flip one received byte of ALGORITHM on the last rank, to show a mismatch is caught"),
+        ])
+
+    let topologyPath: String?
+    let algorithms: [AllToAllAlgorithm]
+    let trials: Int
+    let maxRows: Int
+    let seed: UInt64
+    let jsonPath: String?
+    let corrupted: AllToAllAlgorithm?
+
+    init(options: ParsedOptions) throws(UsageError) {
+        topologyPath = options.string("topology")
+        algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
+        trials = try options.integer("trials", in: 1...100_000) ?? 24
+        maxRows = try options.integer("max-rows", in: 0...1_000_000) ?? 64
+        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
+        jsonPath = options.string("json")
+        corrupted = try options.choice("corrupt", as: AllToAllAlgorithm.self)
+    }
+
+    /// One algorithm's tally on this rank.
+    struct Tally {
+        var mismatchedTrials = 0
+        var bytesReceived = 0
+        var seconds = 0.0
+        var firstMismatch: String?
+    }
+
+    func run(_ context: RunContext) throws {
+        let world = try context.world()
+        let topology = try context.topology(path: topologyPath)
+        let oracle = LibraryAllToAll(communicator: world)
+        let exchanges = algorithms.map { makeAllToAll($0, communicator: world) }
+        var tallies = [Tally](repeating: Tally(), count: algorithms.count)
+        var oracleProblems = 0
+        var oracleFirstProblem: String?
+        let here = world.rank
+
+        for trial in 0..<trials {
+            let traffic = SyntheticTraffic(seed: seed, trial: trial, maxRows: maxRows)
+            let layout = try oracle.exchangeCounts(sendCounts: traffic.sendCounts(source: here, size: world.size))
+            let rowBytes = traffic.rowBytes
+            var send = [UInt8](repeating: 0, count: layout.sendRows * rowBytes)
+            send.withUnsafeMutableBytes { buffer in
+                for destination in 0..<world.size {
+                    let start = layout.sendDisplacements[destination] * rowBytes
+                    traffic.fill(UnsafeMutableRawBufferPointer(rebasing: buffer[start..<start + layout.sendCounts[destination] * rowBytes]),
+                                 source: here, destination: destination)
+                }
+            }
+            // The oracle: MPI_Alltoallv, itself checked against the regenerated contents and counts.
+            var expected = [UInt8](repeating: 0, count: layout.receiveRows * rowBytes)
+            try send.withUnsafeBytes { sendBuffer in
+                try expected.withUnsafeMutableBytes { receiveBuffer in
+                    try oracle.exchange(send: sendBuffer, receive: receiveBuffer, layout: layout, rowBytes: rowBytes)
+                }
+            }
+            if let problem = Self.verifyAgainstGenerated(expected, layout: layout, traffic: traffic, here: here, size: world.size) {
+                oracleProblems += 1
+                if oracleFirstProblem == nil { oracleFirstProblem = "trial \(trial) (\(traffic.shape.rawValue)): \(problem)" }
+            }
+            for (index, exchange) in exchanges.enumerated() {
+                var received = [UInt8](repeating: 0xA5, count: layout.receiveRows * rowBytes)
+                let start = MPIRuntime.wallTime()
+                try send.withUnsafeBytes { sendBuffer in
+                    try received.withUnsafeMutableBytes { receiveBuffer in
+                        try exchange.exchange(send: sendBuffer, receive: receiveBuffer, layout: layout, rowBytes: rowBytes)
+                    }
+                }
+                tallies[index].seconds += MPIRuntime.wallTime() - start
+                tallies[index].bytesReceived += received.count
+                if exchange.algorithm == corrupted, here == world.size - 1, !received.isEmpty {
+                    received[received.count / 2] ^= 0xFF
+                }
+                if let offset = received.indices.first(where: { received[$0] != expected[$0] }) {
+                    tallies[index].mismatchedTrials += 1
+                    if tallies[index].firstMismatch == nil {
+                        let row = offset / rowBytes
+                        let source = (0..<world.size).last { layout.receiveDisplacements[$0] <= row && layout.receiveCounts[$0] > 0 } ?? 0
+                        tallies[index].firstMismatch = "trial \(trial) (\(traffic.shape.rawValue), \(rowBytes)-byte rows): rank \(here) byte \(offset) (row \(row), from rank \(source)) differs from MPI_Alltoallv"
+                    }
+                }
+            }
+        }
+        try report(context: context, world: world, topology: topology, tallies: tallies,
+                   oracleProblems: oracleProblems, oracleFirstProblem: oracleFirstProblem)
+    }
+
+    /// Compares the oracle's receive buffer with what each source must have sent; nil if equal.
+    static func verifyAgainstGenerated(_ received: [UInt8], layout: ExchangeLayout, traffic: SyntheticTraffic, here: Int, size: Int) -> String? {
+        let rowBytes = traffic.rowBytes
+        for source in 0..<size {
+            let expectedCount = traffic.sendCounts(source: source, size: size)[here]
+            guard expectedCount == layout.receiveCounts[source] else {
+                return "rank \(here) was told \(layout.receiveCounts[source]) rows come from rank \(source), expected \(expectedCount)"
+            }
+            var block = [UInt8](repeating: 0, count: expectedCount * rowBytes)
+            block.withUnsafeMutableBytes { traffic.fill($0, source: source, destination: here) }
+            let start = layout.receiveDisplacements[source] * rowBytes
+            if !block.elementsEqual(received[start..<start + block.count]) {
+                return "rank \(here): MPI_Alltoallv delivered other bytes than rank \(source) sent"
+            }
+        }
+        return nil
+    }
+
+    private func report(
+        context: RunContext, world: Communicator, topology: Topology, tallies: [Tally], oracleProblems: Int, oracleFirstProblem: String?
+    ) throws {
+        let mismatches = try world.allReduce(tallies.map(\.mismatchedTrials) + [oracleProblems], .sum)
+        let bytes = try world.allReduce(tallies.map(\.bytesReceived), .sum)
+        let slowest = try world.allReduce(tallies.map(\.seconds), .maximum)
+        // Each rank's first problem per algorithm, gathered so rank 0 can name one.
+        let localFirsts = (tallies.map { $0.firstMismatch ?? "" } + [oracleFirstProblem ?? ""]).joined(separator: "\u{1}")
+        let gathered = try world.gatherBytes(Array(localFirsts.utf8), root: 0)
+        let passed = mismatches.allSatisfy { $0 == 0 }
+        var firstProblems = [String](repeating: "", count: tallies.count + 1)
+        if let gathered {
+            for rankText in gathered.reversed() {
+                let parts = String(decoding: rankText, as: UTF8.self).split(separator: "\u{1}", omittingEmptySubsequences: false)
+                for (index, part) in parts.enumerated() where !part.isEmpty && index < firstProblems.count {
+                    firstProblems[index] = String(part)
+                }
+            }
+            print("exchange check: \(plural(world.size, "rank")), topology \(topology.name) (\(plural(topology.nodes.count, "node"))), \(plural(trials, "trial")), seed \(seed)")
+            print("  " + "algorithm".padding(toLength: 14, withPad: " ", startingAt: 0) + "result    mismatched  bytes received   time (s)")
+            print("  " + "mpi (oracle)".padding(toLength: 14, withPad: " ", startingAt: 0)
+                  + (mismatches.last! == 0 ? "verified  " : "WRONG     ") + "\(mismatches.last!)".padding(toLength: 14, withPad: " ", startingAt: 0)
+                  + "(checked against generated contents)")
+            for (index, algorithm) in algorithms.enumerated() {
+                print("  " + algorithm.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0)
+                      + (mismatches[index] == 0 ? "pass      " : "FAIL      ")
+                      + "\(mismatches[index])".padding(toLength: 14, withPad: " ", startingAt: 0)
+                      + "\(bytes[index])".padding(toLength: 17, withPad: " ", startingAt: 0)
+                      + String(format: "%.4f", slowest[index]))
+            }
+            for (index, problem) in firstProblems.enumerated() where !problem.isEmpty {
+                print("  first mismatch of \(index < algorithms.count ? algorithms[index].rawValue : "mpi (oracle)"): \(problem)")
+            }
+            print(passed ? "exchange check passed" : "exchange check FAILED")
+        }
+        if let jsonPath {
+            var entries: [JSONValue] = algorithms.enumerated().map { index, algorithm in
+                .object([("name", .string(algorithm.rawValue)), ("mismatched_trials", .number(Double(mismatches[index]))),
+                         ("bytes_received", .number(Double(bytes[index]))), ("seconds_slowest_rank", .number(slowest[index])),
+                         ("first_mismatch", firstProblems[index].isEmpty ? .null : .string(firstProblems[index]))])
+            }
+            entries.insert(.object([("name", .string("mpi-oracle-vs-generated")), ("mismatched_trials", .number(Double(mismatches.last!))),
+                                    ("first_mismatch", firstProblems.last!.isEmpty ? .null : .string(firstProblems.last!))]), at: 0)
+            let document = JSONValue.object([
+                ("world_size", .number(Double(world.size))), ("topology", .string(topology.name)),
+                ("nodes", .number(Double(topology.nodes.count))), ("trials", .number(Double(trials))),
+                ("seed", .number(Double(seed))), ("passed", .bool(passed)), ("algorithms", .array(entries)),
+            ])
+            try context.writeOnRankZero(document.serialized() + "\n", to: jsonPath)
+        }
+        if !passed {
+            throw JobFailure(message: "exchange check failed: \(mismatches.reduce(0, +)) mismatched trial results (see the table above)", reportingRank: 0)
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import ClusterTopology
+import FileFormats
+import MessagePassing
+
+/// A failure that every rank of the job has agreed on. Exactly one rank (`reportingRank`)
+/// prints `message`; every rank then finalises MPI and exits with `exitCode`, so no rank is
+/// left waiting in a collective and the output holds one clear line.
+struct JobFailure: Error, CustomStringConvertible {
+    let message: String
+    let reportingRank: Int
+    var exitCode: Int32 = 1
+    var description: String { message }
+}
+
+/// What a running subcommand has: MPI (initialised on first use, so offline commands never
+/// start it), this process's rank, and helpers for collective decisions.
+@MainActor
+final class RunContext {
+    private var runtime: MPIRuntime?
+
+    /// The MPI runtime, initialised on first call.
+    func mpi() throws(MPIError) -> MPIRuntime {
+        if let runtime { return runtime }
+        let started = try MPIRuntime.initialize()
+        runtime = started
+        return started
+    }
+
+    var isMPIStarted: Bool { runtime != nil }
+
+    /// All ranks of the job.
+    func world() throws(MPIError) -> Communicator { try mpi().world }
+
+    /// Finalises MPI if it was started.
+    func finish() { runtime?.finalize() }
+
+    /// Runs `body` on every rank and agrees on the outcome before anyone continues: if any rank
+    /// threw, every rank throws a `JobFailure` carrying the lowest failing rank's message.
+    /// Use it around every step whose failure may differ between ranks (reading a file, a
+    /// local check) and that precedes a collective.
+    func collectively<T>(_ body: () throws -> T) throws -> T {
+        let world = try world()
+        var outcome: Result<T, any Error>
+        do { outcome = .success(try body()) } catch { outcome = .failure(error) }
+        let failed: Bool
+        if case .failure = outcome { failed = true } else { failed = false }
+        guard let reporter = try world.lowestFailingRank(failed: failed) else {
+            return try outcome.get()
+        }
+        if case let .failure(error) = outcome, reporter == world.rank {
+            throw JobFailure(message: world.size > 1 ? "\(error) [rank \(world.rank)]" : "\(error)", reportingRank: reporter)
+        }
+        throw JobFailure(message: "", reportingRank: reporter)
+    }
+
+    /// The job's topology: from `path` when given (validated on every rank, and checked against
+    /// the world size), otherwise the nodes MPI finds with its shared-memory split.
+    func topology(path: String?) throws -> Topology {
+        let world = try world()
+        if let path {
+            return try collectively { () throws -> Topology in
+                let topology = try Topology.load(path: path)
+                try topology.requireWorldSize(world.size)
+                return topology
+            }
+        }
+        let node = try world.splitBySharedMemory()
+        let label = try node.allReduce(world.rank, .minimum)
+        let labels = try world.allGather([label])
+        let gathered = try world.gatherBytes(Array(Communicator.processorName().utf8), root: 0)
+        let joined = gathered.map { $0.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "\n") } ?? ""
+        let hostNames = String(decoding: try world.broadcastBytes(Array(joined.utf8), root: 0), as: UTF8.self)
+            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        return try Topology.fromSharedMemorySplit(nodeLabelOfRank: labels, hostNameOfRank: hostNames)
+    }
+
+    /// Writes `text` to `path` on rank 0 only (atomically), and agrees on the outcome.
+    func writeOnRankZero(_ text: String, to path: String) throws {
+        let world = try world()
+        try collectively {
+            if world.rank == 0 { try AtomicFileWriter.write(text, to: path) }
+        }
+    }
+}
