@@ -30,14 +30,21 @@ let package = Package(
         .target(name: "ClusterTopology", dependencies: ["FileFormats"]),
         // All-to-all algorithms over a Communicator.
         .target(name: "Exchange", dependencies: ["MessagePassing", "ClusterTopology", "RandomStreams"]),
+        // Pure MoE compute: router, experts (the one file that imports COpenBLAS), weights. No MPI.
+        .target(name: "MoE", dependencies: ["COpenBLAS", "FileFormats", "RandomStreams"]),
+        // The distributed layer: dispatcher, MoE layer, model over a Communicator.
+        .target(name: "ExpertParallel", dependencies: ["MoE", "Exchange", "MessagePassing"]),
+        // The single-process oracle the tests compare the distributed model with.
+        .target(name: "MoEReference", dependencies: ["MoE"]),
         // The command-line tool.
         .executableTarget(
             name: "moe",
-            dependencies: ["MessagePassing", "ClusterTopology", "Exchange", "FileFormats"]),
+            dependencies: ["MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference"]),
 
         .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),
         .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology"]),
         .testTarget(name: "ExchangeTests", dependencies: ["Exchange"]),
+        .testTarget(name: "MoETests", dependencies: ["MoE"]),
         .testTarget(name: "MoECLITests", dependencies: ["moe"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
         .testTarget(name: "MultiRankTests", dependencies: ["moe"]),

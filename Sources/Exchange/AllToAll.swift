@@ -63,6 +63,24 @@ extension AllToAll {
         return layout
     }
 
+    /// Exchanges the first `layout.sendRows` rows of `send` into the front of `receive`, both
+    /// arrays of any plain element type with `rowBytes` bytes per row. The arrays are reused
+    /// buffers: they may be longer than the layout needs, never shorter.
+    public func exchange<Element: BitwiseCopyable>(
+        _ send: [Element], into receive: inout [Element], layout: ExchangeLayout, rowBytes: Int
+    ) throws(ExchangeError) {
+        var failure: ExchangeError?
+        send.withUnsafeBytes { sendBuffer in
+            receive.withUnsafeMutableBytes { receiveBuffer in
+                do throws(ExchangeError) {
+                    try exchange(send: UnsafeRawBufferPointer(rebasing: sendBuffer[0..<min(sendBuffer.count, layout.sendRows * rowBytes)]),
+                                 receive: receiveBuffer, layout: layout, rowBytes: rowBytes)
+                } catch { failure = error }
+            }
+        }
+        if let failure { throw failure }
+    }
+
     /// Exchanges rows of `width` floats: `rows` is row-major `[layout.sendRows, width]`, packed by
     /// destination; the result is `[layout.receiveRows, width]`, packed by source. Allocates the
     /// result; hot paths use `exchange(send:receive:layout:rowBytes:)` on reused buffers.

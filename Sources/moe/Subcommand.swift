@@ -25,7 +25,10 @@ struct SubcommandEntry {
 
 /// Every subcommand, in the order `moe --help` lists them.
 @MainActor
-let allSubcommands: [SubcommandEntry] = [.of(TopologyCommand.self), .of(ExchangeCheckCommand.self)]
+let allSubcommands: [SubcommandEntry] = [
+    .of(RunCommand.self), .of(TopologyCommand.self), .of(ExchangeCheckCommand.self), .of(RouteCommand.self),
+    .of(InitWeightsCommand.self), .of(ReferenceCommand.self),
+]
 
 /// The general help text.
 @MainActor

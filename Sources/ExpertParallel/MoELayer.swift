@@ -1,0 +1,248 @@
+import Exchange
+import MessagePassing
+import MoE
+
+/// Why a distributed layer step failed. Every rank throws the same case (the ranks learn each
+/// other's status in the count exchange), so no rank is left inside a collective.
+public enum MoELayerError: Error, CustomStringConvertible {
+    /// Routing failed on `rank` (lowest failing rank); `detail` is the cause where this rank
+    /// is the one that failed, nil elsewhere.
+    case routingFailed(layer: Int, rank: Int, detail: RoutingError?)
+    case exchange(layer: Int, ExchangeError)
+
+    public var description: String {
+        switch self {
+        case let .routingFailed(layer, rank, detail):
+            return "layer \(layer): routing failed on rank \(rank)" + (detail.map { ": \($0)" } ?? "")
+        case let .exchange(layer, error): return "layer \(layer): \(error)"
+        }
+    }
+}
+
+/// One expert-parallel MoE layer on one rank: router → pack by destination → dispatch → expert
+/// FFNs → combine → weighted sum in original token order, added to the residual stream.
+///
+/// Buffers are owned here and reused every step (they grow to the largest step seen and never
+/// shrink). Wire layout, both exchanges: the block for rank d holds d's local experts in order,
+/// each expert's kept rows in slot order. Before the tokens, a count message to every rank d
+/// carries `[status, kept rows for each of d's experts]` — its size is known to both sides from
+/// the placement, so it needs no count exchange of its own, and the status word lets every rank
+/// learn that another rank's router failed before anyone enters the token exchange.
+@MainActor
+public final class MoELayer {
+    public let index: Int
+    public let configuration: LayerConfiguration
+    public let model: ModelConfiguration
+    public let weights: LayerWeights
+    public let placement: ExpertPlacement
+    private let exchange: any AllToAll
+    private let communicator: Communicator
+    private let workspace = ExpertWorkspace()
+
+    // Reused buffers (row-major, dModel floats per row unless noted).
+    private var normed: [Float] = []
+    private var logits: [Float] = []        // [T, E]
+    private var sendRows: [Float] = []      // dispatch send = combine receive layout
+    private var receiveRows: [Float] = []   // dispatch receive = combine send layout
+    private var combined: [Float] = []      // combine receive
+    private var expertInput: [Float] = []
+    private var expertOutput: [Float] = []
+    private var mixture: [Float] = []
+
+    public init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
+                placement: ExpertPlacement, exchange: any AllToAll) {
+        precondition(weights.heldExperts == placement.experts(of: exchange.communicator.rank))
+        self.index = index
+        self.configuration = configuration
+        self.model = model
+        self.weights = weights
+        self.placement = placement
+        self.exchange = exchange
+        self.communicator = exchange.communicator
+    }
+
+    private static func grow(_ buffer: inout [Float], to count: Int) {
+        if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
+    }
+
+    /// Runs the layer on this rank's tokens: `hidden` (row-major `[T, dModel]`) becomes
+    /// `hidden + MoE(LayerNorm(hidden))`. Collective over the layer's communicator.
+    public func forward(
+        _ hidden: inout [Float], taskIds: [Int], times: inout PhaseTimes, volume: inout ExchangeVolume
+    ) throws(MoELayerError) -> RoutingPlan {
+        let d = model.dModel
+        let tokens = hidden.count / d
+        let experts = configuration.experts
+        let ranks = communicator.size
+        let rowBytes = d * MemoryLayout<Float>.stride
+
+        // Gate: norm, logits, routing.
+        var clock = MPIRuntime.wallTime()
+        Self.grow(&normed, to: tokens * d)
+        hidden.withUnsafeBufferPointer { input in
+            normed.withUnsafeMutableBufferPointer { output in
+                if tokens > 0 { weights.norm.apply(input.baseAddress!, rows: tokens, into: output.baseAddress!) }
+            }
+        }
+        var routing: Result<RoutingPlan, RoutingError>
+        if !model.taskExperts.isEmpty {
+            routing = Result { () throws(RoutingError) in try Router.route(taskIds: taskIds, taskExperts: model.taskExperts, layer: configuration) }
+        } else {
+            Self.grow(&logits, to: tokens * experts)
+            if tokens > 0 {
+                normed.withUnsafeBufferPointer { x in
+                    weights.gate.withUnsafeBufferPointer { gate in
+                        logits.withUnsafeMutableBufferPointer { out in
+                            BLAS.multiply(rows: tokens, columns: experts, inner: d, x.baseAddress!, gate.baseAddress!, into: out.baseAddress!)
+                        }
+                    }
+                }
+            }
+            routing = logits.withUnsafeBufferPointer { buffer in
+                Result { () throws(RoutingError) in
+                    try Router.route(logits: UnsafeBufferPointer(rebasing: buffer[0..<tokens * experts]), tokenCount: tokens, layer: configuration)
+                }
+            }
+        }
+        var now = MPIRuntime.wallTime()
+        times.gate += now - clock
+        clock = now
+
+        // Count message: [status, kept rows for each of d's experts] to every rank d.
+        let plan = try? routing.get()
+        let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: experts)
+        var countMessage: [Int] = []
+        countMessage.reserveCapacity(experts + ranks)
+        var countSendRows: [Int] = []
+        for destination in 0..<ranks {
+            countMessage.append(plan == nil ? 1 : 0)
+            for expert in placement.experts(of: destination) { countMessage.append(kept[expert]) }
+            countSendRows.append(1 + placement.experts(of: destination).count)
+        }
+        let localExperts = placement.experts(of: communicator.rank)
+        let countReceiveRows = [Int](repeating: 1 + localExperts.count, count: ranks)
+        var countReply = [Int](repeating: 0, count: countReceiveRows.reduce(0, +))
+        let countLayout = ExchangeLayout(sendCounts: countSendRows, receiveCounts: countReceiveRows)!
+        do { try exchange.exchange(countMessage, into: &countReply, layout: countLayout, rowBytes: MemoryLayout<Int>.stride) } catch {
+            throw .exchange(layer: index, error)
+        }
+        // rowsFrom[s][j]: rows source s sends for local expert j.
+        var failedRank: Int?
+        var rowsFrom = [[Int]](repeating: [], count: ranks)
+        for source in 0..<ranks {
+            let base = source * (1 + localExperts.count)
+            if countReply[base] != 0, failedRank == nil { failedRank = source }
+            rowsFrom[source] = Array(countReply[base + 1..<base + 1 + localExperts.count])
+        }
+        if let failedRank {
+            if case let .failure(error) = routing, failedRank == communicator.rank {
+                throw .routingFailed(layer: index, rank: failedRank, detail: error)
+            }
+            throw .routingFailed(layer: index, rank: failedRank, detail: nil)
+        }
+        guard let plan else { preconditionFailure("a failed router reports status 1") }
+
+        // Pack: kept rows by destination rank, expert, slot.
+        let sendCounts = (0..<ranks).map { destination in placement.experts(of: destination).reduce(0) { $0 + kept[$1] } }
+        let receiveCounts = rowsFrom.map { $0.reduce(0, +) }
+        let layout = ExchangeLayout(sendCounts: sendCounts, receiveCounts: receiveCounts)!
+        let slotRoutes = plan.slotRoutes()
+        Self.grow(&sendRows, to: layout.sendRows * d)
+        normed.withUnsafeBufferPointer { source in
+            sendRows.withUnsafeMutableBufferPointer { destination in
+                // Blocks are in destination order and experts are placed contiguously, so the
+                // send buffer is simply every expert's slots in expert order.
+                var row = 0
+                for expert in 0..<experts {
+                    for route in slotRoutes[expert] {
+                        let token = route % tokens
+                        (destination.baseAddress! + row * d).update(from: source.baseAddress! + token * d, count: d)
+                        row += 1
+                    }
+                }
+            }
+        }
+        now = MPIRuntime.wallTime()
+        times.pack += now - clock
+        clock = now
+
+        // Dispatch.
+        Self.grow(&receiveRows, to: layout.receiveRows * d)
+        do { try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) } catch {
+            throw .exchange(layer: index, error)
+        }
+        volume.dispatchBytesSent += layout.sendRows * rowBytes
+        now = MPIRuntime.wallTime()
+        times.dispatch += now - clock
+        clock = now
+
+        // Experts: gather each local expert's rows (source by source) into one contiguous
+        // buffer, run the FFN, scatter the outputs back to the received positions.
+        receiveRows.withUnsafeMutableBufferPointer { received in
+            for (local, expert) in localExperts.enumerated() {
+                let rows = rowsFrom.reduce(0) { $0 + $1[local] }
+                guard rows > 0 else { continue }
+                Self.grow(&expertInput, to: rows * d)
+                Self.grow(&expertOutput, to: rows * d)
+                expertInput.withUnsafeMutableBufferPointer { input in
+                    var cursor = 0
+                    for source in 0..<ranks where rowsFrom[source][local] > 0 {
+                        let offset = layout.receiveDisplacements[source] + rowsFrom[source][..<local].reduce(0, +)
+                        (input.baseAddress! + cursor * d).update(from: received.baseAddress! + offset * d, count: rowsFrom[source][local] * d)
+                        cursor += rowsFrom[source][local]
+                    }
+                }
+                expertInput.withUnsafeBufferPointer { input in
+                    expertOutput.withUnsafeMutableBufferPointer { output in
+                        ExpertFFN.forward(weights.expert(expert), activation: model.activation, dModel: d, dFF: model.dFF,
+                                          input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
+                    }
+                }
+                expertOutput.withUnsafeBufferPointer { output in
+                    var cursor = 0
+                    for source in 0..<ranks where rowsFrom[source][local] > 0 {
+                        let offset = layout.receiveDisplacements[source] + rowsFrom[source][..<local].reduce(0, +)
+                        (received.baseAddress! + offset * d).update(from: output.baseAddress! + cursor * d, count: rowsFrom[source][local] * d)
+                        cursor += rowsFrom[source][local]
+                    }
+                }
+            }
+        }
+        now = MPIRuntime.wallTime()
+        times.experts += now - clock
+        clock = now
+
+        // Combine: the same blocks travel back; each route finds its row at the position it was
+        // packed at, and the token's routes are summed in choice order.
+        let combineLayout = ExchangeLayout(sendCounts: receiveCounts, receiveCounts: sendCounts)!
+        Self.grow(&combined, to: layout.sendRows * d)
+        do { try exchange.exchange(receiveRows, into: &combined, layout: combineLayout, rowBytes: rowBytes) } catch {
+            throw .exchange(layer: index, error)
+        }
+        volume.combineBytesSent += layout.receiveRows * rowBytes
+        var expertStart = [Int](repeating: 0, count: experts)  // first packed row of each expert
+        for expert in 1..<max(experts, 1) { expertStart[expert] = expertStart[expert - 1] + kept[expert - 1] }
+        Self.grow(&mixture, to: d)
+        combined.withUnsafeBufferPointer { rows in
+            mixture.withUnsafeMutableBufferPointer { sum in
+                hidden.withUnsafeMutableBufferPointer { output in
+                    for token in 0..<tokens {
+                        sum.update(repeating: 0)
+                        for r in 0..<plan.topK {
+                            let route = r * tokens + token
+                            let expert = plan.expert[route]
+                            guard expert >= 0 else { continue }
+                            let gate = plan.gate[route]
+                            let row = rows.baseAddress! + (expertStart[expert] + plan.slot[route]) * d
+                            for feature in 0..<d { sum[feature] += gate * row[feature] }
+                        }
+                        let target = output.baseAddress! + token * d
+                        for feature in 0..<d { target[feature] += sum[feature] }
+                    }
+                }
+            }
+        }
+        times.combine += MPIRuntime.wallTime() - clock
+        return plan
+    }
+}

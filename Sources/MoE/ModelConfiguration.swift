@@ -1,0 +1,203 @@
+import FileFormats
+
+/// How a layer chooses which routes keep a capacity slot when an expert is full.
+public enum DropPolicy: String, CaseIterable, Sendable, Codable {
+    /// All first choices claim slots in token order, then all second choices, and so on.
+    case inOrder = "in-order"
+    /// V-MoE's Batch Prioritized Routing (Riquelme et al. 2021): tokens ordered by priority
+    /// (descending, ties by token index), then slots claimed in that order, choice by choice.
+    case batchPrioritized = "batch-prioritized"
+    /// Dropless: no capacity limit.
+    case none
+}
+
+/// The score that orders tokens under batch-prioritized routing.
+public enum RoutingPriority: String, CaseIterable, Sendable, Codable {
+    /// The largest of the token's top-k probabilities (V-MoE's default).
+    case max
+    /// The sum of the token's top-k probabilities.
+    case sum
+}
+
+/// One MoE layer's routing and size settings.
+public struct LayerConfiguration: Equatable, Sendable {
+    /// Number of experts E (≥ 1).
+    public var experts: Int
+    /// Routes per token k, 1 ≤ k ≤ E.
+    public var topK: Int
+    /// Capacity factor C ≥ 0; 0 means no capacity limit.
+    public var capacityFactor: Double
+    /// Lower bound on any expert's capacity per source rank.
+    public var minCapacity: Int
+    public var dropPolicy: DropPolicy
+    public var priority: RoutingPriority
+
+    public init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
+                dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max) {
+        self.experts = experts
+        self.topK = topK
+        self.capacityFactor = capacityFactor
+        self.minCapacity = minCapacity
+        self.dropPolicy = dropPolicy
+        self.priority = priority
+    }
+
+    /// True when no route is ever dropped (policy `none`, or C = 0).
+    public var isDropless: Bool { dropPolicy == .none || capacityFactor == 0 }
+}
+
+/// A model: L pre-norm MoE blocks `x ← x + MoE_l(LayerNorm_l(x))` over hidden size `dModel`.
+public struct ModelConfiguration: Equatable, Sendable {
+    public var name: String
+    public var dModel: Int
+    public var dFF: Int
+    public var activation: Activation
+    public var layers: [LayerConfiguration]
+    /// Task-level routing: `taskExperts[task]` lists the k experts a token of that task goes to
+    /// (in choice order), bypassing the gate. Empty when the model routes by gate only.
+    public var taskExperts: [Int: [Int]]
+
+    public init(name: String, dModel: Int, dFF: Int, activation: Activation, layers: [LayerConfiguration], taskExperts: [Int: [Int]] = [:]) {
+        self.name = name
+        self.dModel = dModel
+        self.dFF = dFF
+        self.activation = activation
+        self.layers = layers
+        self.taskExperts = taskExperts
+    }
+
+    /// The built-in default: 4 layers, d_model 256, d_ff 1024, GELU, 8 experts, top-2, C 1.25.
+    public static let builtInDefault = ModelConfiguration(
+        name: "default", dModel: 256, dFF: 1024, activation: .gelu,
+        layers: Array(repeating: LayerConfiguration(experts: 8, topK: 2), count: 4))
+
+    /// Largest sizes accepted from a file, so a typo cannot ask for terabytes.
+    public static let dimensionLimit = 1 << 16
+    public static let layerLimit = 1024
+    public static let expertLimit = 1 << 14
+}
+
+/// Why a model file was refused; names the file and field.
+public struct ModelConfigurationError: Error, Equatable, CustomStringConvertible {
+    public let source: String
+    public let field: String
+    public let problem: String
+    public var description: String { field.isEmpty ? "\(source): \(problem)" : "\(source): field '\(field)': \(problem)" }
+}
+
+extension ModelConfiguration {
+    /// Reads a model file:
+    ///
+    /// ```json
+    /// { "name": "small", "d_model": 64, "d_ff": 128, "activation": "gelu",
+    ///   "layer_defaults": { "experts": 8, "top_k": 2, "capacity_factor": 1.25, "min_capacity": 4,
+    ///                       "drop_policy": "in-order", "priority": "max" },
+    ///   "layers": [ {}, { "top_k": 1 }, { "experts": 16 } ],
+    ///   "task_experts": { "0": [0, 1], "1": [2, 3] } }
+    /// ```
+    /// Each layer is `layer_defaults` overridden by its own fields; `experts` and `top_k` must be
+    /// given by one or the other. Unknown fields are errors.
+    public static func load(path: String) throws(ModelConfigurationError) -> ModelConfiguration {
+        let bytes: [UInt8]
+        do { bytes = try BoundedFileReader.read(path, limit: 1 << 20) } catch {
+            throw ModelConfigurationError(source: path, field: "", problem: "cannot be read: \(error.reason)")
+        }
+        return try parse(bytes, path: path)
+    }
+
+    public static func parse(_ bytes: [UInt8], path: String) throws(ModelConfigurationError) -> ModelConfiguration {
+        let document: JSONValue
+        do { document = try JSONParser.parse(bytes) } catch {
+            throw ModelConfigurationError(source: path, field: "", problem: "invalid JSON at \(error)")
+        }
+        let layerKeys = ["experts", "top_k", "capacity_factor", "min_capacity", "drop_policy", "priority"]
+        do {
+            let root = try JSONObjectReader(document)
+            try root.rejectUnknownKeys(allowed: ["name", "d_model", "d_ff", "activation", "layer_defaults", "layers", "task_experts"])
+            let dModel = try root.integer("d_model")
+            let dFF = try root.integer("d_ff")
+            for (key, value) in [("d_model", dModel), ("d_ff", dFF)] where !(1...dimensionLimit).contains(value) {
+                throw JSONFieldError(path: key, problem: "must be in 1...\(dimensionLimit), got \(value)")
+            }
+            let activationName = try root.optionalString("activation") ?? "gelu"
+            guard let activation = Activation(rawValue: activationName) else {
+                throw JSONFieldError(path: "activation", problem: "unknown activation '\(activationName)' (relu, gelu, swiglu)")
+            }
+            let defaults = try root.optionalObject("layer_defaults")
+            try defaults?.rejectUnknownKeys(allowed: layerKeys)
+            let layerEntries = try root.array("layers")
+            guard (1...layerLimit).contains(layerEntries.count) else {
+                throw JSONFieldError(path: "layers", problem: "must hold 1...\(layerLimit) layers, got \(layerEntries.count)")
+            }
+            var layers: [LayerConfiguration] = []
+            for (layerPath, value) in layerEntries {
+                let layer = try JSONObjectReader(value, path: layerPath)
+                try layer.rejectUnknownKeys(allowed: layerKeys)
+                func pick<T>(_ key: String, _ read: (JSONObjectReader, String) throws(JSONFieldError) -> T?) throws(JSONFieldError) -> T? {
+                    if let own = try read(layer, key) { return own }
+                    if let defaults { return try read(defaults, key) }
+                    return nil
+                }
+                let intReader: (JSONObjectReader, String) throws(JSONFieldError) -> Int? = { (reader, key) throws(JSONFieldError) in try reader.optionalInteger(key) }
+                let stringReader: (JSONObjectReader, String) throws(JSONFieldError) -> String? = { (reader, key) throws(JSONFieldError) in try reader.optionalString(key) }
+                guard let experts = try pick("experts", intReader) else {
+                    throw JSONFieldError(path: "\(layerPath).experts", problem: "missing (give it here or in layer_defaults)")
+                }
+                guard let topK = try pick("top_k", intReader) else {
+                    throw JSONFieldError(path: "\(layerPath).top_k", problem: "missing (give it here or in layer_defaults)")
+                }
+                guard (1...expertLimit).contains(experts) else {
+                    throw JSONFieldError(path: "\(layerPath).experts", problem: "must be in 1...\(expertLimit), got \(experts)")
+                }
+                guard (1...experts).contains(topK) else {
+                    throw JSONFieldError(path: "\(layerPath).top_k", problem: "must be in 1...\(experts) (the layer's experts), got \(topK)")
+                }
+                let capacityFactor = try pick("capacity_factor", { (reader, key) throws(JSONFieldError) in try reader.optionalNumber(key) }) ?? 1.25
+                guard capacityFactor >= 0, capacityFactor <= 1e6 else {
+                    throw JSONFieldError(path: "\(layerPath).capacity_factor", problem: "must be in 0...1e6 (0 = no limit), got \(capacityFactor)")
+                }
+                let minCapacity = try pick("min_capacity", intReader) ?? 4
+                guard (0...(1 << 30)).contains(minCapacity) else {
+                    throw JSONFieldError(path: "\(layerPath).min_capacity", problem: "must be ≥ 0, got \(minCapacity)")
+                }
+                let policyName = try pick("drop_policy", stringReader) ?? "in-order"
+                guard let policy = DropPolicy(rawValue: policyName) else {
+                    throw JSONFieldError(path: "\(layerPath).drop_policy", problem: "unknown policy '\(policyName)' (in-order, batch-prioritized, none)")
+                }
+                let priorityName = try pick("priority", stringReader) ?? "max"
+                guard let priority = RoutingPriority(rawValue: priorityName) else {
+                    throw JSONFieldError(path: "\(layerPath).priority", problem: "unknown priority '\(priorityName)' (max, sum)")
+                }
+                layers.append(LayerConfiguration(experts: experts, topK: topK, capacityFactor: capacityFactor,
+                                                 minCapacity: minCapacity, dropPolicy: policy, priority: priority))
+            }
+            var taskExperts: [Int: [Int]] = [:]
+            if let tasks = try root.optionalObject("task_experts") {
+                for key in tasks.keys {
+                    guard let task = Int(key), task >= 0 else {
+                        throw JSONFieldError(path: tasks.childPath(key), problem: "task ids are non-negative integers written as strings")
+                    }
+                    let experts = try tasks.array(key).map { (path: String, value: JSONValue) throws(JSONFieldError) in
+                        try JSONObjectReader.integer(value, path: path)
+                    }
+                    for (index, layer) in layers.enumerated() {
+                        guard experts.count == layer.topK else {
+                            throw JSONFieldError(path: tasks.childPath(key), problem: "lists \(experts.count) experts but layer \(index) routes each token to top_k = \(layer.topK)")
+                        }
+                        guard experts.allSatisfy({ (0..<layer.experts).contains($0) }), Set(experts).count == experts.count else {
+                            throw JSONFieldError(path: tasks.childPath(key), problem: "experts must be distinct and below layer \(index)'s \(layer.experts)")
+                        }
+                    }
+                    taskExperts[task] = experts
+                }
+            }
+            let fileName = path.split(separator: "/").last.map { String($0.split(separator: ".").first ?? $0) } ?? path
+            return ModelConfiguration(name: try root.optionalString("name") ?? fileName, dModel: dModel, dFF: dFF,
+                                      activation: activation, layers: layers, taskExperts: taskExperts)
+        } catch let error as JSONFieldError {
+            throw ModelConfigurationError(source: path, field: error.path, problem: error.problem)
+        } catch {
+            throw ModelConfigurationError(source: path, field: "", problem: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import FileFormats
+import RandomStreams
+
+/// One layer's parameters as one rank holds them: the norm and gate (every rank) and the
+/// experts in `heldExperts` only.
+public struct LayerWeights: Sendable {
+    public var norm: LayerNorm
+    /// `[dModel, E]` row-major.
+    public var gate: [Float]
+    public var heldExperts: Range<Int>
+    /// `experts[i]` is expert `heldExperts.lowerBound + i`.
+    public var experts: [ExpertWeights]
+
+    public func expert(_ index: Int) -> ExpertWeights { experts[index - heldExperts.lowerBound] }
+}
+
+/// Why weights could not be had.
+public enum WeightsError: Error, Equatable, CustomStringConvertible {
+    case file(SafetensorsError)
+    case nonFinite(tensor: String)
+
+    public var description: String {
+        switch self {
+        case let .file(error): return "\(error)"
+        case let .nonFinite(tensor): return "tensor '\(tensor)' holds NaN or infinite values"
+        }
+    }
+}
+
+/// Tensor names and shapes of a model's weights (the safetensors file layout), seeded
+/// initialisation, and loading of a rank's share.
+///
+/// Names: `layers.{l}.norm.scale` and `layers.{l}.norm.shift` `[dModel]`;
+/// `layers.{l}.gate.weight` `[dModel, E]`; `layers.{l}.experts.{e}.w1` `[dModel, dFF]`,
+/// `.w2` `[dFF, dModel]`, and `.b1` `[dFF]`, `.b2` `[dModel]` (relu, gelu) or `.w3`
+/// `[dModel, dFF]` (swiglu). All float32, row-major.
+public enum ModelWeights {
+    public static func expertTensorShapes(_ model: ModelConfiguration) -> [(suffix: String, shape: [Int])] {
+        var shapes: [(String, [Int])] = [("w1", [model.dModel, model.dFF]), ("w2", [model.dFF, model.dModel])]
+        if model.activation == .swiglu {
+            shapes.append(("w3", [model.dModel, model.dFF]))
+        } else {
+            shapes += [("b1", [model.dFF]), ("b2", [model.dModel])]
+        }
+        return shapes
+    }
+
+    /// Every tensor of the model, in file order.
+    public static func tensorShapes(_ model: ModelConfiguration) -> [(name: String, shape: [Int])] {
+        var shapes: [(String, [Int])] = []
+        for (index, layer) in model.layers.enumerated() {
+            shapes += [("layers.\(index).norm.scale", [model.dModel]), ("layers.\(index).norm.shift", [model.dModel]),
+                       ("layers.\(index).gate.weight", [model.dModel, layer.experts])]
+            for expert in 0..<layer.experts {
+                for (suffix, shape) in expertTensorShapes(model) { shapes.append(("layers.\(index).experts.\(expert).\(suffix)", shape)) }
+            }
+        }
+        return shapes
+    }
+
+    /// The seeded value of one tensor: depends only on (seed, name), so any rank can make its
+    /// own share and `moe init-weights` writes the same numbers. Weights are uniform with
+    /// variance 1/fan-in; biases and norm shifts uniform in ±0.1; norm scales 1 ± 0.1.
+    public static func seededTensor(name: String, shape: [Int], seed: UInt64) -> [Float] {
+        var random = SeededGenerator(seed: seed, stream: fnv1a(name))
+        let count = shape.reduce(1, *)
+        let suffix = name.split(separator: ".").last.map(String.init) ?? name
+        let amplitude: Float
+        var offset: Float = 0
+        switch suffix {
+        case "scale": amplitude = 0.1; offset = 1
+        case "shift", "b1", "b2": amplitude = 0.1
+        default: amplitude = (3 / Float(shape[0])).squareRoot()
+        }
+        return (0..<count).map { _ in offset + amplitude * random.nextSignedUnitFloat() }
+    }
+
+    /// 64-bit FNV-1a of a string: a stable stream number per tensor name.
+    public static func fnv1a(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        return hash
+    }
+
+    /// A rank's share of the weights: every layer's norm and gate, and the experts `held(l)`
+    /// of each layer, from the seed or from a safetensors file (reading only those tensors).
+    public static func load(
+        _ model: ModelConfiguration, heldExperts held: (Int) -> Range<Int>, seed: UInt64, file: SafetensorsReader?
+    ) throws(WeightsError) -> [LayerWeights] {
+        func tensor(_ name: String, _ shape: [Int]) throws(WeightsError) -> [Float] {
+            let values: [Float]
+            if let file {
+                do { values = try file.readFloat32(name, shape: shape) } catch { throw .file(error) }
+            } else {
+                values = seededTensor(name: name, shape: shape, seed: seed)
+            }
+            guard values.allSatisfy(\.isFinite) else { throw .nonFinite(tensor: name) }
+            return values
+        }
+        var layers: [LayerWeights] = []
+        for (index, layer) in model.layers.enumerated() {
+            let prefix = "layers.\(index)"
+            let norm = LayerNorm(scale: try tensor("\(prefix).norm.scale", [model.dModel]),
+                                 shift: try tensor("\(prefix).norm.shift", [model.dModel]))
+            let gate = try tensor("\(prefix).gate.weight", [model.dModel, layer.experts])
+            var experts: [ExpertWeights] = []
+            let range = held(index)
+            for expert in range {
+                var parts: [String: [Float]] = [:]
+                for (suffix, shape) in expertTensorShapes(model) {
+                    parts[suffix] = try tensor("\(prefix).experts.\(expert).\(suffix)", shape)
+                }
+                experts.append(ExpertWeights(w1: parts["w1"]!, b1: parts["b1"] ?? [], w2: parts["w2"]!,
+                                             b2: parts["b2"] ?? [], w3: parts["w3"] ?? []))
+            }
+            layers.append(LayerWeights(norm: norm, gate: gate, heldExperts: range, experts: experts))
+        }
+        return layers
+    }
+
+    /// Writes the whole model's seeded weights as a safetensors file (atomically).
+    public static func writeSeeded(_ model: ModelConfiguration, seed: UInt64, to path: String) throws(FileAccessError) {
+        let tensors = tensorShapes(model).map { ($0.name, $0.shape, seededTensor(name: $0.name, shape: $0.shape, seed: seed)) }
+        try SafetensorsWriter.write(tensors, metadata: ["format": "swiftmoe", "model": model.name, "seed": String(seed)], to: path)
+    }
+}

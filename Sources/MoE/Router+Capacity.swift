@@ -1,0 +1,62 @@
+import Foundation
+
+extension Router {
+    /// Slots each expert offers one source rank per step:
+    /// `max(minCapacity, ceil(k · T · C / E))`, computed in Double exactly as written; nil
+    /// (unlimited) when the layer is dropless (policy `none` or C = 0).
+    public static func capacity(tokenCount: Int, layer: LayerConfiguration) -> Int? {
+        guard !layer.isDropless else { return nil }
+        let slots = (Double(layer.topK) * Double(tokenCount) * layer.capacityFactor / Double(layer.experts)).rounded(.up)
+        return max(layer.minCapacity, Int(slots))
+    }
+
+    /// The order in which tokens claim slots within each choice round: token order for
+    /// in-order and dropless routing; for batch-prioritized routing, descending priority (max or
+    /// sum of the token's top-k probabilities), ties by lower token index.
+    static func claimOrder(probability: [Float], tokenCount: Int, layer: LayerConfiguration) -> [Int] {
+        guard layer.dropPolicy == .batchPrioritized else { return Array(0..<tokenCount) }
+        let priority = (0..<tokenCount).map { token -> Float in
+            let probabilities = (0..<layer.topK).map { probability[$0 * tokenCount + token] }
+            return layer.priority == .max ? probabilities.max()! : probabilities.reduce(0, +)
+        }
+        return (0..<tokenCount).sorted { priority[$0] != priority[$1] ? priority[$0] > priority[$1] : $0 < $1 }
+    }
+
+    /// Claims slots choice by choice (every token's first choice before any second choice), in
+    /// `claimOrder` within a round; a route whose expert is full is dropped. Combine weights: the
+    /// probability itself for k = 1; for k ≥ 2 the probabilities renormalised over the token's
+    /// surviving routes (a fully dropped token gets 0 everywhere).
+    static func applyCapacity(choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration) -> RoutingPlan {
+        let k = layer.topK
+        let capacity = capacity(tokenCount: tokenCount, layer: layer)
+        var expert = [Int](repeating: -1, count: k * tokenCount)
+        var slot = [Int](repeating: -1, count: k * tokenCount)
+        var used = [Int](repeating: 0, count: layer.experts)
+        let order = claimOrder(probability: probability, tokenCount: tokenCount, layer: layer)
+        for r in 0..<k {
+            for token in order {
+                let index = r * tokenCount + token
+                let chosen = choice[index]
+                if let capacity, used[chosen] >= capacity { continue }
+                expert[index] = chosen
+                slot[index] = used[chosen]
+                used[chosen] += 1
+            }
+        }
+        var gate = [Float](repeating: 0, count: k * tokenCount)
+        for token in 0..<tokenCount {
+            if k == 1 {
+                if expert[token] >= 0 { gate[token] = probability[token] }
+                continue
+            }
+            var surviving: Float = 0
+            for r in 0..<k where expert[r * tokenCount + token] >= 0 { surviving += probability[r * tokenCount + token] }
+            guard surviving > 0 else { continue }
+            for r in 0..<k where expert[r * tokenCount + token] >= 0 {
+                gate[r * tokenCount + token] = probability[r * tokenCount + token] / surviving
+            }
+        }
+        return RoutingPlan(tokenCount: tokenCount, topK: k, expertCount: layer.experts, capacity: capacity,
+                           choice: choice, expert: expert, slot: slot, gate: gate, probability: probability)
+    }
+}

@@ -1,0 +1,56 @@
+import FileFormats
+import Foundation
+import MoE
+import MoEReference
+
+/// `moe reference`: the single-process oracle, for comparing with `moe run`.
+struct ReferenceCommand: Subcommand {
+    static let spec = CommandSpec(
+        name: "reference",
+        summary: "Run the single-process reference model (no MPI) as a job of N ranks would see it.",
+        discussion: """
+            Routes each of the --ranks ranks' tokens separately (capacity is per source rank) and
+            runs every expert in this process. Its --output and --routing-output match those of
+            'moe run' with the same model, weights, inputs, seed and rank count (step 1 of 'run').
+            """,
+        options: ModelOptions.specs + [
+            .value("ranks", "N", default: "1", "number of ranks of the job to reproduce"),
+            .value("output", "FILE", "write the output hidden states as float32 .npy [tokens, d_model]"),
+            .value("routing-output", "FILE", "write the routing decisions as JSON"),
+        ])
+
+    let model: ModelOptions.Values
+    let ranks: Int
+    let outputPath: String?
+    let routingPath: String?
+
+    init(options: ParsedOptions) throws(UsageError) {
+        model = try ModelOptions.read(options)
+        ranks = try options.integer("ranks", in: 1...4096) ?? 1
+        outputPath = options.string("output")
+        routingPath = options.string("routing-output")
+    }
+
+    func run(_ context: RunContext) throws {
+        do {
+            let configuration = try model.loadModel()
+            let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },
+                                                seed: model.seed, file: try model.openWeights())
+            let batches = try (0..<ranks).map { try model.batch(model: configuration, rank: $0, ranks: ranks, step: 0) }
+            let (outputs, plans) = try ReferenceModel(model: configuration, layers: weights).forward(batches)
+            if let outputPath {
+                let values = outputs.flatMap { $0 }
+                try NpyArray(float32: values, shape: [values.count / configuration.dModel, configuration.dModel]).write(to: outputPath)
+            }
+            if let routingPath {
+                let entries = plans.map { $0.map(RoutingReport.rankEntry) }
+                try AtomicFileWriter.write(RoutingReport.document(entries).serialized() + "\n", to: routingPath)
+            }
+            let routes = plans.flatMap { $0 }.reduce(0) { $0 + $1.expert.count }
+            let dropped = plans.flatMap { $0 }.reduce(0) { $0 + $1.droppedRoutes }
+            print("reference: \(configuration.name), \(plural(ranks, "rank")), \(batches.reduce(0) { $0 + $1.tokenCount }) tokens, dropped \(dropped) of \(routes) routes")
+        } catch {
+            throw JobFailure(message: "\(error)", reportingRank: 0)
+        }
+    }
+}

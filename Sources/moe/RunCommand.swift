@@ -1,0 +1,204 @@
+import ClusterTopology
+import Exchange
+import ExpertParallel
+import FileFormats
+import Foundation
+import MessagePassing
+import MoE
+
+/// `moe run`: the distributed forward pass of an MoE model, timed per phase.
+struct RunCommand: Subcommand {
+    static let spec = CommandSpec(
+        name: "run",
+        summary: "Run the expert-parallel MoE model: route, dispatch, experts, combine; timed per phase.",
+        discussion: """
+            Every rank holds a contiguous block of each layer's experts and routes its own tokens.
+            Each step prints the slowest rank's time per phase (gate, pack, dispatch, experts,
+            combine), tokens/s over all ranks and the share of routes dropped. With several
+            --exchange algorithms the same steps run once per algorithm and the outputs must be
+            bitwise identical (the algorithm never changes the numbers).
+            """,
+        options: ModelOptions.specs + [
+            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
+            .value("steps", "N", default: "3", "forward steps (generated inputs change every step)"),
+            .value("exchange", "LIST", default: "linear",
+                   "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all"),
+            .value("blas-threads", "N", "OpenBLAS threads per rank (default: cores / ranks on this node, at least 1)"),
+            .value("output", "FILE", "write the last step's output hidden states as float32 .npy [tokens, d_model] (rank 0 gathers)"),
+            .value("routing-output", "FILE", "write the last step's routing decisions as JSON (rank 0 gathers)"),
+            .value("report", "FILE", "write a JSON report of every step (rank 0)"),
+            .flag("quiet", "print only the summary"),
+        ])
+
+    let model: ModelOptions.Values
+    let topologyPath: String?
+    let steps: Int
+    let algorithms: [AllToAllAlgorithm]
+    let blasThreads: Int?
+    let outputPath: String?
+    let routingPath: String?
+    let reportPath: String?
+    let quiet: Bool
+
+    init(options: ParsedOptions) throws(UsageError) {
+        model = try ModelOptions.read(options)
+        topologyPath = options.string("topology")
+        steps = try options.integer("steps", in: 1...10_000_000) ?? 3
+        algorithms = try options.choices("exchange", as: AllToAllAlgorithm.self) ?? [.linear]
+        blasThreads = try options.integer("blas-threads", in: 1...1024)
+        outputPath = options.string("output")
+        routingPath = options.string("routing-output")
+        reportPath = options.string("report")
+        quiet = options.flag("quiet")
+    }
+
+    func run(_ context: RunContext) throws {
+        let world = try context.world()
+        let topology = try context.topology(path: topologyPath)
+        let ranks = world.size
+        let here = world.rank
+
+        // Everything a rank reads is checked before the first exchange, and the ranks agree.
+        let (configuration, weights) = try context.collectively { () throws -> (ModelConfiguration, [LayerWeights]) in
+            let configuration = try model.loadModel()
+            for (index, layer) in configuration.layers.enumerated() where layer.experts < ranks {
+                throw InputError(description: "\(model.modelPath ?? "built-in model"): layer \(index) has \(layer.experts) experts but the job has \(ranks) ranks; this runtime needs at least one expert per rank")
+            }
+            let file = try model.openWeights()
+            let weights = try ModelWeights.load(configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, ranks: ranks)!.experts(of: here) },
+                                                seed: model.seed, file: file)
+            return (configuration, weights)
+        }
+        let localRanks = try world.splitBySharedMemory().size
+        let threads = blasThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
+        BLAS.setThreadCount(threads)
+
+        if here == 0 {
+            let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
+            print("model \(configuration.name): \(configuration.layers.count) layers, d_model \(configuration.dModel), d_ff \(configuration.dFF), \(configuration.activation.rawValue); experts per layer \(configuration.layers.map { String($0.experts) }.joined(separator: ","))")
+            print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)")
+        }
+
+        var reportRuns: [JSONValue] = []
+        var referenceOutput: [Float]?
+        var lastBatch: TokenBatch?
+        var lastPlans: [RoutingPlan] = []
+        for algorithm in algorithms {
+            let distributed = DistributedModel(configuration: configuration, weights: weights,
+                                               exchange: makeAllToAll(algorithm, communicator: world))
+            var stepReports: [JSONValue] = []
+            var totals = PhaseTimes()
+            var totalTokens = 0
+            var totalSeconds = 0.0
+            var keptRoutes = 0
+            var droppedRoutes = 0
+            for step in 0..<steps {
+                var batch = try context.collectively { try model.batch(model: configuration, rank: here, ranks: ranks, step: step) }
+                try world.barrier()
+                let start = MPIRuntime.wallTime()
+                let result: DistributedModel.StepResult
+                do { result = try distributed.forward(&batch) } catch {
+                    if case let .routingFailed(_, rank, _) = error {
+                        throw JobFailure(message: "\(error)", reportingRank: rank)
+                    }
+                    throw error
+                }
+                let elapsed = MPIRuntime.wallTime() - start
+                let stepTimes = result.times.reduce(PhaseTimes(), +)
+                // Slowest rank per phase; tokens and routes summed over ranks.
+                let slowest = try world.allReduce(stepTimes.values + [elapsed], .maximum)
+                let kept = result.plans.map { $0.keptPerExpert.reduce(0, +) }
+                let dropped = result.plans.map(\.droppedRoutes)
+                let bytes = result.volumes.map(\.dispatchBytesSent)
+                let sums = try world.allReduce([batch.tokenCount] + kept + dropped + bytes, .sum)
+                let tokens = sums[0]
+                let layerCount = configuration.layers.count
+                let keptByLayer = Array(sums[1...layerCount])
+                let droppedByLayer = Array(sums[1 + layerCount...2 * layerCount])
+                let bytesByLayer = Array(sums[1 + 2 * layerCount...3 * layerCount])
+                let wall = slowest[5]
+                var phase = PhaseTimes()
+                (phase.gate, phase.pack, phase.dispatch, phase.experts, phase.combine) = (slowest[0], slowest[1], slowest[2], slowest[3], slowest[4])
+                totals = totals + phase
+                totalTokens += tokens
+                totalSeconds += wall
+                keptRoutes += keptByLayer.reduce(0, +)
+                droppedRoutes += droppedByLayer.reduce(0, +)
+                let routes = keptByLayer.reduce(0, +) + droppedByLayer.reduce(0, +)
+                if here == 0 && !quiet {
+                    let phases = zip(PhaseTimes.names, phase.values).map { "\($0) \(Self.milliseconds($1))" }.joined(separator: "  ")
+                    print("[\(algorithm.rawValue)] step \(step + 1)/\(steps): \(Self.milliseconds(wall)) ms  (\(phases) ms)  \(Self.rate(Double(tokens) / wall)) tokens/s  dropped \(Self.percent(droppedByLayer.reduce(0, +), of: routes))")
+                }
+                stepReports.append(.object([
+                    ("step", .number(Double(step))), ("seconds", .number(wall)), ("tokens", .number(Double(tokens))),
+                    ("tokens_per_second", .number(Double(tokens) / wall)),
+                    ("phase_seconds_slowest_rank", .object(zip(PhaseTimes.names, phase.values).map { ($0, .number($1)) })),
+                    ("kept_routes_by_layer", .array(keptByLayer.map { .number(Double($0)) })),
+                    ("dropped_routes_by_layer", .array(droppedByLayer.map { .number(Double($0)) })),
+                    ("dispatch_bytes_by_layer", .array(bytesByLayer.map { .number(Double($0)) })),
+                ]))
+                if step == steps - 1 { lastBatch = batch; lastPlans = result.plans }
+            }
+            // The exchange algorithm must never change the numbers.
+            if let referenceOutput, let lastBatch {
+                let same = lastBatch.hidden.withUnsafeBytes { a in referenceOutput.withUnsafeBytes { b in a.elementsEqual(b) } }
+                if let differing = try world.lowestFailingRank(failed: !same) {
+                    throw JobFailure(message: "exchange \(algorithm.rawValue) produced other outputs than \(algorithms[0].rawValue) on rank \(differing)", reportingRank: 0)
+                }
+            } else {
+                referenceOutput = lastBatch?.hidden
+            }
+            if here == 0 {
+                let routes = keptRoutes + droppedRoutes
+                print("[\(algorithm.rawValue)] summary: \(plural(steps, "step")), \(Self.rate(Double(totalTokens) / totalSeconds)) tokens/s, mean step \(Self.milliseconds(totalSeconds / Double(steps))) ms; time share: " +
+                      zip(PhaseTimes.names, totals.values).map { "\($0) \(Self.percent($1, of: totals.total))" }.joined(separator: ", ") +
+                      "; dropped \(Self.percent(droppedRoutes, of: routes)) of \(routes) routes")
+            }
+            reportRuns.append(.object([("exchange", .string(algorithm.rawValue)), ("steps", .array(stepReports)),
+                                       ("tokens_per_second", .number(Double(totalTokens) / totalSeconds))]))
+        }
+        if algorithms.count > 1, here == 0 {
+            print("outputs identical across exchanges: \(algorithms.map(\.rawValue).joined(separator: ", "))")
+        }
+        try writeOutputs(context: context, world: world, configuration: configuration, batch: lastBatch!, plans: lastPlans,
+                         runs: reportRuns, topology: topology, threads: threads)
+    }
+
+    private func writeOutputs(
+        context: RunContext, world: Communicator, configuration: ModelConfiguration, batch: TokenBatch, plans: [RoutingPlan],
+        runs: [JSONValue], topology: Topology, threads: Int
+    ) throws {
+        if let outputPath {
+            let gathered = try world.gatherBytes(batch.hidden.withUnsafeBytes { Array($0) }, root: 0)
+            try context.collectively {
+                guard let gathered else { return }
+                let bytes = gathered.flatMap { $0 }
+                try NpyArray(shape: [bytes.count / 4 / configuration.dModel, configuration.dModel], elementType: .float32, data: bytes)
+                    .write(to: outputPath)
+            }
+        }
+        if let routingPath {
+            var perLayer: [[JSONValue]] = []
+            for plan in plans {
+                let text = RoutingReport.rankEntry(plan).serialized(pretty: false)
+                let gathered = try world.gatherBytes(Array(text.utf8), root: 0)
+                perLayer.append(try gathered.map { try $0.map { try JSONParser.parse($0) } } ?? [])
+            }
+            try context.writeOnRankZero(RoutingReport.document(perLayer).serialized() + "\n", to: routingPath)
+        }
+        if let reportPath {
+            let document = JSONValue.object([
+                ("model", .string(configuration.name)), ("ranks", .number(Double(world.size))),
+                ("topology", .string(topology.name)), ("nodes", .number(Double(topology.nodes.count))),
+                ("blas_threads_per_rank", .number(Double(threads))), ("blas_core", .string(BLAS.coreName)),
+                ("runs", .array(runs)),
+            ])
+            try context.writeOnRankZero(document.serialized() + "\n", to: reportPath)
+        }
+    }
+
+    static func milliseconds(_ seconds: Double) -> String { String(format: "%.2f", seconds * 1000) }
+    static func rate(_ value: Double) -> String { value >= 1e6 ? String(format: "%.2fM", value / 1e6) : String(format: "%.0f", value) }
+    static func percent(_ part: Int, of whole: Int) -> String { whole == 0 ? "0%" : String(format: "%.1f%%", 100 * Double(part) / Double(whole)) }
+    static func percent(_ part: Double, of whole: Double) -> String { whole == 0 ? "0%" : String(format: "%.1f%%", 100 * part / whole) }
+}
