@@ -47,6 +47,6 @@ let package = Package(
         .testTarget(name: "MoETests", dependencies: ["MoE"]),
         .testTarget(name: "MoECLITests", dependencies: ["moe"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
-        .testTarget(name: "MultiRankTests", dependencies: ["moe"]),
+        .testTarget(name: "MultiRankTests", dependencies: ["moe", "FileFormats"]),
     ]
 )

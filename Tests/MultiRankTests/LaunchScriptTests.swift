@@ -18,6 +18,7 @@ func runScript(_ script: String, _ arguments: [String]) throws -> (status: Int32
     return (process.terminationStatus, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
 }
 
+extension MultiRankTests {
 @Suite("Launch scripts")
 struct LaunchScriptTests {
     @Test("Launch/cluster --dry-run prints mpirun over the hostfile with N ranks per node")
@@ -38,4 +39,5 @@ struct LaunchScriptTests {
         let badCount = try runScript("cluster", ["--hostfile", "/etc/hostname", "--ranks-per-node", "0", "--dry-run", "--", "topology"])
         #expect(badCount.status != 0 && badCount.output == "error: --ranks-per-node must be a positive integer, got '0'\n")
     }
+}
 }

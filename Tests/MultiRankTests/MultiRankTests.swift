@@ -1,8 +1,9 @@
 import Foundation
 import Testing
 
-/// Every test here launches real `mpirun` jobs. They run one at a time (`.serialized`), so two
-/// jobs never compete for the machine's cores.
+/// Every test that launches real `mpirun` jobs lives inside this suite (other files extend it),
+/// and `.serialized` is inherited by the nested suites: jobs run one at a time, so two jobs never
+/// compete for the machine's cores, and the leftover-process check sees only its own job.
 @Suite("Multi-rank (mpirun)", .serialized)
 struct MultiRankTests {
     @Suite("Exchange algorithms equal MPI_Alltoallv", .serialized)

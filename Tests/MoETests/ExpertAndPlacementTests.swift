@@ -1,0 +1,103 @@
+import Foundation
+import RandomStreams
+import Testing
+@testable import MoE
+
+private func randomValues(_ count: Int, seed: UInt64) -> [Float] {
+    var random = SeededGenerator(seed: seed)
+    return (0..<count).map { _ in random.nextSignedUnitFloat() }
+}
+
+/// The FFN with plain loops and Double accumulation: an independent check of the GEMM path.
+private func naiveFFN(_ w: ExpertWeights, _ activation: Activation, _ x: [Float], rows: Int, d: Int, ff: Int) -> [Float] {
+    var output = [Float](repeating: 0, count: rows * d)
+    for row in 0..<rows {
+        var hidden = [Double](repeating: 0, count: ff)
+        for j in 0..<ff {
+            var a = activation == .swiglu ? 0 : Double(w.b1[j])
+            var b = 0.0
+            for i in 0..<d {
+                a += Double(x[row * d + i]) * Double(w.w1[i * ff + j])
+                if activation == .swiglu { b += Double(x[row * d + i]) * Double(w.w3[i * ff + j]) }
+            }
+            switch activation {
+            case .relu: hidden[j] = max(0, a)
+            case .gelu: hidden[j] = 0.5 * a * (1 + tanh(0.7978845608 * (a + 0.044715 * a * a * a)))
+            case .swiglu: hidden[j] = a / (1 + exp(-a)) * b
+            }
+        }
+        for i in 0..<d {
+            var y = activation == .swiglu ? 0 : Double(w.b2[i])
+            for j in 0..<ff { y += hidden[j] * Double(w.w2[j * d + i]) }
+            output[row * d + i] = Float(y)
+        }
+    }
+    return output
+}
+
+@Suite("Experts and placement")
+struct ExpertAndPlacementTests {
+    @Test("the GEMM expert equals a plain-loop FFN", arguments: Activation.allCases)
+    func ffnMatchesNaive(activation: Activation) {
+        let (d, ff, rows) = (12, 20, 7)
+        let weights = ExpertWeights(w1: randomValues(d * ff, seed: 1), b1: randomValues(ff, seed: 2), w2: randomValues(ff * d, seed: 3),
+                                    b2: randomValues(d, seed: 4), w3: randomValues(d * ff, seed: 5))
+        let x = randomValues(rows * d, seed: 6)
+        var y = [Float](repeating: .nan, count: rows * d)
+        x.withUnsafeBufferPointer { input in
+            y.withUnsafeMutableBufferPointer { output in
+                ExpertFFN.forward(weights, activation: activation, dModel: d, dFF: ff, input: input.baseAddress!, rows: rows,
+                                  output: output.baseAddress!, workspace: ExpertWorkspace())
+            }
+        }
+        let expected = naiveFFN(weights, activation, x, rows: rows, d: d, ff: ff)
+        for (got, want) in zip(y, expected) { #expect(abs(got - want) <= 1e-5 * max(1, abs(want)), "\(got) vs \(want)") }
+    }
+
+    @Test("layer norm: zero mean and unit variance before scale and shift")
+    func layerNorm() {
+        let norm = LayerNorm(scale: [1, 1, 1, 1], shift: [0, 0, 0, 0])
+        let x: [Float] = [1, 2, 3, 4]
+        var y = [Float](repeating: 0, count: 4)
+        x.withUnsafeBufferPointer { input in y.withUnsafeMutableBufferPointer { norm.apply(input.baseAddress!, rows: 1, into: $0.baseAddress!) } }
+        let mean = y.reduce(0, +) / 4
+        let variance = y.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 4
+        #expect(abs(mean) < 1e-6)
+        #expect(abs(variance - 1) < 1e-4)
+    }
+
+    @Test("contiguous placement: the first E mod G ranks hold one more expert", arguments: [(8, 4), (12, 8), (5, 3), (7, 7), (9, 1)])
+    func placement(experts: Int, ranks: Int) throws {
+        let placement = try #require(ExpertPlacement(experts: experts, ranks: ranks))
+        var next = 0
+        for rank in 0..<ranks {
+            let held = placement.experts(of: rank)
+            #expect(held.lowerBound == next)
+            #expect(held.count == experts / ranks + (rank < experts % ranks ? 1 : 0))
+            for expert in held { #expect(placement.owner(of: expert) == rank) }
+            next = held.upperBound
+        }
+        #expect(next == experts)
+    }
+
+    @Test("fewer experts than ranks is refused (replica groups are a later issue)")
+    func tooFewExperts() {
+        #expect(ExpertPlacement(experts: 2, ranks: 4) == nil)
+    }
+
+    @Test("seeded weights depend only on seed and tensor name")
+    func seededWeights() {
+        let a = ModelWeights.seededTensor(name: "layers.0.experts.3.w1", shape: [4, 8], seed: 9)
+        #expect(a == ModelWeights.seededTensor(name: "layers.0.experts.3.w1", shape: [4, 8], seed: 9))
+        #expect(a != ModelWeights.seededTensor(name: "layers.0.experts.4.w1", shape: [4, 8], seed: 9))
+        #expect(a.allSatisfy { abs($0) <= (3.0 / 4).squareRoot() })
+    }
+
+    @Test("token partition: contiguous blocks covering every token once", arguments: [(10, 3), (0, 4), (7, 7), (5, 8)])
+    func partition(total: Int, ranks: Int) {
+        let ranges = (0..<ranks).map { TokenPartition.range(rank: $0, ranks: ranks, total: total) }
+        #expect(ranges.first?.lowerBound == 0 && ranges.last?.upperBound == total)
+        for (a, b) in zip(ranges, ranges.dropFirst()) { #expect(a.upperBound == b.lowerBound) }
+        #expect(ranges.allSatisfy { $0.count == total / ranks || $0.count == total / ranks + 1 })
+    }
+}

@@ -1,0 +1,51 @@
+import Testing
+@testable import MoE
+
+private func parse(_ text: String) throws(ModelConfigurationError) -> ModelConfiguration {
+    try ModelConfiguration.parse(Array(text.utf8), path: "m.json")
+}
+
+@Suite("Model files")
+struct ModelConfigurationTests {
+    @Test("layers take layer_defaults and override them")
+    func defaults() throws {
+        let model = try parse(#"{"d_model": 8, "d_ff": 16, "activation": "swiglu", "layer_defaults": {"experts": 4, "top_k": 2, "capacity_factor": 1.5}, "layers": [{}, {"top_k": 1, "drop_policy": "batch-prioritized", "priority": "sum"}]}"#)
+        #expect(model.name == "m")
+        #expect(model.activation == .swiglu)
+        #expect(model.layers[0] == LayerConfiguration(experts: 4, topK: 2, capacityFactor: 1.5))
+        #expect(model.layers[1] == LayerConfiguration(experts: 4, topK: 1, capacityFactor: 1.5, dropPolicy: .batchPrioritized, priority: .sum))
+    }
+
+    @Test("invalid models name the file and field", arguments: [
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2, "top_k": 3}]}"#,
+         "m.json: field 'layers[0].top_k': must be in 1...2 (the layer's experts), got 3"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2}]}"#,
+         "m.json: field 'layers[0].top_k': missing (give it here or in layer_defaults)"),
+        (#"{"d_model": 8, "d_ff": 16, "activation": "tanh", "layers": [{"experts": 2, "top_k": 1}]}"#,
+         "m.json: field 'activation': unknown activation 'tanh' (relu, gelu, swiglu)"),
+        (#"{"d_model": 0, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1}]}"#, "m.json: field 'd_model': must be in 1...65536, got 0"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1, "capacity": 2}]}"#,
+         "m.json: field 'layers[0].capacity': unknown field (allowed: experts, top_k, capacity_factor, min_capacity, drop_policy, priority)"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 2}], "task_experts": {"0": [1]}}"#,
+         "m.json: field 'task_experts.0': lists 1 experts but layer 0 routes each token to top_k = 2"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 1, "drop_policy": "random"}]}"#,
+         "m.json: field 'layers[0].drop_policy': unknown policy 'random' (in-order, batch-prioritized, none)"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": []}"#, "m.json: field 'layers': must hold 1...1024 layers, got 0"),
+    ])
+    func invalid(text: String, message: String) {
+        #expect { try parse(text) } throws: { "\($0)" == message }
+    }
+
+    @Test("weights: tensor names and shapes per activation")
+    func tensorNames() throws {
+        let gelu = try parse(#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1}]}"#)
+        #expect(ModelWeights.tensorShapes(gelu).map(\.name) == [
+            "layers.0.norm.scale", "layers.0.norm.shift", "layers.0.gate.weight",
+            "layers.0.experts.0.w1", "layers.0.experts.0.w2", "layers.0.experts.0.b1", "layers.0.experts.0.b2",
+            "layers.0.experts.1.w1", "layers.0.experts.1.w2", "layers.0.experts.1.b1", "layers.0.experts.1.b2",
+        ])
+        let swiglu = try parse(#"{"d_model": 8, "d_ff": 16, "activation": "swiglu", "layers": [{"experts": 1, "top_k": 1}]}"#)
+        #expect(ModelWeights.tensorShapes(swiglu).map(\.name).suffix(3) == ["layers.0.experts.0.w1", "layers.0.experts.0.w2", "layers.0.experts.0.w3"])
+        #expect(ModelWeights.tensorShapes(swiglu).first { $0.name.hasSuffix("w2") }?.shape == [16, 8])
+    }
+}
