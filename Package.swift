@@ -7,6 +7,7 @@ let package = Package(
     name: "SwiftMoE",
     products: [
         .executable(name: "moe", targets: ["moe"]),
+        .executable(name: "moe-bench", targets: ["moe-bench"]),
         .library(name: "MessagePassing", targets: ["MessagePassing"]),
         .library(name: "ClusterTopology", targets: ["ClusterTopology"]),
         .library(name: "Exchange", targets: ["Exchange"]),
@@ -22,6 +23,8 @@ let package = Package(
 
         // Pure parsers for the files users hand us (JSON today; .npy and safetensors later).
         .target(name: "FileFormats"),
+        // The command-line option parser shared by moe and moe-bench.
+        .target(name: "ArgumentParsing"),
         // Deterministic random streams (SplitMix64) for weights, inputs and traffic.
         .target(name: "RandomStreams"),
         // The only Swift code that calls MPI.
@@ -39,14 +42,19 @@ let package = Package(
         // The command-line tool.
         .executableTarget(
             name: "moe",
-            dependencies: ["MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference"]),
+            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference"]),
+        // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
+        .executableTarget(
+            name: "moe-bench",
+            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel"],
+            path: "Benchmarks/Sources/moe-bench"),
 
         .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),
         .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology"]),
         .testTarget(name: "ExchangeTests", dependencies: ["Exchange"]),
         .testTarget(name: "MoETests", dependencies: ["MoE"]),
-        .testTarget(name: "MoECLITests", dependencies: ["moe"]),
+        .testTarget(name: "ArgumentParsingTests", dependencies: ["ArgumentParsing"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
-        .testTarget(name: "MultiRankTests", dependencies: ["moe", "FileFormats"]),
+        .testTarget(name: "MultiRankTests", dependencies: ["moe", "moe-bench", "FileFormats"]),
     ]
 )

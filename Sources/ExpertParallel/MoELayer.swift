@@ -61,6 +61,25 @@ public final class MoELayer {
         self.communicator = exchange.communicator
     }
 
+    /// `target[i] += scale * source[i]` for `count` floats, eight lanes at a time. Each element
+    /// gets exactly the scalar operations (a multiply, then an add; no fused multiply-add), so
+    /// the result is bitwise the reference's scalar loop.
+    @inline(__always)
+    static func accumulate(_ target: UnsafeMutablePointer<Float>, plus scale: Float, times source: UnsafePointer<Float>, count: Int) {
+        var index = 0
+        let factor = SIMD8<Float>(repeating: scale)
+        while index + 8 <= count {
+            let raw = UnsafeMutableRawPointer(target + index)
+            let product = factor * UnsafeRawPointer(source + index).loadUnaligned(as: SIMD8<Float>.self)
+            raw.storeBytes(of: raw.loadUnaligned(as: SIMD8<Float>.self) + product, as: SIMD8<Float>.self)
+            index += 8
+        }
+        while index < count {
+            target[index] += scale * source[index]
+            index += 1
+        }
+    }
+
     private static func grow(_ buffer: inout [Float], to count: Int) {
         if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
     }
@@ -192,12 +211,14 @@ public final class MoELayer {
                         cursor += rowsFrom[source][local]
                     }
                 }
+                let computeStart = MPIRuntime.wallTime()
                 expertInput.withUnsafeBufferPointer { input in
                     expertOutput.withUnsafeMutableBufferPointer { output in
                         ExpertFFN.forward(weights.expert(expert), activation: model.activation, dModel: d, dFF: model.dFF,
                                           input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
                     }
                 }
+                times.expertCompute += MPIRuntime.wallTime() - computeStart
                 expertOutput.withUnsafeBufferPointer { output in
                     var cursor = 0
                     for source in 0..<ranks where rowsFrom[source][local] > 0 {
@@ -232,12 +253,10 @@ public final class MoELayer {
                             let route = r * tokens + token
                             let expert = plan.expert[route]
                             guard expert >= 0 else { continue }
-                            let gate = plan.gate[route]
                             let row = rows.baseAddress! + (expertStart[expert] + plan.slot[route]) * d
-                            for feature in 0..<d { sum[feature] += gate * row[feature] }
+                            Self.accumulate(sum.baseAddress!, plus: plan.gate[route], times: row, count: d)
                         }
-                        let target = output.baseAddress! + token * d
-                        for feature in 0..<d { target[feature] += sum[feature] }
+                        Self.accumulate(output.baseAddress! + token * d, plus: 1, times: sum.baseAddress!, count: d)
                     }
                 }
             }

@@ -10,6 +10,9 @@ public struct PhaseTimes: Equatable, Sendable {
     public var experts = 0.0
     /// Exchange back to the tokens' ranks and the weighted sum in original token order.
     public var combine = 0.0
+    /// The part of `experts` spent in the expert FFNs themselves (GEMMs, bias, activation);
+    /// the rest of `experts` is gathering rows into per-expert buffers and scattering them back.
+    public var expertCompute = 0.0
 
     public init() {}
 
@@ -25,6 +28,7 @@ public struct PhaseTimes: Equatable, Sendable {
         sum.dispatch += rhs.dispatch
         sum.experts += rhs.experts
         sum.combine += rhs.combine
+        sum.expertCompute += rhs.expertCompute
         return sum
     }
 }

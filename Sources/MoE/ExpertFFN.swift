@@ -55,12 +55,12 @@ public enum ExpertFFN {
                         Activation.applySwiGLU(gate: hidden, up: upBuffer.baseAddress!, count: rows * dFF)
                     }
                 } else {
-                    // Bias first, then accumulate the product onto it: one pass over `hidden`.
+                    // Product first, then bias and activation in one sweep of `hidden`, row by
+                    // row while the row is in cache.
+                    BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w1.baseAddress!, into: hidden)
                     weights.b1.withUnsafeBufferPointer { b1 in
-                        for row in 0..<rows { (hidden + row * dFF).update(from: b1.baseAddress!, count: dFF) }
+                        Activation.applyBiasAndPointwise(activation, hidden, rows: rows, bias: b1.baseAddress!, width: dFF)
                     }
-                    BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w1.baseAddress!, into: hidden, accumulate: true)
-                    Activation.applyPointwise(activation, hidden, count: rows * dFF)
                 }
             }
             if gated {

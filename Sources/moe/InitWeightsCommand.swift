@@ -1,3 +1,4 @@
+import ArgumentParsing
 import MoE
 
 /// `moe init-weights`: writes a model's seeded weights as a safetensors file.

@@ -1,3 +1,4 @@
+import ArgumentParsing
 import ClusterTopology
 import Exchange
 import ExpertParallel

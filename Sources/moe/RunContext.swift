@@ -1,3 +1,4 @@
+import ArgumentParsing
 import ClusterTopology
 import FileFormats
 import MessagePassing

@@ -1,3 +1,4 @@
+import ArgumentParsing
 import MessagePassing
 
 /// A `moe` subcommand: its options are declared once in `spec`; `init(options:)` validates them

@@ -1,3 +1,4 @@
+import ArgumentParsing
 import ClusterTopology
 import Foundation
 import MessagePassing

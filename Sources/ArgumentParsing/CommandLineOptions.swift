@@ -1,34 +1,44 @@
-/// One option of a subcommand, declared once: parsing, validation and `--help` all read it.
-struct OptionSpec: Sendable {
-    /// Long name without dashes (`topology` for `--topology`).
-    let name: String
-    /// Placeholder for the value in help (`FILE`); `nil` for a flag that takes no value.
-    let valueName: String?
-    let help: String
-    /// Default value shown in help and used when the option is absent.
-    let defaultValue: String?
+// Hand-written command-line parsing shared by `moe` and `moe-bench` (no outside packages).
+import Foundation
 
-    static func value(_ name: String, _ valueName: String, default defaultValue: String? = nil, _ help: String) -> OptionSpec {
+/// One option of a subcommand, declared once: parsing, validation and `--help` all read it.
+public struct OptionSpec: Sendable {
+    /// Long name without dashes (`topology` for `--topology`).
+    public let name: String
+    /// Placeholder for the value in help (`FILE`); `nil` for a flag that takes no value.
+    public let valueName: String?
+    public let help: String
+    /// Default value shown in help and used when the option is absent.
+    public let defaultValue: String?
+
+    public static func value(_ name: String, _ valueName: String, default defaultValue: String? = nil, _ help: String) -> OptionSpec {
         OptionSpec(name: name, valueName: valueName, help: help, defaultValue: defaultValue)
     }
 
-    static func flag(_ name: String, _ help: String) -> OptionSpec {
+    public static func flag(_ name: String, _ help: String) -> OptionSpec {
         OptionSpec(name: name, valueName: nil, help: help, defaultValue: nil)
     }
 }
 
 /// A subcommand's name, what it does, and its options.
-struct CommandSpec: Sendable {
-    let name: String
-    let summary: String
+public struct CommandSpec: Sendable {
+    public let name: String
+    public let summary: String
     /// Longer explanation printed by `--help`, after the usage line.
-    let discussion: String
-    let options: [OptionSpec]
+    public let discussion: String
+    public let options: [OptionSpec]
 
-    func option(named name: String) -> OptionSpec? { options.first { $0.name == name } }
+    public init(name: String, summary: String, discussion: String, options: [OptionSpec]) {
+        self.name = name
+        self.summary = summary
+        self.discussion = discussion
+        self.options = options
+    }
+
+    public func option(named name: String) -> OptionSpec? { options.first { $0.name == name } }
 
     /// The `--help` text, generated from the declaration.
-    var helpText: String {
+    public var helpText: String {
         var lines = ["usage: moe \(name) [options]", "", summary]
         if !discussion.isEmpty { lines += ["", discussion] }
         lines += ["", "options:"]
@@ -45,7 +55,7 @@ struct CommandSpec: Sendable {
 }
 
 /// A command line that cannot be run, with a message that says what to fix.
-enum UsageError: Error, Equatable, CustomStringConvertible {
+public enum UsageError: Error, Equatable, CustomStringConvertible {
     case unknownCommand(String, known: [String])
     case unknownOption(command: String, option: String, suggestion: String?)
     case missingValue(command: String, option: String, valueName: String)
@@ -53,7 +63,7 @@ enum UsageError: Error, Equatable, CustomStringConvertible {
     case unexpectedArgument(command: String, argument: String)
     case conflict(command: String, detail: String)
 
-    var description: String {
+    public var description: String {
         switch self {
         case let .unknownCommand(name, known):
             return "unknown command '\(name)' (commands: \(known.joined(separator: ", ")))"
@@ -72,16 +82,16 @@ enum UsageError: Error, Equatable, CustomStringConvertible {
 }
 
 /// The options given on one command line, checked against a `CommandSpec`.
-struct ParsedOptions: Equatable {
-    let command: String
-    private(set) var values: [String: String] = [:]
-    private(set) var flags: Set<String> = []
+public struct ParsedOptions: Equatable {
+    public let command: String
+    public private(set) var values: [String: String] = [:]
+    public private(set) var flags: Set<String> = []
     /// True when `--help` was given: the caller prints help and runs nothing.
-    private(set) var helpRequested = false
+    public private(set) var helpRequested = false
 
     /// Parses `arguments` (everything after the subcommand name). Accepts `--name value` and
     /// `--name=value`; a repeated option keeps its last value, as most Unix tools do.
-    init(arguments: [String], spec: CommandSpec) throws(UsageError) {
+    public init(arguments: [String], spec: CommandSpec) throws(UsageError) {
         command = spec.name
         var index = 0
         while index < arguments.count {
@@ -125,12 +135,12 @@ struct ParsedOptions: Equatable {
         }
     }
 
-    func flag(_ name: String) -> Bool { flags.contains(name) }
+    public func flag(_ name: String) -> Bool { flags.contains(name) }
 
-    func string(_ name: String) -> String? { values[name] }
+    public func string(_ name: String) -> String? { values[name] }
 
     /// An integer option within `range`.
-    func integer(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> Int? {
+    public func integer(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> Int? {
         guard let text = values[name] else { return nil }
         guard let value = Int(text), range.contains(value) else {
             throw .invalidValue(command: command, option: name, value: text, expected: "an integer in \(range.lowerBound)...\(range.upperBound)")
@@ -139,7 +149,7 @@ struct ParsedOptions: Equatable {
     }
 
     /// A finite floating-point option within `range`.
-    func number(_ name: String, in range: ClosedRange<Double>) throws(UsageError) -> Double? {
+    public func number(_ name: String, in range: ClosedRange<Double>) throws(UsageError) -> Double? {
         guard let text = values[name] else { return nil }
         guard let value = Double(text), value.isFinite, range.contains(value) else {
             throw .invalidValue(command: command, option: name, value: text, expected: "a number in \(range.lowerBound)...\(range.upperBound)")
@@ -148,7 +158,7 @@ struct ParsedOptions: Equatable {
     }
 
     /// An option whose value must be one of a `RawRepresentable` enum's cases.
-    func choice<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> T? where T.RawValue == String {
+    public func choice<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> T? where T.RawValue == String {
         guard let text = values[name] else { return nil }
         guard let value = T(rawValue: text) else {
             throw .invalidValue(command: command, option: name, value: text,
@@ -158,7 +168,7 @@ struct ParsedOptions: Equatable {
     }
 
     /// A comma-separated list of enum cases; `all` means every case.
-    func choices<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> [T]? where T.RawValue == String {
+    public func choices<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> [T]? where T.RawValue == String {
         guard let text = values[name] else { return nil }
         if text == "all" { return Array(T.allCases) }
         var result: [T] = []

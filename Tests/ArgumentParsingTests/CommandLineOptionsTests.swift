@@ -1,5 +1,5 @@
 import Testing
-@testable import moe
+@testable import ArgumentParsing
 
 private let spec = CommandSpec(
     name: "demo", summary: "A demo command.", discussion: "",

@@ -1,0 +1,161 @@
+import ArgumentParsing
+import Exchange
+import ExpertParallel
+import FileFormats
+import Foundation
+import MessagePassing
+import MoE
+
+/// `moe-bench layer`: one MoE layer's throughput and where its time goes, beside the same expert
+/// GEMMs alone through `cblas_sgemm`, measured in the same run.
+struct LayerBenchmark {
+    static let spec = CommandSpec(
+        name: "layer",
+        summary: "Throughput of one MoE layer, per phase, against its expert GEMMs alone (cblas_sgemm).",
+        discussion: """
+            For every combination of --experts, --top-k, --capacity-factor and --tokens, builds one
+            layer (seeded weights and inputs), runs it --warmup times untimed and --repetitions times
+            timed (slowest rank per repetition, median reported), then times the same expert GEMMs
+            (the row counts each rank's experts received, same shapes, no activation or bias) the
+            same way. 'gemm share' = GEMM time / layer time. 'ffn' is the time inside the expert
+            FFNs (GEMMs, bias, activation); 'overhead share' = (layer − ffn) / layer, the part spent
+            on routing, packing, exchanges, gathering rows per expert and combining.
+            """,
+        options: [
+            .value("d-model", "N", default: "512", "hidden size"),
+            .value("d-ff", "N", default: "2048", "expert FFN size"),
+            .value("activation", "NAME", default: "gelu", "relu, gelu or swiglu"),
+            .value("experts", "LIST", default: "8,16", "expert counts"),
+            .value("top-k", "LIST", default: "1,2", "routes per token"),
+            .value("capacity-factor", "LIST", default: "1.0,1.25", "capacity factors"),
+            .value("tokens", "LIST", default: "1024,4096", "tokens per rank"),
+            .value("exchange", "NAME", default: "linear", "all-to-all algorithm"),
+            .value("warmup", "N", default: "1", "untimed runs per configuration"),
+            .value("repetitions", "N", default: "5", "timed runs per configuration"),
+            .value("blas-threads", "N", "OpenBLAS threads per rank (default: cores / ranks on this host, at least 1)"),
+            .value("seed", "N", default: "1", "seed of weights and inputs"),
+            .value("csv", "FILE", "write the table as CSV"),
+            .value("json", "FILE", "write the table as JSON"),
+        ])
+
+    let dModel: Int, dFF: Int
+    let activation: Activation
+    let experts: [Int], topKs: [Int], factors: [Double], tokens: [Int]
+    let algorithm: AllToAllAlgorithm
+    let warmup: Int, repetitions: Int
+    let blasThreads: Int?
+    let seed: UInt64
+    let csvPath: String?, jsonPath: String?
+
+    init(options: ParsedOptions) throws(UsageError) {
+        func list(_ name: String) throws(UsageError) -> [Int] {
+            var values: [Int] = []
+            for part in (options.string(name) ?? "").split(separator: ",") {
+                guard let value = Int(part), value > 0 else {
+                    throw .invalidValue(command: "layer", option: name, value: String(part), expected: "positive integers, comma-separated")
+                }
+                values.append(value)
+            }
+            return values
+        }
+        dModel = try options.integer("d-model", in: 1...65536) ?? 512
+        dFF = try options.integer("d-ff", in: 1...65536) ?? 2048
+        activation = try options.choice("activation", as: Activation.self) ?? .gelu
+        experts = try list("experts")
+        topKs = try list("top-k")
+        tokens = try list("tokens")
+        var factors: [Double] = []
+        for part in (options.string("capacity-factor") ?? "").split(separator: ",") {
+            guard let value = Double(part), value >= 0, value.isFinite else {
+                throw .invalidValue(command: "layer", option: "capacity-factor", value: String(part), expected: "numbers ≥ 0, comma-separated")
+            }
+            factors.append(value)
+        }
+        self.factors = factors
+        algorithm = try options.choice("exchange", as: AllToAllAlgorithm.self) ?? .linear
+        warmup = try options.integer("warmup", in: 0...1000) ?? 1
+        repetitions = try options.integer("repetitions", in: 1...10000) ?? 5
+        blasThreads = try options.integer("blas-threads", in: 1...1024)
+        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
+        csvPath = options.string("csv")
+        jsonPath = options.string("json")
+    }
+
+    @MainActor
+    func run(world: Communicator) throws {
+        let harness = BenchmarkHarness(world: world)
+        let localRanks = try world.splitBySharedMemory().size
+        let threads = blasThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
+        BLAS.setThreadCount(threads)
+        if world.rank == 0 {
+            print(harness.environmentLine(blasThreads: threads, localRanks: localRanks))
+            print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
+        }
+        var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "top_k", "capacity_factor", "layer_ms", "tokens_per_s",
+                                          "gate_ms", "pack_ms", "dispatch_ms", "experts_ms", "combine_ms", "ffn_ms", "gemm_ms", "gemm_share", "overhead_share", "dropped"])
+        let configurations = tokens.flatMap { t in experts.flatMap { e in topKs.flatMap { k in factors.map { (t, e, k, $0) } } } }
+        for (index, (tokenCount, expertCount, topK, factor)) in configurations.enumerated() {
+            harness.progress("[\(index + 1)/\(configurations.count)] tokens \(tokenCount), experts \(expertCount), top-\(topK), C \(factor)")
+            guard expertCount >= world.size, topK <= expertCount else { continue }
+            let layer = LayerConfiguration(experts: expertCount, topK: topK, capacityFactor: factor, minCapacity: 4)
+            let model = ModelConfiguration(name: "bench", dModel: dModel, dFF: dFF, activation: activation, layers: [layer])
+            let placement = ExpertPlacement(experts: expertCount, ranks: world.size)!
+            let weights = try ModelWeights.load(model, heldExperts: { _ in placement.experts(of: world.rank) }, seed: seed, file: nil)
+            let moeLayer = MoELayer(index: 0, configuration: layer, model: model, weights: weights[0], placement: placement,
+                                    exchange: makeAllToAll(algorithm, communicator: world))
+            let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
+            var hidden = input.hidden
+            var phaseSamples: [[Double]] = []
+            var lastPlan: RoutingPlan?
+            let layerSamples = try harness.measure(warmup: warmup, repetitions: repetitions) {
+                hidden.withUnsafeMutableBufferPointer { buffer in _ = input.hidden.withUnsafeBufferPointer { buffer.update(fromContentsOf: $0) } }
+                var times = PhaseTimes()
+                var volume = ExchangeVolume()
+                lastPlan = try moeLayer.forward(&hidden, taskIds: [], times: &times, volume: &volume)
+                phaseSamples.append(try world.allReduce(times.values + [times.expertCompute], .maximum))
+            }
+            let phases = (0..<6).map { phase in Statistics(phaseSamples.suffix(repetitions).map { $0[phase] }).median }
+            // The same expert GEMMs alone: each local expert's received row count, same shapes.
+            let keptEverywhere = try world.allReduce(lastPlan!.keptPerExpert, .sum)
+            let localRows = placement.experts(of: world.rank).map { keptEverywhere[$0] }
+            let gemmSamples = try gemmOnly(rows: localRows, harness: harness)
+            let dropped = try world.allReduce([lastPlan!.droppedRoutes, lastPlan!.expert.count], .sum)
+            let layerTime = Statistics(layerSamples).median
+            let gemmTime = Statistics(gemmSamples).median
+            table.append([String(world.size), String(tokenCount), String(expertCount), String(topK), String(factor),
+                          format(layerTime * 1000), format(Double(tokenCount * world.size) / layerTime, 0)]
+                         + phases.map { format($0 * 1000) }
+                         + [format(gemmTime * 1000), format(gemmTime / layerTime), format(max(0, layerTime - phases[5]) / layerTime),
+                            format(Double(dropped[0]) / Double(max(1, dropped[1])))])
+        }
+        harness.endProgress()
+        guard world.rank == 0 else { return }
+        print(table.aligned)
+        let metadata: [(String, JSONValue)] = [
+            ("benchmark", .string("layer")), ("mpi", .string(MPIRuntime.libraryVersion())), ("blas_core", .string(BLAS.coreName)),
+            ("blas_threads_per_rank", .number(Double(threads))), ("d_model", .number(Double(dModel))), ("d_ff", .number(Double(dFF))),
+            ("activation", .string(activation.rawValue)), ("exchange", .string(algorithm.rawValue)),
+        ]
+        if let csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
+        if let jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
+    }
+
+    /// Times the expert GEMMs alone for experts receiving `rows` rows each.
+    @MainActor
+    private func gemmOnly(rows: [Int], harness: BenchmarkHarness) throws -> [Double] {
+        let maximum = rows.max() ?? 0
+        let input = [Float](repeating: 0.5, count: max(1, maximum * dModel))
+        let w1 = [Float](repeating: 0.01, count: dModel * dFF)
+        let w2 = [Float](repeating: 0.01, count: dFF * dModel)
+        var hidden = [Float](repeating: 0, count: max(1, maximum * dFF))
+        var up = [Float](repeating: 0, count: activation == .swiglu ? max(1, maximum * dFF) : 1)
+        var output = [Float](repeating: 0, count: max(1, maximum * dModel))
+        return try harness.measure(warmup: warmup, repetitions: repetitions) {
+            for count in rows where count > 0 {
+                BLAS.multiply(rows: count, columns: dFF, inner: dModel, input, w1, into: &hidden)
+                if activation == .swiglu { BLAS.multiply(rows: count, columns: dFF, inner: dModel, input, w1, into: &up) }
+                BLAS.multiply(rows: count, columns: dModel, inner: dFF, hidden, w2, into: &output)
+            }
+        }
+    }
+}
