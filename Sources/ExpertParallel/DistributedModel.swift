@@ -2,11 +2,14 @@ import Exchange
 import MessagePassing
 import MoE
 
-/// The whole model on one rank: a stack of `MoELayer`s sharing one exchange algorithm.
+/// The whole model on one rank: a stack of `MoELayer`s, each running on its expert-parallel
+/// group's communicator (see `ExpertPlacement`) with the chosen exchange algorithm.
 @MainActor
 public final class DistributedModel {
     public let configuration: ModelConfiguration
     public let layers: [MoELayer]
+    /// Each layer's placement over the world.
+    public let placements: [ExpertPlacement]
 
     /// One step's results on this rank.
     public struct StepResult {
@@ -15,13 +18,31 @@ public final class DistributedModel {
         public var volumes: [ExchangeVolume]
     }
 
-    public init(configuration: ModelConfiguration, weights: [LayerWeights], exchange: any AllToAll) {
+    /// Builds the layers. `weights[l]` must hold `ExpertPlacement(experts: E_l, worldSize:
+    /// world.size).heldExperts(ofRank: world.rank)`. Collective over `world`: layers whose
+    /// experts are fewer than the ranks split it into groups (one `MPI_Comm_split` per distinct
+    /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
+    /// communicator.
+    public init(
+        configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator,
+        makeExchange: (Communicator) throws -> any AllToAll
+    ) throws {
         self.configuration = configuration
-        let ranks = exchange.communicator.size
-        layers = configuration.layers.enumerated().map { index, layer in
-            MoELayer(index: index, configuration: layer, model: configuration, weights: weights[index],
-                     placement: ExpertPlacement(experts: layer.experts, ranks: ranks)!, exchange: exchange)
+        placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
+        var exchanges: [Int: any AllToAll] = [:]  // by group size
+        var layers: [MoELayer] = []
+        for (index, layer) in configuration.layers.enumerated() {
+            let placement = placements[index]
+            let group = placement.group(ofRank: world.rank)
+            if exchanges[placement.groupSize] == nil {
+                let communicator = placement.groupCount == 1
+                    ? world : try world.split(color: group, key: world.rank)!
+                exchanges[placement.groupSize] = try makeExchange(communicator)
+            }
+            layers.append(MoELayer(index: index, configuration: layer, model: configuration, weights: weights[index],
+                                   placement: placement.blocks(ofGroup: group), exchange: exchanges[placement.groupSize]!))
         }
+        self.layers = layers
     }
 
     /// Runs every layer on this rank's batch, in place.

@@ -20,7 +20,12 @@ public enum MoELayerError: Error, CustomStringConvertible {
 }
 
 /// One expert-parallel MoE layer on one rank: router → pack by destination → dispatch → expert
-/// FFNs → combine → weighted sum in original token order, added to the residual stream.
+/// FFNs → combine → weighted sum in original token order, added to the residual stream. A
+/// residual (PR-MoE) layer also runs its dense MLP on every local token and mixes the two by the
+/// per-token coefficient (`ResidualMixture`).
+///
+/// The layer runs on its expert-parallel group's communicator (the whole world unless the layer
+/// has fewer experts than ranks, see `ExpertPlacement`); ranks below are ranks in that group.
 ///
 /// Buffers are owned here and reused every step (they grow to the largest step seen and never
 /// shrink). Wire layout, both exchanges: the block for rank d holds d's local experts in order,
@@ -34,10 +39,14 @@ public final class MoELayer {
     public let configuration: LayerConfiguration
     public let model: ModelConfiguration
     public let weights: LayerWeights
-    public let placement: ExpertPlacement
+    /// How this rank's group spreads the layer's experts over the group's ranks.
+    public let placement: ExpertBlocks
     private let exchange: any AllToAll
     private let communicator: Communicator
     private let workspace = ExpertWorkspace()
+    /// Rows each of this rank's experts received in the last step (its GEMM row counts), in
+    /// expert order.
+    public private(set) var receivedRowsPerExpert: [Int] = []
 
     // Reused buffers (row-major, dModel floats per row unless noted).
     private var normed: [Float] = []
@@ -48,10 +57,16 @@ public final class MoELayer {
     private var expertInput: [Float] = []
     private var expertOutput: [Float] = []
     private var mixture: [Float] = []
+    private var denseOutput: [Float] = []
+    private var coefficients: [Float] = []    // [T, 2]: (a_mlp, a_expert)
 
+    /// `exchange` runs on the group communicator; `placement` is the group's blocks, and
+    /// `weights` must hold exactly this rank's block (and the residual weights for a residual layer).
     public init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
-                placement: ExpertPlacement, exchange: any AllToAll) {
+                placement: ExpertBlocks, exchange: any AllToAll) {
         precondition(weights.heldExperts == placement.experts(of: exchange.communicator.rank))
+        precondition(placement.ranks == exchange.communicator.size && placement.experts == configuration.experts)
+        precondition(configuration.residual == (weights.residual != nil))
         self.index = index
         self.configuration = configuration
         self.model = model
@@ -123,6 +138,11 @@ public final class MoELayer {
                 }
             }
         }
+        if let residual = weights.residual {
+            coefficients = normed.withUnsafeBufferPointer { x in
+                ResidualMixture.coefficients(normed: x.baseAddress!, rows: tokens, dModel: d, weights: residual)
+            }
+        }
         var now = MPIRuntime.wallTime()
         times.gate += now - clock
         clock = now
@@ -160,6 +180,21 @@ public final class MoELayer {
             throw .routingFailed(layer: index, rank: failedRank, detail: nil)
         }
         guard let plan else { preconditionFailure("a failed router reports status 1") }
+        receivedRowsPerExpert = (0..<localExperts.count).map { local in rowsFrom.reduce(0) { $0 + $1[local] } }
+
+        // Residual layer: the dense MLP over every local token, one GEMM pair.
+        if let residual = weights.residual, tokens > 0 {
+            Self.grow(&denseOutput, to: tokens * d)
+            normed.withUnsafeBufferPointer { input in
+                denseOutput.withUnsafeMutableBufferPointer { output in
+                    ExpertFFN.forward(residual.dense, activation: model.activation, dModel: d, dFF: model.dFF,
+                                      input: input.baseAddress!, rows: tokens, output: output.baseAddress!, workspace: workspace)
+                }
+            }
+            now = MPIRuntime.wallTime()
+            times.dense += now - clock
+            clock = now
+        }
 
         // Pack: kept rows by destination rank, expert, slot.
         let sendCounts = (0..<ranks).map { destination in placement.experts(of: destination).reduce(0) { $0 + kept[$1] } }
@@ -244,19 +279,28 @@ public final class MoELayer {
         var expertStart = [Int](repeating: 0, count: experts)  // first packed row of each expert
         for expert in 1..<max(experts, 1) { expertStart[expert] = expertStart[expert - 1] + kept[expert - 1] }
         Self.grow(&mixture, to: d)
+        let residual = weights.residual != nil
         combined.withUnsafeBufferPointer { rows in
             mixture.withUnsafeMutableBufferPointer { sum in
                 hidden.withUnsafeMutableBufferPointer { output in
-                    for token in 0..<tokens {
-                        sum.update(repeating: 0)
-                        for r in 0..<plan.topK {
-                            let route = r * tokens + token
-                            let expert = plan.expert[route]
-                            guard expert >= 0 else { continue }
-                            let row = rows.baseAddress! + (expertStart[expert] + plan.slot[route]) * d
-                            Self.accumulate(sum.baseAddress!, plus: plan.gate[route], times: row, count: d)
+                    denseOutput.withUnsafeBufferPointer { dense in
+                        for token in 0..<tokens {
+                            sum.update(repeating: 0)
+                            // Expert scale: the combine weight, times a_expert in a residual layer.
+                            let expertScale = residual ? coefficients[2 * token + 1] : 1
+                            for r in 0..<plan.topK {
+                                let route = r * tokens + token
+                                let expert = plan.expert[route]
+                                guard expert >= 0 else { continue }
+                                let row = rows.baseAddress! + (expertStart[expert] + plan.slot[route]) * d
+                                let weight = residual ? expertScale * plan.gate[route] : plan.gate[route]
+                                Self.accumulate(sum.baseAddress!, plus: weight, times: row, count: d)
+                            }
+                            if residual {
+                                Self.accumulate(sum.baseAddress!, plus: coefficients[2 * token], times: dense.baseAddress! + token * d, count: d)
+                            }
+                            Self.accumulate(output.baseAddress! + token * d, plus: 1, times: sum.baseAddress!, count: d)
                         }
-                        Self.accumulate(output.baseAddress! + token * d, plus: 1, times: sum.baseAddress!, count: d)
                     }
                 }
             }

@@ -1,7 +1,9 @@
 /// Wall time of each phase of an MoE layer on one rank, in seconds (`MPI_Wtime`).
 public struct PhaseTimes: Equatable, Sendable {
-    /// LayerNorm, gate GEMM, softmax, top-k and capacity.
+    /// LayerNorm, gate GEMM, softmax, top-k and capacity (and a residual layer's coefficient).
     public var gate = 0.0
+    /// A residual layer's dense MLP over every local token (zero for plain MoE layers).
+    public var dense = 0.0
     /// Copying kept rows into the send buffer, by destination rank and expert.
     public var pack = 0.0
     /// Count exchange and token exchange to the experts' ranks.
@@ -16,14 +18,22 @@ public struct PhaseTimes: Equatable, Sendable {
 
     public init() {}
 
-    public var total: Double { gate + pack + dispatch + experts + combine }
+    /// From `values` in `names` order.
+    public init(values: [Double]) {
+        precondition(values.count == Self.names.count)
+        (gate, dense, pack, dispatch, experts, combine) = (values[0], values[1], values[2], values[3], values[4], values[5])
+    }
 
-    public static let names = ["gate", "pack", "dispatch", "experts", "combine"]
-    public var values: [Double] { [gate, pack, dispatch, experts, combine] }
+    public var total: Double { gate + dense + pack + dispatch + experts + combine }
+
+    /// The phases in the order a layer runs them (`expertCompute` is part of `experts`).
+    public static let names = ["gate", "dense", "pack", "dispatch", "experts", "combine"]
+    public var values: [Double] { [gate, dense, pack, dispatch, experts, combine] }
 
     public static func + (lhs: PhaseTimes, rhs: PhaseTimes) -> PhaseTimes {
         var sum = lhs
         sum.gate += rhs.gate
+        sum.dense += rhs.dense
         sum.pack += rhs.pack
         sum.dispatch += rhs.dispatch
         sum.experts += rhs.experts

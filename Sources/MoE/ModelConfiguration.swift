@@ -31,9 +31,15 @@ public struct LayerConfiguration: Equatable, Sendable {
     public var minCapacity: Int
     public var dropPolicy: DropPolicy
     public var priority: RoutingPriority
+    /// PR-MoE residual layer (DeepSpeed-MoE, Rajbhandari et al. 2022): every token also goes
+    /// through a dense MLP held by every rank, mixed with its one expert (top-1) by a per-token
+    /// coefficient. See `ResidualMixture`.
+    public var residual: Bool
 
     public init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
-                dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max) {
+                dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max, residual: Bool = false) {
+        precondition(!residual || topK == 1, "a residual layer routes each token to one expert")
+        self.residual = residual
         self.experts = experts
         self.topK = topK
         self.capacityFactor = capacityFactor
@@ -92,11 +98,12 @@ extension ModelConfiguration {
     /// { "name": "small", "d_model": 64, "d_ff": 128, "activation": "gelu",
     ///   "layer_defaults": { "experts": 8, "top_k": 2, "capacity_factor": 1.25, "min_capacity": 4,
     ///                       "drop_policy": "in-order", "priority": "max" },
-    ///   "layers": [ {}, { "top_k": 1 }, { "experts": 16 } ],
+    ///   "layers": [ {}, { "top_k": 1 }, { "experts": 16 }, { "residual": true } ],
     ///   "task_experts": { "0": [0, 1], "1": [2, 3] } }
     /// ```
     /// Each layer is `layer_defaults` overridden by its own fields; `experts` and `top_k` must be
-    /// given by one or the other. Unknown fields are errors.
+    /// given by one or the other, except that a `residual` layer's `top_k` is 1 (layer_defaults'
+    /// top_k does not apply to it; its own top_k, if given, must be 1). Unknown fields are errors.
     public static func load(path: String) throws(ModelConfigurationError) -> ModelConfiguration {
         let bytes: [UInt8]
         do { bytes = try BoundedFileReader.read(path, limit: 1 << 20) } catch {
@@ -110,7 +117,7 @@ extension ModelConfiguration {
         do { document = try JSONParser.parse(bytes) } catch {
             throw ModelConfigurationError(source: path, field: "", problem: "invalid JSON at \(error)")
         }
-        let layerKeys = ["experts", "top_k", "capacity_factor", "min_capacity", "drop_policy", "priority"]
+        let layerKeys = ["experts", "top_k", "capacity_factor", "min_capacity", "drop_policy", "priority", "residual"]
         do {
             let root = try JSONObjectReader(document)
             try root.rejectUnknownKeys(allowed: ["name", "d_model", "d_ff", "activation", "layer_defaults", "layers", "task_experts"])
@@ -143,8 +150,14 @@ extension ModelConfiguration {
                 guard let experts = try pick("experts", intReader) else {
                     throw JSONFieldError(path: "\(layerPath).experts", problem: "missing (give it here or in layer_defaults)")
                 }
-                guard let topK = try pick("top_k", intReader) else {
+                let residual = try pick("residual", { (reader, key) throws(JSONFieldError) in try reader.optionalBool(key) }) ?? false
+                // A residual layer is top-1 unless the layer itself says otherwise (which is then refused).
+                let ownTopK = try layer.optionalInteger("top_k")
+                guard let topK = try ownTopK ?? (residual ? 1 : pick("top_k", intReader)) else {
                     throw JSONFieldError(path: "\(layerPath).top_k", problem: "missing (give it here or in layer_defaults)")
+                }
+                guard !residual || topK == 1 else {
+                    throw JSONFieldError(path: "\(layerPath).top_k", problem: "a residual layer sends each token to one expert (top_k 1) beside its dense MLP, got \(topK)")
                 }
                 guard (1...expertLimit).contains(experts) else {
                     throw JSONFieldError(path: "\(layerPath).experts", problem: "must be in 1...\(expertLimit), got \(experts)")
@@ -169,7 +182,7 @@ extension ModelConfiguration {
                     throw JSONFieldError(path: "\(layerPath).priority", problem: "unknown priority '\(priorityName)' (max, sum)")
                 }
                 layers.append(LayerConfiguration(experts: experts, topK: topK, capacityFactor: capacityFactor,
-                                                 minCapacity: minCapacity, dropPolicy: policy, priority: priority))
+                                                 minCapacity: minCapacity, dropPolicy: policy, priority: priority, residual: residual))
             }
             var taskExperts: [Int: [Int]] = [:]
             if let tasks = try root.optionalObject("task_experts") {

@@ -10,6 +10,8 @@ public struct LayerWeights: Sendable {
     public var heldExperts: Range<Int>
     /// `experts[i]` is expert `heldExperts.lowerBound + i`.
     public var experts: [ExpertWeights]
+    /// The dense MLP and coefficient of a residual layer (every rank holds them); nil otherwise.
+    public var residual: ResidualWeights?
 
     public func expert(_ index: Int) -> ExpertWeights { experts[index - heldExperts.lowerBound] }
 }
@@ -33,7 +35,9 @@ public enum WeightsError: Error, Equatable, CustomStringConvertible {
 /// Names: `layers.{l}.norm.scale` and `layers.{l}.norm.shift` `[dModel]`;
 /// `layers.{l}.gate.weight` `[dModel, E]`; `layers.{l}.experts.{e}.w1` `[dModel, dFF]`,
 /// `.w2` `[dFF, dModel]`, and `.b1` `[dFF]`, `.b2` `[dModel]` (relu, gelu) or `.w3`
-/// `[dModel, dFF]` (swiglu). All float32, row-major.
+/// `[dModel, dFF]` (swiglu). Residual layers add `layers.{l}.dense.{w1,w2,b1,b2 | w3}` (the
+/// dense MLP, an expert's shapes), `layers.{l}.coefficient.weight` `[dModel, 2]` and
+/// `layers.{l}.coefficient.bias` `[2]`. All float32, row-major.
 public enum ModelWeights {
     public static func expertTensorShapes(_ model: ModelConfiguration) -> [(suffix: String, shape: [Int])] {
         var shapes: [(String, [Int])] = [("w1", [model.dModel, model.dFF]), ("w2", [model.dFF, model.dModel])]
@@ -54,6 +58,10 @@ public enum ModelWeights {
             for expert in 0..<layer.experts {
                 for (suffix, shape) in expertTensorShapes(model) { shapes.append(("layers.\(index).experts.\(expert).\(suffix)", shape)) }
             }
+            if layer.residual {
+                for (suffix, shape) in expertTensorShapes(model) { shapes.append(("layers.\(index).dense.\(suffix)", shape)) }
+                shapes += [("layers.\(index).coefficient.weight", [model.dModel, 2]), ("layers.\(index).coefficient.bias", [2])]
+            }
         }
         return shapes
     }
@@ -69,7 +77,7 @@ public enum ModelWeights {
         var offset: Float = 0
         switch suffix {
         case "scale": amplitude = 0.1; offset = 1
-        case "shift", "b1", "b2": amplitude = 0.1
+        case "shift", "b1", "b2", "bias": amplitude = 0.1
         default: amplitude = (3 / Float(shape[0])).squareRoot()
         }
         return (0..<count).map { _ in offset + amplitude * random.nextSignedUnitFloat() }
@@ -82,8 +90,9 @@ public enum ModelWeights {
         return hash
     }
 
-    /// A rank's share of the weights: every layer's norm and gate, and the experts `held(l)`
-    /// of each layer, from the seed or from a safetensors file (reading only those tensors).
+    /// A rank's share of the weights: every layer's norm and gate (and a residual layer's dense
+    /// MLP and coefficient), and the experts `held(l)` of each layer, from the seed or from a
+    /// safetensors file (reading only those tensors).
     public static func load(
         _ model: ModelConfiguration, heldExperts held: (Int) -> Range<Int>, seed: UInt64, file: SafetensorsReader?
     ) throws(WeightsError) -> [LayerWeights] {
@@ -103,17 +112,21 @@ public enum ModelWeights {
             let norm = LayerNorm(scale: try tensor("\(prefix).norm.scale", [model.dModel]),
                                  shift: try tensor("\(prefix).norm.shift", [model.dModel]))
             let gate = try tensor("\(prefix).gate.weight", [model.dModel, layer.experts])
+            func ffn(_ name: String) throws(WeightsError) -> ExpertWeights {
+                var parts: [String: [Float]] = [:]
+                for (suffix, shape) in expertTensorShapes(model) { parts[suffix] = try tensor("\(name).\(suffix)", shape) }
+                return ExpertWeights(w1: parts["w1"]!, b1: parts["b1"] ?? [], w2: parts["w2"]!, b2: parts["b2"] ?? [], w3: parts["w3"] ?? [])
+            }
             var experts: [ExpertWeights] = []
             let range = held(index)
-            for expert in range {
-                var parts: [String: [Float]] = [:]
-                for (suffix, shape) in expertTensorShapes(model) {
-                    parts[suffix] = try tensor("\(prefix).experts.\(expert).\(suffix)", shape)
-                }
-                experts.append(ExpertWeights(w1: parts["w1"]!, b1: parts["b1"] ?? [], w2: parts["w2"]!,
-                                             b2: parts["b2"] ?? [], w3: parts["w3"] ?? []))
+            for expert in range { experts.append(try ffn("\(prefix).experts.\(expert)")) }
+            var residual: ResidualWeights?
+            if layer.residual {
+                residual = ResidualWeights(dense: try ffn("\(prefix).dense"),
+                                           coefficientWeight: try tensor("\(prefix).coefficient.weight", [model.dModel, 2]),
+                                           coefficientBias: try tensor("\(prefix).coefficient.bias", [2]))
             }
-            layers.append(LayerWeights(norm: norm, gate: gate, heldExperts: range, experts: experts))
+            layers.append(LayerWeights(norm: norm, gate: gate, heldExperts: range, experts: experts, residual: residual))
         }
         return layers
     }

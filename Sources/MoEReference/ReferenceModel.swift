@@ -9,7 +9,9 @@ import MoE
 /// the reference routes each rank's tokens separately, exactly as that rank would. Expert e's
 /// input is every source rank's kept rows for e, source by source, in slot order; this is the
 /// order the distributed expert sees, which makes the two outputs bitwise equal (the tests
-/// still only require 1e-5 relative).
+/// still only require 1e-5 relative). With fewer experts than ranks, each expert-parallel group
+/// (`ExpertPlacement`) has its own replica of each expert, fed only by the group's ranks; a
+/// residual layer adds the dense MLP's share per `ResidualMixture`.
 public struct ReferenceModel {
     public let model: ModelConfiguration
     /// Weights with every expert of every layer.
@@ -62,36 +64,48 @@ public struct ReferenceModel {
                 normed.append(normedRows)
                 layerPlans.append(plan)
             }
-            // Each expert's output rows, indexed by (rank, slot).
-            var expertOutputs: [[[Float]]] = Array(repeating: [], count: layer.experts)  // [expert][rank] -> rows
-            for expert in 0..<layer.experts {
-                var input: [Float] = []
-                var rowsPerRank: [Int] = []
-                for (rank, plan) in layerPlans.enumerated() {
-                    let routes = plan.slotRoutes()[expert]
-                    rowsPerRank.append(routes.count)
-                    for route in routes {
-                        let token = route % plan.tokenCount
-                        input += normed[rank][token * d..<(token + 1) * d]
-                    }
-                }
-                let rows = rowsPerRank.reduce(0, +)
-                var output = [Float](repeating: 0, count: rows * d)
-                input.withUnsafeBufferPointer { x in
-                    output.withUnsafeMutableBufferPointer { y in
-                        if rows > 0 {
-                            ExpertFFN.forward(weights.expert(expert), activation: model.activation, dModel: d, dFF: model.dFF,
-                                              input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
+            // Each expert's output rows for each source rank: expertOutputs[expert][rank], in
+            // slot order. When the layer has fewer experts than ranks, each expert-parallel group
+            // has its own replica of every expert, fed only by the group's ranks.
+            let placement = ExpertPlacement(experts: layer.experts, worldSize: batches.count)
+            let slotRoutes = layerPlans.map { $0.slotRoutes() }
+            var expertOutputs = [[[Float]]](repeating: [[Float]](repeating: [], count: batches.count), count: layer.experts)
+            for group in 0..<placement.groupCount {
+                let members = placement.ranks(ofGroup: group)
+                for expert in 0..<layer.experts {
+                    var input: [Float] = []
+                    var rowsPerRank: [Int] = []
+                    for rank in members {
+                        let routes = slotRoutes[rank][expert]
+                        rowsPerRank.append(routes.count)
+                        for route in routes {
+                            let token = route % layerPlans[rank].tokenCount
+                            input += normed[rank][token * d..<(token + 1) * d]
                         }
                     }
-                }
-                var start = 0
-                expertOutputs[expert] = rowsPerRank.map { count in
-                    defer { start += count * d }
-                    return Array(output[start..<start + count * d])
+                    let rows = rowsPerRank.reduce(0, +)
+                    var output = [Float](repeating: 0, count: rows * d)
+                    if rows > 0 {
+                        input.withUnsafeBufferPointer { x in
+                            output.withUnsafeMutableBufferPointer { y in
+                                ExpertFFN.forward(weights.expert(expert), activation: model.activation, dModel: d, dFF: model.dFF,
+                                                  input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
+                            }
+                        }
+                    }
+                    var start = 0
+                    for (rank, count) in zip(members, rowsPerRank) {
+                        expertOutputs[expert][rank] = Array(output[start..<start + count * d])
+                        start += count * d
+                    }
                 }
             }
             for (rank, plan) in layerPlans.enumerated() {
+                if let residual = weights.residual {
+                    try addResidualOutputs(rank: rank, plan: plan, normed: normed[rank], residual: residual,
+                                           expertOutputs: expertOutputs, hidden: &hidden[rank], workspace: workspace)
+                    continue
+                }
                 for token in 0..<plan.tokenCount {
                     var mixture = [Float](repeating: 0, count: d)
                     for r in 0..<plan.topK {
@@ -109,5 +123,44 @@ public struct ReferenceModel {
             plans.append(layerPlans)
         }
         return (hidden, plans)
+    }
+
+    /// A residual layer's output for one rank's tokens: the dense MLP over all of them, the
+    /// coefficients, and `ResidualMixture.add` per token with its (top-1) expert row or none.
+    private func addResidualOutputs(
+        rank: Int, plan: RoutingPlan, normed: [Float], residual: ResidualWeights, expertOutputs: [[[Float]]],
+        hidden: inout [Float], workspace: ExpertWorkspace
+    ) throws(RoutingError) {
+        let d = model.dModel
+        let tokens = plan.tokenCount
+        guard tokens > 0 else { return }
+        precondition(plan.topK == 1)
+        var dense = [Float](repeating: 0, count: tokens * d)
+        var coefficients: [Float] = []
+        normed.withUnsafeBufferPointer { x in
+            dense.withUnsafeMutableBufferPointer { y in
+                ExpertFFN.forward(residual.dense, activation: model.activation, dModel: d, dFF: model.dFF,
+                                  input: x.baseAddress!, rows: tokens, output: y.baseAddress!, workspace: workspace)
+            }
+            coefficients = ResidualMixture.coefficients(normed: x.baseAddress!, rows: tokens, dModel: d, weights: residual)
+        }
+        hidden.withUnsafeMutableBufferPointer { output in
+            dense.withUnsafeBufferPointer { denseRows in
+                for token in 0..<tokens {
+                    let expert = plan.expert[token]
+                    let pair = (mlp: coefficients[2 * token], expert: coefficients[2 * token + 1])
+                    let denseRow = denseRows.baseAddress! + token * d
+                    let target = output.baseAddress! + token * d
+                    if expert >= 0 {
+                        expertOutputs[expert][rank].withUnsafeBufferPointer { rows in
+                            ResidualMixture.add(expertRow: rows.baseAddress! + plan.slot[token] * d, combineWeight: plan.gate[token],
+                                                denseRow: denseRow, coefficients: pair, count: d, to: target)
+                        }
+                    } else {
+                        ResidualMixture.add(expertRow: nil, combineWeight: 0, denseRow: denseRow, coefficients: pair, count: d, to: target)
+                    }
+                }
+            }
+        }
     }
 }

@@ -62,12 +62,10 @@ struct RunCommand: Subcommand {
         // Everything a rank reads is checked before the first exchange, and the ranks agree.
         let (configuration, weights) = try context.collectively { () throws -> (ModelConfiguration, [LayerWeights]) in
             let configuration = try model.loadModel()
-            for (index, layer) in configuration.layers.enumerated() where layer.experts < ranks {
-                throw InputError(description: "\(model.modelPath ?? "built-in model"): layer \(index) has \(layer.experts) experts but the job has \(ranks) ranks; this runtime needs at least one expert per rank")
-            }
             let file = try model.openWeights()
-            let weights = try ModelWeights.load(configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, ranks: ranks)!.experts(of: here) },
-                                                seed: model.seed, file: file)
+            let weights = try ModelWeights.load(
+                configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, worldSize: ranks).heldExperts(ofRank: here) },
+                seed: model.seed, file: file)
             return (configuration, weights)
         }
         let localRanks = try world.splitBySharedMemory().size
@@ -77,16 +75,19 @@ struct RunCommand: Subcommand {
         if here == 0 {
             let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
             print("model \(configuration.name): \(configuration.layers.count) layers, d_model \(configuration.dModel), d_ff \(configuration.dFF), \(configuration.activation.rawValue); experts per layer \(configuration.layers.map { String($0.experts) }.joined(separator: ","))")
+            for line in Self.placementSummary(configuration, ranks: ranks) { print(line) }
             print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         }
 
+        let hasResidual = configuration.layers.contains(where: \.residual)
         var reportRuns: [JSONValue] = []
         var referenceOutput: [Float]?
         var lastBatch: TokenBatch?
         var lastPlans: [RoutingPlan] = []
         for algorithm in algorithms {
-            let distributed = DistributedModel(configuration: configuration, weights: weights,
-                                               exchange: makeAllToAll(algorithm, communicator: world))
+            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world) {
+                makeAllToAll(algorithm, communicator: $0)
+            }
             var stepReports: [JSONValue] = []
             var totals = PhaseTimes()
             var totalTokens = 0
@@ -117,9 +118,8 @@ struct RunCommand: Subcommand {
                 let keptByLayer = Array(sums[1...layerCount])
                 let droppedByLayer = Array(sums[1 + layerCount...2 * layerCount])
                 let bytesByLayer = Array(sums[1 + 2 * layerCount...3 * layerCount])
-                let wall = slowest[5]
-                var phase = PhaseTimes()
-                (phase.gate, phase.pack, phase.dispatch, phase.experts, phase.combine) = (slowest[0], slowest[1], slowest[2], slowest[3], slowest[4])
+                let wall = slowest[PhaseTimes.names.count]
+                let phase = PhaseTimes(values: Array(slowest[..<PhaseTimes.names.count]))
                 totals = totals + phase
                 totalTokens += tokens
                 totalSeconds += wall
@@ -127,7 +127,7 @@ struct RunCommand: Subcommand {
                 droppedRoutes += droppedByLayer.reduce(0, +)
                 let routes = keptByLayer.reduce(0, +) + droppedByLayer.reduce(0, +)
                 if here == 0 && !quiet {
-                    let phases = zip(PhaseTimes.names, phase.values).map { "\($0) \(Self.milliseconds($1))" }.joined(separator: "  ")
+                    let phases = zip(PhaseTimes.names, phase.values).filter { $0.0 != "dense" || hasResidual }.map { "\($0) \(Self.milliseconds($1))" }.joined(separator: "  ")
                     print("[\(algorithm.rawValue)] step \(step + 1)/\(steps): \(Self.milliseconds(wall)) ms  (\(phases) ms)  \(Self.rate(Double(tokens) / wall)) tokens/s  dropped \(Self.percent(droppedByLayer.reduce(0, +), of: routes))")
                 }
                 stepReports.append(.object([
@@ -152,7 +152,7 @@ struct RunCommand: Subcommand {
             if here == 0 {
                 let routes = keptRoutes + droppedRoutes
                 print("[\(algorithm.rawValue)] summary: \(plural(steps, "step")), \(Self.rate(Double(totalTokens) / totalSeconds)) tokens/s, mean step \(Self.milliseconds(totalSeconds / Double(steps))) ms; time share: " +
-                      zip(PhaseTimes.names, totals.values).map { "\($0) \(Self.percent($1, of: totals.total))" }.joined(separator: ", ") +
+                      zip(PhaseTimes.names, totals.values).filter { $0.0 != "dense" || hasResidual }.map { "\($0) \(Self.percent($1, of: totals.total))" }.joined(separator: ", ") +
                       "; dropped \(Self.percent(droppedRoutes, of: routes)) of \(routes) routes")
             }
             reportRuns.append(.object([("exchange", .string(algorithm.rawValue)), ("steps", .array(stepReports)),
@@ -196,6 +196,33 @@ struct RunCommand: Subcommand {
             ])
             try context.writeOnRankZero(document.serialized() + "\n", to: reportPath)
         }
+    }
+
+    /// One line per run of layers whose placement is not plain expert parallelism (fewer
+    /// experts than ranks), and one for residual layers.
+    static func placementSummary(_ configuration: ModelConfiguration, ranks: Int) -> [String] {
+        var lines: [String] = []
+        var start = 0
+        let layers = configuration.layers
+        while start < layers.count {
+            var end = start + 1
+            while end < layers.count && layers[end].experts == layers[start].experts { end += 1 }
+            let placement = ExpertPlacement(experts: layers[start].experts, worldSize: ranks)
+            if placement.groupCount > 1 {
+                let last = placement.ranks(ofGroup: placement.groupCount - 1).count
+                let shape = last == placement.groupSize
+                    ? "\(placement.groupCount) replica groups of \(placement.groupSize) ranks"
+                    : "\(placement.groupCount - 1) replica groups of \(placement.groupSize) ranks and one of \(last)"
+                let span = end - start == 1 ? "layer \(start)" : "layers \(start)-\(end - 1)"
+                lines.append("\(span): \(layers[start].experts) experts < \(ranks) ranks: \(shape); tokens are dispatched inside their rank's group")
+            }
+            start = end
+        }
+        let residual = layers.indices.filter { layers[$0].residual }
+        if !residual.isEmpty {
+            lines.append("residual (PR-MoE) layers: \(residual.map(String.init).joined(separator: ",")): dense MLP + top-1 expert, mixed per token")
+        }
+        return lines
     }
 
     static func milliseconds(_ seconds: Double) -> String { String(format: "%.2f", seconds * 1000) }

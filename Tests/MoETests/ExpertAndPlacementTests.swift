@@ -66,23 +66,53 @@ struct ExpertAndPlacementTests {
         #expect(abs(variance - 1) < 1e-4)
     }
 
-    @Test("contiguous placement: the first E mod G ranks hold one more expert", arguments: [(8, 4), (12, 8), (5, 3), (7, 7), (9, 1)])
-    func placement(experts: Int, ranks: Int) throws {
-        let placement = try #require(ExpertPlacement(experts: experts, ranks: ranks))
+    @Test("contiguous blocks: the first E mod n ranks hold one more expert", arguments: [(8, 4), (12, 8), (5, 3), (7, 7), (9, 1)])
+    func blocks(experts: Int, ranks: Int) throws {
+        let blocks = ExpertBlocks(experts: experts, ranks: ranks)
         var next = 0
         for rank in 0..<ranks {
-            let held = placement.experts(of: rank)
+            let held = blocks.experts(of: rank)
             #expect(held.lowerBound == next)
             #expect(held.count == experts / ranks + (rank < experts % ranks ? 1 : 0))
-            for expert in held { #expect(placement.owner(of: expert) == rank) }
+            for expert in held { #expect(blocks.owner(of: expert) == rank) }
             next = held.upperBound
         }
         #expect(next == experts)
     }
 
-    @Test("fewer experts than ranks is refused (replica groups are a later issue)")
-    func tooFewExperts() {
-        #expect(ExpertPlacement(experts: 2, ranks: 4) == nil)
+    @Test("E ≥ G: one group, the whole world")
+    func oneGroup() {
+        let placement = ExpertPlacement(experts: 10, worldSize: 4)
+        #expect(placement.groupCount == 1 && placement.groupSize == 4)
+        #expect((0..<4).map(placement.heldExperts(ofRank:)) == [0..<3, 3..<6, 6..<8, 8..<10])
+        #expect(placement.server(of: 7, forSource: 0) == 2)
+    }
+
+    @Test("E < G, E divides G: G/E replica groups of E consecutive ranks, one expert per rank")
+    func replicaGroups() {
+        let placement = ExpertPlacement(experts: 2, worldSize: 8)
+        #expect(placement.groupCount == 4 && placement.groupSize == 2)
+        #expect((0..<8).map(placement.heldExperts(ofRank:)) == [0..<1, 1..<2, 0..<1, 1..<2, 0..<1, 1..<2, 0..<1, 1..<2])
+        #expect((0..<8).map(placement.group(ofRank:)) == [0, 0, 1, 1, 2, 2, 3, 3])
+        #expect((0..<8).map(placement.rankInGroup) == [0, 1, 0, 1, 0, 1, 0, 1])
+        // A token of rank 5 (group 2) for expert 0 goes to rank 4, the replica in its group.
+        #expect(placement.server(of: 0, forSource: 5) == 4)
+        #expect(placement.server(of: 1, forSource: 5) == 5)
+    }
+
+    @Test("E < G, E does not divide G: a smaller last group holds every expert in blocks")
+    func unevenGroups() {
+        let placement = ExpertPlacement(experts: 3, worldSize: 8)
+        #expect(placement.groupCount == 3 && placement.groupSize == 3)
+        #expect((0..<placement.groupCount).map(placement.ranks(ofGroup:)) == [0..<3, 3..<6, 6..<8])
+        #expect((0..<8).map(placement.heldExperts(ofRank:)) == [0..<1, 1..<2, 2..<3, 0..<1, 1..<2, 2..<3, 0..<2, 2..<3])
+        #expect(placement.server(of: 1, forSource: 7) == 6)
+        #expect(placement.server(of: 2, forSource: 6) == 7)
+        // Every group holds every expert exactly once.
+        for group in 0..<placement.groupCount {
+            let held = placement.ranks(ofGroup: group).flatMap { Array(placement.heldExperts(ofRank: $0)) }
+            #expect(held == [0, 1, 2])
+        }
     }
 
     @Test("seeded weights depend only on seed and tensor name")

@@ -25,7 +25,11 @@ struct ModelConfigurationTests {
          "m.json: field 'activation': unknown activation 'tanh' (relu, gelu, swiglu)"),
         (#"{"d_model": 0, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1}]}"#, "m.json: field 'd_model': must be in 1...65536, got 0"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1, "capacity": 2}]}"#,
-         "m.json: field 'layers[0].capacity': unknown field (allowed: experts, top_k, capacity_factor, min_capacity, drop_policy, priority)"),
+         "m.json: field 'layers[0].capacity': unknown field (allowed: experts, top_k, capacity_factor, min_capacity, drop_policy, priority, residual)"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 2, "residual": true}]}"#,
+         "m.json: field 'layers[0].top_k': a residual layer sends each token to one expert (top_k 1) beside its dense MLP, got 2"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "residual": 1}]}"#,
+         "m.json: field 'layers[0].residual': expected true or false, found a number"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 2}], "task_experts": {"0": [1]}}"#,
          "m.json: field 'task_experts.0': lists 1 experts but layer 0 routes each token to top_k = 2"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 1, "drop_policy": "random"}]}"#,
@@ -34,6 +38,27 @@ struct ModelConfigurationTests {
     ])
     func invalid(text: String, message: String) {
         #expect { try parse(text) } throws: { "\($0)" == message }
+    }
+
+    @Test("residual layers are top-1 even when layer_defaults says otherwise; pyramid expert counts per layer")
+    func residualAndPyramid() throws {
+        let model = try parse(#"{"d_model": 8, "d_ff": 16, "layer_defaults": {"experts": 4, "top_k": 2}, "layers": [{"residual": true}, {"experts": 8, "residual": true, "top_k": 1}, {"experts": 8}]}"#)
+        #expect(model.layers.map(\.residual) == [true, true, false])
+        #expect(model.layers.map(\.topK) == [1, 1, 2])
+        #expect(model.layers.map(\.experts) == [4, 8, 8])
+    }
+
+    @Test("residual layers add the dense MLP and coefficient tensors")
+    func residualTensorNames() throws {
+        let model = try parse(#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 1, "residual": true}]}"#)
+        let shapes = ModelWeights.tensorShapes(model)
+        #expect(shapes.map(\.name).suffix(6) == ["layers.0.dense.w1", "layers.0.dense.w2", "layers.0.dense.b1", "layers.0.dense.b2",
+                                                 "layers.0.coefficient.weight", "layers.0.coefficient.bias"])
+        #expect(shapes.suffix(2).map(\.shape) == [[8, 2], [2]])
+        let weights = try ModelWeights.load(model, heldExperts: { _ in 0..<1 }, seed: 3, file: nil)
+        let residual = try #require(weights[0].residual)
+        #expect(residual.coefficientBias.allSatisfy { abs($0) <= 0.1 })
+        #expect(residual.dense.w1 == ModelWeights.seededTensor(name: "layers.0.dense.w1", shape: [8, 16], seed: 3))
     }
 
     @Test("weights: tensor names and shapes per activation")

@@ -18,8 +18,11 @@ struct LayerBenchmark {
             timed (slowest rank per repetition, median reported), then times the same expert GEMMs
             (the row counts each rank's experts received, same shapes, no activation or bias) the
             same way. 'gemm share' = GEMM time / layer time. 'ffn' is the time inside the expert
-            FFNs (GEMMs, bias, activation); 'overhead share' = (layer − ffn) / layer, the part spent
-            on routing, packing, exchanges, gathering rows per expert and combining.
+            FFNs and the dense MLP (GEMMs, bias, activation); 'overhead share' = (layer − ffn) /
+            layer, the part spent on routing, packing, exchanges, gathering rows per expert and
+            combining. 'dispatch MiB' is the bytes of one dispatch exchange summed over ranks (the
+            combine moves the same). With --residual each configuration runs a PR-MoE layer (top-1
+            expert + dense MLP, DeepSpeed-MoE) beside a top-2 layer of the same width.
             """,
         options: [
             .value("d-model", "N", default: "512", "hidden size"),
@@ -34,6 +37,7 @@ struct LayerBenchmark {
             .value("repetitions", "N", default: "5", "timed runs per configuration"),
             .value("blas-threads", "N", "OpenBLAS threads per rank (default: cores / ranks on this host, at least 1)"),
             .value("seed", "N", default: "1", "seed of weights and inputs"),
+            .flag("residual", "compare a PR-MoE residual layer (top-1 expert + dense MLP) with a top-2 layer (ignores --top-k)"),
             .value("csv", "FILE", "write the table as CSV"),
             .value("json", "FILE", "write the table as JSON"),
         ])
@@ -46,6 +50,7 @@ struct LayerBenchmark {
     let blasThreads: Int?
     let seed: UInt64
     let csvPath: String?, jsonPath: String?
+    let residual: Bool
 
     init(options: ParsedOptions) throws(UsageError) {
         func list(_ name: String) throws(UsageError) -> [Int] {
@@ -79,6 +84,7 @@ struct LayerBenchmark {
         seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
         csvPath = options.string("csv")
         jsonPath = options.string("json")
+        residual = options.flag("residual")
     }
 
     @MainActor
@@ -91,42 +97,52 @@ struct LayerBenchmark {
             print(harness.environmentLine(blasThreads: threads, localRanks: localRanks))
             print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
         }
-        var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "top_k", "capacity_factor", "layer_ms", "tokens_per_s",
-                                          "gate_ms", "pack_ms", "dispatch_ms", "experts_ms", "combine_ms", "ffn_ms", "gemm_ms", "gemm_share", "overhead_share", "dropped"])
-        let configurations = tokens.flatMap { t in experts.flatMap { e in topKs.flatMap { k in factors.map { (t, e, k, $0) } } } }
-        for (index, (tokenCount, expertCount, topK, factor)) in configurations.enumerated() {
-            harness.progress("[\(index + 1)/\(configurations.count)] tokens \(tokenCount), experts \(expertCount), top-\(topK), C \(factor)")
-            guard expertCount >= world.size, topK <= expertCount else { continue }
-            let layer = LayerConfiguration(experts: expertCount, topK: topK, capacityFactor: factor, minCapacity: 4)
+        var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "layer", "capacity_factor", "layer_ms", "tokens_per_s",
+                                          "gate_ms", "dense_ms", "pack_ms", "dispatch_ms", "experts_ms", "combine_ms", "ffn_ms", "gemm_ms",
+                                          "gemm_share", "overhead_share", "dispatch_mib", "dropped"])
+        // With --residual every configuration runs a PR-MoE layer and a top-2 layer side by side.
+        let variants: [(name: String, topK: Int, residual: Bool)] = residual
+            ? [("top-2", 2, false), ("pr-moe", 1, true)] : topKs.map { ("top-\($0)", $0, false) }
+        let configurations = tokens.flatMap { t in experts.flatMap { e in factors.flatMap { c in variants.map { (t, e, c, $0) } } } }
+        for (index, (tokenCount, expertCount, factor, variant)) in configurations.enumerated() {
+            harness.progress("[\(index + 1)/\(configurations.count)] tokens \(tokenCount), experts \(expertCount), \(variant.name), C \(factor)")
+            guard variant.topK <= expertCount else { continue }
+            let layer = LayerConfiguration(experts: expertCount, topK: variant.topK, capacityFactor: factor, minCapacity: 4, residual: variant.residual)
             let model = ModelConfiguration(name: "bench", dModel: dModel, dFF: dFF, activation: activation, layers: [layer])
-            let placement = ExpertPlacement(experts: expertCount, ranks: world.size)!
-            let weights = try ModelWeights.load(model, heldExperts: { _ in placement.experts(of: world.rank) }, seed: seed, file: nil)
-            let moeLayer = MoELayer(index: 0, configuration: layer, model: model, weights: weights[0], placement: placement,
-                                    exchange: makeAllToAll(algorithm, communicator: world))
+            let placement = ExpertPlacement(experts: expertCount, worldSize: world.size)
+            let weights = try ModelWeights.load(model, heldExperts: { _ in placement.heldExperts(ofRank: world.rank) }, seed: seed, file: nil)
+            let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) {
+                makeAllToAll(algorithm, communicator: $0)
+            }.layers[0]
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
             var hidden = input.hidden
             var phaseSamples: [[Double]] = []
             var lastPlan: RoutingPlan?
+            var dispatchBytes = 0
             let layerSamples = try harness.measure(warmup: warmup, repetitions: repetitions) {
                 hidden.withUnsafeMutableBufferPointer { buffer in _ = input.hidden.withUnsafeBufferPointer { buffer.update(fromContentsOf: $0) } }
                 var times = PhaseTimes()
                 var volume = ExchangeVolume()
                 lastPlan = try moeLayer.forward(&hidden, taskIds: [], times: &times, volume: &volume)
+                dispatchBytes = volume.dispatchBytesSent
                 phaseSamples.append(try world.allReduce(times.values + [times.expertCompute], .maximum))
             }
-            let phases = (0..<6).map { phase in Statistics(phaseSamples.suffix(repetitions).map { $0[phase] }).median }
-            // The same expert GEMMs alone: each local expert's received row count, same shapes.
-            let keptEverywhere = try world.allReduce(lastPlan!.keptPerExpert, .sum)
-            let localRows = placement.experts(of: world.rank).map { keptEverywhere[$0] }
-            let gemmSamples = try gemmOnly(rows: localRows, harness: harness)
-            let dropped = try world.allReduce([lastPlan!.droppedRoutes, lastPlan!.expert.count], .sum)
+            let phaseCount = PhaseTimes.names.count
+            let phases = (0...phaseCount).map { phase in Statistics(phaseSamples.suffix(repetitions).map { $0[phase] }).median }
+            // The same GEMMs alone: each local expert's received row count (and the dense MLP
+            // over every local token in a residual layer), same shapes.
+            let gemmRows = moeLayer.receivedRowsPerExpert + (variant.residual ? [tokenCount] : [])
+            let gemmSamples = try gemmOnly(rows: gemmRows, harness: harness)
+            let totals = try world.allReduce([lastPlan!.droppedRoutes, lastPlan!.expert.count, dispatchBytes], .sum)
             let layerTime = Statistics(layerSamples).median
             let gemmTime = Statistics(gemmSamples).median
-            table.append([String(world.size), String(tokenCount), String(expertCount), String(topK), String(factor),
+            let ffnTime = phases[phaseCount] + phases[1]  // expert FFNs + dense MLP
+            table.append([String(world.size), String(tokenCount), String(expertCount), variant.name, String(factor),
                           format(layerTime * 1000), format(Double(tokenCount * world.size) / layerTime, 0)]
-                         + phases.map { format($0 * 1000) }
-                         + [format(gemmTime * 1000), format(gemmTime / layerTime), format(max(0, layerTime - phases[5]) / layerTime),
-                            format(Double(dropped[0]) / Double(max(1, dropped[1])))])
+                         + phases.prefix(phaseCount).map { format($0 * 1000) }
+                         + [format(ffnTime * 1000), format(gemmTime * 1000), format(gemmTime / layerTime),
+                            format(max(0, layerTime - ffnTime) / layerTime), format(Double(totals[2]) / 1_048_576),
+                            format(Double(totals[0]) / Double(max(1, totals[1])))])
         }
         harness.endProgress()
         guard world.rank == 0 else { return }
