@@ -8,12 +8,15 @@ public enum AllToAllAlgorithm: String, CaseIterable, Sendable, Codable {
     case linear
     /// G steps; in step i rank r sends to (r+i) mod G and receives from (r−i) mod G.
     case pairwise
+    /// Two stages: inside each node, then between nodes among ranks of the same local index.
+    case hierarchical
 
     public var summary: String {
         switch self {
         case .mpi: return "the MPI library's MPI_Alltoallv (the oracle)"
         case .linear: return "flat: post all receives, then all sends, then one waitall"
         case .pairwise: return "flat: G steps, step i sends to r+i and receives from r-i"
+        case .hierarchical: return "two-stage: intra-node to the local delegate, then one message per node pair"
         }
     }
 }
@@ -126,12 +129,15 @@ extension AllToAll {
     }
 }
 
-/// Makes the named algorithm over `communicator`.
+/// Makes the named algorithm over `communicator`, whose ranks live on `nodes` (the hierarchical
+/// algorithm and simulated links use them; without a topology, pass `.singleNode`).
 @MainActor
-public func makeAllToAll(_ algorithm: AllToAllAlgorithm, communicator: Communicator) -> any AllToAll {
+public func makeAllToAll(_ algorithm: AllToAllAlgorithm, communicator: Communicator, nodes: ExchangeNodes,
+                         links: LinkSimulator? = nil) -> any AllToAll {
     switch algorithm {
     case .mpi: return LibraryAllToAll(communicator: communicator)
     case .linear: return LinearAllToAll(communicator: communicator)
     case .pairwise: return PairwiseAllToAll(communicator: communicator)
+    case .hierarchical: return HierarchicalAllToAll(communicator: communicator, nodes: nodes, links: links)
     }
 }

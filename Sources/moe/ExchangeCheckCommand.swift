@@ -61,7 +61,8 @@ struct ExchangeCheckCommand: Subcommand {
         let world = try context.world()
         let topology = try context.topology(path: topologyPath)
         let oracle = LibraryAllToAll(communicator: world)
-        let exchanges = algorithms.map { makeAllToAll($0, communicator: world) }
+        let nodes = try ExchangeNodes.gather(communicator: world, worldRank: world.rank, topology: topology)
+        let exchanges = algorithms.map { makeAllToAll($0, communicator: world, nodes: nodes) }
         var tallies = [Tally](repeating: Tally(), count: algorithms.count)
         var oracleProblems = 0
         var oracleFirstProblem: String?

@@ -85,8 +85,9 @@ struct RunCommand: Subcommand {
         var lastBatch: TokenBatch?
         var lastPlans: [RoutingPlan] = []
         for algorithm in algorithms {
-            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world) {
-                makeAllToAll(algorithm, communicator: $0)
+            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world) { communicator in
+                makeAllToAll(algorithm, communicator: communicator,
+                             nodes: try ExchangeNodes.gather(communicator: communicator, worldRank: here, topology: topology))
             }
             var stepReports: [JSONValue] = []
             var totals = PhaseTimes()

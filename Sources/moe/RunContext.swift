@@ -1,5 +1,6 @@
 import ArgumentParsing
 import ClusterTopology
+import Exchange
 import FileFormats
 import MessagePassing
 
@@ -65,14 +66,7 @@ final class RunContext {
                 return topology
             }
         }
-        let node = try world.splitBySharedMemory()
-        let label = try node.allReduce(world.rank, .minimum)
-        let labels = try world.allGather([label])
-        let gathered = try world.gatherBytes(Array(Communicator.processorName().utf8), root: 0)
-        let joined = gathered.map { $0.map { String(decoding: $0, as: UTF8.self) }.joined(separator: "\n") } ?? ""
-        let hostNames = String(decoding: try world.broadcastBytes(Array(joined.utf8), root: 0), as: UTF8.self)
-            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        return try Topology.fromSharedMemorySplit(nodeLabelOfRank: labels, hostNameOfRank: hostNames)
+        return try Topology.discover(world: world)
     }
 
     /// Writes `text` to `path` on rank 0 only (atomically), and agrees on the outcome.

@@ -74,7 +74,7 @@ struct ModelTests {
         if let topology { runArguments += ["--topology", topology] }
         let job = try runMPI(ranks: ranks, runArguments)
         try #require(job.mpirunStatus == 0, "\(job)")
-        #expect(job.ranks[0].stdout.contains("outputs identical across exchanges: mpi, linear, pairwise"), "\(job)")
+        #expect(job.ranks[0].stdout.contains("outputs identical across exchanges: mpi, linear, pairwise, hierarchical"), "\(job)")
         let reference = try runMoe(["reference"] + common + (referenceExtra ?? []) + ["--ranks", "\(ranks)",
                                     "--output", scratch.file("ref.npy"), "--routing-output", scratch.file("ref-routing.json")])
         try #require(reference.status == 0, "\(reference.stderr)")
@@ -115,7 +115,7 @@ struct ModelTests {
     }
 
     @Test("pyramid layers (2, 4, 8, 3, 8 experts) with replica groups, even and uneven, equal the reference", arguments: [
-        (3, "Topologies/3x1.json"), (4, "Topologies/2x2.json"), (8, "Topologies/4x2.json"),
+        (3, "Topologies/3x1.json"), (4, "Topologies/2x2.json"), (6, "Topologies/uneven-6.json"), (8, "Topologies/4x2.json"),
     ] as [(Int, String?)])
     func pyramidAndReplicaGroups(ranks: Int, topology: String?) throws {
         try compareWithReference(ranks: ranks, model: "Models/test-pyramid.json", topology: topology,

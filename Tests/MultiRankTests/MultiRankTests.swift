@@ -10,7 +10,7 @@ struct MultiRankTests {
     struct ExchangeEquivalence {
         @Test("every algorithm is byte-identical to MPI_Alltoallv on random, empty, skewed and uneven sizes", arguments: [
             (1, nil), (2, nil), (3, "Topologies/3x1.json"), (4, "Topologies/2x2.json"), (4, "Topologies/1x4.json"),
-            (8, "Topologies/2x4.json"), (8, "Topologies/4x2.json"),
+            (8, "Topologies/2x4.json"), (8, "Topologies/4x2.json"), (6, "Topologies/uneven-6.json"),
         ] as [(Int, String?)])
         func equivalence(ranks: Int, topology: String?) throws {
             let json = FileManager.default.temporaryDirectory.appendingPathComponent("moe-check-\(UUID()).json").path
@@ -25,13 +25,13 @@ struct MultiRankTests {
             #expect(report["passed"] as? Bool == true, "\(job)")
             #expect(report["world_size"] as? Int == ranks)
             let algorithms = try #require(report["algorithms"] as? [[String: Any]])
-            #expect(algorithms.map { $0["name"] as? String } == ["mpi-oracle-vs-generated", "mpi", "linear", "pairwise"])
+            #expect(algorithms.map { $0["name"] as? String } == ["mpi-oracle-vs-generated", "mpi", "linear", "pairwise", "hierarchical"])
             for entry in algorithms {
                 #expect(entry["mismatched_trials"] as? Int == 0, "\(entry)\n\(job)")
             }
             // Data really moved: every algorithm received the same, non-zero number of bytes.
             let bytes = algorithms.dropFirst().compactMap { $0["bytes_received"] as? Int }
-            #expect(bytes.count == 3 && Set(bytes).count == 1 && bytes[0] > 0, "\(algorithms)")
+            #expect(bytes.count == 4 && Set(bytes).count == 1 && bytes[0] > 0, "\(algorithms)")
         }
 
         @Test("the check catches a corrupted byte: it can fail")

@@ -1,4 +1,5 @@
 import ArgumentParsing
+import ClusterTopology
 import Exchange
 import ExpertParallel
 import FileFormats
@@ -90,6 +91,7 @@ struct LayerBenchmark {
     @MainActor
     func run(world: Communicator) throws {
         let harness = BenchmarkHarness(world: world)
+        let topology = try Topology.discover(world: world)
         let localRanks = try world.splitBySharedMemory().size
         let threads = blasThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
         BLAS.setThreadCount(threads)
@@ -111,8 +113,9 @@ struct LayerBenchmark {
             let model = ModelConfiguration(name: "bench", dModel: dModel, dFF: dFF, activation: activation, layers: [layer])
             let placement = ExpertPlacement(experts: expertCount, worldSize: world.size)
             let weights = try ModelWeights.load(model, heldExperts: { _ in placement.heldExperts(ofRank: world.rank) }, seed: seed, file: nil)
-            let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) {
-                makeAllToAll(algorithm, communicator: $0)
+            let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) { communicator in
+                makeAllToAll(algorithm, communicator: communicator,
+                             nodes: try ExchangeNodes.gather(communicator: communicator, worldRank: world.rank, topology: topology))
             }.layers[0]
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
             var hidden = input.hidden
