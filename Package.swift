@@ -46,7 +46,7 @@ let package = Package(
         // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
         .executableTarget(
             name: "moe-bench",
-            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel"],
+            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "RandomStreams"],
             path: "Benchmarks/Sources/moe-bench"),
 
         .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),

@@ -6,7 +6,8 @@ import FileFormats
 /// { "name": "2x2", "description": "...",
 ///   "nodes": [ { "name": "node0", "ranks": [0, 1] }, { "name": "node1", "ranks": [2, 3] } ],
 ///   "links": { "intra_node": { "latency_us": 0.3, "bandwidth_gb_per_s": 10 },
-///              "inter_node": { "latency_us": 7, "bandwidth_gb_per_s": 2.2 } } }
+///              "inter_node": { "latency_us": 7, "bandwidth_gb_per_s": 2.2 },
+///              "simulate": false } }
 /// ```
 /// `name`, `description` and `links` (and each link class in it) are optional; unknown fields
 /// are errors, so a misspelt setting is never silently ignored.
@@ -39,16 +40,18 @@ extension Topology {
             }
             var intraNode = LinkCost.sharedMemoryDefault
             var interNode = LinkCost.networkDefault
+            var simulate = false
             if let links = try root.optionalObject("links") {
-                try links.rejectUnknownKeys(allowed: ["intra_node", "inter_node"])
+                try links.rejectUnknownKeys(allowed: ["intra_node", "inter_node", "simulate"])
                 if let link = try links.optionalObject("intra_node") { intraNode = try linkCost(link) }
                 if let link = try links.optionalObject("inter_node") { interNode = try linkCost(link) }
+                simulate = try links.optionalBool("simulate") ?? false
             }
             let fileName = path.split(separator: "/").last.map { String($0.split(separator: ".").first ?? $0) } ?? path
             return try Topology(
                 name: try root.optionalString("name") ?? fileName,
                 description: try root.optionalString("description") ?? "",
-                nodes: nodes, intraNode: intraNode, interNode: interNode, origin: .file(path: path))
+                nodes: nodes, intraNode: intraNode, interNode: interNode, simulateLinks: simulate, origin: .file(path: path))
         } catch let error as JSONFieldError {
             throw .invalid(source: path, field: error.path, problem: error.problem)
         } catch let error as TopologyError {

@@ -50,6 +50,9 @@ public struct Topology: Equatable, Sendable {
     public var nodes: [Node]
     public var intraNode: LinkCost
     public var interNode: LinkCost
+    /// Whether runs on one machine should hold inter-node messages back by the modelled link
+    /// cost by default (`links.simulate` in the file; commands' `--simulate-links` overrides).
+    public var simulateLinks: Bool
     public var origin: Origin
 
     /// Node index of every world rank: `nodeOfRank[r]` is the node that holds rank r.
@@ -63,7 +66,7 @@ public struct Topology: Equatable, Sendable {
     /// Builds and validates a topology. `origin` is used to name the source in errors.
     public init(
         name: String, description: String = "", nodes: [Node], intraNode: LinkCost, interNode: LinkCost,
-        origin: Origin
+        simulateLinks: Bool = false, origin: Origin
     ) throws(TopologyError) {
         let source = origin.sourceName
         guard !nodes.isEmpty else { throw .invalid(source: source, field: "nodes", problem: "must name at least one node") }
@@ -107,6 +110,7 @@ public struct Topology: Equatable, Sendable {
         self.nodes = nodes
         self.intraNode = intraNode
         self.interNode = interNode
+        self.simulateLinks = simulateLinks
         self.origin = origin
         self.nodeOfRank = (0..<worldSize).map { nodeOfRank[$0]! }
         self.localRankOfRank = (0..<worldSize).map { localRank[$0]! }

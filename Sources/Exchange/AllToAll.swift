@@ -135,9 +135,9 @@ extension AllToAll {
 public func makeAllToAll(_ algorithm: AllToAllAlgorithm, communicator: Communicator, nodes: ExchangeNodes,
                          links: LinkSimulator? = nil) -> any AllToAll {
     switch algorithm {
-    case .mpi: return LibraryAllToAll(communicator: communicator)
-    case .linear: return LinearAllToAll(communicator: communicator)
-    case .pairwise: return PairwiseAllToAll(communicator: communicator)
+    case .mpi: return LibraryAllToAll(communicator: communicator, links: links)
+    case .linear: return LinearAllToAll(communicator: communicator, links: links)
+    case .pairwise: return PairwiseAllToAll(communicator: communicator, links: links)
     case .hierarchical: return HierarchicalAllToAll(communicator: communicator, nodes: nodes, links: links)
     }
 }

@@ -11,11 +11,13 @@ public final class LinearAllToAll: AllToAll {
     public let communicator: Communicator
     public var algorithm: AllToAllAlgorithm { .linear }
     private let requests: RequestList
+    private let links: LinkSimulator?
     /// Tag of this algorithm's messages; distinct per algorithm so a misuse cannot cross-match.
     static let tag = 7101
 
-    public init(communicator: Communicator) {
+    public init(communicator: Communicator, links: LinkSimulator? = nil) {
         self.communicator = communicator
+        self.links = links
         requests = RequestList(capacity: 2 * communicator.size)
     }
 
@@ -36,12 +38,18 @@ public final class LinearAllToAll: AllToAll {
             for offset in 1..<max(size, 1) {
                 let destination = (here + offset) % size
                 guard layout.sendCounts[destination] > 0 else { continue }
+                links?.willSend(from: here, to: destination, bytes: layout.sendCounts[destination] * rowBytes)
                 try communicator.sendNonblocking(
                     send.baseAddress! + layout.sendDisplacements[destination] * rowBytes,
                     rows: layout.sendCounts[destination], rowBytes: rowBytes, to: destination, tag: Self.tag, into: requests)
             }
             copySelfRows(send: send, receive: receive, layout: layout, rowBytes: rowBytes)
             try requests.waitAll()
+            if let links {
+                for source in 0..<size where source != here && layout.receiveCounts[source] > 0 {
+                    links.awaitDelivery(from: source, to: here)
+                }
+            }
         } catch {
             throw .mpi(error)
         }

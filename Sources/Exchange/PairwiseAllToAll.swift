@@ -12,9 +12,13 @@ public final class PairwiseAllToAll: AllToAll {
     public let communicator: Communicator
     public var algorithm: AllToAllAlgorithm { .pairwise }
     private let requests = RequestList(capacity: 2)
+    private let links: LinkSimulator?
     static let tag = 7102
 
-    public init(communicator: Communicator) { self.communicator = communicator }
+    public init(communicator: Communicator, links: LinkSimulator? = nil) {
+        self.communicator = communicator
+        self.links = links
+    }
 
     /// Peers of `rank` in `step` of a pairwise exchange over `size` ranks.
     public nonisolated static func peers(rank: Int, size: Int, step: Int) -> (sendTo: Int, receiveFrom: Int) {
@@ -37,11 +41,13 @@ public final class PairwiseAllToAll: AllToAll {
                         rows: layout.receiveCounts[source], rowBytes: rowBytes, from: source, tag: Self.tag, into: requests)
                 }
                 if layout.sendCounts[destination] > 0 {
+                    links?.willSend(from: here, to: destination, bytes: layout.sendCounts[destination] * rowBytes)
                     try communicator.sendNonblocking(
                         send.baseAddress! + layout.sendDisplacements[destination] * rowBytes,
                         rows: layout.sendCounts[destination], rowBytes: rowBytes, to: destination, tag: Self.tag, into: requests)
                 }
                 try requests.waitAll()
+                if let links, layout.receiveCounts[source] > 0 { links.awaitDelivery(from: source, to: here) }
             }
         } catch {
             throw .mpi(error)

@@ -21,6 +21,7 @@ struct RunCommand: Subcommand {
             """,
         options: ModelOptions.specs + [
             .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
+            LinkSimulationSwitch.spec,
             .value("steps", "N", default: "3", "forward steps (generated inputs change every step)"),
             .value("exchange", "LIST", default: "linear",
                    "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all"),
@@ -33,6 +34,7 @@ struct RunCommand: Subcommand {
 
     let model: ModelOptions.Values
     let topologyPath: String?
+    let simulateLinks: Bool?
     let steps: Int
     let algorithms: [AllToAllAlgorithm]
     let blasThreads: Int?
@@ -44,6 +46,7 @@ struct RunCommand: Subcommand {
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
         topologyPath = options.string("topology")
+        simulateLinks = try LinkSimulationSwitch.read(options)
         steps = try options.integer("steps", in: 1...10_000_000) ?? 3
         algorithms = try options.choices("exchange", as: AllToAllAlgorithm.self) ?? [.linear]
         blasThreads = try options.integer("blas-threads", in: 1...1024)
@@ -56,6 +59,7 @@ struct RunCommand: Subcommand {
     func run(_ context: RunContext) throws {
         let world = try context.world()
         let topology = try context.topology(path: topologyPath)
+        let links = try context.simulatedLinks(topology: topology, requested: simulateLinks)
         let ranks = world.size
         let here = world.rank
 
@@ -76,6 +80,9 @@ struct RunCommand: Subcommand {
             let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
             print("model \(configuration.name): \(configuration.layers.count) layers, d_model \(configuration.dModel), d_ff \(configuration.dFF), \(configuration.activation.rawValue); experts per layer \(configuration.layers.map { String($0.experts) }.joined(separator: ","))")
             for line in Self.placementSummary(configuration, ranks: ranks) { print(line) }
+            if links != nil {
+                print("simulated inter-node links: \(topology.interNode.latencyMicroseconds) µs + bytes at \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node uplink/downlink")
+            }
             print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         }
 
@@ -86,8 +93,8 @@ struct RunCommand: Subcommand {
         var lastPlans: [RoutingPlan] = []
         for algorithm in algorithms {
             let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world) { communicator in
-                makeAllToAll(algorithm, communicator: communicator,
-                             nodes: try ExchangeNodes.gather(communicator: communicator, worldRank: here, topology: topology))
+                let nodes = try ExchangeNodes.gather(communicator: communicator, worldRank: here, topology: topology)
+                return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
             }
             var stepReports: [JSONValue] = []
             var totals = PhaseTimes()

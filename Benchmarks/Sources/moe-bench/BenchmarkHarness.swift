@@ -1,3 +1,5 @@
+import ClusterTopology
+import Exchange
 import FileFormats
 import Foundation
 import MessagePassing
@@ -88,3 +90,38 @@ struct ResultTable {
 }
 
 func format(_ value: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", value) }
+
+extension BenchmarkHarness {
+    /// The topology from `path` (every rank reads and validates it, and the ranks agree before
+    /// going on), or the nodes MPI sees. A bad file is one line from rank 0 and exit status 1.
+    func topology(path: String?) throws -> Topology {
+        guard let path else { return try Topology.discover(world: world) }
+        var outcome: Result<Topology, any Error>
+        do {
+            let topology = try Topology.load(path: path)
+            try topology.requireWorldSize(world.size)
+            outcome = .success(topology)
+        } catch { outcome = .failure(error) }
+        let failed: Bool
+        if case .failure = outcome { failed = true } else { failed = false }
+        if let reporter = try world.lowestFailingRank(failed: failed) {
+            if case let .failure(error) = outcome { throw BenchmarkFailure(message: "\(error) [rank \(world.rank)]", reportingRank: reporter) }
+            throw BenchmarkFailure(message: "", reportingRank: reporter)
+        }
+        return try outcome.get()
+    }
+
+    /// Simulated links when `requested` (else the topology's `links.simulate`); nil when off.
+    func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
+        guard requested ?? topology.simulateLinks else { return nil }
+        guard try world.splitBySharedMemory().size == world.size else {
+            throw BenchmarkFailure(message: "--simulate-links: the ranks span several hosts; link simulation is for one machine", reportingRank: 0)
+        }
+        do { return try SimulatedLinks(world: world, topology: topology) } catch let error as LinkSimulationError {
+            throw BenchmarkFailure(message: error.description, reportingRank: 0)
+        }
+    }
+}
+
+/// `--simulate-links on|off` for benchmarks.
+enum LinkSwitch: String, CaseIterable { case on, off }

@@ -9,7 +9,7 @@ import MoE
 
 /// `moe-bench layer`: one MoE layer's throughput and where its time goes, beside the same expert
 /// GEMMs alone through `cblas_sgemm`, measured in the same run.
-struct LayerBenchmark {
+struct LayerBenchmark: Benchmark {
     static let spec = CommandSpec(
         name: "layer",
         summary: "Throughput of one MoE layer, per phase, against its expert GEMMs alone (cblas_sgemm).",

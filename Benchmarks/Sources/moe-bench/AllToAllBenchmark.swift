@@ -1,0 +1,223 @@
+import ArgumentParsing
+import ClusterTopology
+import Exchange
+import FileFormats
+import Foundation
+import MessagePassing
+import RandomStreams
+
+/// Per-peer traffic of one benchmark row.
+enum TrafficPattern: String, CaseIterable {
+    /// Every rank sends the same number of bytes to every rank (`osu_alltoall`).
+    case uniform
+    /// Per-destination sizes drawn from a router with Zipf-skewed expert popularity
+    /// (`osu_alltoallv`-like): one expert per rank, expert e's popularity ∝ 1/(e+1)^s.
+    case moe
+
+    /// `bytes[s][d]` for `ranks` ranks at a mean of `size` bytes per peer. MoE traffic: each
+    /// source draws G·16 "tokens" of size/16 bytes (at least 1 byte, so small sizes draw fewer)
+    /// and sends each to expert e with probability ∝ 1/(e+1)^s; deterministic in `seed`.
+    func matrix(ranks: Int, size: Int, zipf: Double, seed: UInt64) -> [[Int]] {
+        switch self {
+        case .uniform:
+            return [[Int]](repeating: [Int](repeating: size, count: ranks), count: ranks)
+        case .moe:
+            let weights = (0..<ranks).map { 1 / pow(Double($0 + 1), zipf) }
+            let total = weights.reduce(0, +)
+            var cumulative: [Double] = []
+            var running = 0.0
+            for weight in weights { running += weight / total; cumulative.append(running) }
+            let unit = max(1, size / 16)
+            let tokens = ranks * size / unit
+            return (0..<ranks).map { source in
+                var random = SeededGenerator(seed: seed, stream: UInt64(source), UInt64(size))
+                var bytes = [Int](repeating: 0, count: ranks)
+                for _ in 0..<tokens {
+                    let draw = Double(random.next() >> 11) / Double(1 << 53)
+                    let expert = cumulative.firstIndex { draw < $0 } ?? ranks - 1
+                    bytes[expert] += unit
+                }
+                return bytes
+            }
+        }
+    }
+}
+
+/// `moe-bench alltoall`: all-to-all latency against message size for every algorithm in the
+/// same run, OSU-style, with the cost model's prediction beside each row.
+struct AllToAllBenchmark: Benchmark {
+    static let spec = CommandSpec(
+        name: "alltoall",
+        summary: "All-to-all latency vs message size for every algorithm, OSU-style, with the cost model.",
+        discussion: """
+            Comparable to the OSU micro-benchmarks' osu_alltoall (pattern uniform) and osu_alltoallv
+            (pattern moe): for each per-peer size, each algorithm runs --warmup untimed and
+            --iterations timed exchanges, each after a barrier; an iteration's time is the slowest
+            rank's, and the table reports their average (OSU's "Avg Latency"), minimum, maximum and
+            median in microseconds. Sizes above 8 KiB use the --large-* counts (OSU: 1000/200 small,
+            100/10 large). 'model' is the cost model's prediction for the same traffic matrix and
+            topology (docs/COST_MODEL.md); 'vs mpi' is the ratio to MPI_Alltoallv in the same run.
+            With --simulate-links on, inter-node messages are held back by the topology's link cost.
+            """,
+        options: [
+            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
+            .value("simulate-links", "on|off", "hold inter-node messages back by the link cost; default: the topology's links.simulate"),
+            .value("algorithms", "LIST", default: "all", "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",")),
+            .value("patterns", "LIST", default: "uniform", "uniform, moe, or both comma-separated"),
+            .value("zipf", "S", default: "1.2", "Zipf exponent of expert popularity for the moe pattern"),
+            .value("min-size", "BYTES", default: "1", "smallest bytes per peer"),
+            .value("max-size", "BYTES", default: "4194304", "largest bytes per peer (4 MiB)"),
+            .value("step", "N", default: "4", "size multiplier between rows (2 or 4)"),
+            .value("iterations", "N", default: "100", "timed iterations per size up to 8 KiB"),
+            .value("warmup", "N", default: "10", "untimed iterations per size up to 8 KiB"),
+            .value("large-iterations", "N", default: "20", "timed iterations per size above 8 KiB"),
+            .value("large-warmup", "N", default: "2", "untimed iterations per size above 8 KiB"),
+            .value("copy-bandwidth", "GB/S", default: "20", "memory-copy bandwidth γ the cost model assumes"),
+            .value("seed", "N", default: "1", "seed of the moe pattern"),
+            .value("csv", "FILE", "write the table as CSV"),
+            .value("json", "FILE", "write the table as JSON"),
+            .value("svg", "PREFIX", "write PREFIX-<pattern>.svg: latency vs size, log-log, model dashed"),
+        ])
+
+    let topologyPath: String?
+    let simulateLinks: Bool?
+    let algorithms: [AllToAllAlgorithm]
+    let patterns: [TrafficPattern]
+    let zipf: Double
+    let sizes: [Int]
+    let iterations: (small: Int, large: Int), warmup: (small: Int, large: Int)
+    let copyBandwidth: Double
+    let seed: UInt64
+    let csvPath: String?, jsonPath: String?, svgPrefix: String?
+
+    init(options: ParsedOptions) throws(UsageError) {
+        topologyPath = options.string("topology")
+        simulateLinks = try options.choice("simulate-links", as: LinkSwitch.self).map { $0 == .on }
+        algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
+        patterns = try options.choices("patterns", as: TrafficPattern.self) ?? [.uniform]
+        guard let zipf = Double(options.string("zipf") ?? "1.2"), zipf >= 0, zipf <= 10 else {
+            throw .invalidValue(command: "alltoall", option: "zipf", value: options.string("zipf") ?? "", expected: "a number in 0...10")
+        }
+        self.zipf = zipf
+        let minimum = try options.integer("min-size", in: 1...(1 << 28)) ?? 1
+        let maximum = try options.integer("max-size", in: 1...(1 << 28)) ?? 4 << 20
+        let step = try options.integer("step", in: 2...16) ?? 4
+        var sizes: [Int] = []
+        var size = minimum
+        while size <= maximum { sizes.append(size); size *= step }
+        guard !sizes.isEmpty else {
+            throw .invalidValue(command: "alltoall", option: "max-size", value: String(maximum), expected: "at least --min-size (\(minimum))")
+        }
+        self.sizes = sizes
+        iterations = (try options.integer("iterations", in: 1...1_000_000) ?? 100, try options.integer("large-iterations", in: 1...1_000_000) ?? 20)
+        warmup = (try options.integer("warmup", in: 0...1_000_000) ?? 10, try options.integer("large-warmup", in: 0...1_000_000) ?? 2)
+        guard let copyBandwidth = Double(options.string("copy-bandwidth") ?? "20"), copyBandwidth > 0, copyBandwidth.isFinite else {
+            throw .invalidValue(command: "alltoall", option: "copy-bandwidth", value: options.string("copy-bandwidth") ?? "", expected: "a number > 0")
+        }
+        self.copyBandwidth = copyBandwidth
+        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
+        csvPath = options.string("csv")
+        jsonPath = options.string("json")
+        svgPrefix = options.string("svg")
+    }
+
+    static func schedule(of algorithm: AllToAllAlgorithm) -> ModeledSchedule {
+        switch algorithm {
+        case .mpi, .linear: return .flat
+        case .pairwise: return .pairwise
+        case .hierarchical: return .hierarchical
+        }
+    }
+
+    func run(world: Communicator) throws {
+        let harness = BenchmarkHarness(world: world)
+        let topology = try harness.topology(path: topologyPath)
+        let links = try harness.simulatedLinks(topology: topology, requested: simulateLinks)
+        let nodes = try ExchangeNodes.gather(communicator: world, worldRank: world.rank, topology: topology)
+        let exchanges = algorithms.map { makeAllToAll($0, communicator: world, nodes: nodes, links: links?.view(for: nodes)) }
+        let model = CostModel(topology: topology, copyBandwidthGigabytesPerSecond: copyBandwidth)
+        let here = world.rank
+        let ranks = world.size
+        if here == 0 {
+            print("# \(MPIRuntime.libraryVersion()); \(ranks) ranks on \(topology.nodes.count) node(s) (\(topology.name)); "
+                  + "links: intra \(topology.intraNode.latencyMicroseconds) µs, \(topology.intraNode.bandwidthGigabytesPerSecond) GB/s; "
+                  + "inter \(topology.interNode.latencyMicroseconds) µs, \(topology.interNode.bandwidthGigabytesPerSecond) GB/s; "
+                  + (links == nil ? "links not simulated" : "inter-node links SIMULATED"))
+            print("# moe-bench alltoall: latency in µs = average over iterations of the slowest rank (min, max, median too); model = cost model")
+        }
+        var table = ResultTable(columns: ["pattern", "bytes_per_peer", "algorithm", "avg_us", "min_us", "max_us", "median_us",
+                                          "iterations", "model_us", "measured_over_model", "vs_mpi"])
+        var plotData: [TrafficPattern: [String: [(x: Double, y: Double)]]] = [:]
+        var sendBuffer: [UInt8] = []
+        var receiveBuffer: [UInt8] = []
+        let steps = patterns.count * sizes.count
+        for (patternIndex, pattern) in patterns.enumerated() {
+            for (sizeIndex, size) in sizes.enumerated() {
+                harness.progress("[\(patternIndex * sizes.count + sizeIndex + 1)/\(steps)] \(pattern.rawValue), \(size) B per peer")
+                let matrix = pattern.matrix(ranks: ranks, size: size, zipf: zipf, seed: seed)
+                let layout = ExchangeLayout(sendCounts: matrix[here], receiveCounts: matrix.map { $0[here] })!
+                if sendBuffer.count < layout.sendRows { sendBuffer = [UInt8](repeating: UInt8(here & 0xFF), count: layout.sendRows) }
+                if receiveBuffer.count < layout.receiveRows { receiveBuffer = [UInt8](repeating: 0, count: layout.receiveRows) }
+                let large = size > 8192
+                let (count, untimed) = large ? (iterations.large, warmup.large) : (iterations.small, warmup.small)
+                var mpiAverage: Double?
+                for exchange in exchanges {
+                    var local: [Double] = []
+                    for iteration in 0..<(untimed + count) {
+                        try world.barrier()
+                        let start = MPIRuntime.wallTime()
+                        try exchange.exchange(sendBuffer, into: &receiveBuffer, layout: layout, rowBytes: 1)
+                        if iteration >= untimed { local.append(MPIRuntime.wallTime() - start) }
+                    }
+                    let slowest = try world.allReduce(local, .maximum)
+                    let average = slowest.reduce(0, +) / Double(slowest.count)
+                    if exchange.algorithm == .mpi { mpiAverage = average }
+                    let statistics = Statistics(slowest)
+                    let predicted = model.predict(Self.schedule(of: exchange.algorithm), traffic: TrafficMatrix(bytes: matrix)).seconds
+                    let meanSize = Double(matrix.joined().reduce(0, +)) / Double(ranks * ranks)
+                    table.append([pattern.rawValue, String(size), exchange.algorithm.rawValue,
+                                  format(average * 1e6, 2), format(statistics.minimum * 1e6, 2), format(statistics.maximum * 1e6, 2),
+                                  format(statistics.median * 1e6, 2), String(count), format(predicted * 1e6, 2),
+                                  format(average / predicted), mpiAverage.map { format(average / $0) } ?? "-"])
+                    plotData[pattern, default: [:]][exchange.algorithm.rawValue, default: []].append((meanSize, average * 1e6))
+                    plotData[pattern, default: [:]]["model: " + Self.schedule(of: exchange.algorithm).rawValue, default: []].append((meanSize, predicted * 1e6))
+                }
+            }
+        }
+        harness.endProgress()
+        if let links, here == 0 {
+            print("# simulated links: rank 0 sent \(links.simulatedMessages) inter-node messages and waited \(format(links.heldSeconds * 1000, 1)) ms for deliveries")
+        }
+        guard here == 0 else { return }
+        print(table.aligned)
+        let metadata: [(String, JSONValue)] = [
+            ("benchmark", .string("alltoall")), ("mpi", .string(MPIRuntime.libraryVersion())), ("ranks", .number(Double(ranks))),
+            ("topology", .string(topology.name)), ("nodes", .number(Double(topology.nodes.count))),
+            ("simulated_links", .bool(links != nil)), ("zipf", .number(zipf)),
+            ("inter_latency_us", .number(topology.interNode.latencyMicroseconds)),
+            ("inter_bandwidth_gb_per_s", .number(topology.interNode.bandwidthGigabytesPerSecond)),
+            ("intra_latency_us", .number(topology.intraNode.latencyMicroseconds)),
+            ("intra_bandwidth_gb_per_s", .number(topology.intraNode.bandwidthGigabytesPerSecond)),
+            ("copy_bandwidth_gb_per_s", .number(copyBandwidth)),
+        ]
+        if let csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
+        if let jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
+        if let svgPrefix {
+            for pattern in patterns {
+                var plot = SVGPlot(title: "all-to-all, \(pattern.rawValue) traffic, \(ranks) ranks on \(topology.name)" + (links == nil ? "" : " (simulated links)"),
+                                   xLabel: "bytes per peer" + (pattern == .moe ? " (mean)" : ""), yLabel: "latency (µs), slowest rank, average")
+                let data = plotData[pattern] ?? [:]
+                for (index, algorithm) in algorithms.enumerated() {
+                    plot.series.append(.init(name: algorithm.rawValue, points: data[algorithm.rawValue] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count]))
+                }
+                var drawn = Set<String>()
+                for (index, algorithm) in algorithms.enumerated() {
+                    let name = "model: " + Self.schedule(of: algorithm).rawValue
+                    guard drawn.insert(name).inserted else { continue }
+                    plot.series.append(.init(name: name, points: data[name] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count], dashed: true))
+                }
+                try AtomicFileWriter.write(plot.render(), to: "\(svgPrefix)-\(pattern.rawValue).svg")
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import ArgumentParsing
+import ClusterTopology
+import FileFormats
+import Foundation
+import MessagePassing
+
+/// `moe-bench project`: the cost model alone, for clusters this machine cannot run — flat
+/// against hierarchical across message sizes, and the crossover size.
+struct ProjectBenchmark: Benchmark {
+    static let spec = CommandSpec(
+        name: "project",
+        summary: "Cost-model projection of flat vs hierarchical all-to-all for large clusters (no measurement).",
+        discussion: """
+            Evaluates the closed-form cost model (docs/COST_MODEL.md) for uniform traffic on N nodes
+            of L ranks, for every N in --nodes, at per-peer sizes from --min-size to --max-size
+            (powers of 2). Link costs come from --topology's links (default: the built-in intra-node
+            0.3 µs / 10 GB/s and inter-node 7 µs / 2.2 GB/s), each overridable. The crossover is the
+            smallest size at which hierarchical is no faster than flat. Needs no MPI peers: run it
+            with one process (mpirun -np 1, or directly).
+            """,
+        options: [
+            .value("nodes", "LIST", default: "2,8,64,512", "node counts N"),
+            .value("ranks-per-node", "L", default: "8", "ranks per node"),
+            .value("topology", "FILE", "take link costs from this topology file"),
+            .value("inter-latency-us", "US", "inter-node latency α_n"),
+            .value("inter-bandwidth", "GB/S", "inter-node bandwidth per node link B_n"),
+            .value("intra-latency-us", "US", "intra-node latency α_s"),
+            .value("intra-bandwidth", "GB/S", "intra-node bandwidth B_s"),
+            .value("copy-bandwidth", "GB/S", default: "20", "memory-copy bandwidth γ"),
+            .value("min-size", "BYTES", default: "1", "smallest bytes per peer"),
+            .value("max-size", "BYTES", default: "4194304", "largest bytes per peer"),
+            .value("csv", "FILE", "write the table as CSV"),
+            .value("json", "FILE", "write the table as JSON"),
+            .value("svg", "FILE", "write the plot (latency vs size, log-log; flat solid, hierarchical dashed)"),
+        ])
+
+    let nodeCounts: [Int]
+    let ranksPerNode: Int
+    let topologyPath: String?
+    let overrides: [String: Double]
+    let copyBandwidth: Double
+    let sizes: [Int]
+    let csvPath: String?, jsonPath: String?, svgPath: String?
+
+    init(options: ParsedOptions) throws(UsageError) {
+        var counts: [Int] = []
+        for part in (options.string("nodes") ?? "").split(separator: ",") {
+            guard let value = Int(part), (1...1_000_000).contains(value) else {
+                throw .invalidValue(command: "project", option: "nodes", value: String(part), expected: "node counts in 1...1000000, comma-separated")
+            }
+            counts.append(value)
+        }
+        nodeCounts = counts
+        ranksPerNode = try options.integer("ranks-per-node", in: 1...4096) ?? 8
+        topologyPath = options.string("topology")
+        var overrides: [String: Double] = [:]
+        for name in ["inter-latency-us", "inter-bandwidth", "intra-latency-us", "intra-bandwidth", "copy-bandwidth"] {
+            guard let text = options.string(name) else { continue }
+            guard let value = Double(text), value.isFinite, value >= 0, name.hasSuffix("latency-us") || value > 0 else {
+                throw .invalidValue(command: "project", option: name, value: text, expected: name.hasSuffix("latency-us") ? "a number ≥ 0" : "a number > 0")
+            }
+            overrides[name] = value
+        }
+        self.overrides = overrides
+        copyBandwidth = overrides["copy-bandwidth"] ?? 20
+        let minimum = try options.integer("min-size", in: 1...(1 << 30)) ?? 1
+        let maximum = try options.integer("max-size", in: 1...(1 << 30)) ?? 4 << 20
+        var sizes: [Int] = []
+        var size = minimum
+        while size <= maximum { sizes.append(size); size *= 2 }
+        self.sizes = sizes
+        csvPath = options.string("csv")
+        jsonPath = options.string("json")
+        svgPath = options.string("svg")
+    }
+
+    func run(world: Communicator) throws {
+        guard world.rank == 0 else { return }
+        var intra = LinkCost.sharedMemoryDefault, inter = LinkCost.networkDefault
+        if let topologyPath {
+            do {
+                let topology = try Topology.load(path: topologyPath)
+                (intra, inter) = (topology.intraNode, topology.interNode)
+            } catch { throw BenchmarkFailure(message: "\(error)", reportingRank: 0) }
+        }
+        if let value = overrides["inter-latency-us"] { inter.latencyMicroseconds = value }
+        if let value = overrides["inter-bandwidth"] { inter.bandwidthGigabytesPerSecond = value }
+        if let value = overrides["intra-latency-us"] { intra.latencyMicroseconds = value }
+        if let value = overrides["intra-bandwidth"] { intra.bandwidthGigabytesPerSecond = value }
+        print("# moe-bench project: cost model only (docs/COST_MODEL.md); L = \(ranksPerNode) ranks per node; "
+              + "intra \(intra.latencyMicroseconds) µs, \(intra.bandwidthGigabytesPerSecond) GB/s; inter \(inter.latencyMicroseconds) µs, "
+              + "\(inter.bandwidthGigabytesPerSecond) GB/s per node link; copies \(copyBandwidth) GB/s")
+        var table = ResultTable(columns: ["nodes", "ranks_per_node", "ranks", "bytes_per_peer", "flat_us", "hierarchical_us", "hierarchical_over_flat"])
+        var plot = SVGPlot(title: "cost model: flat (solid) vs hierarchical (dashed), \(ranksPerNode) ranks per node",
+                           xLabel: "bytes per peer", yLabel: "predicted latency (µs)")
+        var crossovers: [String] = []
+        for (index, nodes) in nodeCounts.enumerated() {
+            func seconds(_ schedule: ModeledSchedule, _ size: Int) -> Double {
+                CostModel.uniformSeconds(schedule, nodes: nodes, ranksPerNode: ranksPerNode, bytesPerPeer: size,
+                                         intraNode: intra, interNode: inter, copyBandwidthGigabytesPerSecond: copyBandwidth)
+            }
+            var flatPoints: [(x: Double, y: Double)] = [], hierarchicalPoints: [(x: Double, y: Double)] = []
+            for size in sizes {
+                let flat = seconds(.flat, size), hierarchical = seconds(.hierarchical, size)
+                table.append([String(nodes), String(ranksPerNode), String(nodes * ranksPerNode), String(size),
+                              format(flat * 1e6, 2), format(hierarchical * 1e6, 2), format(hierarchical / flat)])
+                flatPoints.append((Double(size), flat * 1e6))
+                hierarchicalPoints.append((Double(size), hierarchical * 1e6))
+            }
+            let color = SVGPlot.palette[index % SVGPlot.palette.count]
+            let label = "\(nodes)×\(ranksPerNode)"
+            plot.series.append(.init(name: "\(label) flat", points: flatPoints, color: color))
+            plot.series.append(.init(name: "\(label) hierarchical", points: hierarchicalPoints, color: color, dashed: true))
+            let crossover = CostModel.crossover(sizes: sizes, faster: { seconds(.hierarchical, $0) }, baseline: { seconds(.flat, $0) })
+            if seconds(.hierarchical, sizes[0]) >= seconds(.flat, sizes[0]) {
+                crossovers.append("\(label): hierarchical is never faster in this range")
+            } else if let crossover {
+                crossovers.append("\(label): hierarchical faster below \(crossover) B per peer (crossover \(crossover) B)")
+                plot.markers.append((Double(crossover), label))
+            } else {
+                crossovers.append("\(label): hierarchical faster at every size up to \(sizes.last!) B")
+            }
+        }
+        print(table.aligned)
+        for line in crossovers { print("# crossover " + line) }
+        let metadata: [(String, JSONValue)] = [
+            ("benchmark", .string("project")), ("ranks_per_node", .number(Double(ranksPerNode))),
+            ("intra_latency_us", .number(intra.latencyMicroseconds)), ("intra_bandwidth_gb_per_s", .number(intra.bandwidthGigabytesPerSecond)),
+            ("inter_latency_us", .number(inter.latencyMicroseconds)), ("inter_bandwidth_gb_per_s", .number(inter.bandwidthGigabytesPerSecond)),
+            ("copy_bandwidth_gb_per_s", .number(copyBandwidth)), ("crossovers", .array(crossovers.map { .string($0) })),
+        ]
+        if let csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
+        if let jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
+        if let svgPath { try AtomicFileWriter.write(plot.render(), to: svgPath) }
+    }
+}
