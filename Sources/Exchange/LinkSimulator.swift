@@ -1,6 +1,7 @@
 import ClusterTopology
 import Glibc
 import MessagePassing
+import Synchronization
 
 /// Why the link simulation could not start.
 public struct LinkSimulationError: Error, CustomStringConvertible {
@@ -20,10 +21,11 @@ public struct LinkSimulationError: Error, CustomStringConvertible {
 /// Mechanism: the ranks share one small memory-mapped file (created by world rank 0, unlinked as
 /// soon as every rank has mapped it, so nothing is left behind). It holds each node's link clocks
 /// and, per ordered pair of world ranks, a ring of delivery times. The sender reserves the links
-/// and writes the delivery time under an exclusive `flock` before posting the MPI send; the
-/// receiver, once MPI has delivered the message, reads that time and waits until it (sleeping,
-/// then yielding the core). Times are `CLOCK_MONOTONIC`, which all processes of one host share —
-/// so the simulation needs every rank on one host, which is its purpose.
+/// under a spin lock (an atomic word in the region; waiters yield the core) and publishes the
+/// delivery time (release) before posting the MPI send; the receiver, once MPI has delivered the
+/// message, reads that time (acquire, no lock) and waits until it (sleeping, then yielding the
+/// core). Times are `CLOCK_MONOTONIC`, which all processes of one host share — so the simulation
+/// needs every rank on one host, which is its purpose.
 @MainActor
 public final class SimulatedLinks {
     public let topology: Topology
@@ -46,16 +48,29 @@ public final class SimulatedLinks {
     static let ringSize = 16
     static let magic: UInt64 = 0x5357_4D4F_454C_4E4B  // "SWMOELNK"
 
-    // Region layout (8-byte words): [magic][up clocks: nodes][down clocks: nodes]
+    // Region layout (8-byte words): [magic][lock][up clocks: nodes][down clocks: nodes]
     // then per pair (s, d): [sequence: ringSize][delivery: ringSize][consumed].
+    // Sequence, consumed and lock words are accessed only atomically; clocks only under the lock;
+    // a delivery slot is written before its sequence word is released and read after it is acquired.
+    private static let headerWords = 2
     private var nodeCount: Int { topology.nodes.count }
     private var pairWords: Int { 2 * Self.ringSize + 1 }
-    private func clock(uplink: Bool, node: Int) -> UnsafeMutablePointer<Double> {
-        (region + 8 * (1 + (uplink ? 0 : nodeCount) + node)).assumingMemoryBound(to: Double.self)
+    /// A node link's clock: seconds at which it is next free (raw Double, accessed under the lock).
+    private func clock(uplink: Bool, node: Int) -> UnsafeMutableRawPointer {
+        region + 8 * (Self.headerWords + (uplink ? 0 : nodeCount) + node)
     }
     private func pairBase(_ source: Int, _ destination: Int) -> UnsafeMutableRawPointer {
-        region + 8 * (1 + 2 * nodeCount + (source * worldSize + destination) * pairWords)
+        region + 8 * (Self.headerWords + 2 * nodeCount + (source * worldSize + destination) * pairWords)
     }
+    private func atomicWord(_ address: UnsafeMutableRawPointer) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        address.assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+    private var lockWord: UnsafeMutablePointer<Atomic<UInt64>> { atomicWord(region + 8) }
+
+    private func lock() {
+        while !lockWord.pointee.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { sched_yield() }
+    }
+    private func unlock() { lockWord.pointee.store(0, ordering: .releasing) }
 
     /// Creates the shared region (collective over `world`; every rank must call it).
     public init(world: Communicator, topology: Topology) throws {
@@ -66,7 +81,7 @@ public final class SimulatedLinks {
         worldSize = world.size
         sent = [UInt64](repeating: 0, count: world.size)
         received = sent
-        regionBytes = 8 * (1 + 2 * topology.nodes.count + world.size * world.size * (2 * Self.ringSize + 1))
+        regionBytes = 8 * (Self.headerWords + 2 * topology.nodes.count + world.size * world.size * (2 * Self.ringSize + 1))
 
         // Rank 0 creates the file; everyone learns its name or rank 0's failure.
         var path = ""
@@ -102,7 +117,16 @@ public final class SimulatedLinks {
         }
         descriptor = fd
         region = mapped!
-        if world.rank == 0 { region.storeBytes(of: Self.magic, as: UInt64.self) }
+        // The file starts zeroed (ftruncate): unlocked, clocks at 0, no message published.
+        // Bind the atomic words (magic, lock, and each pair's sequence and consumed words);
+        // clocks and delivery times stay raw memory read and written as Double.
+        region.bindMemory(to: Atomic<UInt64>.self, capacity: Self.headerWords)
+        for pair in 0..<(world.size * world.size) {
+            let base = region + 8 * (Self.headerWords + 2 * topology.nodes.count + pair * (2 * Self.ringSize + 1))
+            base.bindMemory(to: Atomic<UInt64>.self, capacity: Self.ringSize)
+            (base + 8 * 2 * Self.ringSize).bindMemory(to: Atomic<UInt64>.self, capacity: 1)
+        }
+        if world.rank == 0 { atomicWord(region).pointee.store(Self.magic, ordering: .relaxed) }
         try world.barrier()
     }
 
@@ -128,22 +152,18 @@ public final class SimulatedLinks {
         simulatedMessages += 1
         let base = pairBase(worldRank, destination)
         let slot = Int(sequence % UInt64(Self.ringSize))
-        let consumed = (base + 8 * 2 * Self.ringSize).assumingMemoryBound(to: UInt64.self)
+        let consumed = atomicWord(base + 8 * 2 * Self.ringSize)
         // The ring holds ringSize undelivered messages per pair; a sender that far ahead waits.
-        while true {
-            flock(descriptor, LOCK_EX)
-            if sequence < consumed.pointee + UInt64(Self.ringSize) { break }
-            flock(descriptor, LOCK_UN)
-            sched_yield()
-        }
+        while sequence >= consumed.pointee.load(ordering: .acquiring) + UInt64(Self.ringSize) { sched_yield() }
+        lock()
         let up = clock(uplink: true, node: from), down = clock(uplink: false, node: to)
-        let start = max(Self.now(), up.pointee, down.pointee)
+        let start = max(Self.now(), up.load(as: Double.self), down.load(as: Double.self))
         let end = start + latency + Double(bytes) * secondsPerByte
-        up.pointee = end
-        down.pointee = end
+        up.storeBytes(of: end, as: Double.self)
+        down.storeBytes(of: end, as: Double.self)
+        unlock()
         (base + 8 * (Self.ringSize + slot)).storeBytes(of: end, as: Double.self)
-        (base + 8 * slot).storeBytes(of: sequence + 1, as: UInt64.self)
-        flock(descriptor, LOCK_UN)
+        atomicWord(base + 8 * slot).pointee.store(sequence + 1, ordering: .releasing)
     }
 
     /// Waits until the next message from world rank `source` (already received by MPI) is
@@ -154,19 +174,11 @@ public final class SimulatedLinks {
         received[source] += 1
         let base = pairBase(source, worldRank)
         let slot = Int(sequence % UInt64(Self.ringSize))
-        var delivery = 0.0
-        while true {
-            flock(descriptor, LOCK_EX)
-            let written = (base + 8 * slot).load(as: UInt64.self)
-            if written == sequence + 1 {
-                delivery = (base + 8 * (Self.ringSize + slot)).load(as: Double.self)
-                (base + 8 * 2 * Self.ringSize).storeBytes(of: sequence + 1, as: UInt64.self)
-                flock(descriptor, LOCK_UN)
-                break
-            }
-            flock(descriptor, LOCK_UN)
-            sched_yield()
-        }
+        // MPI delivered the message, which was posted after its delivery time was published;
+        // the loop only guards against a reordered view and normally runs once.
+        while atomicWord(base + 8 * slot).pointee.load(ordering: .acquiring) != sequence + 1 { sched_yield() }
+        let delivery = (base + 8 * (Self.ringSize + slot)).load(as: Double.self)
+        atomicWord(base + 8 * 2 * Self.ringSize).pointee.store(sequence + 1, ordering: .releasing)
         let arrived = Self.now()
         guard delivery > arrived else { return }
         heldSeconds += delivery - arrived

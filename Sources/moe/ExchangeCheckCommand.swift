@@ -118,8 +118,10 @@ struct ExchangeCheckCommand: Subcommand {
                 }
             }
         }
+        let simulated = try world.allReduce(links?.simulatedMessages ?? 0, .sum)
         try report(context: context, world: world, topology: topology, tallies: tallies,
-                   oracleProblems: oracleProblems, oracleFirstProblem: oracleFirstProblem)
+                   oracleProblems: oracleProblems, oracleFirstProblem: oracleFirstProblem,
+                   simulatedMessages: links == nil ? nil : simulated)
     }
 
     /// Compares the oracle's receive buffer with what each source must have sent; nil if equal.
@@ -141,7 +143,8 @@ struct ExchangeCheckCommand: Subcommand {
     }
 
     private func report(
-        context: RunContext, world: Communicator, topology: Topology, tallies: [Tally], oracleProblems: Int, oracleFirstProblem: String?
+        context: RunContext, world: Communicator, topology: Topology, tallies: [Tally], oracleProblems: Int, oracleFirstProblem: String?,
+        simulatedMessages: Int?
     ) throws {
         let mismatches = try world.allReduce(tallies.map(\.mismatchedTrials) + [oracleProblems], .sum)
         let bytes = try world.allReduce(tallies.map(\.bytesReceived), .sum)
@@ -173,6 +176,9 @@ struct ExchangeCheckCommand: Subcommand {
             for (index, problem) in firstProblems.enumerated() where !problem.isEmpty {
                 print("  first mismatch of \(index < algorithms.count ? algorithms[index].rawValue : "mpi (oracle)"): \(problem)")
             }
+            if let simulatedMessages {
+                print("  simulated inter-node links: \(simulatedMessages) messages held back by the link model (\(topology.interNode.latencyMicroseconds) µs, \(topology.interNode.bandwidthGigabytesPerSecond) GB/s)")
+            }
             print(passed ? "exchange check passed" : "exchange check FAILED")
         }
         if let jsonPath {
@@ -187,6 +193,7 @@ struct ExchangeCheckCommand: Subcommand {
                 ("world_size", .number(Double(world.size))), ("topology", .string(topology.name)),
                 ("nodes", .number(Double(topology.nodes.count))), ("trials", .number(Double(trials))),
                 ("seed", .number(Double(seed))), ("passed", .bool(passed)), ("algorithms", .array(entries)),
+                ("simulated_links", .bool(simulatedMessages != nil)), ("simulated_messages", .number(Double(simulatedMessages ?? 0))),
             ])
             try context.writeOnRankZero(document.serialized() + "\n", to: jsonPath)
         }

@@ -12,6 +12,9 @@ let moeExecutable: String = {
     return URL(fileURLWithPath: testBinary).deletingLastPathComponent().appendingPathComponent("moe").path
 }()
 
+/// The `moe-bench` executable beside `moe`.
+let benchExecutable: String = URL(fileURLWithPath: moeExecutable).deletingLastPathComponent().appendingPathComponent("moe-bench").path
+
 /// What one rank printed and how it ended.
 struct RankOutput {
     let stdout: String
@@ -54,7 +57,8 @@ let waitForEveryRank = ["--mca", "orte_abort_on_non_zero_status", "0"]
 /// Output goes to files (`--output-filename`), never pipes: a full pipe would deadlock a chatty
 /// job. `--timeout` makes mpirun kill a hung job, so a test cannot hang forever; afterwards the
 /// helper waits for every process of this `moe` binary to be gone, and records any that is not.
-func runMPI(ranks: Int, _ arguments: [String], timeoutSeconds: Int = 120, extraMPIArguments: [String] = []) throws -> MPIJobResult {
+func runMPI(ranks: Int, _ arguments: [String], timeoutSeconds: Int = 120, extraMPIArguments: [String] = [],
+            executable: String = moeExecutable) throws -> MPIJobResult {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("moe-mpi-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -64,7 +68,7 @@ func runMPI(ranks: Int, _ arguments: [String], timeoutSeconds: Int = 120, extraM
     let wrapper = #""$0" "$@"; status=$?; echo "@@rank-exit-status $status"; exit $status"#
     let mpiArguments = ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "--timeout", String(timeoutSeconds),
                         "--output-filename", directory + "/ranks", "-np", String(ranks)]
-        + extraMPIArguments + ["sh", "-c", wrapper, moeExecutable] + arguments
+        + extraMPIArguments + ["sh", "-c", wrapper, executable] + arguments
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = ["mpirun"] + mpiArguments
@@ -96,7 +100,7 @@ func runMPI(ranks: Int, _ arguments: [String], timeoutSeconds: Int = 120, extraM
     let result = MPIJobResult(
         command: "mpirun " + mpiArguments.joined(separator: " "), mpirunStatus: process.terminationStatus,
         mpirunOutput: (try? String(contentsOfFile: mpirunLog, encoding: .utf8)) ?? "", ranks: outputs)
-    let leftovers = waitForNoProcesses(of: moeExecutable)
+    let leftovers = waitForNoProcesses(of: executable)
     #expect(leftovers.isEmpty, "processes left behind after the job: \(leftovers)\n\(result)")
     return result
 }

@@ -13,16 +13,35 @@ struct MultiRankTests {
             (8, "Topologies/2x4.json"), (8, "Topologies/4x2.json"), (6, "Topologies/uneven-6.json"),
         ] as [(Int, String?)])
         func equivalence(ranks: Int, topology: String?) throws {
+            try checkExchanges(ranks: ranks, topology: topology, simulate: nil)
+        }
+
+        @Test("simulated links never alter data; without simulation the same topologies pass too", arguments: [
+            (4, "Topologies/2x2.json", true), (8, "Topologies/2x4.json", false), (6, "Topologies/uneven-6.json", false),
+        ] as [(Int, String, Bool)])
+        func simulation(ranks: Int, topology: String, simulate: Bool) throws {
+            try checkExchanges(ranks: ranks, topology: topology, simulate: simulate)
+        }
+
+        /// Runs `moe exchange-check` and expects every algorithm to match the oracle byte for
+        /// byte; `simulate` nil leaves simulation as the topology says (on for the multi-node files).
+        func checkExchanges(ranks: Int, topology: String?, simulate: Bool?) throws {
             let json = FileManager.default.temporaryDirectory.appendingPathComponent("moe-check-\(UUID()).json").path
             defer { try? FileManager.default.removeItem(atPath: json) }
             // 24 trials cover every traffic shape with each of the four row sizes.
             var arguments = ["exchange-check", "--trials", "24", "--max-rows", "40", "--seed", "\(ranks * 7 + 1)", "--json", json]
             if let topology { arguments += ["--topology", topology] }
+            if let simulate { arguments += ["--simulate-links", simulate ? "on" : "off"] }
             let job = try runMPI(ranks: ranks, arguments)
             try #require(job.mpirunStatus == 0, "\(job)")
             #expect(job.ranks.allSatisfy { $0.exitStatus == 0 }, "\(job)")
             let report = try readJSONObject(json)
             #expect(report["passed"] as? Bool == true, "\(job)")
+            // Multi-node topology files turn simulation on; messages really went through it.
+            let multiNode = (report["nodes"] as? Int ?? 1) > 1
+            let simulated = simulate ?? multiNode
+            #expect(report["simulated_links"] as? Bool == simulated, "\(job)")
+            if simulated && multiNode { #expect((report["simulated_messages"] as? Int ?? 0) > 0, "\(job)") }
             #expect(report["world_size"] as? Int == ranks)
             let algorithms = try #require(report["algorithms"] as? [[String: Any]])
             #expect(algorithms.map { $0["name"] as? String } == ["mpi-oracle-vs-generated", "mpi", "linear", "pairwise", "hierarchical"])
