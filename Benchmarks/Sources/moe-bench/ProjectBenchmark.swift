@@ -116,7 +116,7 @@ struct ProjectBenchmark: Benchmark {
                 crossovers.append("\(label): hierarchical is never faster in this range")
             } else if let crossover {
                 crossovers.append("\(label): hierarchical faster below \(crossover) B per peer (crossover \(crossover) B)")
-                plot.markers.append((Double(crossover), label))
+                plot.markers.append((Double(crossover), "crossover \(label)"))
             } else {
                 crossovers.append("\(label): hierarchical faster at every size up to \(sizes.last!) B")
             }

@@ -99,10 +99,10 @@ struct SVGPlot {
         }
         svg += "<text x=\"\(left + plotWidth / 2)\" y=\"\(height - 18)\" text-anchor=\"middle\">\(Self.escape(xLabel))</text>\n"
         svg += "<text x=\"18\" y=\"\(top + plotHeight / 2)\" text-anchor=\"middle\" transform=\"rotate(-90 18 \(top + plotHeight / 2))\">\(Self.escape(yLabel))</text>\n"
-        for marker in markers where marker.x >= xLow && marker.x <= xHigh {
+        for (index, marker) in markers.enumerated() where marker.x >= xLow && marker.x <= xHigh {
             let x = px(marker.x)
             svg += "<line x1=\"\(x)\" y1=\"\(top)\" x2=\"\(x)\" y2=\"\(top + plotHeight)\" stroke=\"#888\" stroke-dasharray=\"2,3\"/>\n"
-            svg += "<text x=\"\(x + 4)\" y=\"\(top + 14)\" fill=\"#555\">\(Self.escape(marker.label))</text>\n"
+            svg += "<text x=\"\(x - 4)\" y=\"\(top + 14 + Double(index) * 14)\" text-anchor=\"end\" fill=\"#555\">\(Self.escape(marker.label))</text>\n"
         }
         for (index, line) in series.enumerated() {
             let points = line.points.filter { (!logX || $0.x > 0) && (!logY || $0.y > 0) }
