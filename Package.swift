@@ -29,7 +29,7 @@ let package = Package(
         .target(name: "RandomStreams"),
         // The only Swift code that calls MPI.
         .target(name: "MessagePassing", dependencies: ["CMPI"]),
-        // Nodes, link classes and (later) the cost model. Pure: no MPI.
+        // Nodes, link classes and the all-to-all cost model. Pure: no MPI.
         .target(name: "ClusterTopology", dependencies: ["FileFormats"]),
         // All-to-all algorithms over a Communicator.
         .target(name: "Exchange", dependencies: ["MessagePassing", "ClusterTopology", "RandomStreams"]),
