@@ -38,6 +38,8 @@ struct LayerBenchmark: Benchmark {
             .value("repetitions", "N", default: "5", "timed runs per configuration"),
             .value("blas-threads", "N", "OpenBLAS threads per rank (default: cores / ranks on this host, at least 1)"),
             .value("seed", "N", default: "1", "seed of weights and inputs"),
+            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
+            .value("simulate-links", "on|off", "hold inter-node messages back by the link cost; default: the topology's links.simulate"),
             .flag("residual", "compare a PR-MoE residual layer (top-1 expert + dense MLP) with a top-2 layer (ignores --top-k)"),
             .value("csv", "FILE", "write the table as CSV"),
             .value("json", "FILE", "write the table as JSON"),
@@ -52,6 +54,8 @@ struct LayerBenchmark: Benchmark {
     let seed: UInt64
     let csvPath: String?, jsonPath: String?
     let residual: Bool
+    let topologyPath: String?
+    let simulateLinks: Bool?
 
     init(options: ParsedOptions) throws(UsageError) {
         func list(_ name: String) throws(UsageError) -> [Int] {
@@ -86,17 +90,21 @@ struct LayerBenchmark: Benchmark {
         csvPath = options.string("csv")
         jsonPath = options.string("json")
         residual = options.flag("residual")
+        topologyPath = options.string("topology")
+        simulateLinks = try options.choice("simulate-links", as: LinkSwitch.self).map { $0 == .on }
     }
 
     @MainActor
     func run(world: Communicator) throws {
         let harness = BenchmarkHarness(world: world)
-        let topology = try Topology.discover(world: world)
+        let topology = try harness.topology(path: topologyPath)
+        let links = try harness.simulatedLinks(topology: topology, requested: simulateLinks)
         let localRanks = try world.splitBySharedMemory().size
         let threads = blasThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
         BLAS.setThreadCount(threads)
         if world.rank == 0 {
             print(harness.environmentLine(blasThreads: threads, localRanks: localRanks))
+            print("# topology \(topology.name) (\(topology.nodes.count) node(s))" + (links == nil ? "" : ", inter-node links SIMULATED (\(topology.interNode.latencyMicroseconds) µs, \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node)"))
             print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
         }
         var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "layer", "capacity_factor", "layer_ms", "tokens_per_s",
@@ -114,8 +122,8 @@ struct LayerBenchmark: Benchmark {
             let placement = ExpertPlacement(experts: expertCount, worldSize: world.size)
             let weights = try ModelWeights.load(model, heldExperts: { _ in placement.heldExperts(ofRank: world.rank) }, seed: seed, file: nil)
             let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) { communicator in
-                makeAllToAll(algorithm, communicator: communicator,
-                             nodes: try ExchangeNodes.gather(communicator: communicator, worldRank: world.rank, topology: topology))
+                let nodes = try ExchangeNodes.gather(communicator: communicator, worldRank: world.rank, topology: topology)
+                return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
             }.layers[0]
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
             var hidden = input.hidden
