@@ -148,6 +148,20 @@ public struct ParsedOptions: Equatable {
         return value
     }
 
+    /// A comma-separated list of integers, each within `range` (at least one).
+    public func integers(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> [Int]? {
+        guard let text = values[name] else { return nil }
+        var result: [Int] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let value = Int(part), range.contains(value) else {
+                throw .invalidValue(command: command, option: name, value: text,
+                                    expected: "comma-separated integers in \(range.lowerBound)...\(range.upperBound)")
+            }
+            result.append(value)
+        }
+        return result
+    }
+
     /// A finite floating-point option within `range`.
     public func number(_ name: String, in range: ClosedRange<Double>) throws(UsageError) -> Double? {
         guard let text = values[name] else { return nil }

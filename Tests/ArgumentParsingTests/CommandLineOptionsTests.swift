@@ -56,6 +56,18 @@ struct CommandLineOptionsTests {
         #expect(throws: UsageError.self) { try words.integer("trials", in: 1...10) }
     }
 
+    @Test("integer lists: every entry checked against the range, empty entries refused")
+    func integerLists() throws {
+        #expect(try ParsedOptions(arguments: ["--algorithms", "1,16,256"], spec: spec).integers("algorithms", in: 1...256) == [1, 16, 256])
+        #expect(try ParsedOptions(arguments: [], spec: spec).integers("topology", in: 1...2) == nil)
+        for bad in ["1,,2", "1,300", "x", ""] {
+            let options = try ParsedOptions(arguments: ["--algorithms", bad], spec: spec)
+            #expect(throws: UsageError.invalidValue(command: "demo", option: "algorithms", value: bad, expected: "comma-separated integers in 1...256")) {
+                try options.integers("algorithms", in: 1...256)
+            }
+        }
+    }
+
     @Test("lists of choices: all, duplicates folded, unknown names refused")
     func choices() throws {
         #expect(try ParsedOptions(arguments: [], spec: spec).choices("algorithms", as: Color.self) == [.red, .green])

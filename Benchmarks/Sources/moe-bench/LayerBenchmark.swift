@@ -58,22 +58,12 @@ struct LayerBenchmark: Benchmark {
     let simulateLinks: Bool?
 
     init(options: ParsedOptions) throws(UsageError) {
-        func list(_ name: String) throws(UsageError) -> [Int] {
-            var values: [Int] = []
-            for part in (options.string(name) ?? "").split(separator: ",") {
-                guard let value = Int(part), value > 0 else {
-                    throw .invalidValue(command: "layer", option: name, value: String(part), expected: "positive integers, comma-separated")
-                }
-                values.append(value)
-            }
-            return values
-        }
         dModel = try options.integer("d-model", in: 1...65536) ?? 512
         dFF = try options.integer("d-ff", in: 1...65536) ?? 2048
         activation = try options.choice("activation", as: Activation.self) ?? .gelu
-        experts = try list("experts")
-        topKs = try list("top-k")
-        tokens = try list("tokens")
+        experts = try options.integers("experts", in: 1...(1 << 14)) ?? [8, 16]
+        topKs = try options.integers("top-k", in: 1...(1 << 14)) ?? [1, 2]
+        tokens = try options.integers("tokens", in: 1...(1 << 24)) ?? [1024, 4096]
         var factors: [Double] = []
         for part in (options.string("capacity-factor") ?? "").split(separator: ",") {
             guard let value = Double(part), value >= 0, value.isFinite else {

@@ -34,18 +34,8 @@ struct PackBenchmark: Benchmark {
     let csvPath: String?, jsonPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        func list(_ name: String) throws(UsageError) -> [Int] {
-            var values: [Int] = []
-            for part in (options.string(name) ?? "").split(separator: ",") {
-                guard let value = Int(part), value > 0, value <= 1 << 20 else {
-                    throw .invalidValue(command: "pack", option: name, value: String(part), expected: "positive integers, comma-separated")
-                }
-                values.append(value)
-            }
-            return values
-        }
-        tokens = try list("tokens")
-        widths = try list("d-model")
+        tokens = try options.integers("tokens", in: 1...(1 << 20)) ?? [1024, 8192]
+        widths = try options.integers("d-model", in: 1...(1 << 20)) ?? [256, 1024, 4096]
         peers = try options.integer("peers", in: 1...65536) ?? 8
         warmup = try options.integer("warmup", in: 0...1000) ?? 3
         repetitions = try options.integer("repetitions", in: 1...100_000) ?? 21

@@ -43,14 +43,7 @@ struct ProjectBenchmark: Benchmark {
     let csvPath: String?, jsonPath: String?, svgPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        var counts: [Int] = []
-        for part in (options.string("nodes") ?? "").split(separator: ",") {
-            guard let value = Int(part), (1...1_000_000).contains(value) else {
-                throw .invalidValue(command: "project", option: "nodes", value: String(part), expected: "node counts in 1...1000000, comma-separated")
-            }
-            counts.append(value)
-        }
-        nodeCounts = counts
+        nodeCounts = try options.integers("nodes", in: 1...1_000_000) ?? [2, 8, 64, 512]
         ranksPerNode = try options.integer("ranks-per-node", in: 1...4096) ?? 8
         topologyPath = options.string("topology")
         var overrides: [String: Double] = [:]
