@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "MessagePassing", dependencies: ["CMPI"]),
         // Nodes, link classes and the all-to-all cost model. Pure: no MPI.
         .target(name: "ClusterTopology", dependencies: ["FileFormats"]),
+        // Hand-written SVG line charts (benchmarks, stats).
+        .target(name: "Plotting"),
         // All-to-all algorithms over a Communicator.
         .target(name: "Exchange", dependencies: ["MessagePassing", "ClusterTopology", "RandomStreams"]),
         // Pure MoE compute: router, experts (the one file that imports COpenBLAS), weights. No MPI.
@@ -39,20 +41,24 @@ let package = Package(
         .target(name: "ExpertParallel", dependencies: ["MoE", "Exchange", "MessagePassing"]),
         // The single-process oracle the tests compare the distributed model with.
         .target(name: "MoEReference", dependencies: ["MoE"]),
+        // The coordinator: routing statistics, the stats log, capacity plans between steps.
+        .target(name: "Coordination", dependencies: ["MoE", "ExpertParallel", "MessagePassing", "FileFormats"]),
         // The command-line tool.
         .executableTarget(
             name: "moe",
-            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference"]),
+            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference",
+                           "Coordination", "Plotting"]),
         // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
         .executableTarget(
             name: "moe-bench",
-            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "RandomStreams"],
+            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "RandomStreams", "Plotting", "Coordination"],
             path: "Benchmarks/Sources/moe-bench"),
 
         .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),
         .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology"]),
         .testTarget(name: "ExchangeTests", dependencies: ["Exchange"]),
         .testTarget(name: "MoETests", dependencies: ["MoE"]),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "MoE"]),
         .testTarget(name: "ArgumentParsingTests", dependencies: ["ArgumentParsing"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
         .testTarget(name: "MultiRankTests", dependencies: ["moe", "moe-bench", "FileFormats"]),

@@ -27,19 +27,22 @@ public struct CommandSpec: Sendable {
     /// Longer explanation printed by `--help`, after the usage line.
     public let discussion: String
     public let options: [OptionSpec]
+    /// Name of the positional arguments the command takes (for help), nil when it takes none.
+    public let positional: String?
 
-    public init(name: String, summary: String, discussion: String, options: [OptionSpec]) {
+    public init(name: String, summary: String, discussion: String, options: [OptionSpec], positional: String? = nil) {
         self.name = name
         self.summary = summary
         self.discussion = discussion
         self.options = options
+        self.positional = positional
     }
 
     public func option(named name: String) -> OptionSpec? { options.first { $0.name == name } }
 
     /// The `--help` text, generated from the declaration.
     public var helpText: String {
-        var lines = ["usage: moe \(name) [options]", "", summary]
+        var lines = ["usage: moe \(name) [options]" + (positional.map { " \($0)" } ?? ""), "", summary]
         if !discussion.isEmpty { lines += ["", discussion] }
         lines += ["", "options:"]
         let allOptions = options + [.flag("help", "show this help and exit")]
@@ -88,6 +91,8 @@ public struct ParsedOptions: Equatable {
     public private(set) var flags: Set<String> = []
     /// True when `--help` was given: the caller prints help and runs nothing.
     public private(set) var helpRequested = false
+    /// Arguments that are not options, in order (only for commands that declare `positional`).
+    public private(set) var positional: [String] = []
 
     /// Parses `arguments` (everything after the subcommand name). Accepts `--name value` and
     /// `--name=value`; a repeated option keeps its last value, as most Unix tools do.
@@ -99,7 +104,11 @@ public struct ParsedOptions: Equatable {
             index += 1
             if argument == "--help" || argument == "-h" { helpRequested = true; continue }
             guard argument.hasPrefix("--"), argument.count > 2 else {
-                throw .unexpectedArgument(command: spec.name, argument: argument)
+                guard spec.positional != nil, !argument.hasPrefix("-") else {
+                    throw .unexpectedArgument(command: spec.name, argument: argument)
+                }
+                positional.append(argument)
+                continue
             }
             let body = argument.dropFirst(2)
             let name: String

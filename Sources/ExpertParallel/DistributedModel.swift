@@ -40,18 +40,24 @@ public final class DistributedModel {
                 exchanges[placement.groupSize] = try makeExchange(communicator)
             }
             layers.append(MoELayer(index: index, configuration: layer, model: configuration, weights: weights[index],
-                                   placement: placement.blocks(ofGroup: group), exchange: exchanges[placement.groupSize]!))
+                                   placement: placement.blocks(ofGroup: group), exchange: exchanges[placement.groupSize]!,
+                                   groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size))
         }
         self.layers = layers
     }
 
-    /// Runs every layer on this rank's batch, in place.
-    public func forward(_ batch: inout TokenBatch) throws(MoELayerError) -> StepResult {
+    /// Runs every layer on this rank's batch, in place, under `capacity` (the coordinator's plan
+    /// for this step) and, for the drifting workload, `drift` at `step`.
+    public func forward(
+        _ batch: inout TokenBatch, capacity: CapacityPlan? = nil, drift: RouterDrift? = nil, step: Int = 0
+    ) throws(MoELayerError) -> StepResult {
         var result = StepResult(plans: [], times: [], volumes: [])
-        for layer in layers {
+        for (index, layer) in layers.enumerated() {
             var times = PhaseTimes()
             var volume = ExchangeVolume()
-            result.plans.append(try layer.forward(&batch.hidden, taskIds: batch.taskIds, times: &times, volume: &volume))
+            let bias = drift?.bias(layer: index, experts: layer.configuration.experts, step: step)
+            result.plans.append(try layer.forward(&batch.hidden, taskIds: batch.taskIds, capacity: capacity?.layers[index] ?? .configured,
+                                                  bias: bias, times: &times, volume: &volume))
             result.times.append(times)
             result.volumes.append(volume)
         }

@@ -43,6 +43,9 @@ public final class MoELayer {
     public let placement: ExpertBlocks
     private let exchange: any AllToAll
     private let communicator: Communicator
+    /// World rank of every rank of the layer's group, and the world size (for per-peer volumes).
+    private let groupWorldRanks: [Int]
+    private let worldSize: Int
     private let workspace = ExpertWorkspace()
     /// Rows each of this rank's experts received in the last step (its GEMM row counts), in
     /// expert order.
@@ -63,7 +66,7 @@ public final class MoELayer {
     /// `exchange` runs on the group communicator; `placement` is the group's blocks, and
     /// `weights` must hold exactly this rank's block (and the residual weights for a residual layer).
     public init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
-                placement: ExpertBlocks, exchange: any AllToAll) {
+                placement: ExpertBlocks, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil) {
         precondition(weights.heldExperts == placement.experts(of: exchange.communicator.rank))
         precondition(placement.ranks == exchange.communicator.size && placement.experts == configuration.experts)
         precondition(configuration.residual == (weights.residual != nil))
@@ -74,6 +77,9 @@ public final class MoELayer {
         self.placement = placement
         self.exchange = exchange
         self.communicator = exchange.communicator
+        self.groupWorldRanks = groupWorldRanks ?? Array(0..<exchange.communicator.size)
+        self.worldSize = worldSize ?? exchange.communicator.size
+        precondition(self.groupWorldRanks.count == exchange.communicator.size)
     }
 
     /// `target[i] += scale * source[i]` for `count` floats, eight lanes at a time. Each element
@@ -100,9 +106,11 @@ public final class MoELayer {
     }
 
     /// Runs the layer on this rank's tokens: `hidden` (row-major `[T, dModel]`) becomes
-    /// `hidden + MoE(LayerNorm(hidden))`. Collective over the layer's communicator.
+    /// `hidden + MoE(LayerNorm(hidden))`. Collective over the layer's communicator. `capacity`
+    /// is this step's capacity plan for the layer, `bias` the drifting workload's gate bias.
     public func forward(
-        _ hidden: inout [Float], taskIds: [Int], times: inout PhaseTimes, volume: inout ExchangeVolume
+        _ hidden: inout [Float], taskIds: [Int], capacity: LayerCapacity = .configured, bias: [Float]? = nil,
+        times: inout PhaseTimes, volume: inout ExchangeVolume
     ) throws(MoELayerError) -> RoutingPlan {
         let d = model.dModel
         let tokens = hidden.count / d
@@ -120,7 +128,9 @@ public final class MoELayer {
         }
         var routing: Result<RoutingPlan, RoutingError>
         if !model.taskExperts.isEmpty {
-            routing = Result { () throws(RoutingError) in try Router.route(taskIds: taskIds, taskExperts: model.taskExperts, layer: configuration) }
+            routing = Result { () throws(RoutingError) in
+                try Router.route(taskIds: taskIds, taskExperts: model.taskExperts, layer: configuration, capacity: capacity)
+            }
         } else {
             Self.grow(&logits, to: tokens * experts)
             if tokens > 0 {
@@ -134,7 +144,8 @@ public final class MoELayer {
             }
             routing = logits.withUnsafeBufferPointer { buffer in
                 Result { () throws(RoutingError) in
-                    try Router.route(logits: UnsafeBufferPointer(rebasing: buffer[0..<tokens * experts]), tokenCount: tokens, layer: configuration)
+                    try Router.route(logits: UnsafeBufferPointer(rebasing: buffer[0..<tokens * experts]), tokenCount: tokens, layer: configuration,
+                                     capacity: capacity, bias: bias)
                 }
             }
         }
@@ -226,6 +237,14 @@ public final class MoELayer {
             throw .exchange(layer: index, error)
         }
         volume.dispatchBytesSent += layout.sendRows * rowBytes
+        if volume.dispatchBytesSentTo.count != worldSize {
+            volume.dispatchBytesSentTo = [Int](repeating: 0, count: worldSize)
+            volume.dispatchBytesReceivedFrom = [Int](repeating: 0, count: worldSize)
+        }
+        for (peer, world) in groupWorldRanks.enumerated() {
+            volume.dispatchBytesSentTo[world] += layout.sendCounts[peer] * rowBytes
+            volume.dispatchBytesReceivedFrom[world] += layout.receiveCounts[peer] * rowBytes
+        }
         now = MPIRuntime.wallTime()
         times.dispatch += now - clock
         clock = now

@@ -44,8 +44,13 @@ public struct PhaseTimes: Equatable, Sendable {
 }
 
 /// Bytes this rank moved in one layer's two exchanges (self-rows included, count messages not).
+/// The combine sends back exactly what the dispatch received, so per peer:
+/// combine bytes sent to p = `dispatchBytesReceivedFrom[p]`, received from p = `dispatchBytesSentTo[p]`.
 public struct ExchangeVolume: Equatable, Sendable {
     public var dispatchBytesSent = 0
     public var combineBytesSent = 0
+    /// Dispatch bytes to / from every world rank (`[worldSize]`; zero outside the layer's group).
+    public var dispatchBytesSentTo: [Int] = []
+    public var dispatchBytesReceivedFrom: [Int] = []
     public init() {}
 }

@@ -10,6 +10,39 @@ extension Router {
         return max(layer.minCapacity, Int(slots))
     }
 
+    /// Slots each expert offers one source rank under `plan` (nil when dropless):
+    /// - `.configured`: `capacity(tokenCount:layer:)` for every expert;
+    /// - `.factor(C)`: the same formula with capacity factor C;
+    /// - `.shares(s)`: the configured budget `E · capacity(tokenCount:layer:)` divided in proportion
+    ///   to s (Σ s = E): expert e gets ⌊budget·s_e/E⌋, and the slots left over go one each to the
+    ///   experts with the largest fractional parts (ties to the lower expert). The budget is
+    ///   exactly the configured one.
+    public static func capacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity) -> [Int]? {
+        switch plan {
+        case .configured:
+            return capacity(tokenCount: tokenCount, layer: layer).map { [Int](repeating: $0, count: layer.experts) }
+        case let .factor(factor):
+            var adjusted = layer
+            adjusted.capacityFactor = factor
+            guard factor > 0 else { return capacity(tokenCount: tokenCount, layer: layer).map { [Int](repeating: $0, count: layer.experts) } }
+            return capacity(tokenCount: tokenCount, layer: adjusted).map { [Int](repeating: $0, count: layer.experts) }
+        case let .shares(shares):
+            precondition(shares.count == layer.experts)
+            guard let uniform = capacity(tokenCount: tokenCount, layer: layer) else { return nil }
+            let budget = uniform * layer.experts
+            let total = shares.reduce(0, +)
+            let exact = shares.map { Double(budget) * $0 / total }
+            var slots = exact.map { Int($0.rounded(.down)) }
+            let leftover = budget - slots.reduce(0, +)
+            let order = (0..<layer.experts).sorted {
+                let a = exact[$0] - Double(slots[$0]), b = exact[$1] - Double(slots[$1])
+                return a != b ? a > b : $0 < $1
+            }
+            for expert in order.prefix(leftover) { slots[expert] += 1 }
+            return slots
+        }
+    }
+
     /// The order in which tokens claim slots within each choice round: token order for
     /// in-order and dropless routing; for batch-prioritized routing, descending priority (max or
     /// sum of the token's top-k probabilities), ties by lower token index.
@@ -26,9 +59,11 @@ extension Router {
     /// `claimOrder` within a round; a route whose expert is full is dropped. Combine weights: the
     /// probability itself for k = 1; for k ≥ 2 the probabilities renormalised over the token's
     /// surviving routes (a fully dropped token gets 0 everywhere).
-    static func applyCapacity(choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration) -> RoutingPlan {
+    static func applyCapacity(
+        choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity = .configured
+    ) -> RoutingPlan {
         let k = layer.topK
-        let capacity = capacity(tokenCount: tokenCount, layer: layer)
+        let capacities = capacities(tokenCount: tokenCount, layer: layer, plan: plan)
         var expert = [Int](repeating: -1, count: k * tokenCount)
         var slot = [Int](repeating: -1, count: k * tokenCount)
         var used = [Int](repeating: 0, count: layer.experts)
@@ -37,7 +72,7 @@ extension Router {
             for token in order {
                 let index = r * tokenCount + token
                 let chosen = choice[index]
-                if let capacity, used[chosen] >= capacity { continue }
+                if let capacities, used[chosen] >= capacities[chosen] { continue }
                 expert[index] = chosen
                 slot[index] = used[chosen]
                 used[chosen] += 1
@@ -56,7 +91,7 @@ extension Router {
                 gate[r * tokenCount + token] = probability[r * tokenCount + token] / surviving
             }
         }
-        return RoutingPlan(tokenCount: tokenCount, topK: k, expertCount: layer.experts, capacity: capacity,
+        return RoutingPlan(tokenCount: tokenCount, topK: k, expertCount: layer.experts, capacities: capacities,
                            choice: choice, expert: expert, slot: slot, gate: gate, probability: probability)
     }
 }

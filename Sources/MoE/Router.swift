@@ -8,15 +8,26 @@ public enum Router {
     /// Top-k is taken on the logits (softmax is monotonic; comparing logits avoids ties that
     /// rounding in exp would create), ties broken by the lower expert index. Probabilities are
     /// the softmax over all E experts, computed with the max subtracted and the sum in Double.
-    public static func route(logits: UnsafeBufferPointer<Float>, tokenCount: Int, layer: LayerConfiguration) throws(RoutingError) -> RoutingPlan {
+    /// `capacity` is this step's capacity plan for the layer; `bias`, when given (`[E]`), is
+    /// added to every token's logits first (the drifting workload, `RouterDrift`).
+    public static func route(
+        logits: UnsafeBufferPointer<Float>, tokenCount: Int, layer: LayerConfiguration,
+        capacity plan: LayerCapacity = .configured, bias: [Float]? = nil
+    ) throws(RoutingError) -> RoutingPlan {
         let experts = layer.experts
         let k = layer.topK
         precondition(logits.count >= tokenCount * experts)
         var choice = [Int](repeating: 0, count: k * tokenCount)
         var probability = [Float](repeating: 0, count: k * tokenCount)
         var best = [Int](repeating: 0, count: k)
+        let biased = UnsafeMutablePointer<Float>.allocate(capacity: max(experts, 1))
+        defer { biased.deallocate() }
         for token in 0..<tokenCount {
-            let row = logits.baseAddress! + token * experts
+            var row = logits.baseAddress! + token * experts
+            if let bias {
+                for expert in 0..<experts { biased[expert] = row[expert] + bias[expert] }
+                row = UnsafePointer(biased)
+            }
             var maximum = -Float.infinity
             for expert in 0..<experts {
                 let value = row[expert]
@@ -43,12 +54,14 @@ public enum Router {
                 probability[r * tokenCount + token] = Float(Double(expf(row[best[r]] - maximum)) / sum)
             }
         }
-        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer)
+        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan)
     }
 
     /// Routes tokens by task id: token t goes to `taskExperts[taskIds[t]]` (in that choice
     /// order) with probability 1/k per route, no gate. Capacity and drops apply as usual.
-    public static func route(taskIds: [Int], taskExperts: [Int: [Int]], layer: LayerConfiguration) throws(RoutingError) -> RoutingPlan {
+    public static func route(
+        taskIds: [Int], taskExperts: [Int: [Int]], layer: LayerConfiguration, capacity plan: LayerCapacity = .configured
+    ) throws(RoutingError) -> RoutingPlan {
         let tokenCount = taskIds.count
         let k = layer.topK
         var choice = [Int](repeating: 0, count: k * tokenCount)
@@ -57,7 +70,7 @@ public enum Router {
             for r in 0..<k { choice[r * tokenCount + token] = experts[r] }
         }
         let probability = [Float](repeating: 1 / Float(k), count: k * tokenCount)
-        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer)
+        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan)
     }
 
     /// Row-wise softmax of `[tokenCount, E]` logits, as `route` computes it (for reports).

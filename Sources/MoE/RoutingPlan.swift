@@ -9,8 +9,17 @@ public struct RoutingPlan: Equatable, Sendable {
     public let tokenCount: Int
     public let topK: Int
     public let expertCount: Int
-    /// Slots per expert for this source rank; nil when unlimited (dropless).
-    public let capacity: Int?
+    /// Slots each expert offers this source rank (`[expertCount]`); nil when unlimited
+    /// (dropless). Equal for every expert unless a capacity plan re-divided them.
+    public let capacities: [Int]?
+    /// The largest expert capacity (the uniform one without a capacity plan); nil when unlimited.
+    public var capacity: Int? { capacities?.max() }
+    /// Routes choosing each expert before drops, `[expertCount]`.
+    public var routedPerExpert: [Int] {
+        var routed = [Int](repeating: 0, count: expertCount)
+        for expert in choice { routed[expert] += 1 }
+        return routed
+    }
     /// Expert chosen before drops.
     public var choice: [Int]
     /// Expert the route goes to, −1 if dropped.

@@ -26,7 +26,9 @@ public struct ReferenceModel {
 
     /// Runs the model on each rank's batch (`batches[r]` is rank r's tokens) and returns each
     /// rank's output hidden states and its routing plan per layer (`plans[layer][rank]`).
-    public func forward(_ batches: [TokenBatch]) throws(RoutingError) -> (outputs: [[Float]], plans: [[RoutingPlan]]) {
+    public func forward(
+        _ batches: [TokenBatch], capacity: CapacityPlan? = nil, drift: RouterDrift? = nil, step: Int = 0
+    ) throws(RoutingError) -> (outputs: [[Float]], plans: [[RoutingPlan]]) {
         let d = model.dModel
         var hidden = batches.map(\.hidden)
         var plans: [[RoutingPlan]] = []
@@ -44,8 +46,9 @@ public struct ReferenceModel {
                     }
                 }
                 let plan: RoutingPlan
+                let layerCapacity = capacity?.layers[layerIndex] ?? .configured
                 if !model.taskExperts.isEmpty {
-                    plan = try Router.route(taskIds: batch.taskIds, taskExperts: model.taskExperts, layer: layer)
+                    plan = try Router.route(taskIds: batch.taskIds, taskExperts: model.taskExperts, layer: layer, capacity: layerCapacity)
                 } else {
                     var logits = [Float](repeating: 0, count: tokens * layer.experts)
                     if tokens > 0 {
@@ -57,8 +60,9 @@ public struct ReferenceModel {
                             }
                         }
                     }
+                    let bias = drift?.bias(layer: layerIndex, experts: layer.experts, step: step)
                     plan = try logits.withUnsafeBufferPointer { (buffer) throws(RoutingError) in
-                        try Router.route(logits: buffer, tokenCount: tokens, layer: layer)
+                        try Router.route(logits: buffer, tokenCount: tokens, layer: layer, capacity: layerCapacity, bias: bias)
                     }
                 }
                 normed.append(normedRows)

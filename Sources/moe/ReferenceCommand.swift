@@ -12,21 +12,28 @@ struct ReferenceCommand: Subcommand {
         discussion: """
             Routes each of the --ranks ranks' tokens separately (capacity is per source rank) and
             runs every expert in this process. Its --output and --routing-output match those of
-            'moe run' with the same model, weights, inputs, seed and rank count (step 1 of 'run').
+            'moe run' with the same model, weights, inputs, seed, rank count, capacity policy, drift
+            and --steps (the last step of each). Between steps it replays the coordinator's
+            capacity policy on the same statistics.
             """,
-        options: ModelOptions.specs + [
+        options: ModelOptions.specs + CapacityOptions.specs + [
             .value("ranks", "N", default: "1", "number of ranks of the job to reproduce"),
+            .value("steps", "N", default: "1", "steps to run (capacity plans and the drifting workload evolve over them); outputs are the last step's"),
             .value("output", "FILE", "write the output hidden states as float32 .npy [tokens, d_model]"),
             .value("routing-output", "FILE", "write the routing decisions as JSON"),
         ])
 
     let model: ModelOptions.Values
+    let capacity: CapacityOptions.Values
+    let steps: Int
     let ranks: Int
     let outputPath: String?
     let routingPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
+        capacity = try CapacityOptions.read(options, seed: model.seed)
+        steps = try options.integer("steps", in: 1...1_000_000) ?? 1
         ranks = try options.integer("ranks", in: 1...4096) ?? 1
         outputPath = options.string("output")
         routingPath = options.string("routing-output")
@@ -37,8 +44,20 @@ struct ReferenceCommand: Subcommand {
             let configuration = try model.loadModel()
             let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },
                                                 seed: model.seed, file: try model.openWeights())
-            let batches = try (0..<ranks).map { try model.batch(model: configuration, rank: $0, ranks: ranks, step: 0) }
-            let (outputs, plans) = try ReferenceModel(model: configuration, layers: weights).forward(batches)
+            let reference = ReferenceModel(model: configuration, layers: weights)
+            var planner = CapacityPlanner(policy: capacity.policy, layers: configuration.layers)
+            var plan = CapacityPlan.configured(layers: configuration.layers.count)
+            var batches: [TokenBatch] = []
+            var outputs: [[Float]] = []
+            var plans: [[RoutingPlan]] = []
+            for step in 0..<steps {
+                batches = try (0..<ranks).map { try model.batch(model: configuration, rank: $0, ranks: ranks, step: step) }
+                (outputs, plans) = try reference.forward(batches, capacity: plan, drift: capacity.drift, step: step)
+                planner.record(plans.map { layerPlans in
+                    LayerRoutingCounts(tokens: layerPlans.map(\.tokenCount), routed: layerPlans.map(\.routedPerExpert))
+                })
+                plan = planner.nextPlan()
+            }
             if let outputPath {
                 let values = outputs.flatMap { $0 }
                 try NpyArray(float32: values, shape: [values.count / configuration.dModel, configuration.dModel]).write(to: outputPath)

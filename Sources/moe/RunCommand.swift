@@ -1,5 +1,6 @@
 import ArgumentParsing
 import ClusterTopology
+import Coordination
 import Exchange
 import ExpertParallel
 import FileFormats
@@ -19,7 +20,12 @@ struct RunCommand: Subcommand {
             --exchange algorithms the same steps run once per algorithm and the outputs must be
             bitwise identical (the algorithm never changes the numbers).
             """,
-        options: ModelOptions.specs + [
+        options: ModelOptions.specs + CapacityOptions.specs + [
+            .value("stats", "FILE", "write the coordinator's routing statistics, one JSON line per step (see 'moe stats')"),
+            .value("stats-every", "N", default: "10", "print the coordinator's live table every N steps (0: never)"),
+            .value("coordinator", "RANK", default: "0", "rank that gathers statistics and plans capacity"),
+            .value("corrupt-stats", "RANK", "testing aid: this rank sends malformed statistics, to show the job ends cleanly"),
+            .value("kill-rank", "RANK@STEP", "testing aid: that rank kills itself with SIGKILL at the start of that step (1-based)"),
             .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
             LinkSimulationSwitch.spec,
             .value("steps", "N", default: "3", "forward steps (generated inputs change every step)"),
@@ -33,6 +39,12 @@ struct RunCommand: Subcommand {
         ])
 
     let model: ModelOptions.Values
+    let capacity: CapacityOptions.Values
+    let statsPath: String?
+    let statsEvery: Int
+    let coordinatorRank: Int
+    let corruptStatsRank: Int?
+    let killAt: (rank: Int, step: Int)?
     let topologyPath: String?
     let simulateLinks: Bool?
     let steps: Int
@@ -45,6 +57,20 @@ struct RunCommand: Subcommand {
 
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
+        capacity = try CapacityOptions.read(options, seed: model.seed)
+        statsPath = options.string("stats")
+        statsEvery = try options.integer("stats-every", in: 0...1_000_000) ?? 10
+        coordinatorRank = try options.integer("coordinator", in: 0...1_000_000) ?? 0
+        corruptStatsRank = try options.integer("corrupt-stats", in: 0...1_000_000)
+        if let text = options.string("kill-rank") {
+            let parts = text.split(separator: "@").compactMap { Int($0) }
+            guard parts.count == 2, parts[0] >= 0, parts[1] >= 1 else {
+                throw .invalidValue(command: "run", option: "kill-rank", value: text, expected: "RANK@STEP, e.g. 0@2")
+            }
+            killAt = (parts[0], parts[1])
+        } else {
+            killAt = nil
+        }
         topologyPath = options.string("topology")
         simulateLinks = try LinkSimulationSwitch.read(options)
         steps = try options.integer("steps", in: 1...10_000_000) ?? 3
@@ -61,6 +87,11 @@ struct RunCommand: Subcommand {
         let topology = try context.topology(path: topologyPath)
         let links = try context.simulatedLinks(topology: topology, requested: simulateLinks)
         let ranks = world.size
+        try context.collectively {
+            guard coordinatorRank < ranks else {
+                throw InputError(description: "--coordinator \(coordinatorRank): the job has ranks 0...\(ranks - 1)")
+            }
+        }
         let here = world.rank
 
         // Everything a rank reads is checked before the first exchange, and the ranks agree.
@@ -83,6 +114,9 @@ struct RunCommand: Subcommand {
             if links != nil {
                 print("simulated inter-node links: \(topology.interNode.latencyMicroseconds) µs + bytes at \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node uplink/downlink")
             }
+            if capacity.policy != .staticFactor || capacity.drift != nil {
+                print("capacity policy \(capacity.policy.name)" + (capacity.drift.map { ", drifting workload: bias \($0.amplitude) logits, period \($0.period) steps" } ?? ""))
+            }
             print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         }
 
@@ -96,6 +130,14 @@ struct RunCommand: Subcommand {
                 let nodes = try ExchangeNodes.gather(communicator: communicator, worldRank: here, topology: topology)
                 return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
             }
+            let coordinator: Coordinator
+            do {
+                coordinator = try Coordinator(world: world, root: coordinatorRank, model: configuration, policy: capacity.policy,
+                                              statsPath: algorithm == algorithms[0] ? statsPath : nil, liveEvery: quiet ? 0 : statsEvery,
+                                              corruptStatistics: corruptStatsRank == here)
+            } catch let error as CoordinatorError {
+                throw JobFailure(message: error.message, reportingRank: error.reportingRank)
+            }
             var stepReports: [JSONValue] = []
             var totals = PhaseTimes()
             var totalTokens = 0
@@ -103,17 +145,24 @@ struct RunCommand: Subcommand {
             var keptRoutes = 0
             var droppedRoutes = 0
             for step in 0..<steps {
+                if let killAt, killAt.rank == here, killAt.step == step + 1 {
+                    fflush(nil)
+                    kill(getpid(), SIGKILL)
+                }
                 var batch = try context.collectively { try model.batch(model: configuration, rank: here, ranks: ranks, step: step) }
                 try world.barrier()
                 let start = MPIRuntime.wallTime()
                 let result: DistributedModel.StepResult
-                do { result = try distributed.forward(&batch) } catch {
+                do { result = try distributed.forward(&batch, capacity: coordinator.plan, drift: capacity.drift, step: step) } catch {
                     if case let .routingFailed(_, rank, _) = error {
                         throw JobFailure(message: "\(error)", reportingRank: rank)
                     }
                     throw error
                 }
                 let elapsed = MPIRuntime.wallTime() - start
+                do { _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount) } catch let error as CoordinatorError {
+                    throw JobFailure(message: error.message, reportingRank: error.reportingRank)
+                }
                 let stepTimes = result.times.reduce(PhaseTimes(), +)
                 // Slowest rank per phase; tokens and routes summed over ranks.
                 let slowest = try world.allReduce(stepTimes.values + [elapsed], .maximum)
@@ -157,6 +206,7 @@ struct RunCommand: Subcommand {
             } else {
                 referenceOutput = lastBatch?.hidden
             }
+            for line in try coordinator.finish() { print("[\(algorithm.rawValue)] " + line) }
             if here == 0 {
                 let routes = keptRoutes + droppedRoutes
                 print("[\(algorithm.rawValue)] summary: \(plural(steps, "step")), \(Self.rate(Double(totalTokens) / totalSeconds)) tokens/s, mean step \(Self.milliseconds(totalSeconds / Double(steps))) ms; time share: " +

@@ -28,7 +28,7 @@ struct SubcommandEntry {
 @MainActor
 let allSubcommands: [SubcommandEntry] = [
     .of(RunCommand.self), .of(TopologyCommand.self), .of(ExchangeCheckCommand.self), .of(RouteCommand.self),
-    .of(InitWeightsCommand.self), .of(ReferenceCommand.self),
+    .of(InitWeightsCommand.self), .of(ReferenceCommand.self), .of(StatsCommand.self),
 ]
 
 /// The general help text.

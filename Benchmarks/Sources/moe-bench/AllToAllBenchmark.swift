@@ -3,6 +3,7 @@ import ClusterTopology
 import Exchange
 import FileFormats
 import Foundation
+import Plotting
 import MessagePassing
 import RandomStreams
 

@@ -2,6 +2,7 @@ import ArgumentParsing
 import ClusterTopology
 import FileFormats
 import Foundation
+import Plotting
 import MessagePassing
 
 /// `moe-bench project`: the cost model alone, for clusters this machine cannot run — flat

@@ -26,6 +26,7 @@ func benchMain(_ arguments: [String]) -> Int32 {
         (AllToAllBenchmark.spec, { try AllToAllBenchmark(options: $0) }),
         (PackBenchmark.spec, { try PackBenchmark(options: $0) }),
         (ProjectBenchmark.spec, { try ProjectBenchmark(options: $0) }),
+        (CapacityBenchmark.spec, { try CapacityBenchmark(options: $0) }),
     ]
     let commands = benchmarks.map(\.spec)
     guard let name = arguments.first, !["--help", "-h", "help"].contains(name) else {

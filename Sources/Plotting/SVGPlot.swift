@@ -2,29 +2,36 @@ import Foundation
 
 /// A line chart written as SVG by hand (no outside packages): log-log or linear axes, one
 /// polyline per series, dashed series for models, a legend. Enough for latency-vs-size plots.
-struct SVGPlot {
-    struct Series {
-        var name: String
-        var points: [(x: Double, y: Double)]
-        var color: String
-        var dashed = false
+public struct SVGPlot: Sendable {
+    public struct Series: Sendable {
+        public var name: String
+        public var points: [(x: Double, y: Double)]
+        public var color: String
+        public var dashed: Bool
+
+        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false) {
+            self.name = name
+            self.points = points
+            self.color = color
+            self.dashed = dashed
+        }
     }
 
-    var title: String
-    var xLabel: String
-    var yLabel: String
-    var series: [Series] = []
-    var logX = true
-    var logY = true
+    public var title: String
+    public var xLabel: String
+    public var yLabel: String
+    public var series: [Series] = []
+    public var logX = true
+    public var logY = true
     /// Optional vertical marker lines (x, label).
-    var markers: [(x: Double, label: String)] = []
+    public var markers: [(x: Double, label: String)] = []
 
-    static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    public static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
     private let width = 820.0, height = 520.0
     private let left = 80.0, right = 190.0, top = 40.0, bottom = 60.0
 
-    init(title: String, xLabel: String, yLabel: String) {
+    public init(title: String, xLabel: String, yLabel: String) {
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
@@ -49,12 +56,13 @@ struct SVGPlot {
             if value >= 1024 { return "\(Int(value) >> 10) KiB" }
             return "\(Int(value)) B"
         }
+        if value == 0 { return "0" }
         if value >= 1e6 || value < 1e-2 { return String(format: "%.0e", value) }
         return value >= 1 ? String(format: "%g", value) : String(format: "%.2g", value)
     }
 
     /// The SVG document. `bytesOnX` labels x ticks as sizes (powers of 4 from 1 B).
-    func render(bytesOnX: Bool = true) -> String {
+    public func render(bytesOnX: Bool = true) -> String {
         let all = series.flatMap(\.points).filter { (!logX || $0.x > 0) && (!logY || $0.y > 0) }
         guard !all.isEmpty else { return "<svg xmlns=\"http://www.w3.org/2000/svg\"/>\n" }
         var xLow = all.map(\.x).min()!, xHigh = all.map(\.x).max()!

@@ -1,0 +1,171 @@
+import ExpertParallel
+import Foundation
+import MessagePassing
+import MoE
+
+/// A failure every rank learned from the coordinator; `reportingRank` prints it.
+public struct CoordinatorError: Error, CustomStringConvertible {
+    public let message: String
+    public let reportingRank: Int
+    public var description: String { message }
+}
+
+/// Capacity plans on the wire: Doubles, bit-exact, so every rank applies exactly the plan the
+/// coordinator computed. Layout: [layers, then per layer kind (0 configured, 1 factor,
+/// 2 shares), value count, values].
+public enum CapacityPlanCodec {
+    public static func encode(_ plan: CapacityPlan) -> [Double] {
+        var values = [Double(plan.layers.count)]
+        for layer in plan.layers {
+            switch layer {
+            case .configured: values += [0, 0]
+            case let .factor(factor): values += [1, 1, factor]
+            case let .shares(shares): values += [2, Double(shares.count)] + shares
+            }
+        }
+        return values
+    }
+
+    public static func decode(_ values: [Double]) -> CapacityPlan? {
+        guard let count = values.first, count >= 0, count == count.rounded() else { return nil }
+        var cursor = 1
+        var layers: [LayerCapacity] = []
+        for _ in 0..<Int(count) {
+            guard cursor + 1 < values.count else { return nil }
+            let kind = values[cursor], n = Int(values[cursor + 1])
+            cursor += 2
+            guard n >= 0, cursor + n <= values.count else { return nil }
+            let payload = Array(values[cursor..<cursor + n])
+            cursor += n
+            switch (kind, n) {
+            case (0, 0): layers.append(.configured)
+            case (1, 1): layers.append(.factor(payload[0]))
+            case (2, _): layers.append(.shares(payload))
+            default: return nil
+            }
+        }
+        return cursor == values.count ? CapacityPlan(layers: layers) : nil
+    }
+}
+
+/// The coordinator (DynaMoE-style): after every step it gathers each rank's routing statistics
+/// (`MPI_Gatherv` to the coordinator rank), checks them, keeps running aggregates, writes one
+/// JSON line per step to the stats log, prints a live table every few steps, asks the capacity
+/// policy for the next step's plan and broadcasts it (`MPI_Bcast`), so every rank routes the
+/// next step under the same plan. All collective: every rank calls `finishStep` once per step.
+@MainActor
+public final class Coordinator {
+    public let root: Int
+    public let policy: CapacityPolicy
+    private let world: Communicator
+    private let experts: [Int]
+    private var planner: CapacityPlanner
+    public private(set) var accumulator = StatisticsAccumulator()
+    private let statsPath: String?
+    private var log: FileHandle?
+    private let liveEvery: Int
+    private let corruptStatistics: Bool
+    /// The plan for the next step (configured before the first).
+    public private(set) var plan: CapacityPlan
+    /// The last step's report (coordinator rank only).
+    public private(set) var lastReport: StepReport?
+
+    /// `statsPath`: the stats log (JSON lines), written as `statsPath.partial` and renamed when
+    /// the run ends. `liveEvery`: print the live table every that many steps (0: never).
+    /// `corruptStatistics`: testing aid — this rank sends a malformed report.
+    public init(
+        world: Communicator, root: Int, model: ModelConfiguration, policy: CapacityPolicy, statsPath: String?,
+        liveEvery: Int, corruptStatistics: Bool = false
+    ) throws {
+        precondition((0..<world.size).contains(root))
+        self.world = world
+        self.root = root
+        self.policy = policy
+        experts = model.layers.map(\.experts)
+        planner = CapacityPlanner(policy: policy, layers: model.layers)
+        plan = .configured(layers: model.layers.count)
+        self.statsPath = statsPath
+        self.liveEvery = liveEvery
+        self.corruptStatistics = corruptStatistics
+        var problem = ""
+        if world.rank == root, let statsPath {
+            let partial = statsPath + ".partial"
+            if FileManager.default.createFile(atPath: partial, contents: nil), let handle = FileHandle(forWritingAtPath: partial) {
+                log = handle
+            } else {
+                problem = "cannot write the stats log \(partial)"
+            }
+        }
+        let verdict = String(decoding: try world.broadcastBytes(Array(problem.utf8), root: root), as: UTF8.self)
+        if !verdict.isEmpty { throw CoordinatorError(message: verdict, reportingRank: root) }
+    }
+
+    /// Gathers this step's statistics, and returns (and keeps) the plan for the next step.
+    public func finishStep(_ step: Int, result: DistributedModel.StepResult, tokens: Int) throws -> CapacityPlan {
+        var local = RankStatistics(step: result, tokens: tokens, worldSize: world.size)
+        if corruptStatistics, !local.layers.isEmpty, !local.layers[0].kept.isEmpty { local.layers[0].kept[0] += 1 }
+        let bytes = local.encoded().withUnsafeBytes { Array($0) }
+        let gathered = try world.gatherBytes(bytes, root: root)
+        var payload: [UInt8] = []
+        if let gathered {
+            payload = coordinate(step: step, reports: gathered)
+        }
+        let answer = try world.broadcastBytes(payload, root: root)
+        guard answer.first == 0 else {
+            throw CoordinatorError(message: String(decoding: answer.dropFirst(), as: UTF8.self), reportingRank: root)
+        }
+        let values = Self.doubles(answer.dropFirst())
+        guard let next = CapacityPlanCodec.decode(values) else {
+            throw CoordinatorError(message: "the coordinator's capacity plan could not be decoded", reportingRank: root)
+        }
+        plan = next
+        return next
+    }
+
+    /// On the coordinator: decode and check every report, aggregate, log, plan. Returns the
+    /// broadcast payload: [0] + plan, or [1] + an error message.
+    private func coordinate(step: Int, reports: [[UInt8]]) -> [UInt8] {
+        var ranks: [RankStatistics] = []
+        for (rank, bytes) in reports.enumerated() {
+            guard bytes.count % MemoryLayout<Double>.stride == 0 else {
+                return [1] + Array("rank \(rank) sent malformed statistics: \(bytes.count) bytes is not a whole number of values".utf8)
+            }
+            let values = Self.doubles(bytes[...])
+            do { ranks.append(try RankStatistics.decode(values, experts: experts, worldSize: world.size)) } catch {
+                return [1] + Array("rank \(rank) sent malformed statistics at step \(step + 1): \(error.problem)".utf8)
+            }
+        }
+        let report = StepReport(step: step, ranks: ranks)
+        lastReport = report
+        accumulator.add(report)
+        planner.record(report.layers.map(\.counts))
+        let next = planner.nextPlan()
+        if let log {
+            log.write(Data((report.jsonLine(policy: policy.name, plan: next) + "\n").utf8))
+        }
+        if liveEvery > 0, (step + 1) % liveEvery == 0 {
+            print(accumulator.liveTable(step: step, latest: report))
+        }
+        return [0] + CapacityPlanCodec.encode(next).withUnsafeBytes { Array($0) }
+    }
+
+    /// Doubles from bytes at any alignment.
+    static func doubles(_ bytes: ArraySlice<UInt8>) -> [Double] {
+        bytes.withUnsafeBytes { raw in
+            (0..<raw.count / MemoryLayout<Double>.stride).map { raw.loadUnaligned(fromByteOffset: $0 * MemoryLayout<Double>.stride, as: Double.self) }
+        }
+    }
+
+    /// Ends the run: closes the stats log and renames it into place (coordinator rank). Returns
+    /// the summary lines there, empty elsewhere.
+    public func finish() throws -> [String] {
+        guard world.rank == root else { return [] }
+        if let log, let statsPath {
+            try log.close()
+            self.log = nil
+            if FileManager.default.fileExists(atPath: statsPath) { try FileManager.default.removeItem(atPath: statsPath) }
+            try FileManager.default.moveItem(atPath: statsPath + ".partial", toPath: statsPath)
+        }
+        return accumulator.summary(policy: policy.name)
+    }
+}

@@ -1,0 +1,147 @@
+import ExpertParallel
+import FileFormats
+import Foundation
+import MoE
+
+/// The coordinator's view of one step: every rank's statistics added up per layer.
+public struct StepReport: Equatable, Sendable {
+    public struct Layer: Equatable, Sendable {
+        public var tokens: Int
+        public var routed: [Int]
+        public var kept: [Int]
+        public var dropped: [Int]
+        /// Slots per expert summed over source ranks; nil when unlimited.
+        public var capacity: [Int]?
+        /// Dispatch bytes each world rank sent and received (the combine moves them back).
+        public var bytesSentByRank: [Int]
+        public var bytesReceivedByRank: [Int]
+        /// What the capacity policies need.
+        public var counts: LayerRoutingCounts
+
+        public var routes: Int { routed.reduce(0, +) }
+        public var dropRate: Double { routes == 0 ? 0 : Double(dropped.reduce(0, +)) / Double(routes) }
+        /// max / mean routes per expert (1 = perfectly even).
+        public var imbalance: Double {
+            let mean = Double(routes) / Double(max(1, routed.count))
+            return mean == 0 ? 1 : Double(routed.max() ?? 0) / mean
+        }
+        public var dispatchBytes: Int { bytesSentByRank.reduce(0, +) }
+        /// Total slots (the buffer budget) this step; nil when unlimited.
+        public var slots: Int? { capacity?.reduce(0, +) }
+    }
+
+    public var step: Int
+    public var layers: [Layer]
+    /// Slowest rank per phase (`PhaseTimes.names`).
+    public var phaseSeconds: [Double]
+
+    public init(step: Int, ranks: [RankStatistics]) {
+        precondition(!ranks.isEmpty)
+        self.step = step
+        phaseSeconds = ranks.dropFirst().reduce(ranks[0].phaseSeconds) { zip($0, $1.phaseSeconds).map(max) }
+        layers = ranks[0].layers.indices.map { index in
+            let perRank = ranks.map { $0.layers[index] }
+            func sum(_ arrays: [[Int]]) -> [Int] { arrays.dropFirst().reduce(arrays[0]) { zip($0, $1).map(+) } }
+            let unlimited = perRank.contains { $0.capacity.contains(-1) }
+            return Layer(tokens: perRank.reduce(0) { $0 + $1.tokens }, routed: sum(perRank.map(\.routed)), kept: sum(perRank.map(\.kept)),
+                         dropped: sum(perRank.map(\.dropped)), capacity: unlimited ? nil : sum(perRank.map(\.capacity)),
+                         bytesSentByRank: perRank.map { $0.bytesSentTo.reduce(0, +) },
+                         bytesReceivedByRank: perRank.map { $0.bytesReceivedFrom.reduce(0, +) },
+                         counts: LayerRoutingCounts(tokens: perRank.map(\.tokens), routed: perRank.map(\.routed)))
+        }
+    }
+
+    /// One line of the stats log.
+    public func jsonLine(policy: String, plan: CapacityPlan) -> String {
+        func numbers(_ values: [Int]) -> JSONValue { .array(values.map { .number(Double($0)) }) }
+        let layerValues: [JSONValue] = layers.enumerated().map { index, layer in
+            var members: [(String, JSONValue)] = [
+                ("tokens", .number(Double(layer.tokens))), ("routed", numbers(layer.routed)), ("kept", numbers(layer.kept)),
+                ("dropped", numbers(layer.dropped)), ("capacity", layer.capacity.map(numbers) ?? .null),
+                ("drop_rate", .number(layer.dropRate)), ("imbalance", .number(layer.imbalance)),
+                ("dispatch_bytes", .number(Double(layer.dispatchBytes))),
+                ("bytes_sent_by_rank", numbers(layer.bytesSentByRank)), ("bytes_received_by_rank", numbers(layer.bytesReceivedByRank)),
+            ]
+            members.append(("next_capacity", Self.describe(plan.layers[index])))
+            return .object(members)
+        }
+        return JSONValue.object([
+            ("step", .number(Double(step))), ("policy", .string(policy)),
+            ("phase_seconds_slowest_rank", .object(zip(PhaseTimes.names, phaseSeconds).map { ($0, .number($1)) })),
+            ("layers", .array(layerValues)),
+        ]).serialized(pretty: false)
+    }
+
+    static func describe(_ capacity: LayerCapacity) -> JSONValue {
+        switch capacity {
+        case .configured: return .string("configured")
+        case let .factor(factor): return .object([("capacity_factor", .number(factor))])
+        case let .shares(shares): return .object([("shares", .array(shares.map { .number($0) }))])
+        }
+    }
+}
+
+/// Running aggregates over steps: totals, and exponential moving averages (weight 0.2 on the
+/// newest step) of each layer's drop rate and imbalance.
+public struct StatisticsAccumulator: Sendable {
+    public static let smoothing = 0.2
+    public private(set) var steps = 0
+    public private(set) var routes: [Int] = []
+    public private(set) var dropped: [Int] = []
+    public private(set) var bytes: [Int] = []
+    public private(set) var slots: [Int] = []
+    public private(set) var dropRateAverage: [Double] = []
+    public private(set) var imbalanceAverage: [Double] = []
+    public private(set) var imbalanceSum: [Double] = []
+
+    public init() {}
+
+    public mutating func add(_ report: StepReport) {
+        if steps == 0 {
+            let count = report.layers.count
+            (routes, dropped, bytes, slots) = ([Int](repeating: 0, count: count), [Int](repeating: 0, count: count), [Int](repeating: 0, count: count), [Int](repeating: 0, count: count))
+            dropRateAverage = report.layers.map(\.dropRate)
+            imbalanceAverage = report.layers.map(\.imbalance)
+            imbalanceSum = [Double](repeating: 0, count: count)
+        } else {
+            for (index, layer) in report.layers.enumerated() {
+                dropRateAverage[index] += Self.smoothing * (layer.dropRate - dropRateAverage[index])
+                imbalanceAverage[index] += Self.smoothing * (layer.imbalance - imbalanceAverage[index])
+            }
+        }
+        for (index, layer) in report.layers.enumerated() {
+            routes[index] += layer.routes
+            dropped[index] += layer.dropped.reduce(0, +)
+            bytes[index] += layer.dispatchBytes
+            slots[index] += layer.slots ?? 0
+            imbalanceSum[index] += layer.imbalance
+        }
+        steps += 1
+    }
+
+    /// Drop rate over all steps so far, per layer.
+    public var dropRate: [Double] { zip(dropped, routes).map { $1 == 0 ? 0 : Double($0) / Double($1) } }
+
+    /// Compact live table: one line per layer.
+    public func liveTable(step: Int, latest: StepReport) -> String {
+        var lines = ["step \(step + 1): layer  drop now  drop avg  imbalance now  imbalance avg  dispatch MiB"]
+        for (index, layer) in latest.layers.enumerated() {
+            lines.append(String(format: "  %12d  %7.2f%%  %7.2f%%  %13.2f  %13.2f  %12.2f", index, 100 * layer.dropRate, 100 * dropRateAverage[index],
+                                layer.imbalance, imbalanceAverage[index], Double(layer.dispatchBytes) / 1_048_576))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Final summary lines.
+    public func summary(policy: String) -> [String] {
+        var lines = ["statistics over \(steps) step\(steps == 1 ? "" : "s"), policy \(policy): layer, routes, dropped, drop rate, mean imbalance, mean slots per step, dispatch MiB"]
+        for index in routes.indices {
+            lines.append(String(format: "  layer %d: %d routes, %d dropped (%.2f%%), imbalance %.2f, slots %.0f, %.2f MiB",
+                                index, routes[index], dropped[index], 100 * dropRate[index], imbalanceSum[index] / Double(max(1, steps)),
+                                Double(slots[index]) / Double(max(1, steps)), Double(bytes[index]) / 1_048_576))
+        }
+        let allRoutes = routes.reduce(0, +), allDropped = dropped.reduce(0, +)
+        lines.append(String(format: "  all layers: %.2f%% of %d routes dropped", allRoutes == 0 ? 0 : 100 * Double(allDropped) / Double(allRoutes), allRoutes))
+        return lines
+    }
+}

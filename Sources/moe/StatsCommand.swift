@@ -1,0 +1,122 @@
+import ArgumentParsing
+import FileFormats
+import Foundation
+import Plotting
+
+/// `moe stats`: renders a stats log (`moe run --stats`) as tables and SVG plots. No MPI.
+struct StatsCommand: Subcommand {
+    static let spec = CommandSpec(
+        name: "stats",
+        summary: "Render a stats log from 'moe run --stats' as tables and SVG plots (no MPI).",
+        discussion: """
+            Prints, per layer, the steps, routes, drop rate (over all steps and the worst step), load
+            imbalance (max/mean routes per expert; mean and worst) and dispatch bytes, then the drop
+            rate of every layer per step. With --svg PREFIX it writes PREFIX-drop.svg (drop rate per
+            layer over steps) and PREFIX-load-layerL.svg (routes per expert over steps, one line per
+            expert) for every layer.
+            """,
+        options: [
+            .value("svg", "PREFIX", "write the plots as PREFIX-drop.svg and PREFIX-load-layerL.svg"),
+            .value("every", "N", default: "1", "print every N-th step in the per-step table"),
+        ],
+        positional: "FILE")
+
+    let path: String
+    let svgPrefix: String?
+    let every: Int
+
+    init(options: ParsedOptions) throws(UsageError) {
+        guard let path = options.positional.first, options.positional.count == 1 else {
+            throw .invalidValue(command: "stats", option: "FILE", value: options.positional.joined(separator: " "), expected: "one stats log file")
+        }
+        self.path = path
+        svgPrefix = options.string("svg")
+        every = try options.integer("every", in: 1...1_000_000) ?? 1
+    }
+
+    struct Step {
+        var step: Int
+        var routed: [[Int]]      // [layer][expert]
+        var dropRate: [Double]
+        var imbalance: [Double]
+        var bytes: [Int]
+        var dropped: [Int]
+    }
+
+    /// Parses the log; errors name the line.
+    static func load(_ path: String) throws -> (policy: String, steps: [Step]) {
+        let bytes: [UInt8]
+        do { bytes = try BoundedFileReader.read(path, limit: 1 << 30) } catch { throw InputError(description: "\(path): cannot be read: \(error.reason)") }
+        var steps: [Step] = []
+        var policy = ""
+        for (index, line) in bytes.split(separator: UInt8(ascii: "\n")).enumerated() {
+            do {
+                let root = try JSONObjectReader(try JSONParser.parse(Array(line)))
+                policy = try root.string("policy")
+                var step = Step(step: try root.integer("step"), routed: [], dropRate: [], imbalance: [], bytes: [], dropped: [])
+                for (layerPath, value) in try root.array("layers") {
+                    let layer = try JSONObjectReader(value, path: layerPath)
+                    step.routed.append(try layer.array("routed").map { (path: String, value: JSONValue) throws(JSONFieldError) in try JSONObjectReader.integer(value, path: path) })
+                    var dropped = 0
+                    for (path, value) in try layer.array("dropped") { dropped += try JSONObjectReader.integer(value, path: path) }
+                    step.dropped.append(dropped)
+                    step.dropRate.append(try layer.number("drop_rate"))
+                    step.imbalance.append(try layer.number("imbalance"))
+                    step.bytes.append(try layer.integer("dispatch_bytes"))
+                }
+                if let first = steps.first, first.routed.count != step.routed.count {
+                    throw InputError(description: "has \(step.routed.count) layers, line 1 has \(first.routed.count)")
+                }
+                steps.append(step)
+            } catch {
+                throw InputError(description: "\(path): line \(index + 1): \(error)")
+            }
+        }
+        guard !steps.isEmpty else { throw InputError(description: "\(path): no steps (an empty stats log)") }
+        return (policy, steps)
+    }
+
+    func run(_ context: RunContext) throws {
+        let (policy, steps): (String, [Step])
+        do { (policy, steps) = try Self.load(path) } catch { throw JobFailure(message: "\(error)", reportingRank: 0) }
+        let layers = steps[0].routed.count
+        print("\(path): \(steps.count) steps, \(layers) layers, policy \(policy)")
+        print("layer  steps  routes     drop rate  worst step  imbalance  worst  dispatch MiB")
+        for layer in 0..<layers {
+            let routes = steps.reduce(0) { $0 + $1.routed[layer].reduce(0, +) }
+            let dropped = steps.reduce(0) { $0 + $1.dropped[layer] }
+            let worstDrop = steps.map { $0.dropRate[layer] }.max() ?? 0
+            let imbalances = steps.map { $0.imbalance[layer] }
+            print(String(format: "%5d  %5d  %9d  %8.2f%%  %9.2f%%  %9.2f  %5.2f  %12.2f", layer, steps.count, routes,
+                         routes == 0 ? 0 : 100 * Double(dropped) / Double(routes), 100 * worstDrop,
+                         imbalances.reduce(0, +) / Double(imbalances.count), imbalances.max() ?? 0,
+                         Double(steps.reduce(0) { $0 + $1.bytes[layer] }) / 1_048_576))
+        }
+        print("step  " + (0..<layers).map { "drop L\($0)".padding(toLength: 9, withPad: " ", startingAt: 0) }.joined(separator: " "))
+        for step in steps where step.step % every == 0 || step.step == steps.last!.step {
+            print(String(format: "%4d  ", step.step + 1) + step.dropRate.map { String(format: "%7.2f%% ", 100 * $0) }.joined(separator: " "))
+        }
+        guard let svgPrefix else { return }
+        var drop = SVGPlot(title: "drop rate per layer over steps (\(policy))", xLabel: "step", yLabel: "dropped routes (%)")
+        drop.logX = false
+        drop.logY = false
+        for layer in 0..<layers {
+            drop.series.append(.init(name: "layer \(layer)", points: steps.map { (Double($0.step + 1), 100 * $0.dropRate[layer]) },
+                                     color: SVGPlot.palette[layer % SVGPlot.palette.count]))
+        }
+        do {
+            try AtomicFileWriter.write(drop.render(bytesOnX: false), to: "\(svgPrefix)-drop.svg")
+            for layer in 0..<layers {
+                var load = SVGPlot(title: "layer \(layer): routes per expert over steps (\(policy))", xLabel: "step", yLabel: "routes")
+                load.logX = false
+                load.logY = false
+                for expert in steps[0].routed[layer].indices {
+                    load.series.append(.init(name: "expert \(expert)", points: steps.map { (Double($0.step + 1), Double($0.routed[layer][expert])) },
+                                             color: SVGPlot.palette[expert % SVGPlot.palette.count], dashed: expert >= SVGPlot.palette.count))
+                }
+                try AtomicFileWriter.write(load.render(bytesOnX: false), to: "\(svgPrefix)-load-layer\(layer).svg")
+            }
+        } catch { throw JobFailure(message: "\(error)", reportingRank: 0) }
+        print("wrote \(svgPrefix)-drop.svg and \(svgPrefix)-load-layer{0..\(layers - 1)}.svg")
+    }
+}

@@ -1,0 +1,100 @@
+import FileFormats
+import Foundation
+import Testing
+
+extension MultiRankTests {
+@Suite("Coordinator and dynamic capacity", .serialized)
+struct CoordinatorTests {
+    @Test("distributed equals the reference under every capacity policy on the drifting workload", arguments: [
+        ("static", 4), ("adaptive-factor", 4), ("reallocate", 4), ("reallocate", 8),
+    ])
+    func policiesMatchReference(policy: String, ranks: Int) throws {
+        // The reference replays the policy from its own statistics; any difference in a plan
+        // would change capacities, routing and outputs in later steps.
+        try ModelTests().compareWithReference(
+            ranks: ranks, model: "Models/test-gelu.json", topology: ranks == 8 ? "Topologies/2x4.json" : "Topologies/2x2.json",
+            extra: ["--tokens-per-rank", "48", "--policy", policy, "--drift", "2", "--drift-period", "6"],
+            droppingLayers: [0], steps: 5)
+    }
+
+    @Test("the statistics add up: routes = kept + dropped = k·tokens, bytes sent = bytes received = kept rows × row bytes")
+    func statisticsSumToTruth() throws {
+        let scratch = try ScratchDirectory()
+        let job = try runMPI(ranks: 4, ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "40", "--steps", "4", "--quiet",
+                                        "--policy", "reallocate", "--drift", "1.5", "--stats", scratch.file("s.jsonl")])
+        try #require(job.mpirunStatus == 0, "\(job)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.file("s.jsonl.partial")))
+        let lines = try String(contentsOfFile: scratch.file("s.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 4)
+        let topK = [2, 1, 4, 2]  // Models/test-gelu.json
+        for (index, line) in lines.enumerated() {
+            let step = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect(step["step"] as? Int == index && step["policy"] as? String == "reallocate")
+            let layers = try #require(step["layers"] as? [[String: Any]])
+            for (layer, entry) in layers.enumerated() {
+                let routed = try #require(entry["routed"] as? [Int]), kept = try #require(entry["kept"] as? [Int])
+                let dropped = try #require(entry["dropped"] as? [Int])
+                #expect(entry["tokens"] as? Int == 160)
+                #expect(routed.reduce(0, +) == topK[layer] * 160, "layer \(layer)")
+                for expert in routed.indices { #expect(routed[expert] == kept[expert] + dropped[expert], "layer \(layer) expert \(expert)") }
+                let sent = try #require(entry["bytes_sent_by_rank"] as? [Int]), received = try #require(entry["bytes_received_by_rank"] as? [Int])
+                let sentTotal: Int = sent.reduce(0, +)
+                let receivedTotal: Int = received.reduce(0, +)
+                let keptRowBytes: Int = kept.reduce(0, +) * 32 * 4  // one row of d_model 32 floats per kept route
+                #expect(sentTotal == receivedTotal)
+                #expect(sentTotal == keptRowBytes, "layer \(layer)")
+                #expect(entry["dispatch_bytes"] as? Int == sentTotal)
+            }
+        }
+        // The reallocated budget equals the static one in every step (slots summed over ranks).
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        let last = try #require(try JSONSerialization.jsonObject(with: Data(lines[3].utf8)) as? [String: Any])
+        let firstLayers = try #require(first["layers"] as? [[String: Any]])
+        let lastLayers = try #require(last["layers"] as? [[String: Any]])
+        for (a, b) in zip(firstLayers, lastLayers) {
+            let before: [Int] = a["capacity"] as? [Int] ?? []
+            let after: [Int] = b["capacity"] as? [Int] ?? []
+            #expect(before.reduce(0, +) == after.reduce(0, +))
+            #expect(!before.isEmpty)
+        }
+        // moe stats renders it.
+        let rendered = try runMoe(["stats", scratch.file("s.jsonl"), "--svg", scratch.file("plot")])
+        #expect(rendered.status == 0, "\(rendered.stderr)")
+        #expect(rendered.stdout.contains("4 steps, 4 layers, policy reallocate"), "\(rendered.stdout)")
+        for name in ["plot-drop.svg", "plot-load-layer0.svg", "plot-load-layer3.svg"] {
+            #expect(try String(contentsOfFile: scratch.file(name), encoding: .utf8).contains("<polyline"), "\(name)")
+        }
+    }
+
+    @Test("a rank that sends malformed statistics ends the job with one line naming it")
+    func malformedStatistics() throws {
+        let job = try runMPI(ranks: 4, ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "16", "--steps", "3", "--corrupt-stats", "2"],
+                             timeoutSeconds: 60, extraMPIArguments: waitForEveryRank)
+        #expect(job.ranks.allSatisfy { $0.exitStatus == 1 }, "\(job)")
+        let lines = job.allStderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("moe: error: rank 2 sent malformed statistics at step 1: layer 0 expert"), "\(job)")
+    }
+
+    @Test("the coordinator killed mid-run: the job ends within the timeout, naming the rank, nothing left behind")
+    func coordinatorDies() throws {
+        let job = try runMPI(ranks: 4, ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "16", "--steps", "50", "--kill-rank", "0@3"],
+                             timeoutSeconds: 60)
+        #expect(job.mpirunStatus != 0, "\(job)")
+        // The wrapper shell around rank 0 records 128 + SIGKILL; mpirun names the process
+        // ([job,0]) and its status, and ends the other ranks (runMPI checks none is left).
+        #expect(job.ranks[0].exitStatus == 137, "\(job)")
+        #expect(job.mpirunOutput.contains(",1],0]") && job.mpirunOutput.contains("Exit code:    137"), "\(job)")
+    }
+
+    @Test("moe-bench capacity: three policies, reallocate at the static budget")
+    func capacityBenchmark() throws {
+        let scratch = try ScratchDirectory()
+        let job = try runMPI(ranks: 2, ["capacity", "--layers", "1", "--d-model", "16", "--d-ff", "16", "--tokens", "64", "--steps", "6", "--skip", "2",
+                                        "--json", scratch.file("c.json")], executable: benchExecutable)
+        try #require(job.mpirunStatus == 0, "\(job)")
+        let rows = try #require(try readJSONObject(scratch.file("c.json"))["rows"] as? [[String: Any]])
+        #expect(rows.map { $0["policy"] as? String } == ["static", "adaptive-factor", "reallocate"])
+        #expect(rows[2]["slots_per_step"] as? Double == rows[0]["slots_per_step"] as? Double)
+    }
+}
+}
