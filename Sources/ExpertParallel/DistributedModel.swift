@@ -46,6 +46,20 @@ public final class DistributedModel {
         self.layers = layers
     }
 
+    /// Turns plan caching on for every layer (`MoELayer.planCache`).
+    public func enablePlanCache(_ mode: PlanCacheMode) {
+        for layer in layers { layer.planCache = mode }
+    }
+
+    /// Plan-cache outcomes over all layers on this rank: hits, misses, count exchanges run,
+    /// their total seconds, and padding bytes sent.
+    public var planCacheTotals: (hits: Int, misses: Int, countExchanges: Int, countExchangeSeconds: Double, paddingBytes: Int) {
+        layers.reduce((0, 0, 0, 0.0, 0)) { total, layer in
+            (total.0 + layer.planCacheHits, total.1 + layer.planCacheMisses, total.2 + layer.countExchanges,
+             total.3 + layer.countExchangeSeconds, total.4 + layer.planCachePaddingBytes)
+        }
+    }
+
     /// Runs every layer on this rank's batch, in place, under `capacity` (the coordinator's plan
     /// for this step) and, for the drifting workload, `drift` at `step`.
     public func forward(

@@ -51,6 +51,138 @@ public final class MoELayer {
     /// expert order.
     public private(set) var receivedRowsPerExpert: [Int] = []
 
+    /// Plan caching: when set, a step's dispatch reuses block sizes known from the previous step
+    /// and carries the counts in a header row of each block, skipping the separate count
+    /// exchange; a step whose rows do not fit falls back to the count exchange.
+    public var planCache: PlanCacheMode?
+    /// Rows this rank may send each group peer / receive from it under the cached plan
+    /// (observed mode), and every group rank's token count last step (capacity mode).
+    private var cachedRowsTo: [Int]?
+    private var cachedRowsFrom: [Int]?
+    private var lastTokensOf: [Int]?
+    /// Plan-cache outcomes and the count exchanges' cost (for reports).
+    public private(set) var planCacheHits = 0
+    public private(set) var planCacheMisses = 0
+    public private(set) var countExchanges = 0
+    public private(set) var countExchangeSeconds = 0.0
+    /// Padding rows sent under the cached plan (bytes).
+    public private(set) var planCachePaddingBytes = 0
+    private var compactRows: [Float] = []
+    /// A block header `[status, tokens, rows for each of the destination's experts]` (Ints) fits in one row.
+    private var headerRowFits: Bool {
+        let most = (0..<communicator.size).map { placement.experts(of: $0).count }.max() ?? 0
+        return (2 + most) * MemoryLayout<Int>.stride <= model.dModel * MemoryLayout<Float>.stride
+    }
+
+    /// Block sizes (rows, without the header) to and from every group rank under the cached
+    /// plan, or nil when there is none yet. Capacity mode: source s can send expert e at most
+    /// its capacity for s's token count, so the block s → d is Σ over d's experts of that
+    /// capacity — computed alike on both sides from s's last token count and this step's
+    /// capacity plan, and never exceeded unless s's token count changed. Observed mode: last
+    /// step's rows with headroom. Dropless layers have no bound and use observed sizes.
+    private func cachedBlocks(capacity: LayerCapacity) -> (to: [Int], from: [Int])? {
+        guard let planCache else { return nil }
+        if case .capacity = planCache, let lastTokensOf, !configuration.isDropless {
+            let here = communicator.rank
+            func block(source: Int, destination: Int) -> Int {
+                let capacities = Router.capacities(tokenCount: lastTokensOf[source], layer: configuration, plan: capacity) ?? []
+                return placement.experts(of: destination).reduce(0) { $0 + capacities[$1] }
+            }
+            return ((0..<communicator.size).map { block(source: here, destination: $0) },
+                    (0..<communicator.size).map { block(source: $0, destination: here) })
+        }
+        guard let cachedRowsTo, let cachedRowsFrom else { return nil }
+        return (cachedRowsTo, cachedRowsFrom)
+    }
+
+    private enum SpeculativeOutcome {
+        case hit([[Int]])
+        case miss
+        case failed(Int)
+    }
+
+    /// The dispatch under the cached plan: to every peer one block of exactly the cached size,
+    /// a header row `[status, tokens, kept rows for each of the peer's experts]`, the rows, then
+    /// padding. Status 0 = fits, 1 = this rank's router failed, 2 = some block of this rank
+    /// overflowed its cached size. Every rank receives every rank's header, so all agree: any 1
+    /// ends the step as a routing failure, any 2 makes it a miss (the caller falls back to the
+    /// count exchange), otherwise the rows are compacted into the exact layout and the count
+    /// exchange is skipped.
+    private func dispatchSpeculatively(
+        plan: RoutingPlan?, slotRoutes: [[Int]], kept: [Int], sendCounts: [Int], rowsTo: [Int], rowsFrom cached: [Int],
+        tokens: Int, volume: inout ExchangeVolume
+    ) throws(MoELayerError) -> SpeculativeOutcome {
+        let d = model.dModel
+        let ranks = communicator.size
+        let rowBytes = d * MemoryLayout<Float>.stride
+        let intBytes = MemoryLayout<Int>.stride
+        let overflow = plan != nil && zip(sendCounts, rowsTo).contains { $0 > $1 }
+        let status = plan == nil ? 1 : (overflow ? 2 : 0)
+        let layout = ExchangeLayout(sendCounts: rowsTo.map { $0 + 1 }, receiveCounts: cached.map { $0 + 1 })!
+        Self.grow(&sendRows, to: layout.sendRows * d)
+        Self.grow(&receiveRows, to: layout.receiveRows * d)
+        normed.withUnsafeBufferPointer { source in
+            sendRows.withUnsafeMutableBufferPointer { destination in
+                let raw = UnsafeMutableRawPointer(destination.baseAddress!)
+                for peer in 0..<ranks {
+                    let base = layout.sendDisplacements[peer]
+                    raw.storeBytes(of: status, toByteOffset: base * rowBytes, as: Int.self)
+                    raw.storeBytes(of: tokens, toByteOffset: base * rowBytes + intBytes, as: Int.self)
+                    for (position, expert) in placement.experts(of: peer).enumerated() {
+                        raw.storeBytes(of: kept[expert], toByteOffset: base * rowBytes + (2 + position) * intBytes, as: Int.self)
+                    }
+                    guard status == 0 else { continue }
+                    var row = base + 1
+                    for expert in placement.experts(of: peer) {
+                        for route in slotRoutes[expert] {
+                            (destination.baseAddress! + row * d).update(from: source.baseAddress! + (route % tokens) * d, count: d)
+                            row += 1
+                        }
+                    }
+                }
+            }
+        }
+        do { try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) } catch {
+            throw .exchange(layer: index, error)
+        }
+        let localCount = placement.experts(of: communicator.rank).count
+        var counts = [[Int]](repeating: [], count: ranks)
+        var tokensOf = [Int](repeating: 0, count: ranks)
+        var failed: Int?
+        var anyOverflow = false
+        receiveRows.withUnsafeBytes { raw in
+            for source in 0..<ranks {
+                let offset = layout.receiveDisplacements[source] * rowBytes
+                switch raw.loadUnaligned(fromByteOffset: offset, as: Int.self) {
+                case 0: break
+                case 1: if failed == nil { failed = source }
+                default: anyOverflow = true
+                }
+                tokensOf[source] = raw.loadUnaligned(fromByteOffset: offset + intBytes, as: Int.self)
+                counts[source] = (0..<localCount).map { raw.loadUnaligned(fromByteOffset: offset + (2 + $0) * intBytes, as: Int.self) }
+            }
+        }
+        if let failed { return .failed(failed) }
+        if anyOverflow { return .miss }
+        lastTokensOf = tokensOf
+        let total = counts.reduce(0) { $0 + $1.reduce(0, +) }
+        Self.grow(&compactRows, to: total * d)
+        receiveRows.withUnsafeBufferPointer { padded in
+            compactRows.withUnsafeMutableBufferPointer { exact in
+                var cursor = 0
+                for source in 0..<ranks {
+                    let rows = counts[source].reduce(0, +)
+                    guard rows > 0 else { continue }
+                    (exact.baseAddress! + cursor * d).update(from: padded.baseAddress! + (layout.receiveDisplacements[source] + 1) * d, count: rows * d)
+                    cursor += rows
+                }
+            }
+        }
+        swap(&receiveRows, &compactRows)
+        planCachePaddingBytes += (layout.sendRows - ranks - sendCounts.reduce(0, +)) * rowBytes
+        return .hit(counts)
+    }
+
     // Reused buffers (row-major, dModel floats per row unless noted).
     private var normed: [Float] = []
     private var logits: [Float] = []        // [T, E]
@@ -158,31 +290,56 @@ public final class MoELayer {
         times.gate += now - clock
         clock = now
 
-        // Count message: [status, kept rows for each of d's experts] to every rank d.
         let plan = try? routing.get()
         let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: experts)
-        var countMessage: [Int] = []
-        countMessage.reserveCapacity(experts + ranks)
-        var countSendRows: [Int] = []
-        for destination in 0..<ranks {
-            countMessage.append(plan == nil ? 1 : 0)
-            for expert in placement.experts(of: destination) { countMessage.append(kept[expert]) }
-            countSendRows.append(1 + placement.experts(of: destination).count)
-        }
         let localExperts = placement.experts(of: communicator.rank)
-        let countReceiveRows = [Int](repeating: 1 + localExperts.count, count: ranks)
-        var countReply = [Int](repeating: 0, count: countReceiveRows.reduce(0, +))
-        let countLayout = ExchangeLayout(sendCounts: countSendRows, receiveCounts: countReceiveRows)!
-        do { try exchange.exchange(countMessage, into: &countReply, layout: countLayout, rowBytes: MemoryLayout<Int>.stride) } catch {
-            throw .exchange(layer: index, error)
-        }
+        let sendCounts = (0..<ranks).map { destination in placement.experts(of: destination).reduce(0) { $0 + kept[$1] } }
+        let slotRoutes = plan?.slotRoutes() ?? []
+
         // rowsFrom[s][j]: rows source s sends for local expert j.
-        var failedRank: Int?
         var rowsFrom = [[Int]](repeating: [], count: ranks)
-        for source in 0..<ranks {
-            let base = source * (1 + localExperts.count)
-            if countReply[base] != 0, failedRank == nil { failedRank = source }
-            rowsFrom[source] = Array(countReply[base + 1..<base + 1 + localExperts.count])
+        var failedRank: Int?
+        var dispatched = false
+        if let blocks = cachedBlocks(capacity: capacity), headerRowFits {
+            switch try dispatchSpeculatively(plan: plan, slotRoutes: slotRoutes, kept: kept, sendCounts: sendCounts,
+                                             rowsTo: blocks.to, rowsFrom: blocks.from, tokens: tokens, volume: &volume) {
+            case let .hit(counts):
+                rowsFrom = counts
+                dispatched = true
+                planCacheHits += 1
+            case let .failed(rank):
+                failedRank = rank
+            case .miss:
+                planCacheMisses += 1
+            }
+        }
+        if !dispatched && failedRank == nil {
+            // Count message: [status, kept rows for each of d's experts] to every rank d.
+            let countStart = MPIRuntime.wallTime()
+            var countMessage: [Int] = []
+            countMessage.reserveCapacity(experts + ranks)
+            var countSendRows: [Int] = []
+            for destination in 0..<ranks {
+                countMessage += [plan == nil ? 1 : 0, tokens]
+                for expert in placement.experts(of: destination) { countMessage.append(kept[expert]) }
+                countSendRows.append(2 + placement.experts(of: destination).count)
+            }
+            let countReceiveRows = [Int](repeating: 2 + localExperts.count, count: ranks)
+            var countReply = [Int](repeating: 0, count: countReceiveRows.reduce(0, +))
+            let countLayout = ExchangeLayout(sendCounts: countSendRows, receiveCounts: countReceiveRows)!
+            do { try exchange.exchange(countMessage, into: &countReply, layout: countLayout, rowBytes: MemoryLayout<Int>.stride) } catch {
+                throw .exchange(layer: index, error)
+            }
+            var tokensOf = [Int](repeating: 0, count: ranks)
+            for source in 0..<ranks {
+                let base = source * (2 + localExperts.count)
+                if countReply[base] != 0, failedRank == nil { failedRank = source }
+                tokensOf[source] = countReply[base + 1]
+                rowsFrom[source] = Array(countReply[base + 2..<base + 2 + localExperts.count])
+            }
+            lastTokensOf = tokensOf
+            countExchanges += 1
+            countExchangeSeconds += MPIRuntime.wallTime() - countStart
         }
         if let failedRank {
             if case let .failure(error) = routing, failedRank == communicator.rank {
@@ -191,6 +348,9 @@ public final class MoELayer {
             throw .routingFailed(layer: index, rank: failedRank, detail: nil)
         }
         guard let plan else { preconditionFailure("a failed router reports status 1") }
+        now = MPIRuntime.wallTime()
+        times.dispatch += now - clock
+        clock = now
         receivedRowsPerExpert = (0..<localExperts.count).map { local in rowsFrom.reduce(0) { $0 + $1[local] } }
 
         // Residual layer: the dense MLP over every local token, one GEMM pair.
@@ -208,33 +368,40 @@ public final class MoELayer {
         }
 
         // Pack: kept rows by destination rank, expert, slot.
-        let sendCounts = (0..<ranks).map { destination in placement.experts(of: destination).reduce(0) { $0 + kept[$1] } }
         let receiveCounts = rowsFrom.map { $0.reduce(0, +) }
         let layout = ExchangeLayout(sendCounts: sendCounts, receiveCounts: receiveCounts)!
-        let slotRoutes = plan.slotRoutes()
-        Self.grow(&sendRows, to: layout.sendRows * d)
-        normed.withUnsafeBufferPointer { source in
-            sendRows.withUnsafeMutableBufferPointer { destination in
-                // Blocks are in destination order and experts are placed contiguously, so the
-                // send buffer is simply every expert's slots in expert order.
-                var row = 0
-                for expert in 0..<experts {
-                    for route in slotRoutes[expert] {
-                        let token = route % tokens
-                        (destination.baseAddress! + row * d).update(from: source.baseAddress! + token * d, count: d)
-                        row += 1
+        if !dispatched {
+            Self.grow(&sendRows, to: layout.sendRows * d)
+            normed.withUnsafeBufferPointer { source in
+                sendRows.withUnsafeMutableBufferPointer { destination in
+                    // Blocks are in destination order and experts are placed contiguously, so the
+                    // send buffer is simply every expert's slots in expert order.
+                    var row = 0
+                    for expert in 0..<experts {
+                        for route in slotRoutes[expert] {
+                            let token = route % tokens
+                            (destination.baseAddress! + row * d).update(from: source.baseAddress! + token * d, count: d)
+                            row += 1
+                        }
                     }
                 }
             }
-        }
-        now = MPIRuntime.wallTime()
-        times.pack += now - clock
-        clock = now
+            now = MPIRuntime.wallTime()
+            times.pack += now - clock
+            clock = now
 
-        // Dispatch.
-        Self.grow(&receiveRows, to: layout.receiveRows * d)
-        do { try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) } catch {
-            throw .exchange(layer: index, error)
+            // Dispatch.
+            Self.grow(&receiveRows, to: layout.receiveRows * d)
+            do { try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) } catch {
+                throw .exchange(layer: index, error)
+            }
+        }
+        // The next step's cached plan: this step's rows plus headroom; both sides of every pair
+        // compute it from the same numbers (what one sent is what the other received).
+        if case let .observed(headroom) = planCache {
+            func allowance(_ rows: Int) -> Int { Int((Double(rows) * (1 + headroom)).rounded(.up)) + 1 }
+            cachedRowsTo = layout.sendCounts.map(allowance)
+            cachedRowsFrom = layout.receiveCounts.map(allowance)
         }
         volume.dispatchBytesSent += layout.sendRows * rowBytes
         if volume.dispatchBytesSentTo.count != worldSize {

@@ -25,6 +25,8 @@ struct RunCommand: Subcommand {
             .value("stats-every", "N", default: "10", "print the coordinator's live table every N steps (0: never)"),
             .value("coordinator", "RANK", default: "0", "rank that gathers statistics and plans capacity"),
             .value("corrupt-stats", "RANK", "testing aid: this rank sends malformed statistics, to show the job ends cleanly"),
+            .value("plan-cache", "MODE", default: "off", "skip the count exchange with block sizes known from the last step: capacity, observed or off (docs/CAPACITY.md)"),
+            .value("plan-cache-headroom", "H", default: "0.25", "observed mode: blocks are last step's rows × (1 + H) + 1"),
             .value("kill-rank", "RANK@STEP", "testing aid: that rank kills itself with SIGKILL at the start of that step (1-based)"),
             .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
             LinkSimulationSwitch.spec,
@@ -45,6 +47,7 @@ struct RunCommand: Subcommand {
     let coordinatorRank: Int
     let corruptStatsRank: Int?
     let killAt: (rank: Int, step: Int)?
+    let planCache: PlanCacheMode?
     let topologyPath: String?
     let simulateLinks: Bool?
     let steps: Int
@@ -62,6 +65,13 @@ struct RunCommand: Subcommand {
         statsEvery = try options.integer("stats-every", in: 0...1_000_000) ?? 10
         coordinatorRank = try options.integer("coordinator", in: 0...1_000_000) ?? 0
         corruptStatsRank = try options.integer("corrupt-stats", in: 0...1_000_000)
+        let headroom = try options.number("plan-cache-headroom", in: 0...100) ?? 0.25
+        switch options.string("plan-cache") ?? "off" {
+        case "off": planCache = nil
+        case "capacity": planCache = .capacity
+        case "observed": planCache = .observed(headroom: headroom)
+        case let other: throw .invalidValue(command: "run", option: "plan-cache", value: other, expected: "capacity, observed or off")
+        }
         if let text = options.string("kill-rank") {
             let parts = text.split(separator: "@").compactMap { Int($0) }
             guard parts.count == 2, parts[0] >= 0, parts[1] >= 1 else {
@@ -130,6 +140,7 @@ struct RunCommand: Subcommand {
                 let nodes = try ExchangeNodes.gather(communicator: communicator, worldRank: here, topology: topology)
                 return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
             }
+            if let planCache { distributed.enablePlanCache(planCache) }
             let coordinator: Coordinator
             do {
                 coordinator = try Coordinator(world: world, root: coordinatorRank, model: configuration, policy: capacity.policy,
@@ -207,6 +218,18 @@ struct RunCommand: Subcommand {
                 referenceOutput = lastBatch?.hidden
             }
             for line in try coordinator.finish() { print("[\(algorithm.rawValue)] " + line) }
+            if planCache != nil {
+                let cache = distributed.planCacheTotals
+                let sums = try world.allReduce([Double(cache.hits), Double(cache.misses), Double(cache.countExchanges), cache.countExchangeSeconds,
+                                                Double(cache.paddingBytes)], .sum)
+                if here == 0 {
+                    let perExchange = sums[2] > 0 ? sums[3] / sums[2] : 0  // mean seconds of one count exchange on one rank
+                    let hitsPerRank = sums[0] / Double(ranks)
+                    print("[\(algorithm.rawValue)] plan cache: \(Int(hitsPerRank)) hits, \(Int(sums[1] / Double(ranks))) misses of \(configuration.layers.count * steps) layer-steps; "
+                          + "count exchange avoided \(Int(hitsPerRank)) times, ≈ \(Self.milliseconds(hitsPerRank * perExchange)) ms saved "
+                          + "(mean count exchange \(String(format: "%.1f", perExchange * 1e6)) µs); padding sent \(String(format: "%.2f", sums[4] / 1_048_576)) MiB")
+                }
+            }
             if here == 0 {
                 let routes = keptRoutes + droppedRoutes
                 print("[\(algorithm.rawValue)] summary: \(plural(steps, "step")), \(Self.rate(Double(totalTokens) / totalSeconds)) tokens/s, mean step \(Self.milliseconds(totalSeconds / Double(steps))) ms; time share: " +

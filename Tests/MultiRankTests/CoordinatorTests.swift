@@ -17,6 +17,21 @@ struct CoordinatorTests {
             droppingLayers: [0], steps: 5)
     }
 
+    @Test("plan caching skips the count exchange (capacity mode: every step after the first), falls back when rows do not fit (observed mode), and never changes a number")
+    func planCache() throws {
+        // 4 layers × 4 steps: the first step of each layer needs the count exchange.
+        try ModelTests().compareWithReference(
+            ranks: 4, model: "Models/test-gelu.json", topology: "Topologies/2x2.json",
+            extra: ["--tokens-per-rank", "40", "--policy", "reallocate", "--drift", "1", "--drift-period", "6"],
+            steps: 4, expectInOutput: ["[linear] plan cache: 12 hits, 0 misses of 16 layer-steps"], runExtra: ["--plan-cache", "capacity"])
+        // Observed sizes with no headroom: the drifting routes overflow, every step falls back.
+        try ModelTests().compareWithReference(
+            ranks: 4, model: "Models/test-gelu.json", topology: nil,
+            extra: ["--tokens-per-rank", "40", "--drift", "1", "--drift-period", "6"],
+            steps: 4, expectInOutput: ["[linear] plan cache: 0 hits, 12 misses of 16 layer-steps"],
+            runExtra: ["--plan-cache", "observed", "--plan-cache-headroom", "0"])
+    }
+
     @Test("the statistics add up: routes = kept + dropped = k·tokens, bytes sent = bytes received = kept rows × row bytes")
     func statisticsSumToTruth() throws {
         let scratch = try ScratchDirectory()

@@ -66,15 +66,16 @@ struct ModelTests {
     /// `droppingLayers`: layers in which some route must have been dropped (so the test covers
     /// the dropped-route path there).
     func compareWithReference(ranks: Int, model: String, topology: String?, extra: [String] = [], referenceExtra: [String]? = nil,
-                              droppingLayers: [Int] = [], steps: Int = 1) throws {
+                              droppingLayers: [Int] = [], steps: Int = 1, expectInOutput: [String] = [], runExtra: [String] = []) throws {
         let scratch = try ScratchDirectory()
         let common = ["--model", model, "--seed", "\(ranks + 11)"] + extra
-        var runArguments = ["run"] + common + ["--steps", "\(steps)", "--exchange", "all", "--quiet",
+        var runArguments = ["run"] + common + runExtra + ["--steps", "\(steps)", "--exchange", "all", "--quiet",
                                                "--output", scratch.file("out.npy"), "--routing-output", scratch.file("routing.json")]
         if let topology { runArguments += ["--topology", topology] }
         let job = try runMPI(ranks: ranks, runArguments)
         try #require(job.mpirunStatus == 0, "\(job)")
         #expect(job.ranks[0].stdout.contains("outputs identical across exchanges: mpi, linear, pairwise, hierarchical"), "\(job)")
+        for text in expectInOutput { #expect(job.ranks[0].stdout.contains(text), "expected '\(text)'\n\(job)") }
         let reference = try runMoe(["reference"] + common + (referenceExtra ?? []) + ["--ranks", "\(ranks)", "--steps", "\(steps)",
                                     "--output", scratch.file("ref.npy"), "--routing-output", scratch.file("ref-routing.json")])
         try #require(reference.status == 0, "\(reference.stderr)")
