@@ -46,6 +46,11 @@ public final class DistributedModel {
         self.layers = layers
     }
 
+    /// Reports every layer's phase to `beacon` (for the watchdog).
+    public func attach(_ beacon: ProgressBeacon) {
+        for layer in layers { layer.beacon = beacon }
+    }
+
     /// Turns plan caching on for every layer (`MoELayer.planCache`).
     public func enablePlanCache(_ mode: PlanCacheMode) {
         for layer in layers { layer.planCache = mode }

@@ -55,6 +55,8 @@ public final class MoELayer {
     /// and carries the counts in a header row of each block, skipping the separate count
     /// exchange; a step whose rows do not fit falls back to the count exchange.
     public var planCache: PlanCacheMode?
+    /// Where the watchdog learns this rank's phase (nil: no watchdog).
+    public var beacon: ProgressBeacon?
     /// Rows this rank may send each group peer / receive from it under the cached plan
     /// (observed mode), and every group rank's token count last step (capacity mode).
     private var cachedRowsTo: [Int]?
@@ -251,6 +253,7 @@ public final class MoELayer {
         let rowBytes = d * MemoryLayout<Float>.stride
 
         // Gate: norm, logits, routing.
+        beacon?.enter(layer: index, phase: "gate")
         var clock = MPIRuntime.wallTime()
         Self.grow(&normed, to: tokens * d)
         hidden.withUnsafeBufferPointer { input in
@@ -289,6 +292,7 @@ public final class MoELayer {
         var now = MPIRuntime.wallTime()
         times.gate += now - clock
         clock = now
+        beacon?.enter(phase: "dispatch")
 
         let plan = try? routing.get()
         let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: experts)
@@ -415,6 +419,7 @@ public final class MoELayer {
         now = MPIRuntime.wallTime()
         times.dispatch += now - clock
         clock = now
+        beacon?.enter(phase: "experts")
 
         // Experts: gather each local expert's rows (source by source) into one contiguous
         // buffer, run the FFN, scatter the outputs back to the received positions.
@@ -453,6 +458,7 @@ public final class MoELayer {
         now = MPIRuntime.wallTime()
         times.experts += now - clock
         clock = now
+        beacon?.enter(phase: "combine")
 
         // Combine: the same blocks travel back; each route finds its row at the position it was
         // packed at, and the token's routes are summed in choice order.

@@ -27,6 +27,8 @@ struct RunCommand: Subcommand {
             .value("corrupt-stats", "RANK", "testing aid: this rank sends malformed statistics, to show the job ends cleanly"),
             .value("plan-cache", "MODE", default: "off", "skip the count exchange with block sizes known from the last step: capacity, observed or off (docs/CAPACITY.md)"),
             .value("plan-cache-headroom", "H", default: "0.25", "observed mode: blocks are last step's rows × (1 + H) + 1"),
+            .value("timeout-s", "S", "watchdog: end the job when a step makes no progress for S seconds, naming the phase and the ranks that had not arrived"),
+            .value("hang-rank", "RANK@STEP", "testing aid: that rank stops making progress (sleeps forever) at the start of that step"),
             .value("kill-rank", "RANK@STEP", "testing aid: that rank kills itself with SIGKILL at the start of that step (1-based)"),
             .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
             LinkSimulationSwitch.spec,
@@ -48,6 +50,8 @@ struct RunCommand: Subcommand {
     let corruptStatsRank: Int?
     let killAt: (rank: Int, step: Int)?
     let planCache: PlanCacheMode?
+    let timeoutSeconds: Double?
+    let hangAt: (rank: Int, step: Int)?
     let topologyPath: String?
     let simulateLinks: Bool?
     let steps: Int
@@ -72,15 +76,17 @@ struct RunCommand: Subcommand {
         case "observed": planCache = .observed(headroom: headroom)
         case let other: throw .invalidValue(command: "run", option: "plan-cache", value: other, expected: "capacity, observed or off")
         }
-        if let text = options.string("kill-rank") {
+        func rankAtStep(_ name: String) throws(UsageError) -> (rank: Int, step: Int)? {
+            guard let text = options.string(name) else { return nil }
             let parts = text.split(separator: "@").compactMap { Int($0) }
             guard parts.count == 2, parts[0] >= 0, parts[1] >= 1 else {
-                throw .invalidValue(command: "run", option: "kill-rank", value: text, expected: "RANK@STEP, e.g. 0@2")
+                throw .invalidValue(command: "run", option: name, value: text, expected: "RANK@STEP, e.g. 0@2")
             }
-            killAt = (parts[0], parts[1])
-        } else {
-            killAt = nil
+            return (parts[0], parts[1])
         }
+        killAt = try rankAtStep("kill-rank")
+        hangAt = try rankAtStep("hang-rank")
+        timeoutSeconds = try options.number("timeout-s", in: 0.5...1e7)
         topologyPath = options.string("topology")
         simulateLinks = try LinkSimulationSwitch.read(options)
         steps = try options.integer("steps", in: 1...10_000_000) ?? 3
@@ -131,6 +137,8 @@ struct RunCommand: Subcommand {
         }
 
         let hasResidual = configuration.layers.contains(where: \.residual)
+        let watchdog = try timeoutSeconds.map { try Watchdog(world: world, timeoutSeconds: $0) }
+        defer { watchdog?.stop() }
         var reportRuns: [JSONValue] = []
         var referenceOutput: [Float]?
         var lastBatch: TokenBatch?
@@ -141,6 +149,7 @@ struct RunCommand: Subcommand {
                 return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
             }
             if let planCache { distributed.enablePlanCache(planCache) }
+            if let watchdog { distributed.attach(watchdog.beacon) }
             let coordinator: Coordinator
             do {
                 coordinator = try Coordinator(world: world, root: coordinatorRank, model: configuration, policy: capacity.policy,
@@ -156,12 +165,18 @@ struct RunCommand: Subcommand {
             var keptRoutes = 0
             var droppedRoutes = 0
             for step in 0..<steps {
+                watchdog?.beacon.enter(step: step, layer: 0, phase: "reading inputs")
                 if let killAt, killAt.rank == here, killAt.step == step + 1 {
                     fflush(nil)
                     kill(getpid(), SIGKILL)
                 }
                 var batch = try context.collectively { try model.batch(model: configuration, rank: here, ranks: ranks, step: step) }
+                watchdog?.beacon.enter(phase: "barrier before the step")
                 try world.barrier()
+                if let hangAt, hangAt.rank == here, hangAt.step == step + 1 {
+                    watchdog?.beacon.enter(phase: "experts (hung by --hang-rank)")
+                    while true { sleep(1) }
+                }
                 let start = MPIRuntime.wallTime()
                 let result: DistributedModel.StepResult
                 do { result = try distributed.forward(&batch, capacity: coordinator.plan, drift: capacity.drift, step: step) } catch {
@@ -171,6 +186,7 @@ struct RunCommand: Subcommand {
                     throw error
                 }
                 let elapsed = MPIRuntime.wallTime() - start
+                watchdog?.beacon.enter(phase: "statistics")
                 do { _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount) } catch let error as CoordinatorError {
                     throw JobFailure(message: error.message, reportingRank: error.reportingRank)
                 }

@@ -27,7 +27,7 @@ struct StatsCommand: Subcommand {
 
     init(options: ParsedOptions) throws(UsageError) {
         guard let path = options.positional.first, options.positional.count == 1 else {
-            throw .invalidValue(command: "stats", option: "FILE", value: options.positional.joined(separator: " "), expected: "one stats log file")
+            throw .conflict(command: "stats", detail: "give exactly one stats log file (moe stats FILE), got \(options.positional.count)")
         }
         self.path = path
         svgPrefix = options.string("svg")
