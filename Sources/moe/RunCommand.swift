@@ -186,6 +186,12 @@ struct RunCommand: Subcommand {
                     throw error
                 }
                 let elapsed = MPIRuntime.wallTime() - start
+                // Hidden states that overflowed inside the model end the job on every rank.
+                let nonFinite = batch.firstNonFinite()
+                if let badRank = try world.lowestFailingRank(failed: nonFinite != nil) {
+                    let detail = nonFinite.map { ": rank-local token \($0.0) feature \($0.1) is \(batch.hidden[$0.0 * configuration.dModel + $0.1])" } ?? ""
+                    throw JobFailure(message: "step \(step + 1): the model's output on rank \(badRank) is not finite\(detail) [rank \(badRank)]", reportingRank: badRank)
+                }
                 watchdog?.beacon.enter(phase: "statistics")
                 do { _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount) } catch let error as CoordinatorError {
                     throw JobFailure(message: error.message, reportingRank: error.reportingRank)
