@@ -139,6 +139,7 @@ struct RunCommand: Subcommand {
         let hasResidual = configuration.layers.contains(where: \.residual)
         let watchdog = try timeoutSeconds.map { try Watchdog(world: world, timeoutSeconds: $0) }
         defer { watchdog?.stop() }
+        var memoryAfterFirstStep = 0.0
         var reportRuns: [JSONValue] = []
         var referenceOutput: [Float]?
         var lastBatch: TokenBatch?
@@ -220,15 +221,16 @@ struct RunCommand: Subcommand {
                     let phases = zip(PhaseTimes.names, phase.values).filter { $0.0 != "dense" || hasResidual }.map { "\($0) \(Self.milliseconds($1))" }.joined(separator: "  ")
                     print("[\(algorithm.rawValue)] step \(step + 1)/\(steps): \(Self.milliseconds(wall)) ms  (\(phases) ms)  \(Self.rate(Double(tokens) / wall)) tokens/s  dropped \(Self.percent(droppedByLayer.reduce(0, +), of: routes))")
                 }
-                stepReports.append(.object([
+                if reportPath != nil { stepReports.append(.object([
                     ("step", .number(Double(step))), ("seconds", .number(wall)), ("tokens", .number(Double(tokens))),
                     ("tokens_per_second", .number(Double(tokens) / wall)),
                     ("phase_seconds_slowest_rank", .object(zip(PhaseTimes.names, phase.values).map { ($0, .number($1)) })),
                     ("kept_routes_by_layer", .array(keptByLayer.map { .number(Double($0)) })),
                     ("dropped_routes_by_layer", .array(droppedByLayer.map { .number(Double($0)) })),
                     ("dispatch_bytes_by_layer", .array(bytesByLayer.map { .number(Double($0)) })),
-                ]))
+                ])) }
                 if step == steps - 1 { lastBatch = batch; lastPlans = result.plans }
+                if step == 0 && algorithm == algorithms[0] { memoryAfterFirstStep = Self.residentMebibytes() }
             }
             // The exchange algorithm must never change the numbers.
             if let referenceOutput, let lastBatch {
@@ -263,6 +265,10 @@ struct RunCommand: Subcommand {
         }
         if algorithms.count > 1, here == 0 {
             print("outputs identical across exchanges: \(algorithms.map(\.rawValue).joined(separator: ", "))")
+        }
+        let memory = try world.allReduce([memoryAfterFirstStep, Self.residentMebibytes()], .maximum)
+        if here == 0 {
+            print(String(format: "memory: resident %.1f MiB after step 1, %.1f MiB after step %d (largest rank)", memory[0], memory[1], steps))
         }
         try writeOutputs(context: context, world: world, configuration: configuration, batch: lastBatch!, plans: lastPlans,
                          runs: reportRuns, topology: topology, threads: threads)
@@ -326,6 +332,13 @@ struct RunCommand: Subcommand {
             lines.append("residual (PR-MoE) layers: \(residual.map(String.init).joined(separator: ",")): dense MLP + top-1 expert, mixed per token")
         }
         return lines
+    }
+
+    /// This process's resident set size in MiB (`/proc/self/statm`), 0 where unavailable.
+    static func residentMebibytes() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+              let pages = text.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+        return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
 
     static func milliseconds(_ seconds: Double) -> String { String(format: "%.2f", seconds * 1000) }
