@@ -155,7 +155,7 @@ struct ModelTests {
     }
 }
 
-@Suite("Bad input ends every rank cleanly", .serialized)
+@Suite("Reliability — bad input ends every rank cleanly", .serialized)
 struct BadInputTests {
     /// Runs a job that must fail on every rank with exit status 1 and one line from one rank.
     func expectCleanFailure(ranks: Int, _ arguments: [String], message: String) throws {

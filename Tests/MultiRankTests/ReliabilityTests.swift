@@ -7,7 +7,7 @@ extension MultiRankTests {
 /// (or mpirun's own report for a dead rank), no hang, nothing left behind (runMPI checks that no
 /// `moe` process survives a job), nothing half-written. Bad input files, mismatched rank counts
 /// and NaN inputs are in `BadInputTests` and the topology suite.
-@Suite("Reliability", .serialized)
+@Suite("Reliability — hangs, dead ranks, outputs, numerical hazards", .serialized)
 struct ReliabilityTests {
     @Test("watchdog: a rank that stops making progress ends the job, naming the phase, who waits and who has not arrived")
     func watchdog() throws {
@@ -18,6 +18,14 @@ struct ReliabilityTests {
         #expect(lines == ["moe: error: watchdog: no progress for 2 s in dispatch of layer 0, step 2: ranks 0, 1, 3 waiting there; not arrived: rank 2 (in experts (hung by --hang-rank) of layer 0, step 2)"], "\(job)")
         let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory()))?.filter { $0.hasPrefix("swiftmoe-watchdog-") } ?? []
         #expect(leftovers.isEmpty, "watchdog folders left: \(leftovers)")
+    }
+
+    @Test("a rank count that does not match the topology: one line, every rank exits 1, before any exchange")
+    func mismatchedRanks() throws {
+        let job = try runMPI(ranks: 4, ["run", "--topology", "Topologies/2x4.json", "--model", "Models/test-gelu.json"], timeoutSeconds: 60,
+                             extraMPIArguments: waitForEveryRank)
+        #expect(job.ranks.allSatisfy { $0.exitStatus == 1 }, "\(job)")
+        #expect(job.allStderr == "moe: error: Topologies/2x4.json declares 8 ranks but mpirun started 4 [rank 0]\n", "\(job)")
     }
 
     @Test("a rank killed by a signal mid-run ends the whole job within seconds")
