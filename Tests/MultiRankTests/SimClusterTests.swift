@@ -89,6 +89,22 @@ struct SimClusterTests {
         for output in [fromMPI.output, fromFile.output] {
             #expect(output.contains("smoe-node0: ranks \(first)") && output.contains("smoe-node1: ranks \(second)"), "\(output)")
         }
+        // The model itself across the namespaces (the "run -np 8 -- moe run").
+        let model = try simCluster(["run", "-np", "\(ranks)", "--", moeExecutable, "run", "--tokens-per-rank", "32", "--steps", "1", "--exchange", "all", "--quiet"])
+        #expect(model.status == 0 && model.output.contains("outputs identical across exchanges"), "\(model.output)")
+    }
+
+    @Test("--delay-us adds latency on the node links (netem, or the NFQUEUE delayer) and the measured figure is reported; data stays exact")
+    func delayedLinks() throws {
+        _ = try simCluster(["down"])
+        defer { _ = try? simCluster(["down"]) }
+        let up = try simCluster(["up", "2", "--ranks-per-node", "2", "--delay-us", "300"])
+        try #require(up.status == 0, "\(up.output)")
+        // Ping's one-way time includes the requested 300 µs (plus the delayer's own cost).
+        let measured = up.output.firstMatch(of: /measured one-way latency (\d+) µs/).flatMap { Int($0.1) } ?? 0
+        #expect(measured >= 300 && measured < 5000, "\(up.output)")
+        let check = try simCluster(["run", "-np", "4", "--", moeExecutable, "exchange-check", "--trials", "12"])
+        #expect(check.status == 0 && check.output.contains("exchange check passed"), "\(check.output)")
     }
 
     @Test("up refuses what it cannot do with one clear line; up twice is harmless")
