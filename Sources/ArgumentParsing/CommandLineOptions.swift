@@ -70,15 +70,15 @@ public enum UsageError: Error, Equatable, CustomStringConvertible {
         switch self {
         case let .unknownCommand(name, known):
             return "unknown command '\(name)' (commands: \(known.joined(separator: ", ")))"
-        case let .unknownOption(command, option, suggestion):
+        case let .unknownOption(_, option, suggestion):
             return "unknown option '\(option)'" + (suggestion.map { " (did you mean '--\($0)'?)" } ?? "")
-        case let .missingValue(command, option, valueName):
+        case let .missingValue(_, option, valueName):
             return "option '--\(option)' needs a value \(valueName)"
-        case let .invalidValue(command, option, value, expected):
+        case let .invalidValue(_, option, value, expected):
             return "invalid value '\(value)' for --\(option): expected \(expected)"
-        case let .unexpectedArgument(command, argument):
+        case let .unexpectedArgument(_, argument):
             return "unexpected argument '\(argument)' (options start with --)"
-        case let .conflict(command, detail):
+        case let .conflict(_, detail):
             return "\(detail)"
         }
     }

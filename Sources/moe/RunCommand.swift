@@ -268,7 +268,8 @@ struct RunCommand: Subcommand {
         }
         let memory = try world.allReduce([memoryAfterFirstStep, Self.residentMebibytes()], .maximum)
         if here == 0 {
-            print(String(format: "memory: resident %.1f MiB after step 1, %.1f MiB after step %d (largest rank)", memory[0], memory[1], steps))
+            print(steps > 1 ? String(format: "memory: resident %.1f MiB after step 1, %.1f MiB after step %d (largest rank)", memory[0], memory[1], steps)
+                            : String(format: "memory: resident %.1f MiB after the step (largest rank)", memory[0]))
         }
         try writeOutputs(context: context, world: world, configuration: configuration, batch: lastBatch!, plans: lastPlans,
                          runs: reportRuns, topology: topology, threads: threads)
