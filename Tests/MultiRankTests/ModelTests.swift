@@ -13,11 +13,12 @@ final class ScratchDirectory {
     func file(_ name: String) -> String { "\(path)/\(name)" }
 }
 
-/// Runs `moe` once without mpirun (the single-process commands) and returns status and output.
-func runMoe(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+/// Runs `executable ARGUMENTS` from the repository root, output to files (never a pipe that can
+/// fill), and returns status, stdout and stderr.
+func runProcess(_ executable: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
     let scratch = try ScratchDirectory()
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: moeExecutable)
+    process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
     _ = FileManager.default.createFile(atPath: scratch.file("out"), contents: nil)
@@ -32,6 +33,11 @@ func runMoe(_ arguments: [String]) throws -> (status: Int32, stdout: String, std
     try? err?.close()
     return (process.terminationStatus, (try? String(contentsOfFile: scratch.file("out"), encoding: .utf8)) ?? "",
             (try? String(contentsOfFile: scratch.file("err"), encoding: .utf8)) ?? "")
+}
+
+/// Runs `moe` once without mpirun (the single-process commands).
+func runMoe(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    try runProcess(moeExecutable, arguments)
 }
 
 /// Expects the distributed and reference outputs to agree within 1e-5 relative.

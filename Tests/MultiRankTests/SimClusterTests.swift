@@ -23,21 +23,10 @@ let networkNamespacesAvailable: Bool = {
     return true
 }()
 
-/// Runs `Launch/sim-cluster ARGS`; returns status and combined output.
+/// Runs `Launch/sim-cluster ARGS`; returns status and its output (stdout then stderr).
 func simCluster(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let scratch = try ScratchDirectory()
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["bash", "Launch/sim-cluster"] + arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
-    _ = FileManager.default.createFile(atPath: scratch.file("out"), contents: nil)
-    let out = FileHandle(forWritingAtPath: scratch.file("out"))
-    process.standardOutput = out
-    process.standardError = out
-    try process.run()
-    process.waitUntilExit()
-    try? out?.close()
-    return (process.terminationStatus, (try? String(contentsOfFile: scratch.file("out"), encoding: .utf8)) ?? "")
+    let result = try runProcess("/usr/bin/env", ["bash", "Launch/sim-cluster"] + arguments)
+    return (result.status, result.stdout + result.stderr)
 }
 
 /// Bytes sent by node `node`'s link so far (its veth's transmit counter).
