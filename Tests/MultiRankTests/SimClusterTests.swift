@@ -23,6 +23,14 @@ let networkNamespacesAvailable: Bool = {
     return true
 }()
 
+/// True when the packet delayer can be built and installed in a node (iptables, gcc and the
+/// libnetfilter-queue headers present; `Launch/test` installs them as root) — or netem exists.
+let packetDelayAvailable: Bool = {
+    let fm = FileManager.default
+    let iptables = ["/usr/sbin/iptables", "/sbin/iptables"].contains { fm.isExecutableFile(atPath: $0) }
+    return iptables && fm.isExecutableFile(atPath: "/usr/bin/gcc") && fm.fileExists(atPath: "/usr/include/libnetfilter_queue/libnetfilter_queue.h")
+}()
+
 /// Runs `Launch/sim-cluster ARGS`; returns status and its output (stdout then stderr).
 func simCluster(_ arguments: [String]) throws -> (status: Int32, output: String) {
     let result = try runProcess("/usr/bin/env", ["bash", "Launch/sim-cluster"] + arguments)
@@ -83,7 +91,8 @@ struct SimClusterTests {
         #expect(model.status == 0 && model.output.contains("outputs identical across exchanges"), "\(model.output)")
     }
 
-    @Test("--delay-us adds latency on the node links (netem, or the NFQUEUE delayer) and the measured figure is reported; data stays exact")
+    @Test("--delay-us adds latency on the node links (netem, or the NFQUEUE delayer) and the measured figure is reported; data stays exact",
+          .enabled(if: packetDelayAvailable, "needs iptables, gcc and libnetfilter-queue-dev (Launch/test installs them as root)"))
     func delayedLinks() throws {
         _ = try simCluster(["down"])
         defer { _ = try? simCluster(["down"]) }
