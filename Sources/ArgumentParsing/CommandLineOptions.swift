@@ -157,6 +157,13 @@ public struct ParsedOptions: Equatable {
         return value
     }
 
+    /// An `on|off` option: true, false, or nil when absent.
+    public func onOff(_ name: String) throws(UsageError) -> Bool? {
+        guard let text = values[name] else { return nil }
+        guard text == "on" || text == "off" else { throw .invalidValue(command: command, option: name, value: text, expected: "on or off") }
+        return text == "on"
+    }
+
     /// A comma-separated list of integers, each within `range` (at least one).
     public func integers(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> [Int]? {
         guard let text = values[name] else { return nil }

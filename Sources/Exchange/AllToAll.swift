@@ -1,3 +1,4 @@
+import ClusterTopology
 import MessagePassing
 
 /// The all-to-all algorithms SwiftMoE implements. Every one delivers byte-identical results.
@@ -127,6 +128,17 @@ extension AllToAll {
         (receive.baseAddress! + layout.receiveDisplacements[here] * rowBytes)
             .copyMemory(from: send.baseAddress! + layout.sendDisplacements[here] * rowBytes, byteCount: bytes)
     }
+}
+
+/// Makes the named algorithm over `communicator`, learning where its ranks live from the world
+/// `topology` (collective over `communicator`: one `MPI_Allgather` of world ranks), with `links`
+/// simulated when given.
+@MainActor
+public func makeAllToAll(
+    _ algorithm: AllToAllAlgorithm, communicator: Communicator, worldRank: Int, topology: Topology, links: SimulatedLinks? = nil
+) throws(MPIError) -> any AllToAll {
+    let nodes = try ExchangeNodes.gather(communicator: communicator, worldRank: worldRank, topology: topology)
+    return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
 }
 
 /// Makes the named algorithm over `communicator`, whose ranks live on `nodes` (the hierarchical

@@ -189,6 +189,18 @@ public final class SimulatedLinks {
         }
     }
 
+    /// The simulated links of a job, or nil when simulation is off: `requested` (a command's
+    /// `--simulate-links`), else the topology's `links.simulate`. Collective over `world`; every
+    /// rank throws the same error when the ranks span several hosts (the simulation's clocks and
+    /// shared region exist per host) or the shared region cannot be made.
+    public static func start(world: Communicator, topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
+        guard requested ?? topology.simulateLinks else { return nil }
+        guard try world.splitBySharedMemory().size == world.size else {
+            throw LinkSimulationError(description: "--simulate-links: the ranks span several hosts; link simulation is for simulated nodes on one machine")
+        }
+        return try SimulatedLinks(world: world, topology: topology)
+    }
+
     /// The view of these links from one communicator (its ranks mapped to world ranks).
     public func view(for nodes: ExchangeNodes) -> LinkSimulator { LinkSimulator(links: self, nodes: nodes) }
 }
@@ -215,6 +227,4 @@ public final class LinkSimulator {
         links.awaitDelivery(fromWorldRank: nodes.worldRanks[from])
     }
 
-    /// True when a message between these communicator ranks crosses simulated nodes.
-    func crosses(_ a: Int, _ b: Int) -> Bool { nodes.crossesNodes(a, b) }
 }

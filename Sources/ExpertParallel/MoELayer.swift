@@ -19,6 +19,17 @@ public enum MoELayerError: Error, CustomStringConvertible {
     }
 }
 
+/// How a layer sizes its dispatch blocks when it skips the count exchange (plan caching).
+public enum PlanCacheMode: Equatable, Sendable {
+    /// Blocks as large as the senders' capacities allow (from last step's token counts and
+    /// this step's capacity plan): never overflows while token counts stay the same, at the
+    /// price of padding up to capacity.
+    case capacity
+    /// Blocks of last step's rows × (1 + headroom) + 1: less padding, but a step whose rows
+    /// grow past that falls back to the count exchange.
+    case observed(headroom: Double)
+}
+
 /// One expert-parallel MoE layer on one rank: router → pack by destination → dispatch → expert
 /// FFNs → combine → weighted sum in original token order, added to the residual stream. A
 /// residual (PR-MoE) layer also runs its dense MLP on every local token and mixes the two by the
@@ -112,7 +123,7 @@ public final class MoELayer {
     /// exchange is skipped.
     private func dispatchSpeculatively(
         plan: RoutingPlan?, slotRoutes: [[Int]], kept: [Int], sendCounts: [Int], rowsTo: [Int], rowsFrom cached: [Int],
-        tokens: Int, volume: inout ExchangeVolume
+        tokens: Int
     ) throws(MoELayerError) -> SpeculativeOutcome {
         let d = model.dModel
         let ranks = communicator.size
@@ -306,7 +317,7 @@ public final class MoELayer {
         var dispatched = false
         if let blocks = cachedBlocks(capacity: capacity), headerRowFits {
             switch try dispatchSpeculatively(plan: plan, slotRoutes: slotRoutes, kept: kept, sendCounts: sendCounts,
-                                             rowsTo: blocks.to, rowsFrom: blocks.from, tokens: tokens, volume: &volume) {
+                                             rowsTo: blocks.to, rowsFrom: blocks.from, tokens: tokens) {
             case let .hit(counts):
                 rowsFrom = counts
                 dispatched = true

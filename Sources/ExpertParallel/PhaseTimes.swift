@@ -54,14 +54,3 @@ public struct ExchangeVolume: Equatable, Sendable {
     public var dispatchBytesReceivedFrom: [Int] = []
     public init() {}
 }
-
-/// How a layer sizes its dispatch blocks when it skips the count exchange (plan caching).
-public enum PlanCacheMode: Equatable, Sendable {
-    /// Blocks as large as the senders' capacities allow (from last step's token counts and
-    /// this step's capacity plan): never overflows while token counts stay the same, at the
-    /// price of padding up to capacity.
-    case capacity
-    /// Blocks of last step's rows × (1 + headroom) + 1: less padding, but a step whose rows
-    /// grow past that falls back to the count exchange.
-    case observed(headroom: Double)
-}

@@ -22,7 +22,7 @@ struct ExchangeCheckCommand: Subcommand {
             """,
         options: [
             .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
-            LinkSimulationSwitch.spec,
+            simulateLinksOption,
             .value("algorithms", "LIST", default: "all",
                    "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",")),
             .value("trials", "N", default: "24", "number of random trials"),
@@ -43,7 +43,7 @@ struct ExchangeCheckCommand: Subcommand {
 
     init(options: ParsedOptions) throws(UsageError) {
         topologyPath = options.string("topology")
-        simulateLinks = try LinkSimulationSwitch.read(options)
+        simulateLinks = try options.onOff("simulate-links")
         algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
         trials = try options.integer("trials", in: 1...100_000) ?? 24
         maxRows = try options.integer("max-rows", in: 0...1_000_000) ?? 64
@@ -64,9 +64,8 @@ struct ExchangeCheckCommand: Subcommand {
         let world = try context.world()
         let topology = try context.topology(path: topologyPath)
         let oracle = LibraryAllToAll(communicator: world)
-        let nodes = try ExchangeNodes.gather(communicator: world, worldRank: world.rank, topology: topology)
         let links = try context.simulatedLinks(topology: topology, requested: simulateLinks)
-        let exchanges = algorithms.map { makeAllToAll($0, communicator: world, nodes: nodes, links: links?.view(for: nodes)) }
+        let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }
         var tallies = [Tally](repeating: Tally(), count: algorithms.count)
         var oracleProblems = 0
         var oracleFirstProblem: String?

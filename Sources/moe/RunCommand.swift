@@ -31,7 +31,7 @@ struct RunCommand: Subcommand {
             .value("hang-rank", "RANK@STEP", "testing aid: that rank stops making progress (sleeps forever) at the start of that step"),
             .value("kill-rank", "RANK@STEP", "testing aid: that rank kills itself with SIGKILL at the start of that step (1-based)"),
             .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
-            LinkSimulationSwitch.spec,
+            simulateLinksOption,
             .value("steps", "N", default: "3", "forward steps (generated inputs change every step)"),
             .value("exchange", "LIST", default: "linear",
                    "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all"),
@@ -88,7 +88,7 @@ struct RunCommand: Subcommand {
         hangAt = try rankAtStep("hang-rank")
         timeoutSeconds = try options.number("timeout-s", in: 0.5...1e7)
         topologyPath = options.string("topology")
-        simulateLinks = try LinkSimulationSwitch.read(options)
+        simulateLinks = try options.onOff("simulate-links")
         steps = try options.integer("steps", in: 1...10_000_000) ?? 3
         algorithms = try options.choices("exchange", as: AllToAllAlgorithm.self) ?? [.linear]
         blasThreads = try options.integer("blas-threads", in: 1...1024)
@@ -145,9 +145,8 @@ struct RunCommand: Subcommand {
         var lastBatch: TokenBatch?
         var lastPlans: [RoutingPlan] = []
         for algorithm in algorithms {
-            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world) { communicator in
-                let nodes = try ExchangeNodes.gather(communicator: communicator, worldRank: here, topology: topology)
-                return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
+            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world) {
+                try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
             }
             if let planCache { distributed.enablePlanCache(planCache) }
             if let watchdog { distributed.attach(watchdog.beacon) }

@@ -78,32 +78,16 @@ final class RunContext {
     }
 }
 
-/// `--simulate-links on|off`.
-enum LinkSimulationSwitch: String, CaseIterable {
-    case on, off
-
-    static let spec = OptionSpec.value(
-        "simulate-links", "on|off",
-        "hold inter-node messages back by the topology's link cost (one machine only); default: the topology's links.simulate")
-
-    static func read(_ options: ParsedOptions) throws(UsageError) -> Bool? {
-        try options.choice("simulate-links", as: LinkSimulationSwitch.self).map { $0 == .on }
-    }
-}
+/// `--simulate-links on|off`, shared by the commands that exchange.
+let simulateLinksOption = OptionSpec.value(
+    "simulate-links", "on|off",
+    "hold inter-node messages back by the topology's link cost (one machine only); default: the topology's links.simulate")
 
 extension RunContext {
-    /// The simulated links for this job, or nil when simulation is off (`requested`, else the
-    /// topology's `links.simulate`). Collective; refuses a job whose ranks span several hosts.
+    /// The simulated links for this job (`SimulatedLinks.start`); its errors, the same on every
+    /// rank, become one line from rank 0.
     func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
-        guard requested ?? topology.simulateLinks else { return nil }
-        let world = try world()
-        let hosts = try world.splitBySharedMemory().size == world.size ? 1 : 2
-        try collectively {
-            guard hosts == 1 else {
-                throw InputError(description: "--simulate-links: the ranks span several hosts; link simulation is for simulated nodes on one machine")
-            }
-        }
-        do { return try SimulatedLinks(world: world, topology: topology) } catch let error as LinkSimulationError {
+        do { return try SimulatedLinks.start(world: try world(), topology: topology, requested: requested) } catch let error as LinkSimulationError {
             throw JobFailure(message: error.description, reportingRank: 0)
         }
     }

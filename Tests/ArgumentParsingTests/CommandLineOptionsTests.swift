@@ -56,6 +56,15 @@ struct CommandLineOptionsTests {
         #expect(throws: UsageError.self) { try words.integer("trials", in: 1...10) }
     }
 
+    @Test("on|off options: absent is nil, anything else is refused")
+    func onOff() throws {
+        #expect(try ParsedOptions(arguments: ["--topology", "on"], spec: spec).onOff("topology") == true)
+        #expect(try ParsedOptions(arguments: ["--topology", "off"], spec: spec).onOff("topology") == false)
+        #expect(try ParsedOptions(arguments: [], spec: spec).onOff("topology") == nil)
+        let bad = try ParsedOptions(arguments: ["--topology", "yes"], spec: spec)
+        #expect(throws: UsageError.invalidValue(command: "demo", option: "topology", value: "yes", expected: "on or off")) { try bad.onOff("topology") }
+    }
+
     @Test("integer lists: every entry checked against the range, empty entries refused")
     func integerLists() throws {
         #expect(try ParsedOptions(arguments: ["--algorithms", "1,16,256"], spec: spec).integers("algorithms", in: 1...256) == [1, 16, 256])

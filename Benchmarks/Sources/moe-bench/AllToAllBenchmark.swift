@@ -94,7 +94,7 @@ struct AllToAllBenchmark: Benchmark {
 
     init(options: ParsedOptions) throws(UsageError) {
         topologyPath = options.string("topology")
-        simulateLinks = try options.choice("simulate-links", as: LinkSwitch.self).map { $0 == .on }
+        simulateLinks = try options.onOff("simulate-links")
         algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
         patterns = try options.choices("patterns", as: TrafficPattern.self) ?? [.uniform]
         guard let zipf = Double(options.string("zipf") ?? "1.2"), zipf >= 0, zipf <= 10 else {
@@ -135,8 +135,7 @@ struct AllToAllBenchmark: Benchmark {
         let harness = BenchmarkHarness(world: world)
         let topology = try harness.topology(path: topologyPath)
         let links = try harness.simulatedLinks(topology: topology, requested: simulateLinks)
-        let nodes = try ExchangeNodes.gather(communicator: world, worldRank: world.rank, topology: topology)
-        let exchanges = algorithms.map { makeAllToAll($0, communicator: world, nodes: nodes, links: links?.view(for: nodes)) }
+        let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }
         let model = CostModel(topology: topology, copyBandwidthGigabytesPerSecond: copyBandwidth)
         let here = world.rank
         let ranks = world.size

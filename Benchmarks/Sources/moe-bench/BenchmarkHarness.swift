@@ -111,17 +111,11 @@ extension BenchmarkHarness {
         return try outcome.get()
     }
 
-    /// Simulated links when `requested` (else the topology's `links.simulate`); nil when off.
+    /// Simulated links (`SimulatedLinks.start`); its errors, the same on every rank, become one
+    /// line from rank 0.
     func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
-        guard requested ?? topology.simulateLinks else { return nil }
-        guard try world.splitBySharedMemory().size == world.size else {
-            throw BenchmarkFailure(message: "--simulate-links: the ranks span several hosts; link simulation is for one machine", reportingRank: 0)
-        }
-        do { return try SimulatedLinks(world: world, topology: topology) } catch let error as LinkSimulationError {
+        do { return try SimulatedLinks.start(world: world, topology: topology, requested: requested) } catch let error as LinkSimulationError {
             throw BenchmarkFailure(message: error.description, reportingRank: 0)
         }
     }
 }
-
-/// `--simulate-links on|off` for benchmarks.
-enum LinkSwitch: String, CaseIterable { case on, off }

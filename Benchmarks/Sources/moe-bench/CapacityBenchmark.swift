@@ -80,9 +80,8 @@ struct CapacityBenchmark: Benchmark {
                                        layers: Array(repeating: layer, count: layerCount))
         let weights = try ModelWeights.load(model, heldExperts: { ExpertPlacement(experts: model.layers[$0].experts, worldSize: world.size).heldExperts(ofRank: world.rank) },
                                             seed: seed, file: nil)
-        let distributed = try DistributedModel(configuration: model, weights: weights, world: world) { communicator in
-            makeAllToAll(.linear, communicator: communicator,
-                         nodes: try ExchangeNodes.gather(communicator: communicator, worldRank: world.rank, topology: topology))
+        let distributed = try DistributedModel(configuration: model, weights: weights, world: world) {
+            try makeAllToAll(.linear, communicator: $0, worldRank: world.rank, topology: topology)
         }
         if world.rank == 0 {
             print("# moe-bench capacity: \(world.size) ranks, \(layerCount) layers × \(experts) experts, top-\(topK), C \(factor), \(tokens) tokens per rank, "

@@ -81,7 +81,7 @@ struct LayerBenchmark: Benchmark {
         jsonPath = options.string("json")
         residual = options.flag("residual")
         topologyPath = options.string("topology")
-        simulateLinks = try options.choice("simulate-links", as: LinkSwitch.self).map { $0 == .on }
+        simulateLinks = try options.onOff("simulate-links")
     }
 
     @MainActor
@@ -111,9 +111,8 @@ struct LayerBenchmark: Benchmark {
             let model = ModelConfiguration(name: "bench", dModel: dModel, dFF: dFF, activation: activation, layers: [layer])
             let placement = ExpertPlacement(experts: expertCount, worldSize: world.size)
             let weights = try ModelWeights.load(model, heldExperts: { _ in placement.heldExperts(ofRank: world.rank) }, seed: seed, file: nil)
-            let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) { communicator in
-                let nodes = try ExchangeNodes.gather(communicator: communicator, worldRank: world.rank, topology: topology)
-                return makeAllToAll(algorithm, communicator: communicator, nodes: nodes, links: links?.view(for: nodes))
+            let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) {
+                try makeAllToAll(algorithm, communicator: $0, worldRank: world.rank, topology: topology, links: links)
             }.layers[0]
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
             var hidden = input.hidden
