@@ -22,10 +22,11 @@ public final class DistributedModel {
     /// world.size).heldExperts(ofRank: world.rank)`. Collective over `world`: layers whose
     /// experts are fewer than the ranks split it into groups (one `MPI_Comm_split` per distinct
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
-    /// communicator.
+    /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
+    /// logits; `planCache` the plan-caching strategy of every layer's dispatcher.
     public init(
-        configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator,
-        makeExchange: (Communicator) throws -> any AllToAll
+        configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
+        planCache: PlanCacheMode = .off, makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
         self.configuration = configuration
         placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
@@ -41,7 +42,9 @@ public final class DistributedModel {
             }
             layers.append(MoELayer(index: index, configuration: layer, model: configuration, weights: weights[index],
                                    placement: placement.blocks(ofGroup: group), exchange: exchanges[placement.groupSize]!,
-                                   groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size))
+                                   groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
+                                   gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift),
+                                   planCache: planCache))
         }
         self.layers = layers
     }
@@ -51,32 +54,20 @@ public final class DistributedModel {
         for layer in layers { layer.beacon = beacon }
     }
 
-    /// Turns plan caching on for every layer (`MoELayer.planCache`).
-    public func enablePlanCache(_ mode: PlanCacheMode) {
-        for layer in layers { layer.planCache = mode }
-    }
+    /// Plan-cache outcomes over all layers on this rank.
+    public var planCacheTotals: PlanCacheTotals { layers.reduce(PlanCacheTotals()) { $0 + $1.planCacheTotals } }
 
-    /// Plan-cache outcomes over all layers on this rank: hits, misses, count exchanges run,
-    /// their total seconds, and padding bytes sent.
-    public var planCacheTotals: (hits: Int, misses: Int, countExchanges: Int, countExchangeSeconds: Double, paddingBytes: Int) {
-        layers.reduce((0, 0, 0, 0.0, 0)) { total, layer in
-            (total.0 + layer.planCacheHits, total.1 + layer.planCacheMisses, total.2 + layer.countExchanges,
-             total.3 + layer.countExchangeSeconds, total.4 + layer.planCachePaddingBytes)
-        }
-    }
-
-    /// Runs every layer on this rank's batch, in place, under `capacity` (the coordinator's plan
-    /// for this step) and, for the drifting workload, `drift` at `step`.
+    /// Runs every layer on this rank's batch, in place, at `step` under `capacity` (the
+    /// coordinator's plan for this step).
     public func forward(
-        _ batch: inout TokenBatch, capacity: CapacityPlan? = nil, drift: RouterDrift? = nil, step: Int = 0
+        _ batch: inout TokenBatch, capacity: CapacityPlan? = nil, step: Int = 0
     ) throws(MoELayerError) -> StepResult {
         var result = StepResult(plans: [], times: [], volumes: [])
         for (index, layer) in layers.enumerated() {
             var times = PhaseTimes()
             var volume = ExchangeVolume()
-            let bias = drift?.bias(layer: index, experts: layer.configuration.experts, step: step)
-            result.plans.append(try layer.forward(&batch.hidden, taskIds: batch.taskIds, capacity: capacity?.layers[index] ?? .configured,
-                                                  bias: bias, times: &times, volume: &volume))
+            result.plans.append(try layer.forward(&batch.hidden, taskIds: batch.taskIds, step: step,
+                                                  capacity: capacity?.layers[index] ?? .configured, times: &times, volume: &volume))
             result.times.append(times)
             result.volumes.append(volume)
         }

@@ -1,3 +1,5 @@
+import MessagePassing
+
 /// Wall time of each phase of an MoE layer on one rank, in seconds (`MPI_Wtime`).
 public struct PhaseTimes: Equatable, Sendable {
     /// LayerNorm, gate GEMM, softmax, top-k and capacity (and a residual layer's coefficient).
@@ -53,4 +55,16 @@ public struct ExchangeVolume: Equatable, Sendable {
     public var dispatchBytesSentTo: [Int] = []
     public var dispatchBytesReceivedFrom: [Int] = []
     public init() {}
+}
+
+/// Charges the time since the last charge to one phase: each phase of a layer is timed in one
+/// place, by the room that runs it.
+struct PhaseClock {
+    private var last = MPIRuntime.wallTime()
+
+    mutating func charge(_ phase: WritableKeyPath<PhaseTimes, Double>, to times: inout PhaseTimes) {
+        let now = MPIRuntime.wallTime()
+        times[keyPath: phase] += now - last
+        last = now
+    }
 }

@@ -1,18 +1,20 @@
 import Foundation
 
-/// The gate of one MoE layer on one rank: softmax over experts, top-k, then capacity and drops
-/// (`Router+Capacity.swift`). Rules are in `docs/ROUTING.md`; tests check them one by one.
+/// The routing rules of one MoE layer on one rank, from logits (or task ids) to a plan: scores
+/// and selection by the `GateRule`, then capacity and drops (`Router+Capacity.swift`). `Gate`
+/// is the one entry point the layers use; rules are in `docs/ROUTING.md`, and tests check them
+/// one by one.
 public enum Router {
     /// Routes `tokenCount` tokens from their logits (row-major `[tokenCount, E]`).
     ///
     /// Top-k is taken on the logits (softmax is monotonic; comparing logits avoids ties that
     /// rounding in exp would create), ties broken by the lower expert index. Probabilities are
     /// the softmax over all E experts, computed with the max subtracted and the sum in Double.
-    /// `capacity` is this step's capacity plan for the layer; `bias`, when given (`[E]`), is
-    /// added to every token's logits first (the drifting workload, `RouterDrift`).
+    /// `capacity` is this step's capacity plan for the layer; `rule` the score function and
+    /// selection (softmax and top-k are the only ones today).
     public static func route(
         logits: UnsafeBufferPointer<Float>, tokenCount: Int, layer: LayerConfiguration,
-        capacity plan: LayerCapacity = .configured, bias: [Float]? = nil
+        capacity plan: LayerCapacity = .configured, rule: GateRule = GateRule()
     ) throws(RoutingError) -> RoutingPlan {
         let experts = layer.experts
         let k = layer.topK
@@ -20,14 +22,8 @@ public enum Router {
         var choice = [Int](repeating: 0, count: k * tokenCount)
         var probability = [Float](repeating: 0, count: k * tokenCount)
         var best = [Int](repeating: 0, count: k)
-        let biased = UnsafeMutablePointer<Float>.allocate(capacity: max(experts, 1))
-        defer { biased.deallocate() }
         for token in 0..<tokenCount {
-            var row = logits.baseAddress! + token * experts
-            if let bias {
-                for expert in 0..<experts { biased[expert] = row[expert] + bias[expert] }
-                row = UnsafePointer(biased)
-            }
+            let row = logits.baseAddress! + token * experts
             var maximum = -Float.infinity
             for expert in 0..<experts {
                 let value = row[expert]

@@ -3,8 +3,8 @@ import MoE
 /// The single-process oracle: the same model as the distributed runtime, with every expert in
 /// one process and no exchange. The tests compare the distributed output with it.
 ///
-/// It shares the pure building blocks with the distributed model (LayerNorm, the gate GEMM,
-/// `Router`, `ExpertFFN`; each has rule-by-rule unit tests of its own) but none of the
+/// It shares the pure building blocks with the distributed model (LayerNorm, `Gate`,
+/// `ExpertFFN`; each has rule-by-rule unit tests of its own) but none of the
 /// distribution: no placement, packing, exchange or unpacking. Capacity is per source rank, so
 /// the reference routes each rank's tokens separately, exactly as that rank would. Expert e's
 /// input is every source rank's kept rows for e, source by source, in slot order; this is the
@@ -16,18 +16,23 @@ public struct ReferenceModel {
     public let model: ModelConfiguration
     /// Weights with every expert of every layer.
     public let layers: [LayerWeights]
+    /// Each layer's gate (the same `Gate` the distributed layer routes with).
+    public let gates: [Gate]
 
-    public init(model: ModelConfiguration, layers: [LayerWeights]) {
+    /// `drift`, when given, is the drifting workload the gates add to their logits.
+    public init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil) {
         precondition(layers.count == model.layers.count)
         precondition(zip(layers, model.layers).allSatisfy { $0.heldExperts == 0..<$1.experts }, "the reference holds every expert")
         self.model = model
         self.layers = layers
+        gates = layers.indices.map { Gate(layerIndex: $0, model: model, weights: layers[$0], drift: drift) }
     }
 
     /// Runs the model on each rank's batch (`batches[r]` is rank r's tokens) and returns each
-    /// rank's output hidden states and its routing plan per layer (`plans[layer][rank]`).
+    /// rank's output hidden states and its routing plan per layer (`plans[layer][rank]`), at
+    /// `step` (the drifting workload's clock) under `capacity` (that step's plan).
     public func forward(
-        _ batches: [TokenBatch], capacity: CapacityPlan? = nil, drift: RouterDrift? = nil, step: Int = 0
+        _ batches: [TokenBatch], capacity: CapacityPlan? = nil, step: Int = 0
     ) throws(RoutingError) -> (outputs: [[Float]], plans: [[RoutingPlan]]) {
         let d = model.dModel
         var hidden = batches.map(\.hidden)
@@ -45,26 +50,8 @@ public struct ReferenceModel {
                         weights.norm.apply(input.baseAddress!, rows: tokens, into: output.baseAddress!)
                     }
                 }
-                let plan: RoutingPlan
-                let layerCapacity = capacity?.layers[layerIndex] ?? .configured
-                if !model.taskExperts.isEmpty {
-                    plan = try Router.route(taskIds: batch.taskIds, taskExperts: model.taskExperts, layer: layer, capacity: layerCapacity)
-                } else {
-                    var logits = [Float](repeating: 0, count: tokens * layer.experts)
-                    if tokens > 0 {
-                        normedRows.withUnsafeBufferPointer { x in
-                            weights.gate.withUnsafeBufferPointer { gate in
-                                logits.withUnsafeMutableBufferPointer { out in
-                                    BLAS.multiply(rows: tokens, columns: layer.experts, inner: d, x.baseAddress!, gate.baseAddress!, into: out.baseAddress!)
-                                }
-                            }
-                        }
-                    }
-                    let bias = drift?.bias(layer: layerIndex, experts: layer.experts, step: step)
-                    plan = try logits.withUnsafeBufferPointer { (buffer) throws(RoutingError) in
-                        try Router.route(logits: buffer, tokenCount: tokens, layer: layer, capacity: layerCapacity, bias: bias)
-                    }
-                }
+                let plan = try gates[layerIndex].route(normalized: normedRows, taskIds: batch.taskIds, step: step,
+                                                       capacity: capacity?.layers[layerIndex] ?? .configured)
                 normed.append(normedRows)
                 layerPlans.append(plan)
             }

@@ -44,7 +44,7 @@ struct ReferenceCommand: Subcommand {
             let configuration = try model.loadModel()
             let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },
                                                 seed: model.seed, file: try model.openWeights())
-            let reference = ReferenceModel(model: configuration, layers: weights)
+            let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift)
             var planner = CapacityPlanner(policy: capacity.policy, layers: configuration.layers)
             var plan = CapacityPlan.configured(layers: configuration.layers.count)
             var batches: [TokenBatch] = []
@@ -52,7 +52,7 @@ struct ReferenceCommand: Subcommand {
             var plans: [[RoutingPlan]] = []
             for step in 0..<steps {
                 batches = try (0..<ranks).map { try model.batch(model: configuration, rank: $0, ranks: ranks, step: step) }
-                (outputs, plans) = try reference.forward(batches, capacity: plan, drift: capacity.drift, step: step)
+                (outputs, plans) = try reference.forward(batches, capacity: plan, step: step)
                 planner.record(plans.map { layerPlans in
                     LayerRoutingCounts(tokens: layerPlans.map(\.tokenCount), routed: layerPlans.map(\.routedPerExpert))
                 })

@@ -49,7 +49,7 @@ struct RunCommand: Subcommand {
     let coordinatorRank: Int
     let corruptStatsRank: Int?
     let killAt: (rank: Int, step: Int)?
-    let planCache: PlanCacheMode?
+    let planCache: PlanCacheMode
     let timeoutSeconds: Double?
     let hangAt: (rank: Int, step: Int)?
     let topologyPath: String?
@@ -71,7 +71,7 @@ struct RunCommand: Subcommand {
         corruptStatsRank = try options.integer("corrupt-stats", in: 0...1_000_000)
         let headroom = try options.number("plan-cache-headroom", in: 0...100) ?? 0.25
         switch options.string("plan-cache") ?? "off" {
-        case "off": planCache = nil
+        case "off": planCache = .off
         case "capacity": planCache = .capacity
         case "observed": planCache = .observed(headroom: headroom)
         case let other: throw .invalidValue(command: "run", option: "plan-cache", value: other, expected: "capacity, observed or off")
@@ -145,10 +145,10 @@ struct RunCommand: Subcommand {
         var lastBatch: TokenBatch?
         var lastPlans: [RoutingPlan] = []
         for algorithm in algorithms {
-            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world) {
+            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world, drift: capacity.drift,
+                                                   planCache: planCache) {
                 try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
             }
-            if let planCache { distributed.enablePlanCache(planCache) }
             if let watchdog { distributed.attach(watchdog.beacon) }
             let coordinator: Coordinator
             do {
@@ -179,7 +179,7 @@ struct RunCommand: Subcommand {
                 }
                 let start = MPIRuntime.wallTime()
                 let result: DistributedModel.StepResult
-                do { result = try distributed.forward(&batch, capacity: coordinator.plan, drift: capacity.drift, step: step) } catch {
+                do { result = try distributed.forward(&batch, capacity: coordinator.plan, step: step) } catch {
                     if case let .routingFailed(_, rank, _) = error {
                         throw JobFailure(message: "\(error)", reportingRank: rank)
                     }
@@ -241,7 +241,7 @@ struct RunCommand: Subcommand {
                 referenceOutput = lastBatch?.hidden
             }
             for line in try coordinator.finish() { print("[\(algorithm.rawValue)] " + line) }
-            if planCache != nil {
+            if planCache != .off {
                 let cache = distributed.planCacheTotals
                 let sums = try world.allReduce([Double(cache.hits), Double(cache.misses), Double(cache.countExchanges), cache.countExchangeSeconds,
                                                 Double(cache.paddingBytes)], .sum)

@@ -80,7 +80,7 @@ struct CapacityBenchmark: Benchmark {
                                        layers: Array(repeating: layer, count: layerCount))
         let weights = try ModelWeights.load(model, heldExperts: { ExpertPlacement(experts: model.layers[$0].experts, worldSize: world.size).heldExperts(ofRank: world.rank) },
                                             seed: seed, file: nil)
-        let distributed = try DistributedModel(configuration: model, weights: weights, world: world) {
+        let distributed = try DistributedModel(configuration: model, weights: weights, world: world, drift: drift) {
             try makeAllToAll(.linear, communicator: $0, worldRank: world.rank, topology: topology)
         }
         if world.rank == 0 {
@@ -98,7 +98,7 @@ struct CapacityBenchmark: Benchmark {
                                               seed: seed &+ UInt64(step) &* 0x9E37_79B9, tasks: [])
                 try world.barrier()
                 let start = MPIRuntime.wallTime()
-                let result = try distributed.forward(&batch, capacity: coordinator.plan, drift: drift, step: step)
+                let result = try distributed.forward(&batch, capacity: coordinator.plan, step: step)
                 let elapsed = try world.allReduce(MPIRuntime.wallTime() - start, .maximum)
                 _ = try coordinator.finishStep(step, result: result, tokens: tokens)
                 guard step >= skip, let report = coordinator.lastReport else { continue }

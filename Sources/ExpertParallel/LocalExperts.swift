@@ -1,0 +1,76 @@
+import MessagePassing
+import MoE
+
+/// This rank's experts of one layer, and a residual layer's dense MLP: the compute phase of the
+/// layer, over the rows the dispatcher delivered. It is where a new precision backend or a
+/// grouped GEMM goes: the dispatcher and the layer only see `forward` and `dense`.
+///
+/// Each expert's rows (from every source, source by source, slot order) are gathered into one
+/// contiguous buffer for one GEMM per weight matrix — the order the reference feeds the expert,
+/// which keeps the outputs bitwise equal — and scattered back in place. Buffers grow to the
+/// largest step seen and are reused.
+final class LocalExperts {
+    let weights: LayerWeights
+    let activation: Activation
+    let dModel: Int
+    let dFF: Int
+    private let workspace = ExpertWorkspace()
+    private var expertInput: [Float] = []   // [rows, dModel]
+    private var expertOutput: [Float] = []  // [rows, dModel]
+
+    init(weights: LayerWeights, model: ModelConfiguration) {
+        self.weights = weights
+        activation = model.activation
+        dModel = model.dModel
+        dFF = model.dFF
+    }
+
+    /// The experts this rank holds (global expert indices, ascending).
+    var heldExperts: Range<Int> { weights.heldExperts }
+
+    private static func grow(_ buffer: inout [Float], to count: Int) {
+        if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
+    }
+
+    /// Runs every local expert over its rows of `received` (the dispatch's receive layout,
+    /// `arrival`), replacing each row by the expert's output for it. Returns the seconds spent
+    /// inside the FFNs themselves (GEMMs, bias, activation), without gathering and scattering.
+    func forward(received: UnsafeMutableBufferPointer<Float>, arrival: TokenDispatcher.Arrival) -> Double {
+        var computeSeconds = 0.0
+        let displacements = arrival.layout.receiveDisplacements
+        for (local, rows) in arrival.rowsPerExpert.enumerated() where rows > 0 {
+            Self.grow(&expertInput, to: rows * dModel)
+            Self.grow(&expertOutput, to: rows * dModel)
+            _ = expertInput.withUnsafeMutableBufferPointer { input in
+                TokenDispatcher.gather(received: received.baseAddress!, width: dModel, receiveDisplacements: displacements,
+                                       rowsFrom: arrival.rowsFrom, localExpert: local, into: input.baseAddress!)
+            }
+            let start = MPIRuntime.wallTime()
+            expertInput.withUnsafeBufferPointer { input in
+                expertOutput.withUnsafeMutableBufferPointer { output in
+                    ExpertFFN.forward(weights.experts[local], activation: activation, dModel: dModel, dFF: dFF,
+                                      input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
+                }
+            }
+            computeSeconds += MPIRuntime.wallTime() - start
+            expertOutput.withUnsafeBufferPointer { output in
+                TokenDispatcher.scatter(expertRows: output.baseAddress!, width: dModel, receiveDisplacements: displacements,
+                                        rowsFrom: arrival.rowsFrom, localExpert: local, into: received.baseAddress!)
+            }
+        }
+        return computeSeconds
+    }
+
+    /// A residual layer's dense MLP over `rows` token rows of `input` (`[rows, dModel]`), into
+    /// `output` (grown to `[rows, dModel]`). Requires a residual layer.
+    func dense(input: [Float], rows: Int, into output: inout [Float]) {
+        guard let residual = weights.residual, rows > 0 else { return }
+        Self.grow(&output, to: rows * dModel)
+        input.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { output in
+                ExpertFFN.forward(residual.dense, activation: activation, dModel: dModel, dFF: dFF,
+                                  input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+import Exchange
+import MessagePassing
+import MoE
+
+/// Why a distributed layer step failed. Every rank throws the same case (the ranks learn each
+/// other's status in the count exchange), so no rank is left inside a collective.
+public enum MoELayerError: Error, CustomStringConvertible {
+    /// Routing failed on `rank` (lowest failing rank); `detail` is the cause where this rank
+    /// is the one that failed, nil elsewhere.
+    case routingFailed(layer: Int, rank: Int, detail: RoutingError?)
+    case exchange(layer: Int, ExchangeError)
+
+    public var description: String {
+        switch self {
+        case let .routingFailed(layer, rank, detail):
+            return "layer \(layer): routing failed on rank \(rank)" + (detail.map { ": \($0)" } ?? "")
+        case let .exchange(layer, error): return "layer \(layer): \(error)"
+        }
+    }
+}
+
+/// One layer's token path between ranks: pack the kept rows by destination, dispatch them to
+/// the ranks that hold their experts, and after the experts combine them back and add each
+/// token's weighted expert outputs to its hidden state in original token order.
+///
+/// Wire layout, both exchanges: the block for rank d holds d's local experts in order, each
+/// expert's kept rows in slot order. Before the rows, every rank learns what it will receive
+/// either from a count message (`DispatchHeader` to every rank: its size is known to both sides
+/// from the placement, so it is itself a fixed-layout exchange) or, under a cached plan, from a
+/// header row at the front of each block (`PlanCache`). The header's status word lets every rank
+/// learn that another rank's router failed before anyone enters the token exchange.
+///
+/// The pure parts (pack, per-expert gather and scatter, weighted sum) are in
+/// `TokenDispatcher+Kernels.swift`; this class only sequences them and communicates. Buffers are
+/// owned here and reused every step (they grow to the largest step seen and never shrink).
+@MainActor
+public final class TokenDispatcher {
+    public let layerIndex: Int
+    let layer: LayerConfiguration
+    /// How this rank's group spreads the layer's experts over the group's ranks.
+    public let placement: ExpertBlocks
+    /// Floats per token row (d_model).
+    let width: Int
+    private let exchange: any AllToAll
+    private var communicator: Communicator { exchange.communicator }
+    /// World rank of every rank of the layer's group, and the world size (for per-peer volumes).
+    private let groupWorldRanks: [Int]
+    private let worldSize: Int
+    let planCache: PlanCache
+    /// A `DispatchHeader` for the destination with the most experts fits in one token row, so
+    /// a cached plan can carry it as the first row of each block.
+    private let headerRowFits: Bool
+
+    // Reused buffers, row-major `width` floats per row.
+    private var sendRows: [Float] = []      // dispatch send = combine receive layout
+    private var receiveRows: [Float] = []   // dispatch receive = combine send layout
+    private var compactRows: [Float] = []   // a cached plan's padded blocks, compacted
+    private var combined: [Float] = []      // combine receive
+    private var scratchRow: [Float] = []    // one row of the weighted sum
+
+    /// What a dispatch delivered to this rank's experts.
+    struct Arrival {
+        /// `rowsFrom[s][j]`: rows source s sent local expert j.
+        let rowsFrom: [[Int]]
+        /// The exact dispatch layout (rows to and from every group rank).
+        let layout: ExchangeLayout
+        /// Rows each local expert received, in expert order (its GEMM row count).
+        var rowsPerExpert: [Int] { rowsFrom.first.map { $0.indices.map { local in rowsFrom.reduce(0) { $0 + $1[local] } } } ?? [] }
+    }
+
+    /// `exchange` runs on the layer's group communicator; `placement` is the group's blocks.
+    init(layerIndex: Int, layer: LayerConfiguration, width: Int, placement: ExpertBlocks, exchange: any AllToAll,
+         groupWorldRanks: [Int], worldSize: Int, planCache: PlanCacheMode) {
+        precondition(placement.ranks == exchange.communicator.size && placement.experts == layer.experts)
+        precondition(groupWorldRanks.count == exchange.communicator.size)
+        self.layerIndex = layerIndex
+        self.layer = layer
+        self.width = width
+        self.placement = placement
+        self.exchange = exchange
+        self.groupWorldRanks = groupWorldRanks
+        self.worldSize = worldSize
+        self.planCache = PlanCache(mode: planCache)
+        let most = (0..<placement.ranks).map { placement.experts(of: $0).count }.max() ?? 0
+        headerRowFits = DispatchHeader.bytes(experts: most) <= width * MemoryLayout<Float>.stride
+    }
+
+    private static func grow(_ buffer: inout [Float], to count: Int) {
+        if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
+    }
+
+    private var rowBytes: Int { width * MemoryLayout<Float>.stride }
+
+    private func exchanging<T>(_ body: () throws(ExchangeError) -> T) throws(MoELayerError) -> T {
+        do { return try body() } catch { throw .exchange(layer: layerIndex, error) }
+    }
+
+    // MARK: Dispatch
+
+    /// Sends this rank's kept rows to their experts' ranks and receives the rows for its own
+    /// experts. `tokenRows` is row-major `[tokenCount, width]` (the normalised hidden states);
+    /// `routing` is this rank's routing outcome — a failure is announced to every rank, and every
+    /// rank then throws `routingFailed` naming the lowest failing rank. Charges `pack` and
+    /// `dispatch` in `times` (the count exchange is part of dispatch). Collective over the group.
+    func dispatch(
+        tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, capacity: LayerCapacity,
+        times: inout PhaseTimes, volume: inout ExchangeVolume
+    ) throws(MoELayerError) -> Arrival {
+        var clock = PhaseClock()
+        let here = communicator.rank
+        let plan = try? routing.get()
+        let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: layer.experts)
+        let sendCounts = (0..<placement.ranks).map { placement.experts(of: $0).reduce(0) { $0 + kept[$1] } }
+        let slotRoutes = plan?.slotRoutes() ?? []
+
+        var rowsFrom: [[Int]]?
+        var failedRank: Int?
+        var dispatched = false
+        if headerRowFits, let blocks = planCache.blocks(layer: layer, capacity: capacity, placement: placement, here: here) {
+            switch try dispatchUnderCachedPlan(tokenRows: tokenRows, tokenCount: tokenCount, routed: plan != nil, slotRoutes: slotRoutes,
+                                               kept: kept, sendCounts: sendCounts, blocks: blocks, clock: &clock, times: &times) {
+            case let .hit(counts):
+                rowsFrom = counts
+                dispatched = true
+            case let .failed(rank): failedRank = rank
+            case .miss: planCache.recordMiss()
+            }
+        }
+        if rowsFrom == nil && failedRank == nil {
+            (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: plan != nil, kept: kept)
+            clock.charge(\.dispatch, to: &times)
+        }
+        if let failedRank {
+            if case let .failure(error) = routing, failedRank == here {
+                throw .routingFailed(layer: layerIndex, rank: failedRank, detail: error)
+            }
+            throw .routingFailed(layer: layerIndex, rank: failedRank, detail: nil)
+        }
+        guard let rowsFrom else { preconditionFailure("no failure and no counts") }
+        let layout = ExchangeLayout(sendCounts: sendCounts, receiveCounts: rowsFrom.map { $0.reduce(0, +) })!
+        if !dispatched {
+            Self.grow(&sendRows, to: layout.sendRows * width)
+            tokenRows.withUnsafeBufferPointer { source in
+                sendRows.withUnsafeMutableBufferPointer { destination in
+                    guard layout.sendRows > 0 else { return }
+                    // Experts are placed in contiguous blocks by rank, so every expert's slots
+                    // in expert order is the destination-rank order of the layout.
+                    Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, slotRoutes: slotRoutes,
+                              experts: 0..<layer.experts, into: destination.baseAddress!)
+                }
+            }
+            clock.charge(\.pack, to: &times)
+            Self.grow(&receiveRows, to: layout.receiveRows * width)
+            try exchanging { () throws(ExchangeError) in try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) }
+            clock.charge(\.dispatch, to: &times)
+        }
+        planCache.record(layout: layout)
+        account(layout: layout, volume: &volume)
+        return Arrival(rowsFrom: rowsFrom, layout: layout)
+    }
+
+    /// The count exchange: a `DispatchHeader` to every group rank. Returns what every source
+    /// sends this rank's experts and the lowest rank whose router failed, if any.
+    private func exchangeCounts(tokenCount: Int, routed: Bool, kept: [Int]) throws(MoELayerError) -> ([[Int]], Int?) {
+        let start = MPIRuntime.wallTime()
+        let ranks = placement.ranks
+        let localCount = placement.experts(of: communicator.rank).count
+        let sendWords = (0..<ranks).map { DispatchHeader.words(experts: placement.experts(of: $0).count) }
+        var message = [Int](repeating: 0, count: sendWords.reduce(0, +))
+        message.withUnsafeMutableBytes { raw in
+            var offset = 0
+            for destination in 0..<ranks {
+                DispatchHeader(status: routed ? .ready : .routingFailed, tokens: tokenCount,
+                               rowsPerExpert: placement.experts(of: destination).map { kept[$0] })
+                    .write(to: raw.baseAddress! + offset * MemoryLayout<Int>.stride)
+                offset += sendWords[destination]
+            }
+        }
+        let receiveWords = [Int](repeating: DispatchHeader.words(experts: localCount), count: ranks)
+        var reply = [Int](repeating: 0, count: receiveWords.reduce(0, +))
+        let layout = ExchangeLayout(sendCounts: sendWords, receiveCounts: receiveWords)!
+        try exchanging { () throws(ExchangeError) in
+            try exchange.exchange(message, into: &reply, layout: layout, rowBytes: MemoryLayout<Int>.stride)
+        }
+        let headers = reply.withUnsafeBytes { raw in
+            (0..<ranks).map { DispatchHeader.read(from: raw.baseAddress! + layout.receiveDisplacements[$0] * MemoryLayout<Int>.stride, experts: localCount) }
+        }
+        planCache.record(tokensOf: headers.map(\.tokens))
+        planCache.recordCountExchange(seconds: MPIRuntime.wallTime() - start)
+        return (headers.map(\.rowsPerExpert), headers.firstIndex { $0.status != .ready })
+    }
+
+    private enum CachedOutcome {
+        case hit([[Int]])
+        case miss
+        case failed(Int)
+    }
+
+    /// The dispatch under the cached plan: to every peer one block of exactly the cached size,
+    /// a header row, the rows, then padding. Every rank receives every rank's header, so all
+    /// agree: any `routingFailed` ends the step, any `overflow` makes it a miss (the caller falls
+    /// back to the count exchange), otherwise the rows are compacted into the exact layout and
+    /// the count exchange is skipped.
+    private func dispatchUnderCachedPlan(
+        tokenRows: [Float], tokenCount: Int, routed: Bool, slotRoutes: [[Int]], kept: [Int], sendCounts: [Int],
+        blocks: (to: [Int], from: [Int]), clock: inout PhaseClock, times: inout PhaseTimes
+    ) throws(MoELayerError) -> CachedOutcome {
+        let ranks = placement.ranks
+        let overflow = routed && zip(sendCounts, blocks.to).contains { $0 > $1 }
+        let status: DispatchStatus = !routed ? .routingFailed : (overflow ? .overflow : .ready)
+        let layout = ExchangeLayout(sendCounts: blocks.to.map { $0 + 1 }, receiveCounts: blocks.from.map { $0 + 1 })!
+        Self.grow(&sendRows, to: layout.sendRows * width)
+        Self.grow(&receiveRows, to: layout.receiveRows * width)
+        let rowBytes = rowBytes
+        tokenRows.withUnsafeBufferPointer { source in
+            sendRows.withUnsafeMutableBufferPointer { destination in
+                for peer in 0..<ranks {
+                    let base = layout.sendDisplacements[peer]
+                    DispatchHeader(status: status, tokens: tokenCount, rowsPerExpert: placement.experts(of: peer).map { kept[$0] })
+                        .write(to: UnsafeMutableRawPointer(destination.baseAddress!) + base * rowBytes)
+                    guard status == .ready, sendCounts[peer] > 0 else { continue }
+                    Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, slotRoutes: slotRoutes,
+                              experts: placement.experts(of: peer), into: destination.baseAddress! + (base + 1) * width)
+                }
+            }
+        }
+        clock.charge(\.pack, to: &times)
+        try exchanging { () throws(ExchangeError) in try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) }
+        let localCount = placement.experts(of: communicator.rank).count
+        let headers = receiveRows.withUnsafeBytes { raw in
+            (0..<ranks).map { DispatchHeader.read(from: raw.baseAddress! + layout.receiveDisplacements[$0] * rowBytes, experts: localCount) }
+        }
+        defer { clock.charge(\.dispatch, to: &times) }
+        if let failed = headers.firstIndex(where: { $0.status == .routingFailed }) { return .failed(failed) }
+        if headers.contains(where: { $0.status == .overflow }) { return .miss }
+        planCache.record(tokensOf: headers.map(\.tokens))
+        let counts = headers.map(\.rowsPerExpert)
+        let total = counts.reduce(0) { $0 + $1.reduce(0, +) }
+        Self.grow(&compactRows, to: total * width)
+        receiveRows.withUnsafeBufferPointer { padded in
+            compactRows.withUnsafeMutableBufferPointer { exact in
+                var cursor = 0
+                for source in 0..<ranks {
+                    let rows = counts[source].reduce(0, +)
+                    guard rows > 0 else { continue }
+                    (exact.baseAddress! + cursor * width).update(from: padded.baseAddress! + (layout.receiveDisplacements[source] + 1) * width,
+                                                                 count: rows * width)
+                    cursor += rows
+                }
+            }
+        }
+        swap(&receiveRows, &compactRows)
+        planCache.recordHit(paddingBytes: (layout.sendRows - ranks - sendCounts.reduce(0, +)) * rowBytes)
+        return .hit(counts)
+    }
+
+    /// Bytes of the dispatch, in total and per world rank.
+    private func account(layout: ExchangeLayout, volume: inout ExchangeVolume) {
+        volume.dispatchBytesSent += layout.sendRows * rowBytes
+        if volume.dispatchBytesSentTo.count != worldSize {
+            volume.dispatchBytesSentTo = [Int](repeating: 0, count: worldSize)
+            volume.dispatchBytesReceivedFrom = [Int](repeating: 0, count: worldSize)
+        }
+        for (peer, world) in groupWorldRanks.enumerated() {
+            volume.dispatchBytesSentTo[world] += layout.sendCounts[peer] * rowBytes
+            volume.dispatchBytesReceivedFrom[world] += layout.receiveCounts[peer] * rowBytes
+        }
+    }
+
+    /// The rows the last dispatch delivered, in its receive layout; the experts overwrite them
+    /// with their outputs (`scatter`) before the combine sends them back.
+    func withReceivedRows<Result>(_ body: (UnsafeMutableBufferPointer<Float>) -> Result) -> Result {
+        receiveRows.withUnsafeMutableBufferPointer { body($0) }
+    }
+
+    // MARK: Combine
+
+    /// Sends the expert outputs back to the tokens' ranks (the dispatch's blocks, reversed) and
+    /// adds each token's weighted sum to `hidden` (row-major `[plan.tokenCount, width]`).
+    /// `residual` is a PR-MoE layer's coefficients `[T, 2]` and dense outputs `[T, width]`.
+    /// Charges `combine`. Collective over the group.
+    func combine(
+        plan: RoutingPlan, arrival: Arrival, residual: (coefficients: [Float], dense: [Float])?, into hidden: inout [Float],
+        times: inout PhaseTimes, volume: inout ExchangeVolume
+    ) throws(MoELayerError) {
+        var clock = PhaseClock()
+        let layout = ExchangeLayout(sendCounts: arrival.layout.receiveCounts, receiveCounts: arrival.layout.sendCounts)!
+        Self.grow(&combined, to: layout.receiveRows * width)
+        try exchanging { () throws(ExchangeError) in try exchange.exchange(receiveRows, into: &combined, layout: layout, rowBytes: rowBytes) }
+        volume.combineBytesSent += layout.sendRows * rowBytes
+        Self.grow(&scratchRow, to: width)
+        let coefficients = residual?.coefficients ?? []
+        let dense = residual?.dense ?? []
+        combined.withUnsafeBufferPointer { rows in
+            scratchRow.withUnsafeMutableBufferPointer { scratch in
+                hidden.withUnsafeMutableBufferPointer { output in
+                    coefficients.withUnsafeBufferPointer { coefficients in
+                        dense.withUnsafeBufferPointer { dense in
+                            guard plan.tokenCount > 0 else { return }
+                            let share = residual == nil ? nil : ResidualShare(coefficients: coefficients.baseAddress!, dense: dense.baseAddress!)
+                            Self.weightedSum(combined: UnsafePointer(rows.baseAddress!), width: width, plan: plan, residual: share,
+                                             scratch: scratch.baseAddress!, into: output.baseAddress!)
+                        }
+                    }
+                }
+            }
+        }
+        clock.charge(\.combine, to: &times)
+    }
+}
