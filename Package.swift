@@ -58,6 +58,8 @@ let package = Package(
         .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology"]),
         .testTarget(name: "ExchangeTests", dependencies: ["Exchange"]),
         .testTarget(name: "MoETests", dependencies: ["MoE"]),
+        // The dispatcher's pure kernels, header codec and plan-cache strategy, in process (no mpirun).
+        .testTarget(name: "ExpertParallelTests", dependencies: ["ExpertParallel", "MoE", "Exchange", "RandomStreams"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "MoE"]),
         .testTarget(name: "ArgumentParsingTests", dependencies: ["ArgumentParsing"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
