@@ -63,6 +63,6 @@ let package = Package(
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "MoE"]),
         .testTarget(name: "ArgumentParsingTests", dependencies: ["ArgumentParsing"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
-        .testTarget(name: "MultiRankTests", dependencies: ["moe", "moe-bench", "FileFormats"]),
+        .testTarget(name: "MultiRankTests", dependencies: ["moe", "moe-bench", "FileFormats", "Exchange"]),
     ]
 )

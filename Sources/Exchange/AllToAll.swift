@@ -1,24 +1,69 @@
 import ClusterTopology
 import MessagePassing
 
-/// The all-to-all algorithms SwiftMoE implements. Every one delivers byte-identical results.
-public enum AllToAllAlgorithm: String, CaseIterable, Sendable, Codable {
-    /// The library's `MPI_Alltoallv`: the oracle every other algorithm is compared with.
-    case mpi
-    /// Naive flat exchange: post every receive, then every send, then wait for all.
-    case linear
-    /// G steps; in step i rank r sends to (r+i) mod G and receives from (r−i) mod G.
-    case pairwise
-    /// Two stages: inside each node, then between nodes among ranks of the same local index.
-    case hierarchical
+/// The name of an all-to-all algorithm SwiftMoE implements (`AllToAllAlgorithm.registry` lists
+/// them). Every one delivers byte-identical results.
+public struct AllToAllAlgorithm: RawRepresentable, Hashable, Sendable, CaseIterable, Codable, CustomStringConvertible {
+    public let rawValue: String
 
-    public var summary: String {
-        switch self {
-        case .mpi: return "the MPI library's MPI_Alltoallv (the oracle)"
-        case .linear: return "flat: post all receives, then all sends, then one waitall"
-        case .pairwise: return "flat: G steps, step i sends to r+i and receives from r-i"
-        case .hierarchical: return "two-stage: intra-node to the local delegate, then one message per node pair"
+    /// A registered algorithm's name; nil for any other name.
+    public init?(rawValue: String) {
+        guard Self.registry.contains(where: { $0.name == rawValue }) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    private init(registered name: String) { rawValue = name }
+
+    public static let mpi = AllToAllAlgorithm(registered: "mpi")
+    public static let linear = AllToAllAlgorithm(registered: "linear")
+    public static let pairwise = AllToAllAlgorithm(registered: "pairwise")
+    public static let hierarchical = AllToAllAlgorithm(registered: "hierarchical")
+
+    /// Every algorithm, in registration order: what `--exchange all`, `exchange-check` and the
+    /// tests iterate over.
+    public static var allCases: [AllToAllAlgorithm] { registry.map { AllToAllAlgorithm(registered: $0.name) } }
+
+    public var description: String { rawValue }
+    /// One line on what the algorithm does (for help and reports).
+    public var summary: String { Self.registration(rawValue).summary }
+
+    /// How to make one algorithm over a transport whose ranks live on the given nodes.
+    struct Registration: Sendable {
+        let name: String
+        let summary: String
+        let make: @MainActor @Sendable (ExchangeTransport, ExchangeNodes) -> any AllToAll
+    }
+
+    /// **The one registration of every algorithm.** A new algorithm is a new file with its class
+    /// (built on `ExchangeTransport`, stating its `modeledSchedule`) plus one entry here.
+    static let registry: [Registration] = [
+        Registration(name: "mpi", summary: "the MPI library's MPI_Alltoallv (the oracle)") { transport, _ in
+            LibraryAllToAll(transport: transport)
+        },
+        Registration(name: "linear", summary: "flat: post all receives, then all sends, then one waitall") { transport, _ in
+            LinearAllToAll(transport: transport)
+        },
+        Registration(name: "pairwise", summary: "flat: G steps, step i sends to r+i and receives from r-i") { transport, _ in
+            PairwiseAllToAll(transport: transport)
+        },
+        Registration(name: "hierarchical", summary: "two-stage: intra-node to the local delegate, then one message per node pair") {
+            transport, nodes in HierarchicalAllToAll(transport: transport, nodes: nodes)
+        },
+    ]
+
+    static func registration(_ name: String) -> Registration { registry.first { $0.name == name }! }
+
+    public init(from decoder: any Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        guard let algorithm = AllToAllAlgorithm(rawValue: name) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown all-to-all algorithm '\(name)'"))
         }
+        self = algorithm
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
     }
 }
 
@@ -38,6 +83,10 @@ public enum ExchangeError: Error, Equatable, CustomStringConvertible {
 
 /// A variable-size all-to-all over one communicator.
 ///
+/// An algorithm moves data only through its `transport` (which applies link simulation to
+/// every message) and states which cost-model schedule it follows (`modeledSchedule`), so the
+/// benchmarks and any new tool ask the algorithm rather than keep a table of their own.
+///
 /// `exchange` is collective: every rank of the communicator calls it with the same `rowBytes`,
 /// and `layout.sendCounts[p]` here equals `layout.receiveCounts[here]` on rank p (use
 /// `exchangeCounts` when the receiving side does not know its counts). Rows from rank p arrive
@@ -46,7 +95,9 @@ public enum ExchangeError: Error, Equatable, CustomStringConvertible {
 @MainActor
 public protocol AllToAll: AnyObject {
     var algorithm: AllToAllAlgorithm { get }
-    var communicator: Communicator { get }
+    /// The stages this algorithm runs, as the cost model (`CostModel.predict`) prices them.
+    var modeledSchedule: ModeledSchedule { get }
+    var transport: ExchangeTransport { get }
 
     func exchange(
         send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, layout: ExchangeLayout, rowBytes: Int
@@ -54,6 +105,9 @@ public protocol AllToAll: AnyObject {
 }
 
 extension AllToAll {
+    /// The communicator the algorithm exchanges over.
+    public var communicator: Communicator { transport.communicator }
+
     /// Learns the receive counts from the send counts: wraps `MPI_Alltoall` of one count per peer.
     public func exchangeCounts(sendCounts: [Int]) throws(ExchangeError) -> ExchangeLayout {
         guard sendCounts.count == communicator.size else {
@@ -146,10 +200,5 @@ public func makeAllToAll(
 @MainActor
 public func makeAllToAll(_ algorithm: AllToAllAlgorithm, communicator: Communicator, nodes: ExchangeNodes,
                          links: LinkSimulator? = nil) -> any AllToAll {
-    switch algorithm {
-    case .mpi: return LibraryAllToAll(communicator: communicator, links: links)
-    case .linear: return LinearAllToAll(communicator: communicator, links: links)
-    case .pairwise: return PairwiseAllToAll(communicator: communicator, links: links)
-    case .hierarchical: return HierarchicalAllToAll(communicator: communicator, nodes: nodes, links: links)
-    }
+    AllToAllAlgorithm.registration(algorithm.rawValue).make(ExchangeTransport(communicator: communicator, links: links), nodes)
 }

@@ -1,3 +1,4 @@
+import ClusterTopology
 import MessagePassing
 
 /// The two-stage (hierarchical) all-to-all of DeepSpeed-MoE and Tutel: first inside each node,
@@ -24,12 +25,12 @@ import MessagePassing
 /// known from the layout.
 @MainActor
 public final class HierarchicalAllToAll: AllToAll {
-    public let communicator: Communicator
+    public let transport: ExchangeTransport
     public var algorithm: AllToAllAlgorithm { .hierarchical }
+    public var modeledSchedule: ModeledSchedule { .hierarchical }
     public let nodes: ExchangeNodes
-    private let links: LinkSimulator?
-    private let requests: RequestList
-    private let stage2Requests: RequestList
+    private let requests: TransportRequests
+    private let stage2Requests: TransportRequests
     static let countTag = 7301
     static let stage1Tag = 7302
     static let stage2Tag = 7303
@@ -51,11 +52,11 @@ public final class HierarchicalAllToAll: AllToAll {
     private var stage2Send: [UInt8] = []
     private var staging: [UInt8] = []
 
-    public init(communicator: Communicator, nodes: ExchangeNodes, links: LinkSimulator? = nil) {
+    public init(transport: ExchangeTransport, nodes: ExchangeNodes) {
+        let communicator = transport.communicator
         precondition(nodes.nodeOfRank.count == communicator.size)
-        self.communicator = communicator
+        self.transport = transport
         self.nodes = nodes
-        self.links = links
         let members = nodes.members
         let here = communicator.rank
         let myNode = members.firstIndex { $0.contains(here) }!
@@ -73,8 +74,8 @@ public final class HierarchicalAllToAll: AllToAll {
         sourceNodes = members.map { ranks in
             (ranks, delegate(in: ranks, for: here), zip(ranks, ranks.dropFirst()).allSatisfy { $1 == $0 + 1 })
         }
-        requests = RequestList(capacity: 2 * communicator.size)
-        stage2Requests = RequestList(capacity: 2 * communicator.size)
+        requests = transport.makeRequests(capacity: 2 * communicator.size)
+        stage2Requests = transport.makeRequests(capacity: 2 * communicator.size)
     }
 
     private static func grow<T: Numeric>(_ buffer: inout [T], to count: Int) {
@@ -117,7 +118,7 @@ public final class HierarchicalAllToAll: AllToAll {
                 guard rows > 0 else { continue }
                 let target = stagingOffsets[index].map { stage.baseAddress! + $0 * rowBytes }
                     ?? receive.baseAddress! + layout.receiveDisplacements[node.ranks[0]] * rowBytes
-                try communicator.receiveNonblocking(target, rows: rows, rowBytes: rowBytes, from: node.delegate,
+                try transport.postReceive(target, rows: rows, rowBytes: rowBytes, from: node.delegate,
                                                     tag: Self.stage2Tag, into: stage2Requests)
             }
         }
@@ -135,14 +136,14 @@ public final class HierarchicalAllToAll: AllToAll {
             try countReceive.withUnsafeMutableBytes { (replies: UnsafeMutableRawBufferPointer) in
                 let intBytes = MemoryLayout<Int>.stride
                 for (j, peer) in localRanks.enumerated() where peer != here && !served.isEmpty {
-                    try communicator.receiveNonblocking(replies.baseAddress! + j * served.count * intBytes, rows: served.count, rowBytes: intBytes,
+                    try transport.postReceive(replies.baseAddress! + j * served.count * intBytes, rows: served.count, rowBytes: intBytes,
                                                         from: peer, tag: Self.countTag, into: requests)
                 }
                 for (j, peer) in localRanks.enumerated() where peer != here && !delegated[j].isEmpty {
-                    try communicator.sendNonblocking(counts.baseAddress! + countOffsets[j] * intBytes, rows: delegated[j].count, rowBytes: intBytes,
+                    try transport.postSend(counts.baseAddress! + countOffsets[j] * intBytes, rows: delegated[j].count, rowBytes: intBytes,
                                                      to: peer, tag: Self.countTag, into: requests)
                 }
-                try requests.waitAll()
+                try transport.wait(requests)
             }
         }
         for (position, destination) in served.enumerated() { countReceive[localIndex * served.count + position] = layout.sendCounts[destination] }
@@ -179,14 +180,14 @@ public final class HierarchicalAllToAll: AllToAll {
             }
             try stage1Receive.withUnsafeMutableBytes { (incoming: UnsafeMutableRawBufferPointer) in
                 for (j, peer) in localRanks.enumerated() where peer != here && receiveRowsFrom[j] > 0 {
-                    try communicator.receiveNonblocking(incoming.baseAddress! + receiveOffsetFrom[j] * rowBytes, rows: receiveRowsFrom[j],
+                    try transport.postReceive(incoming.baseAddress! + receiveOffsetFrom[j] * rowBytes, rows: receiveRowsFrom[j],
                                                         rowBytes: rowBytes, from: peer, tag: Self.stage1Tag, into: requests)
                 }
                 for (j, peer) in localRanks.enumerated() where peer != here && sendRowsTo[j] > 0 {
-                    try communicator.sendNonblocking(packed.baseAddress! + sendOffsetTo[j] * rowBytes, rows: sendRowsTo[j],
+                    try transport.postSend(packed.baseAddress! + sendOffsetTo[j] * rowBytes, rows: sendRowsTo[j],
                                                      rowBytes: rowBytes, to: peer, tag: Self.stage1Tag, into: requests)
                 }
-                try requests.waitAll()
+                try transport.wait(requests)
             }
         }
 
@@ -234,17 +235,10 @@ public final class HierarchicalAllToAll: AllToAll {
                         (outgoing.baseAddress! + offset).copyMemory(from: block(from: j, position: position), byteCount: bytes)
                         offset += bytes
                     }
-                    links?.willSend(from: here, to: destination, bytes: messageRows[position] * rowBytes)
-                    try communicator.sendNonblocking(outgoing.baseAddress! + messageOffset[position] * rowBytes, rows: messageRows[position],
+                    try transport.postSend(outgoing.baseAddress! + messageOffset[position] * rowBytes, rows: messageRows[position],
                                                      rowBytes: rowBytes, to: destination, tag: Self.stage2Tag, into: stage2Requests)
                 }
-                try stage2Requests.waitAll()
-            }
-        }
-        // Simulated links hold each inter-node message until its modelled delivery time.
-        if let links {
-            for node in sourceNodes where node.delegate != here && node.ranks.contains(where: { layout.receiveCounts[$0] > 0 }) {
-                links.awaitDelivery(from: node.delegate, to: here)
+                try transport.wait(stage2Requests)
             }
         }
         // Reorder: staged nodes (ranks not consecutive) scatter to their sources' positions.

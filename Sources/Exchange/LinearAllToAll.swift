@@ -1,3 +1,4 @@
+import ClusterTopology
 import MessagePassing
 
 /// The naive flat exchange: post every receive, then every send, then one `MPI_Waitall`.
@@ -8,17 +9,16 @@ import MessagePassing
 /// Zero-row peers post nothing: both sides know the count, so neither waits for the other.
 @MainActor
 public final class LinearAllToAll: AllToAll {
-    public let communicator: Communicator
+    public let transport: ExchangeTransport
     public var algorithm: AllToAllAlgorithm { .linear }
-    private let requests: RequestList
-    private let links: LinkSimulator?
+    public var modeledSchedule: ModeledSchedule { .flat }
+    private let requests: TransportRequests
     /// Tag of this algorithm's messages; distinct per algorithm so a misuse cannot cross-match.
     static let tag = 7101
 
-    public init(communicator: Communicator, links: LinkSimulator? = nil) {
-        self.communicator = communicator
-        self.links = links
-        requests = RequestList(capacity: 2 * communicator.size)
+    public init(transport: ExchangeTransport) {
+        self.transport = transport
+        requests = transport.makeRequests(capacity: 2 * transport.communicator.size)
     }
 
     public func exchange(
@@ -31,25 +31,19 @@ public final class LinearAllToAll: AllToAll {
             for offset in 1..<max(size, 1) {
                 let source = (here - offset + size) % size
                 guard layout.receiveCounts[source] > 0 else { continue }
-                try communicator.receiveNonblocking(
+                try transport.postReceive(
                     receive.baseAddress! + layout.receiveDisplacements[source] * rowBytes,
                     rows: layout.receiveCounts[source], rowBytes: rowBytes, from: source, tag: Self.tag, into: requests)
             }
             for offset in 1..<max(size, 1) {
                 let destination = (here + offset) % size
                 guard layout.sendCounts[destination] > 0 else { continue }
-                links?.willSend(from: here, to: destination, bytes: layout.sendCounts[destination] * rowBytes)
-                try communicator.sendNonblocking(
+                try transport.postSend(
                     send.baseAddress! + layout.sendDisplacements[destination] * rowBytes,
                     rows: layout.sendCounts[destination], rowBytes: rowBytes, to: destination, tag: Self.tag, into: requests)
             }
             copySelfRows(send: send, receive: receive, layout: layout, rowBytes: rowBytes)
-            try requests.waitAll()
-            if let links {
-                for source in 0..<size where source != here && layout.receiveCounts[source] > 0 {
-                    links.awaitDelivery(from: source, to: here)
-                }
-            }
+            try transport.wait(requests)
         } catch {
             throw .mpi(error)
         }

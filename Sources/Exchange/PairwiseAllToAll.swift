@@ -1,3 +1,4 @@
+import ClusterTopology
 import MessagePassing
 
 /// The pairwise schedule: in step i (1 ≤ i < G) rank r sends to (r+i) mod G and receives from
@@ -9,15 +10,15 @@ import MessagePassing
 /// G−1 such waits (shared/FACTS.md: 1.2–3.5× slower than posting everything at once).
 @MainActor
 public final class PairwiseAllToAll: AllToAll {
-    public let communicator: Communicator
+    public let transport: ExchangeTransport
     public var algorithm: AllToAllAlgorithm { .pairwise }
-    private let requests = RequestList(capacity: 2)
-    private let links: LinkSimulator?
+    public var modeledSchedule: ModeledSchedule { .pairwise }
+    private let requests: TransportRequests
     static let tag = 7102
 
-    public init(communicator: Communicator, links: LinkSimulator? = nil) {
-        self.communicator = communicator
-        self.links = links
+    public init(transport: ExchangeTransport) {
+        self.transport = transport
+        requests = transport.makeRequests(capacity: 2)
     }
 
     /// Peers of `rank` in `step` of a pairwise exchange over `size` ranks.
@@ -36,18 +37,16 @@ public final class PairwiseAllToAll: AllToAll {
             for step in 1..<max(size, 1) {
                 let (destination, source) = Self.peers(rank: here, size: size, step: step)
                 if layout.receiveCounts[source] > 0 {
-                    try communicator.receiveNonblocking(
+                    try transport.postReceive(
                         receive.baseAddress! + layout.receiveDisplacements[source] * rowBytes,
                         rows: layout.receiveCounts[source], rowBytes: rowBytes, from: source, tag: Self.tag, into: requests)
                 }
                 if layout.sendCounts[destination] > 0 {
-                    links?.willSend(from: here, to: destination, bytes: layout.sendCounts[destination] * rowBytes)
-                    try communicator.sendNonblocking(
+                    try transport.postSend(
                         send.baseAddress! + layout.sendDisplacements[destination] * rowBytes,
                         rows: layout.sendCounts[destination], rowBytes: rowBytes, to: destination, tag: Self.tag, into: requests)
                 }
-                try requests.waitAll()
-                if let links, layout.receiveCounts[source] > 0 { links.awaitDelivery(from: source, to: here) }
+                try transport.wait(requests)
             }
         } catch {
             throw .mpi(error)

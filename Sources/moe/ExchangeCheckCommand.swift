@@ -63,7 +63,7 @@ struct ExchangeCheckCommand: Subcommand {
     func run(_ context: RunContext) throws {
         let world = try context.world()
         let topology = try context.topology(path: topologyPath)
-        let oracle = LibraryAllToAll(communicator: world)
+        let oracle = LibraryAllToAll(transport: ExchangeTransport(communicator: world))
         let links = try context.simulatedLinks(topology: topology, requested: simulateLinks)
         let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }
         var tallies = [Tally](repeating: Tally(), count: algorithms.count)

@@ -1,3 +1,4 @@
+import Exchange
 import Foundation
 import Testing
 
@@ -17,7 +18,7 @@ struct BenchmarkTests {
         let rows = try #require(document["rows"] as? [[String: Any]])
         // 2 patterns × sizes 1, 16, 256, 4096 × 4 algorithms.
         #expect(rows.count == 2 * 4 * 4, "\(rows.count) rows")
-        #expect(Set(rows.compactMap { $0["algorithm"] as? String }) == ["mpi", "linear", "pairwise", "hierarchical"])
+        #expect(Set(rows.compactMap { $0["algorithm"] as? String }) == Set(AllToAllAlgorithm.allCases.map(\.rawValue)))
         for row in rows {
             let model = try #require(row["model_us"] as? Double)
             // 2x2 with 50 µs simulated links: flat sends 4 transfers per node link (≥ 200 µs).

@@ -1,3 +1,4 @@
+import Exchange
 import Foundation
 import Testing
 
@@ -44,7 +45,7 @@ struct MultiRankTests {
             if simulated && multiNode { #expect((report["simulated_messages"] as? Int ?? 0) > 0, "\(job)") }
             #expect(report["world_size"] as? Int == ranks)
             let algorithms = try #require(report["algorithms"] as? [[String: Any]])
-            #expect(algorithms.map { $0["name"] as? String } == ["mpi-oracle-vs-generated", "mpi", "linear", "pairwise", "hierarchical"])
+            #expect(algorithms.map { $0["name"] as? String } == ["mpi-oracle-vs-generated"] + AllToAllAlgorithm.allCases.map(\.rawValue))
             for entry in algorithms {
                 #expect(entry["mismatched_trials"] as? Int == 0, "\(entry)\n\(job)")
             }

@@ -123,13 +123,6 @@ struct AllToAllBenchmark: Benchmark {
         svgPrefix = options.string("svg")
     }
 
-    static func schedule(of algorithm: AllToAllAlgorithm) -> ModeledSchedule {
-        switch algorithm {
-        case .mpi, .linear: return .flat
-        case .pairwise: return .pairwise
-        case .hierarchical: return .hierarchical
-        }
-    }
 
     func run(world: Communicator) throws {
         let harness = BenchmarkHarness(world: world)
@@ -174,14 +167,14 @@ struct AllToAllBenchmark: Benchmark {
                     let average = slowest.reduce(0, +) / Double(slowest.count)
                     if exchange.algorithm == .mpi { mpiAverage = average }
                     let statistics = Statistics(slowest)
-                    let predicted = model.predict(Self.schedule(of: exchange.algorithm), traffic: TrafficMatrix(bytes: matrix)).seconds
+                    let predicted = model.predict(exchange.modeledSchedule, traffic: TrafficMatrix(bytes: matrix)).seconds
                     let meanSize = Double(matrix.joined().reduce(0, +)) / Double(ranks * ranks)
                     table.append([pattern.rawValue, String(size), exchange.algorithm.rawValue,
                                   format(average * 1e6, 2), format(statistics.minimum * 1e6, 2), format(statistics.maximum * 1e6, 2),
                                   format(statistics.median * 1e6, 2), String(count), format(predicted * 1e6, 2),
                                   format(average / predicted), mpiAverage.map { format(average / $0) } ?? "-"])
                     plotData[pattern, default: [:]][exchange.algorithm.rawValue, default: []].append((meanSize, average * 1e6))
-                    plotData[pattern, default: [:]]["model: " + Self.schedule(of: exchange.algorithm).rawValue, default: []].append((meanSize, predicted * 1e6))
+                    plotData[pattern, default: [:]]["model: " + exchange.modeledSchedule.rawValue, default: []].append((meanSize, predicted * 1e6))
                 }
             }
         }
@@ -212,8 +205,8 @@ struct AllToAllBenchmark: Benchmark {
                     plot.series.append(.init(name: algorithm.rawValue, points: data[algorithm.rawValue] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count]))
                 }
                 var drawn = Set<String>()
-                for (index, algorithm) in algorithms.enumerated() {
-                    let name = "model: " + Self.schedule(of: algorithm).rawValue
+                for (index, exchange) in exchanges.enumerated() {
+                    let name = "model: " + exchange.modeledSchedule.rawValue
                     guard drawn.insert(name).inserted else { continue }
                     plot.series.append(.init(name: name, points: data[name] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count], dashed: true))
                 }
