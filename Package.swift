@@ -43,15 +43,20 @@ let package = Package(
         .target(name: "MoEReference", dependencies: ["MoE"]),
         // The coordinator: routing statistics, the stats log, capacity plans between steps.
         .target(name: "Coordination", dependencies: ["MoE", "ExpertParallel", "MessagePassing", "FileFormats"]),
+        // Job control shared by moe and moe-bench: agree-before-failing, the job failure type,
+        // topology resolution and link-simulation start, BLAS threads, shared option groups,
+        // and the executables' common main.
+        .target(name: "JobControl",
+                dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE"]),
         // The command-line tool.
         .executableTarget(
             name: "moe",
-            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference",
+            dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference",
                            "Coordination", "Plotting"]),
         // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
         .executableTarget(
             name: "moe-bench",
-            dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "RandomStreams", "Plotting", "Coordination"],
+            dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "RandomStreams", "Plotting", "Coordination"],
             path: "Benchmarks/Sources/moe-bench"),
 
         .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),

@@ -93,11 +93,14 @@ public struct ParsedOptions: Equatable {
     public private(set) var helpRequested = false
     /// Arguments that are not options, in order (only for commands that declare `positional`).
     public private(set) var positional: [String] = []
+    /// Names of the options the command declares.
+    let declared: Set<String>
 
     /// Parses `arguments` (everything after the subcommand name). Accepts `--name value` and
     /// `--name=value`; a repeated option keeps its last value, as most Unix tools do.
     public init(arguments: [String], spec: CommandSpec) throws(UsageError) {
         command = spec.name
+        declared = Set(spec.options.map(\.name))
         var index = 0
         while index < arguments.count {
             let argument = arguments[index]
@@ -232,5 +235,93 @@ public struct ParsedOptions: Equatable {
             previous = current
         }
         return previous[b.count]
+    }
+}
+
+/// An option declared once with its type and default: `spec` goes into the command's
+/// `CommandSpec` (parsing and `--help`), and `ParsedOptions.value(_:)` reads it back as a
+/// `Value` — so a read can neither misspell the name nor restate the default. `Value` is
+/// optional exactly when the option has no default.
+public struct TypedOption<Value>: Sendable {
+    public let spec: OptionSpec
+    let convert: @Sendable (ParsedOptions) throws(UsageError) -> Value
+
+    public init(spec: OptionSpec, convert: @escaping @Sendable (ParsedOptions) throws(UsageError) -> Value) {
+        self.spec = spec
+        self.convert = convert
+    }
+}
+
+extension TypedOption where Value == Int {
+    public static func integer(_ name: String, _ valueName: String = "N", default value: Int, in range: ClosedRange<Int>, _ help: String) -> Self {
+        Self(spec: .value(name, valueName, default: String(value), help)) { (options) throws(UsageError) in try options.integer(name, in: range) ?? value }
+    }
+}
+
+extension TypedOption where Value == Int? {
+    public static func integer(_ name: String, _ valueName: String = "N", in range: ClosedRange<Int>, _ help: String) -> Self {
+        Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in try options.integer(name, in: range) }
+    }
+}
+
+extension TypedOption where Value == Double {
+    public static func number(_ name: String, _ valueName: String, default value: Double, in range: ClosedRange<Double>, _ help: String) -> Self {
+        Self(spec: .value(name, valueName, default: Self.shortest(value), help)) { (options) throws(UsageError) in try options.number(name, in: range) ?? value }
+    }
+
+    /// `1.0` as "1", `0.25` as "0.25": the default as a user would type it.
+    static func shortest(_ value: Double) -> String { value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value) }
+}
+
+extension TypedOption where Value == Double? {
+    public static func number(_ name: String, _ valueName: String, in range: ClosedRange<Double>, _ help: String) -> Self {
+        Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in try options.number(name, in: range) }
+    }
+}
+
+extension TypedOption where Value == String? {
+    public static func string(_ name: String, _ valueName: String, _ help: String) -> Self {
+        Self(spec: .value(name, valueName, help)) { options in options.string(name) }
+    }
+}
+
+extension TypedOption where Value == Bool {
+    public static func flag(_ name: String, _ help: String) -> Self {
+        Self(spec: .flag(name, help)) { options in options.flag(name) }
+    }
+}
+
+extension TypedOption where Value == Bool? {
+    /// `--name on|off`; nil when absent (the caller's "not said" case, e.g. the topology decides).
+    public static func onOff(_ name: String, _ help: String) -> Self {
+        Self(spec: .value(name, "on|off", help)) { (options) throws(UsageError) in try options.onOff(name) }
+    }
+}
+
+extension TypedOption {
+    /// One of an enum's cases, with a default.
+    public static func choice(_ name: String, _ valueName: String, default value: Value, _ help: String) -> Self
+    where Value: RawRepresentable & CaseIterable & Sendable, Value.RawValue == String {
+        Self(spec: .value(name, valueName, default: value.rawValue, help)) { (options) throws(UsageError) in
+            try options.choice(name, as: Value.self) ?? value
+        }
+    }
+
+    /// A comma-separated list of an enum's cases (`all` = every case), with a default.
+    public static func choices<Element>(_ name: String, _ valueName: String, default value: [Element], _ help: String) -> Self
+    where Value == [Element], Element: RawRepresentable & CaseIterable & Sendable, Element.RawValue == String {
+        let defaultText = value.count == Element.allCases.count && value.count > 1 ? "all" : value.map(\.rawValue).joined(separator: ",")
+        return Self(spec: .value(name, valueName, default: defaultText, help)) { (options) throws(UsageError) in
+            try options.choices(name, as: Element.self) ?? value
+        }
+    }
+}
+
+extension ParsedOptions {
+    /// The value of a typed option of this command. Reading an option the command does not
+    /// declare is a programming error (a unit test per command reads every option it declares).
+    public func value<Value>(_ option: TypedOption<Value>) throws(UsageError) -> Value {
+        precondition(declared.contains(option.spec.name), "--\(option.spec.name) is not an option of '\(command)'")
+        return try option.convert(self)
     }
 }

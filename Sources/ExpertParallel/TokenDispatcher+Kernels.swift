@@ -17,7 +17,7 @@ extension TokenDispatcher {
     /// an expert — with experts placed in contiguous blocks by rank, that is destination-rank
     /// order, which is the dispatch layout.
     @discardableResult
-    nonisolated static func pack<Experts: Sequence<Int>>(
+    package nonisolated static func pack<Experts: Sequence<Int>>(
         tokenRows source: UnsafePointer<Float>, width: Int, tokenCount: Int, slotRoutes: [[Int]], experts: Experts,
         into destination: UnsafeMutablePointer<Float>
     ) -> Int {

@@ -2,13 +2,14 @@ import ArgumentParsing
 import ClusterTopology
 import Exchange
 import FileFormats
+import JobControl
 import Foundation
 import MessagePassing
 
 /// `moe exchange-check`: every exchange algorithm on reproducible random traffic, compared byte
 /// for byte with `MPI_Alltoallv`; the library's own result is checked against the regenerated
 /// send contents too, so the oracle is not trusted blindly.
-struct ExchangeCheckCommand: Subcommand {
+struct ExchangeCheckCommand: JobCommand {
     static let spec = CommandSpec(
         name: "exchange-check",
         summary: "Run every all-to-all algorithm on random sizes and compare with MPI_Alltoallv.",
@@ -20,9 +21,7 @@ struct ExchangeCheckCommand: Subcommand {
             MPI_Alltoallv's byte for byte and MPI_Alltoallv's equals the regenerated contents.
             Exits 1 on any mismatch.
             """,
-        options: [
-            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
-            simulateLinksOption,
+        options: TopologyOptions.specs + [
             .value("algorithms", "LIST", default: "all",
                    "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",")),
             .value("trials", "N", default: "24", "number of random trials"),
@@ -32,8 +31,7 @@ struct ExchangeCheckCommand: Subcommand {
             .value("corrupt", "ALGORITHM", "testing aid: flip one received byte of ALGORITHM on the last rank, to show a mismatch is caught"),
         ])
 
-    let topologyPath: String?
-    let simulateLinks: Bool?
+    let topologyOptions: TopologyOptions.Values
     let algorithms: [AllToAllAlgorithm]
     let trials: Int
     let maxRows: Int
@@ -42,8 +40,7 @@ struct ExchangeCheckCommand: Subcommand {
     let corrupted: AllToAllAlgorithm?
 
     init(options: ParsedOptions) throws(UsageError) {
-        topologyPath = options.string("topology")
-        simulateLinks = try options.onOff("simulate-links")
+        topologyOptions = try TopologyOptions.read(options)
         algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
         trials = try options.integer("trials", in: 1...100_000) ?? 24
         maxRows = try options.integer("max-rows", in: 0...1_000_000) ?? 64
@@ -60,11 +57,10 @@ struct ExchangeCheckCommand: Subcommand {
         var firstMismatch: String?
     }
 
-    func run(_ context: RunContext) throws {
+    func run(_ context: JobContext) throws {
         let world = try context.world()
-        let topology = try context.topology(path: topologyPath)
+        let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let oracle = LibraryAllToAll(transport: ExchangeTransport(communicator: world))
-        let links = try context.simulatedLinks(topology: topology, requested: simulateLinks)
         let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }
         var tallies = [Tally](repeating: Tally(), count: algorithms.count)
         var oracleProblems = 0
@@ -142,7 +138,7 @@ struct ExchangeCheckCommand: Subcommand {
     }
 
     private func report(
-        context: RunContext, world: Communicator, topology: Topology, tallies: [Tally], oracleProblems: Int, oracleFirstProblem: String?,
+        context: JobContext, world: Communicator, topology: Topology, tallies: [Tally], oracleProblems: Int, oracleFirstProblem: String?,
         simulatedMessages: Int?
     ) throws {
         let mismatches = try world.allReduce(tallies.map(\.mismatchedTrials) + [oracleProblems], .sum)

@@ -1,8 +1,9 @@
+import JobControl
 import ArgumentParsing
 import MoE
 
 /// `moe init-weights`: writes a model's seeded weights as a safetensors file.
-struct InitWeightsCommand: Subcommand {
+struct InitWeightsCommand: JobCommand {
     static let spec = CommandSpec(
         name: "init-weights",
         summary: "Write a model's weights, generated from a seed, as a safetensors file.",
@@ -26,7 +27,7 @@ struct InitWeightsCommand: Subcommand {
         outputPath = output
     }
 
-    func run(_ context: RunContext) throws {
+    func run(_ context: JobContext) throws {
         do {
             let model = try modelPath.map { path throws in try ModelConfiguration.load(path: path) } ?? .builtInDefault
             try ModelWeights.writeSeeded(model, seed: seed, to: outputPath)

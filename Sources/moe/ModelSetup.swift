@@ -1,5 +1,6 @@
 import ArgumentParsing
 import FileFormats
+import JobControl
 import Foundation
 import MoE
 
@@ -29,11 +30,6 @@ enum ModelOptions {
                inputPath: options.string("input"), taskIdsPath: options.string("task-ids"),
                seed: UInt64(try options.integer("seed", in: 0...Int.max) ?? 1))
     }
-}
-
-/// A problem with a model run's inputs, as one line.
-struct InputError: Error, CustomStringConvertible {
-    let description: String
 }
 
 extension ModelOptions.Values {
@@ -103,43 +99,5 @@ enum RoutingReport {
         .object([("layers", .array(entries.enumerated().map { layer, ranks in
             .object([("layer", .number(Double(layer))), ("ranks", .array(ranks))])
         }))])
-    }
-}
-
-/// Options of the capacity policy and the drifting workload, shared by `run` and `reference`
-/// (which replays the policy's plans).
-enum CapacityOptions {
-    static let specs: [OptionSpec] = [
-        .value("policy", "NAME", default: "static", "capacity policy between steps: static, adaptive-factor, reallocate (docs/CAPACITY.md)"),
-        .value("target-drop-rate", "R", default: "0.01", "adaptive-factor: drop rate to stay under"),
-        .value("window", "STEPS", default: "4", "adaptive-factor: steps of history"),
-        .value("floor", "F", default: "0.25", "reallocate: each expert keeps at least this share of the uniform capacity"),
-        .value("smoothing", "A", default: "0.5", "reallocate: weight of the newest step in the load average"),
-        .value("drift", "AMPLITUDE", default: "0", "drifting workload: peak router bias in logits (0 = off)"),
-        .value("drift-period", "STEPS", default: "16", "drifting workload: steps for the hot experts to go once around"),
-    ]
-
-    enum PolicyName: String, CaseIterable { case `static`, adaptiveFactor = "adaptive-factor", reallocate }
-
-    struct Values {
-        let policy: CapacityPolicy
-        let drift: RouterDrift?
-    }
-
-    static func read(_ options: ParsedOptions, seed: UInt64) throws(UsageError) -> Values {
-        let name = try options.choice("policy", as: PolicyName.self) ?? .static
-        let policy: CapacityPolicy
-        switch name {
-        case .static: policy = .staticFactor
-        case .adaptiveFactor:
-            policy = .adaptiveFactor(targetDropRate: try options.number("target-drop-rate", in: 0...1) ?? 0.01,
-                                     window: try options.integer("window", in: 1...10_000) ?? 4)
-        case .reallocate:
-            policy = .reallocate(floor: try options.number("floor", in: 0...1) ?? 0.25,
-                                 smoothing: try options.number("smoothing", in: 0.000001...1) ?? 0.5)
-        }
-        let amplitude = try options.number("drift", in: 0...100) ?? 0
-        let period = try options.number("drift-period", in: 0.001...1e9) ?? 16
-        return Values(policy: policy, drift: amplitude > 0 ? RouterDrift(amplitude: amplitude, period: period, seed: seed) : nil)
     }
 }

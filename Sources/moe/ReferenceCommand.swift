@@ -1,11 +1,12 @@
 import ArgumentParsing
 import FileFormats
+import JobControl
 import Foundation
 import MoE
 import MoEReference
 
 /// `moe reference`: the single-process oracle, for comparing with `moe run`.
-struct ReferenceCommand: Subcommand {
+struct ReferenceCommand: JobCommand {
     static let spec = CommandSpec(
         name: "reference",
         summary: "Run the single-process reference model (no MPI) as a job of N ranks would see it.",
@@ -39,7 +40,7 @@ struct ReferenceCommand: Subcommand {
         routingPath = options.string("routing-output")
     }
 
-    func run(_ context: RunContext) throws {
+    func run(_ context: JobContext) throws {
         do {
             let configuration = try model.loadModel()
             let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },

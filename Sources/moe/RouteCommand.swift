@@ -1,9 +1,10 @@
 import ArgumentParsing
 import FileFormats
+import JobControl
 import MoE
 
 /// `moe route`: the router alone, offline, on logits from a file.
-struct RouteCommand: Subcommand {
+struct RouteCommand: JobCommand {
     static let spec = CommandSpec(
         name: "route",
         summary: "Route one rank's tokens from a logits file and write every decision as JSON (no MPI).",
@@ -46,7 +47,7 @@ struct RouteCommand: Subcommand {
         outputPath = options.string("output")
     }
 
-    func run(_ context: RunContext) throws {
+    func run(_ context: JobContext) throws {
         do {
             let array = try NpyArray.load(path: logitsPath)
             guard array.shape.count == 2, let logits = array.float32Values else {

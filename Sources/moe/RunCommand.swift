@@ -4,12 +4,13 @@ import Coordination
 import Exchange
 import ExpertParallel
 import FileFormats
+import JobControl
 import Foundation
 import MessagePassing
 import MoE
 
 /// `moe run`: the distributed forward pass of an MoE model, timed per phase.
-struct RunCommand: Subcommand {
+struct RunCommand: JobCommand {
     static let spec = CommandSpec(
         name: "run",
         summary: "Run the expert-parallel MoE model: route, dispatch, experts, combine; timed per phase.",
@@ -20,7 +21,7 @@ struct RunCommand: Subcommand {
             --exchange algorithms the same steps run once per algorithm and the outputs must be
             bitwise identical (the algorithm never changes the numbers).
             """,
-        options: ModelOptions.specs + CapacityOptions.specs + [
+        options: ModelOptions.specs + CapacityOptions.specs + TopologyOptions.specs + BLASThreadOptions.specs + [
             .value("stats", "FILE", "write the coordinator's routing statistics, one JSON line per step (see 'moe stats')"),
             .value("stats-every", "N", default: "10", "print the coordinator's live table every N steps (0: never)"),
             .value("coordinator", "RANK", default: "0", "rank that gathers statistics and plans capacity"),
@@ -30,12 +31,9 @@ struct RunCommand: Subcommand {
             .value("timeout-s", "S", "watchdog: end the job when a step makes no progress for S seconds, naming the phase and the ranks that had not arrived"),
             .value("hang-rank", "RANK@STEP", "testing aid: that rank stops making progress (sleeps forever) at the start of that step"),
             .value("kill-rank", "RANK@STEP", "testing aid: that rank kills itself with SIGKILL at the start of that step (1-based)"),
-            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
-            simulateLinksOption,
             .value("steps", "N", default: "3", "forward steps (generated inputs change every step)"),
             .value("exchange", "LIST", default: "linear",
                    "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all"),
-            .value("blas-threads", "N", "OpenBLAS threads per rank (default: cores / ranks on this node, at least 1)"),
             .value("output", "FILE", "write the last step's output hidden states as float32 .npy [tokens, d_model] (rank 0 gathers)"),
             .value("routing-output", "FILE", "write the last step's routing decisions as JSON (rank 0 gathers)"),
             .value("report", "FILE", "write a JSON report of every step (rank 0)"),
@@ -52,8 +50,7 @@ struct RunCommand: Subcommand {
     let planCache: PlanCacheMode
     let timeoutSeconds: Double?
     let hangAt: (rank: Int, step: Int)?
-    let topologyPath: String?
-    let simulateLinks: Bool?
+    let topologyOptions: TopologyOptions.Values
     let steps: Int
     let algorithms: [AllToAllAlgorithm]
     let blasThreads: Int?
@@ -87,21 +84,19 @@ struct RunCommand: Subcommand {
         killAt = try rankAtStep("kill-rank")
         hangAt = try rankAtStep("hang-rank")
         timeoutSeconds = try options.number("timeout-s", in: 0.5...1e7)
-        topologyPath = options.string("topology")
-        simulateLinks = try options.onOff("simulate-links")
+        topologyOptions = try TopologyOptions.read(options)
         steps = try options.integer("steps", in: 1...10_000_000) ?? 3
         algorithms = try options.choices("exchange", as: AllToAllAlgorithm.self) ?? [.linear]
-        blasThreads = try options.integer("blas-threads", in: 1...1024)
+        blasThreads = try options.value(BLASThreadOptions.blasThreads)
         outputPath = options.string("output")
         routingPath = options.string("routing-output")
         reportPath = options.string("report")
         quiet = options.flag("quiet")
     }
 
-    func run(_ context: RunContext) throws {
+    func run(_ context: JobContext) throws {
         let world = try context.world()
-        let topology = try context.topology(path: topologyPath)
-        let links = try context.simulatedLinks(topology: topology, requested: simulateLinks)
+        let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let ranks = world.size
         try context.collectively {
             guard coordinatorRank < ranks else {
@@ -119,9 +114,7 @@ struct RunCommand: Subcommand {
                 seed: model.seed, file: file)
             return (configuration, weights)
         }
-        let localRanks = try world.splitBySharedMemory().size
-        let threads = blasThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
-        BLAS.setThreadCount(threads)
+        let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
 
         if here == 0 {
             let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
@@ -275,7 +268,7 @@ struct RunCommand: Subcommand {
     }
 
     private func writeOutputs(
-        context: RunContext, world: Communicator, configuration: ModelConfiguration, batch: TokenBatch, plans: [RoutingPlan],
+        context: JobContext, world: Communicator, configuration: ModelConfiguration, batch: TokenBatch, plans: [RoutingPlan],
         runs: [JSONValue], topology: Topology, threads: Int
     ) throws {
         if let outputPath {

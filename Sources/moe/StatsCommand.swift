@@ -1,10 +1,11 @@
 import ArgumentParsing
 import FileFormats
+import JobControl
 import Foundation
 import Plotting
 
 /// `moe stats`: renders a stats log (`moe run --stats`) as tables and SVG plots. No MPI.
-struct StatsCommand: Subcommand {
+struct StatsCommand: JobCommand {
     static let spec = CommandSpec(
         name: "stats",
         summary: "Render a stats log from 'moe run --stats' as tables and SVG plots (no MPI).",
@@ -76,7 +77,7 @@ struct StatsCommand: Subcommand {
         return (policy, steps)
     }
 
-    func run(_ context: RunContext) throws {
+    func run(_ context: JobContext) throws {
         let (policy, steps): (String, [Step])
         do { (policy, steps) = try Self.load(path) } catch { throw JobFailure(message: "\(error)", reportingRank: 0) }
         let layers = steps[0].routed.count

@@ -1,10 +1,11 @@
 import ArgumentParsing
 import ClusterTopology
 import Foundation
+import JobControl
 import MessagePassing
 
 /// `moe topology`: loads a topology (or asks MPI for the nodes) and explains it.
-struct TopologyCommand: Subcommand {
+struct TopologyCommand: JobCommand {
     static let spec = CommandSpec(
         name: "topology",
         summary: "Load a topology and explain it: nodes, ranks, link costs, where each rank runs.",
@@ -33,7 +34,7 @@ struct TopologyCommand: Subcommand {
         }
     }
 
-    func run(_ context: RunContext) throws {
+    func run(_ context: JobContext) throws {
         if offline || rankCountOnly {
             let topology: Topology
             do { topology = try Topology.load(path: path!) } catch {

@@ -3,6 +3,7 @@ import ClusterTopology
 import Exchange
 import FileFormats
 import Foundation
+import JobControl
 import Plotting
 import MessagePassing
 import RandomStreams
@@ -46,7 +47,7 @@ enum TrafficPattern: String, CaseIterable {
 
 /// `moe-bench alltoall`: all-to-all latency against message size for every algorithm in the
 /// same run, OSU-style, with the cost model's prediction beside each row.
-struct AllToAllBenchmark: Benchmark {
+struct AllToAllBenchmark: JobCommand {
     static let spec = CommandSpec(
         name: "alltoall",
         summary: "All-to-all latency vs message size for every algorithm, OSU-style, with the cost model.",
@@ -61,9 +62,7 @@ struct AllToAllBenchmark: Benchmark {
             topology (docs/COST_MODEL.md); 'vs mpi' is the ratio to MPI_Alltoallv in the same run.
             With --simulate-links on, inter-node messages are held back by the topology's link cost.
             """,
-        options: [
-            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
-            .value("simulate-links", "on|off", "hold inter-node messages back by the link cost; default: the topology's links.simulate"),
+        options: TopologyOptions.specs + [
             .value("algorithms", "LIST", default: "all", "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",")),
             .value("patterns", "LIST", default: "uniform", "uniform, moe, or both comma-separated"),
             .value("zipf", "S", default: "1.2", "Zipf exponent of expert popularity for the moe pattern"),
@@ -81,8 +80,7 @@ struct AllToAllBenchmark: Benchmark {
             .value("svg", "PREFIX", "write PREFIX-<pattern>.svg: latency vs size, log-log, model dashed"),
         ])
 
-    let topologyPath: String?
-    let simulateLinks: Bool?
+    let topologyOptions: TopologyOptions.Values
     let algorithms: [AllToAllAlgorithm]
     let patterns: [TrafficPattern]
     let zipf: Double
@@ -93,8 +91,7 @@ struct AllToAllBenchmark: Benchmark {
     let csvPath: String?, jsonPath: String?, svgPrefix: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        topologyPath = options.string("topology")
-        simulateLinks = try options.onOff("simulate-links")
+        topologyOptions = try TopologyOptions.read(options)
         algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
         patterns = try options.choices("patterns", as: TrafficPattern.self) ?? [.uniform]
         guard let zipf = Double(options.string("zipf") ?? "1.2"), zipf >= 0, zipf <= 10 else {
@@ -124,10 +121,10 @@ struct AllToAllBenchmark: Benchmark {
     }
 
 
-    func run(world: Communicator) throws {
+    func run(_ context: JobContext) throws {
+        let world = try context.world()
         let harness = BenchmarkHarness(world: world)
-        let topology = try harness.topology(path: topologyPath)
-        let links = try harness.simulatedLinks(topology: topology, requested: simulateLinks)
+        let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }
         let model = CostModel(topology: topology, copyBandwidthGigabytesPerSecond: copyBandwidth)
         let here = world.rank

@@ -90,32 +90,3 @@ struct ResultTable {
 }
 
 func format(_ value: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", value) }
-
-extension BenchmarkHarness {
-    /// The topology from `path` (every rank reads and validates it, and the ranks agree before
-    /// going on), or the nodes MPI sees. A bad file is one line from rank 0 and exit status 1.
-    func topology(path: String?) throws -> Topology {
-        guard let path else { return try Topology.discover(world: world) }
-        var outcome: Result<Topology, any Error>
-        do {
-            let topology = try Topology.load(path: path)
-            try topology.requireWorldSize(world.size)
-            outcome = .success(topology)
-        } catch { outcome = .failure(error) }
-        let failed: Bool
-        if case .failure = outcome { failed = true } else { failed = false }
-        if let reporter = try world.lowestFailingRank(failed: failed) {
-            if case let .failure(error) = outcome { throw BenchmarkFailure(message: "\(error) [rank \(world.rank)]", reportingRank: reporter) }
-            throw BenchmarkFailure(message: "", reportingRank: reporter)
-        }
-        return try outcome.get()
-    }
-
-    /// Simulated links (`SimulatedLinks.start`); its errors, the same on every rank, become one
-    /// line from rank 0.
-    func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
-        do { return try SimulatedLinks.start(world: world, topology: topology, requested: requested) } catch let error as LinkSimulationError {
-            throw BenchmarkFailure(message: error.description, reportingRank: 0)
-        }
-    }
-}

@@ -5,11 +5,12 @@ import Exchange
 import ExpertParallel
 import FileFormats
 import Foundation
+import JobControl
 import MessagePassing
 import MoE
 
 /// `moe-bench capacity`: the capacity policies on the same drifting workload, in one run.
-struct CapacityBenchmark: Benchmark {
+struct CapacityBenchmark: JobCommand {
     static let spec = CommandSpec(
         name: "capacity",
         summary: "Drop rate and buffer size of the capacity policies (static, adaptive-factor, reallocate) on a drifting workload.",
@@ -72,9 +73,10 @@ struct CapacityBenchmark: Benchmark {
         jsonPath = options.string("json")
     }
 
-    func run(world: Communicator) throws {
+    func run(_ context: JobContext) throws {
+        let world = try context.world()
         let harness = BenchmarkHarness(world: world)
-        let topology = try Topology.discover(world: world)
+        let topology = try context.topology(path: nil)
         let layer = LayerConfiguration(experts: experts, topK: topK, capacityFactor: factor, minCapacity: 1)
         let model = ModelConfiguration(name: "capacity-bench", dModel: dModel, dFF: dFF, activation: .gelu,
                                        layers: Array(repeating: layer, count: layerCount))

@@ -4,12 +4,13 @@ import Exchange
 import ExpertParallel
 import FileFormats
 import Foundation
+import JobControl
 import MessagePassing
 import MoE
 
 /// `moe-bench layer`: one MoE layer's throughput and where its time goes, beside the same expert
 /// GEMMs alone through `cblas_sgemm`, measured in the same run.
-struct LayerBenchmark: Benchmark {
+struct LayerBenchmark: JobCommand {
     static let spec = CommandSpec(
         name: "layer",
         summary: "Throughput of one MoE layer, per phase, against its expert GEMMs alone (cblas_sgemm).",
@@ -25,7 +26,7 @@ struct LayerBenchmark: Benchmark {
             combine moves the same). With --residual each configuration runs a PR-MoE layer (top-1
             expert + dense MLP, DeepSpeed-MoE) beside a top-2 layer of the same width.
             """,
-        options: [
+        options: TopologyOptions.specs + BLASThreadOptions.specs + [
             .value("d-model", "N", default: "512", "hidden size"),
             .value("d-ff", "N", default: "2048", "expert FFN size"),
             .value("activation", "NAME", default: "gelu", "relu, gelu or swiglu"),
@@ -36,10 +37,7 @@ struct LayerBenchmark: Benchmark {
             .value("exchange", "NAME", default: "linear", "all-to-all algorithm"),
             .value("warmup", "N", default: "1", "untimed runs per configuration"),
             .value("repetitions", "N", default: "5", "timed runs per configuration"),
-            .value("blas-threads", "N", "OpenBLAS threads per rank (default: cores / ranks on this host, at least 1)"),
             .value("seed", "N", default: "1", "seed of weights and inputs"),
-            .value("topology", "FILE", "topology JSON file; default: nodes from MPI"),
-            .value("simulate-links", "on|off", "hold inter-node messages back by the link cost; default: the topology's links.simulate"),
             .flag("residual", "compare a PR-MoE residual layer (top-1 expert + dense MLP) with a top-2 layer (ignores --top-k)"),
             .value("csv", "FILE", "write the table as CSV"),
             .value("json", "FILE", "write the table as JSON"),
@@ -54,8 +52,7 @@ struct LayerBenchmark: Benchmark {
     let seed: UInt64
     let csvPath: String?, jsonPath: String?
     let residual: Bool
-    let topologyPath: String?
-    let simulateLinks: Bool?
+    let topologyOptions: TopologyOptions.Values
 
     init(options: ParsedOptions) throws(UsageError) {
         dModel = try options.integer("d-model", in: 1...65536) ?? 512
@@ -75,23 +72,20 @@ struct LayerBenchmark: Benchmark {
         algorithm = try options.choice("exchange", as: AllToAllAlgorithm.self) ?? .linear
         warmup = try options.integer("warmup", in: 0...1000) ?? 1
         repetitions = try options.integer("repetitions", in: 1...10000) ?? 5
-        blasThreads = try options.integer("blas-threads", in: 1...1024)
+        blasThreads = try options.value(BLASThreadOptions.blasThreads)
         seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
         csvPath = options.string("csv")
         jsonPath = options.string("json")
         residual = options.flag("residual")
-        topologyPath = options.string("topology")
-        simulateLinks = try options.onOff("simulate-links")
+        topologyOptions = try TopologyOptions.read(options)
     }
 
     @MainActor
-    func run(world: Communicator) throws {
+    func run(_ context: JobContext) throws {
+        let world = try context.world()
         let harness = BenchmarkHarness(world: world)
-        let topology = try harness.topology(path: topologyPath)
-        let links = try harness.simulatedLinks(topology: topology, requested: simulateLinks)
-        let localRanks = try world.splitBySharedMemory().size
-        let threads = blasThreads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
-        BLAS.setThreadCount(threads)
+        let (topology, links) = try context.topologyAndLinks(topologyOptions)
+        let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
         if world.rank == 0 {
             print(harness.environmentLine(blasThreads: threads, localRanks: localRanks))
             print("# topology \(topology.name) (\(topology.nodes.count) node(s))" + (links == nil ? "" : ", inter-node links SIMULATED (\(topology.interNode.latencyMicroseconds) µs, \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node)"))

@@ -1,23 +1,26 @@
 import ArgumentParsing
+import ExpertParallel
 import FileFormats
 import Foundation
+import JobControl
 import MessagePassing
 import RandomStreams
 
-/// `moe-bench pack`: packing token rows into per-peer send buffers (the MoE layer's pack step)
-/// against one `memcpy` of the same bytes, on the same working set.
-struct PackBenchmark: Benchmark {
+/// `moe-bench pack`: the token dispatcher's own pack (`TokenDispatcher.pack`, the function the
+/// MoE layer runs) against one `memcpy` of the same bytes, on the same working set.
+struct PackBenchmark: JobCommand {
     static let spec = CommandSpec(
         name: "pack",
         summary: "Packing token rows by destination vs one memcpy of the same bytes (GB/s).",
         discussion: """
             Each token of a [tokens, d_model] float32 buffer gets a random destination among --peers
-            (seeded); packing copies the rows into one send buffer grouped by destination, in token
-            order within a destination — exactly the dispatch pack of the MoE layer (one row copy per
-            kept route). The baseline copies the same number of bytes between the same two buffers
-            with a single memcpy. Both are timed --repetitions times after --warmup runs on every
-            rank independently; the table shows rank 0's medians. Run with 1 rank for single-core
-            figures.
+            (seeded), as if each destination held one expert and every route were kept; the
+            dispatcher's pack function (TokenDispatcher.pack, the one the MoE layer calls) copies
+            the rows into one send buffer grouped by destination, in token order within a
+            destination. The baseline copies the same number of bytes between the same two buffers
+            with a single memcpy. Both are timed with the harness's one method (--warmup untimed
+            runs, then --repetitions runs each after a barrier, the slowest rank's time, median).
+            Run with 1 rank for single-core figures.
             """,
         options: [
             .value("tokens", "LIST", default: "1024,8192", "tokens per buffer"),
@@ -43,44 +46,34 @@ struct PackBenchmark: Benchmark {
         jsonPath = options.string("json")
     }
 
-    func run(world: Communicator) throws {
+    func run(_ context: JobContext) throws {
+        let world = try context.world()
+        let harness = BenchmarkHarness(world: world)
         var table = ResultTable(columns: ["tokens", "d_model", "working_set_mib", "pack_gb_per_s", "memcpy_gb_per_s", "pack_over_memcpy"])
         for tokenCount in tokens {
             for width in widths {
                 var random = SeededGenerator(seed: 7, stream: UInt64(tokenCount), UInt64(width))
                 let destination = (0..<tokenCount).map { _ in Int(random.next() % UInt64(peers)) }
-                // Pack order: by destination, token order within it (a stable counting sort).
-                var order: [Int] = []
-                order.reserveCapacity(tokenCount)
-                var byPeer = [[Int]](repeating: [], count: peers)
-                for (token, peer) in destination.enumerated() { byPeer[peer].append(token) }
-                for tokensOfPeer in byPeer { order += tokensOfPeer }
+                // Each destination as one expert whose slots are its tokens in token order
+                // (top-1 routes: route index = token).
+                var slotRoutes = [[Int]](repeating: [], count: peers)
+                for (token, peer) in destination.enumerated() { slotRoutes[peer].append(token) }
                 let source = (0..<tokenCount * width).map { Float($0 % 251) }
                 var packed = [Float](repeating: 0, count: tokenCount * width)
                 let bytes = Double(tokenCount * width * MemoryLayout<Float>.stride)
-                func time(_ body: () -> Void) -> Double {
-                    var samples: [Double] = []
-                    for run in 0..<(warmup + repetitions) {
-                        let start = MPIRuntime.wallTime()
-                        body()
-                        if run >= warmup { samples.append(MPIRuntime.wallTime() - start) }
-                    }
-                    return Statistics(samples).median
-                }
-                let packTime = source.withUnsafeBufferPointer { input in
-                    packed.withUnsafeMutableBufferPointer { output in
-                        time {
-                            var row = 0
-                            for token in order {
-                                (output.baseAddress! + row * width).update(from: input.baseAddress! + token * width, count: width)
-                                row += 1
-                            }
-                        }
+                let packTime = try source.withUnsafeBufferPointer { input in
+                    try packed.withUnsafeMutableBufferPointer { output in
+                        Statistics(try harness.measure(warmup: warmup, repetitions: repetitions) {
+                            TokenDispatcher.pack(tokenRows: input.baseAddress!, width: width, tokenCount: tokenCount, slotRoutes: slotRoutes,
+                                                 experts: 0..<peers, into: output.baseAddress!)
+                        }).median
                     }
                 }
-                let copyTime = source.withUnsafeBytes { input in
-                    packed.withUnsafeMutableBytes { output in
-                        time { _ = memcpy(output.baseAddress!, input.baseAddress!, input.count) }
+                let copyTime = try source.withUnsafeBytes { input in
+                    try packed.withUnsafeMutableBytes { output in
+                        Statistics(try harness.measure(warmup: warmup, repetitions: repetitions) {
+                            _ = memcpy(output.baseAddress!, input.baseAddress!, input.count)
+                        }).median
                     }
                 }
                 // Keep the result observable so the copies cannot be optimised away.
@@ -90,7 +83,7 @@ struct PackBenchmark: Benchmark {
             }
         }
         guard world.rank == 0 else { return }
-        print("# moe-bench pack: \(peers) destinations; medians of \(repetitions) runs on rank 0 (of \(world.size)); working set = source + packed buffer")
+        print("# moe-bench pack: \(peers) destinations; medians of \(repetitions) runs, slowest of \(world.size) rank(s); working set = source + packed buffer")
         print(table.aligned)
         let metadata: [(String, JSONValue)] = [("benchmark", .string("pack")), ("peers", .number(Double(peers))), ("ranks", .number(Double(world.size)))]
         if let csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }

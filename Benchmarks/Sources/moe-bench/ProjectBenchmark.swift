@@ -2,12 +2,13 @@ import ArgumentParsing
 import ClusterTopology
 import FileFormats
 import Foundation
+import JobControl
 import Plotting
 import MessagePassing
 
 /// `moe-bench project`: the cost model alone, for clusters this machine cannot run — flat
 /// against hierarchical across message sizes, and the crossover size.
-struct ProjectBenchmark: Benchmark {
+struct ProjectBenchmark: JobCommand {
     static let spec = CommandSpec(
         name: "project",
         summary: "Cost-model projection of flat vs hierarchical all-to-all for large clusters (no measurement).",
@@ -68,14 +69,15 @@ struct ProjectBenchmark: Benchmark {
         svgPath = options.string("svg")
     }
 
-    func run(world: Communicator) throws {
+    func run(_ context: JobContext) throws {
+        let world = try context.world()
         guard world.rank == 0 else { return }
         var intra = LinkCost.sharedMemoryDefault, inter = LinkCost.networkDefault
         if let topologyPath {
             do {
                 let topology = try Topology.load(path: topologyPath)
                 (intra, inter) = (topology.intraNode, topology.interNode)
-            } catch { throw BenchmarkFailure(message: "\(error)", reportingRank: 0) }
+            } catch { throw JobFailure(message: "\(error)", reportingRank: 0) }
         }
         if let value = overrides["inter-latency-us"] { inter.latencyMicroseconds = value }
         if let value = overrides["inter-bandwidth"] { inter.bandwidthGigabytesPerSecond = value }

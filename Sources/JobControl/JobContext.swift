@@ -1,46 +1,41 @@
 import ArgumentParsing
+import Foundation
+import MoE
 import ClusterTopology
 import Exchange
 import FileFormats
 import MessagePassing
 
-/// A failure that every rank of the job has agreed on. Exactly one rank (`reportingRank`)
-/// prints `message`; every rank then finalises MPI and exits with `exitCode`, so no rank is
-/// left waiting in a collective and the output holds one clear line.
-struct JobFailure: Error, CustomStringConvertible {
-    let message: String
-    let reportingRank: Int
-    var exitCode: Int32 = 1
-    var description: String { message }
-}
-
-/// What a running subcommand has: MPI (initialised on first use, so offline commands never
-/// start it), this process's rank, and helpers for collective decisions.
+/// What a running command of `moe` or `moe-bench` has: MPI (initialised on first use, so
+/// offline commands never start it), and the job-control helpers every command shares —
+/// agree-before-failing, topology resolution, link simulation, BLAS threads, rank-0 writes.
 @MainActor
-final class RunContext {
+public final class JobContext {
     private var runtime: MPIRuntime?
 
+    public init() {}
+
     /// The MPI runtime, initialised on first call.
-    func mpi() throws(MPIError) -> MPIRuntime {
+    public func mpi() throws(MPIError) -> MPIRuntime {
         if let runtime { return runtime }
         let started = try MPIRuntime.initialize()
         runtime = started
         return started
     }
 
-    var isMPIStarted: Bool { runtime != nil }
+    public var isMPIStarted: Bool { runtime != nil }
 
     /// All ranks of the job.
-    func world() throws(MPIError) -> Communicator { try mpi().world }
+    public func world() throws(MPIError) -> Communicator { try mpi().world }
 
     /// Finalises MPI if it was started.
-    func finish() { runtime?.finalize() }
+    public func finish() { runtime?.finalize() }
 
     /// Runs `body` on every rank and agrees on the outcome before anyone continues: if any rank
     /// threw, every rank throws a `JobFailure` carrying the lowest failing rank's message.
     /// Use it around every step whose failure may differ between ranks (reading a file, a
     /// local check) and that precedes a collective.
-    func collectively<T>(_ body: () throws -> T) throws -> T {
+    public func collectively<T>(_ body: () throws -> T) throws -> T {
         let world = try world()
         var outcome: Result<T, any Error>
         do { outcome = .success(try body()) } catch { outcome = .failure(error) }
@@ -57,7 +52,7 @@ final class RunContext {
 
     /// The job's topology: from `path` when given (validated on every rank, and checked against
     /// the world size), otherwise the nodes MPI finds with its shared-memory split.
-    func topology(path: String?) throws -> Topology {
+    public func topology(path: String?) throws -> Topology {
         let world = try world()
         if let path {
             return try collectively { () throws -> Topology in
@@ -70,7 +65,7 @@ final class RunContext {
     }
 
     /// Writes `text` to `path` on rank 0 only (atomically), and agrees on the outcome.
-    func writeOnRankZero(_ text: String, to path: String) throws {
+    public func writeOnRankZero(_ text: String, to path: String) throws {
         let world = try world()
         try collectively {
             if world.rank == 0 { try AtomicFileWriter.write(text, to: path) }
@@ -78,17 +73,30 @@ final class RunContext {
     }
 }
 
-/// `--simulate-links on|off`, shared by the commands that exchange.
-let simulateLinksOption = OptionSpec.value(
-    "simulate-links", "on|off",
-    "hold inter-node messages back by the topology's link cost (one machine only); default: the topology's links.simulate")
-
-extension RunContext {
+extension JobContext {
     /// The simulated links for this job (`SimulatedLinks.start`); its errors, the same on every
     /// rank, become one line from rank 0.
-    func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
+    public func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
         do { return try SimulatedLinks.start(world: try world(), topology: topology, requested: requested) } catch let error as LinkSimulationError {
             throw JobFailure(message: error.description, reportingRank: 0)
         }
+    }
+}
+
+extension JobContext {
+    /// The job's topology and simulated links from the shared topology options
+    /// (`TopologyOptions`): `topology(path:)`, then `simulatedLinks(topology:requested:)`.
+    public func topologyAndLinks(_ options: TopologyOptions.Values) throws -> (topology: Topology, links: SimulatedLinks?) {
+        let topology = try topology(path: options.topologyPath)
+        return (topology, try simulatedLinks(topology: topology, requested: options.simulateLinks))
+    }
+
+    /// Sets OpenBLAS's threads for this rank — `requested`, else cores / ranks on this host (at
+    /// least 1) — and returns them with the ranks on this host. Collective over the world.
+    public func configureBLASThreads(requested: Int?) throws -> (threads: Int, localRanks: Int) {
+        let localRanks = try world().splitBySharedMemory().size
+        let threads = requested ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
+        BLAS.setThreadCount(threads)
+        return (threads, localRanks)
     }
 }
