@@ -325,3 +325,58 @@ extension ParsedOptions {
         return try option.convert(self)
     }
 }
+
+extension TypedOption where Value == String {
+    /// An option the command cannot run without: absent is a usage error naming it.
+    public static func required(_ name: String, _ valueName: String, _ help: String) -> Self {
+        Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in
+            guard let text = options.string(name) else { throw .missingValue(command: options.command, option: name, valueName: valueName) }
+            return text
+        }
+    }
+}
+
+extension TypedOption where Value == UInt64 {
+    /// A seed: a non-negative integer.
+    public static func seed(_ name: String = "seed", default value: UInt64, _ help: String) -> Self {
+        Self(spec: .value(name, "N", default: String(value), help)) { (options) throws(UsageError) in
+            UInt64(try options.integer(name, in: 0...Int.max) ?? Int(value))
+        }
+    }
+}
+
+extension TypedOption {
+    /// One of an enum's cases, or nil when absent.
+    public static func choice<Wrapped>(_ name: String, _ valueName: String, _ help: String) -> Self
+    where Value == Wrapped?, Wrapped: RawRepresentable & CaseIterable & Sendable, Wrapped.RawValue == String {
+        Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in try options.choice(name, as: Wrapped.self) }
+    }
+
+    /// A comma-separated list of integers in `range`, with a default.
+    public static func integers(_ name: String, _ valueName: String = "LIST", default value: [Int], in range: ClosedRange<Int>, _ help: String) -> Self
+    where Value == [Int] {
+        Self(spec: .value(name, valueName, default: value.map(String.init).joined(separator: ","), help)) { (options) throws(UsageError) in
+            try options.integers(name, in: range) ?? value
+        }
+    }
+}
+
+extension TypedOption where Value == [Double] {
+    /// A comma-separated list of finite numbers in `range`, with a default.
+    public static func numbers(_ name: String, _ valueName: String = "LIST", default value: [Double], in range: ClosedRange<Double>,
+                               _ help: String) -> Self {
+        Self(spec: .value(name, valueName, default: value.map { String($0) }.joined(separator: ","), help)) {
+            (options) throws(UsageError) in
+            guard let text = options.string(name) else { return value }
+            var result: [Double] = []
+            for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let number = Double(part), number.isFinite, range.contains(number) else {
+                    throw .invalidValue(command: options.command, option: name, value: text,
+                                        expected: "comma-separated numbers in \(range.lowerBound)...\(range.upperBound)")
+                }
+                result.append(number)
+            }
+            return result
+        }
+    }
+}

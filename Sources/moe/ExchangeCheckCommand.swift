@@ -21,15 +21,21 @@ struct ExchangeCheckCommand: JobCommand {
             MPI_Alltoallv's byte for byte and MPI_Alltoallv's equals the regenerated contents.
             Exits 1 on any mismatch.
             """,
-        options: TopologyOptions.specs + [
-            .value("algorithms", "LIST", default: "all",
-                   "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",")),
-            .value("trials", "N", default: "24", "number of random trials"),
-            .value("max-rows", "N", default: "64", "largest typical row count per peer (uneven trials send 8x)"),
-            .value("seed", "N", default: "1", "seed of the random traffic"),
-            .value("json", "FILE", "write the results as JSON (rank 0)"),
-            .value("corrupt", "ALGORITHM", "testing aid: flip one received byte of ALGORITHM on the last rank, to show a mismatch is caught"),
-        ])
+        options: TopologyOptions.specs + Options.specs)
+
+    enum Options {
+        static let algorithms = TypedOption<[AllToAllAlgorithm]>.choices(
+            "algorithms", "LIST", default: AllToAllAlgorithm.allCases,
+            "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ","))
+        static let trials = TypedOption<Int>.integer("trials", default: 24, in: 1...100_000, "number of random trials")
+        static let maxRows = TypedOption<Int>.integer("max-rows", default: 64, in: 0...1_000_000,
+                                                      "largest typical row count per peer (uneven trials send 8x)")
+        static let seed = TypedOption<UInt64>.seed(default: 1, "seed of the random traffic")
+        static let json = TypedOption<String?>.string("json", "FILE", "write the results as JSON (rank 0)")
+        static let corrupt = TypedOption<AllToAllAlgorithm?>.choice(
+            "corrupt", "ALGORITHM", "testing aid: flip one received byte of ALGORITHM on the last rank, to show a mismatch is caught")
+        static let specs = [algorithms.spec, trials.spec, maxRows.spec, seed.spec, json.spec, corrupt.spec]
+    }
 
     let topologyOptions: TopologyOptions.Values
     let algorithms: [AllToAllAlgorithm]
@@ -41,12 +47,12 @@ struct ExchangeCheckCommand: JobCommand {
 
     init(options: ParsedOptions) throws(UsageError) {
         topologyOptions = try TopologyOptions.read(options)
-        algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
-        trials = try options.integer("trials", in: 1...100_000) ?? 24
-        maxRows = try options.integer("max-rows", in: 0...1_000_000) ?? 64
-        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
-        jsonPath = options.string("json")
-        corrupted = try options.choice("corrupt", as: AllToAllAlgorithm.self)
+        algorithms = try options.value(Options.algorithms)
+        trials = try options.value(Options.trials)
+        maxRows = try options.value(Options.maxRows)
+        seed = try options.value(Options.seed)
+        jsonPath = try options.value(Options.json)
+        corrupted = try options.value(Options.corrupt)
     }
 
     /// One algorithm's tally on this rank.

@@ -8,23 +8,22 @@ struct InitWeightsCommand: JobCommand {
         name: "init-weights",
         summary: "Write a model's weights, generated from a seed, as a safetensors file.",
         discussion: "Tensor names and shapes: docs/MODEL.md. The values equal what 'moe run' generates from the same --seed.",
-        options: [
-            .value("model", "FILE", "model JSON file; default: the built-in model"),
-            .value("seed", "N", default: "1", "seed of the weights"),
-            .value("output", "FILE", "the safetensors file to write (written atomically)"),
-        ])
+        options: [Options.model.spec, Options.seed.spec, Options.output.spec])
+
+    enum Options {
+        static let model = TypedOption<String?>.string("model", "FILE", "model JSON file; default: the built-in model")
+        static let seed = TypedOption<UInt64>.seed(default: 1, "seed of the weights")
+        static let output = TypedOption<String>.required("output", "FILE", "the safetensors file to write (written atomically)")
+    }
 
     let modelPath: String?
     let seed: UInt64
     let outputPath: String
 
     init(options: ParsedOptions) throws(UsageError) {
-        modelPath = options.string("model")
-        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
-        guard let output = options.string("output") else {
-            throw .missingValue(command: Self.spec.name, option: "output", valueName: "FILE")
-        }
-        outputPath = output
+        modelPath = try options.value(Options.model)
+        seed = try options.value(Options.seed)
+        outputPath = try options.value(Options.output)
     }
 
     func run(_ context: JobContext) throws {

@@ -6,14 +6,16 @@ import MoE
 
 /// Options shared by the commands that run a model (`run`, `reference`): declared once.
 enum ModelOptions {
-    static let specs: [OptionSpec] = [
-        .value("model", "FILE", "model JSON file (see docs/MODEL.md); default: the built-in model"),
-        .value("weights", "FILE", "safetensors weights (moe init-weights writes one); default: seeded from --seed"),
-        .value("tokens-per-rank", "N", default: "512", "tokens per rank when inputs are generated"),
-        .value("input", "FILE", "float32 .npy [tokens, d_model] of hidden states, split over ranks in contiguous blocks"),
-        .value("task-ids", "FILE", "int32/int64 .npy [tokens] of task ids, for models with task_experts"),
-        .value("seed", "N", default: "1", "seed of generated weights and inputs"),
-    ]
+    static let model = TypedOption<String?>.string("model", "FILE", "model JSON file (see docs/MODEL.md); default: the built-in model")
+    static let weights = TypedOption<String?>.string(
+        "weights", "FILE", "safetensors weights (moe init-weights writes one); default: seeded from --seed")
+    static let tokensPerRank = TypedOption<Int>.integer("tokens-per-rank", default: 512, in: 0...(1 << 24),
+                                                        "tokens per rank when inputs are generated")
+    static let input = TypedOption<String?>.string(
+        "input", "FILE", "float32 .npy [tokens, d_model] of hidden states, split over ranks in contiguous blocks")
+    static let taskIds = TypedOption<String?>.string("task-ids", "FILE", "int32/int64 .npy [tokens] of task ids, for models with task_experts")
+    static let seed = TypedOption<UInt64>.seed(default: 1, "seed of generated weights and inputs")
+    static let specs = [model.spec, weights.spec, tokensPerRank.spec, input.spec, taskIds.spec, seed.spec]
 
     struct Values {
         let modelPath: String?
@@ -25,10 +27,9 @@ enum ModelOptions {
     }
 
     static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
-        Values(modelPath: options.string("model"), weightsPath: options.string("weights"),
-               tokensPerRank: try options.integer("tokens-per-rank", in: 0...(1 << 24)) ?? 512,
-               inputPath: options.string("input"), taskIdsPath: options.string("task-ids"),
-               seed: UInt64(try options.integer("seed", in: 0...Int.max) ?? 1))
+        Values(modelPath: try options.value(model), weightsPath: try options.value(weights),
+               tokensPerRank: try options.value(tokensPerRank), inputPath: try options.value(input),
+               taskIdsPath: try options.value(taskIds), seed: try options.value(seed))
     }
 }
 

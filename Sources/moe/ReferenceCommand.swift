@@ -17,12 +17,17 @@ struct ReferenceCommand: JobCommand {
             and --steps (the last step of each). Between steps it replays the coordinator's
             capacity policy on the same statistics.
             """,
-        options: ModelOptions.specs + CapacityOptions.specs + [
-            .value("ranks", "N", default: "1", "number of ranks of the job to reproduce"),
-            .value("steps", "N", default: "1", "steps to run (capacity plans and the drifting workload evolve over them); outputs are the last step's"),
-            .value("output", "FILE", "write the output hidden states as float32 .npy [tokens, d_model]"),
-            .value("routing-output", "FILE", "write the routing decisions as JSON"),
-        ])
+        options: ModelOptions.specs + CapacityOptions.specs + [Options.ranks, Options.steps].map(\.spec)
+            + [Options.output, Options.routingOutput].map(\.spec))
+
+    enum Options {
+        static let ranks = TypedOption<Int>.integer("ranks", default: 1, in: 1...4096, "number of ranks of the job to reproduce")
+        static let steps = TypedOption<Int>.integer(
+            "steps", default: 1, in: 1...1_000_000,
+            "steps to run (capacity plans and the drifting workload evolve over them); outputs are the last step's")
+        static let output = TypedOption<String?>.string("output", "FILE", "write the output hidden states as float32 .npy [tokens, d_model]")
+        static let routingOutput = TypedOption<String?>.string("routing-output", "FILE", "write the routing decisions as JSON")
+    }
 
     let model: ModelOptions.Values
     let capacity: CapacityOptions.Values
@@ -34,10 +39,10 @@ struct ReferenceCommand: JobCommand {
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
         capacity = try CapacityOptions.read(options, seed: model.seed)
-        steps = try options.integer("steps", in: 1...1_000_000) ?? 1
-        ranks = try options.integer("ranks", in: 1...4096) ?? 1
-        outputPath = options.string("output")
-        routingPath = options.string("routing-output")
+        steps = try options.value(Options.steps)
+        ranks = try options.value(Options.ranks)
+        outputPath = try options.value(Options.output)
+        routingPath = try options.value(Options.routingOutput)
     }
 
     func run(_ context: JobContext) throws {

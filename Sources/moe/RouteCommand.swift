@@ -15,16 +15,20 @@ struct RouteCommand: JobCommand {
             (expert chosen before drops), 'expert' (-1 if dropped), 'slot' (-1 if dropped),
             'dropped' (0/1) and 'gate' (combine weight, 0 if dropped).
             """,
-        options: [
-            .value("logits", "FILE", "float32 .npy [T, E] router logits"),
-            .value("top-k", "K", default: "2", "routes per token"),
-            .value("capacity-factor", "C", default: "1.25", "capacity factor (0 = no limit)"),
-            .value("min-capacity", "M", default: "4", "smallest capacity per expert"),
-            .value("policy", "POLICY", default: "in-order", "in-order, batch-prioritized or none"),
-            .value("priority", "P", default: "max", "batch-prioritized score: max or sum of the top-k probabilities"),
-            .flag("dropless", "no capacity limit (same as --policy none)"),
-            .value("output", "FILE", "the JSON file to write; default: standard output"),
-        ])
+        options: [Options.logits.spec, Options.topK.spec, Options.capacityFactor.spec, Options.minCapacity.spec, Options.policy.spec,
+                  Options.priority.spec, Options.dropless.spec, Options.output.spec])
+
+    enum Options {
+        static let logits = TypedOption<String>.required("logits", "FILE", "float32 .npy [T, E] router logits")
+        static let topK = TypedOption<Int>.integer("top-k", "K", default: 2, in: 1...65536, "routes per token")
+        static let capacityFactor = TypedOption<Double>.number("capacity-factor", "C", default: 1.25, in: 0...1e6, "capacity factor (0 = no limit)")
+        static let minCapacity = TypedOption<Int>.integer("min-capacity", "M", default: 4, in: 0...(1 << 30), "smallest capacity per expert")
+        static let policy = TypedOption<DropPolicy>.choice("policy", "POLICY", default: .inOrder, "in-order, batch-prioritized or none")
+        static let priority = TypedOption<RoutingPriority>.choice(
+            "priority", "P", default: .max, "batch-prioritized score: max or sum of the top-k probabilities")
+        static let dropless = TypedOption<Bool>.flag("dropless", "no capacity limit (same as --policy none)")
+        static let output = TypedOption<String?>.string("output", "FILE", "the JSON file to write; default: standard output")
+    }
 
     let logitsPath: String
     let topK: Int
@@ -35,16 +39,13 @@ struct RouteCommand: JobCommand {
     let outputPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        guard let logits = options.string("logits") else {
-            throw .missingValue(command: Self.spec.name, option: "logits", valueName: "FILE")
-        }
-        logitsPath = logits
-        topK = try options.integer("top-k", in: 1...65536) ?? 2
-        capacityFactor = try options.number("capacity-factor", in: 0...1e6) ?? 1.25
-        minCapacity = try options.integer("min-capacity", in: 0...(1 << 30)) ?? 4
-        policy = options.flag("dropless") ? .none : (try options.choice("policy", as: DropPolicy.self) ?? .inOrder)
-        priority = try options.choice("priority", as: RoutingPriority.self) ?? .max
-        outputPath = options.string("output")
+        logitsPath = try options.value(Options.logits)
+        topK = try options.value(Options.topK)
+        capacityFactor = try options.value(Options.capacityFactor)
+        minCapacity = try options.value(Options.minCapacity)
+        policy = try options.value(Options.dropless) ? .none : try options.value(Options.policy)
+        priority = try options.value(Options.priority)
+        outputPath = try options.value(Options.output)
     }
 
     func run(_ context: JobContext) throws {

@@ -21,35 +21,55 @@ struct RunCommand: JobCommand {
             --exchange algorithms the same steps run once per algorithm and the outputs must be
             bitwise identical (the algorithm never changes the numbers).
             """,
-        options: ModelOptions.specs + CapacityOptions.specs + TopologyOptions.specs + BLASThreadOptions.specs + [
-            .value("stats", "FILE", "write the coordinator's routing statistics, one JSON line per step (see 'moe stats')"),
-            .value("stats-every", "N", default: "10", "print the coordinator's live table every N steps (0: never)"),
-            .value("coordinator", "RANK", default: "0", "rank that gathers statistics and plans capacity"),
-            .value("corrupt-stats", "RANK", "testing aid: this rank sends malformed statistics, to show the job ends cleanly"),
-            .value("plan-cache", "MODE", default: "off", "skip the count exchange with block sizes known from the last step: capacity, observed or off (docs/CAPACITY.md)"),
-            .value("plan-cache-headroom", "H", default: "0.25", "observed mode: blocks are last step's rows × (1 + H) + 1"),
-            .value("timeout-s", "S", "watchdog: end the job when a step makes no progress for S seconds, naming the phase and the ranks that had not arrived"),
-            .value("hang-rank", "RANK@STEP", "testing aid: that rank stops making progress (sleeps forever) at the start of that step"),
-            .value("kill-rank", "RANK@STEP", "testing aid: that rank kills itself with SIGKILL at the start of that step (1-based)"),
-            .value("steps", "N", default: "3", "forward steps (generated inputs change every step)"),
-            .value("exchange", "LIST", default: "linear",
-                   "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all"),
-            .value("output", "FILE", "write the last step's output hidden states as float32 .npy [tokens, d_model] (rank 0 gathers)"),
-            .value("routing-output", "FILE", "write the last step's routing decisions as JSON (rank 0 gathers)"),
-            .value("report", "FILE", "write a JSON report of every step (rank 0)"),
-            .flag("quiet", "print only the summary"),
-        ])
+        options: ModelOptions.specs + CapacityOptions.specs + Options.specs + TopologyOptions.specs + BLASThreadOptions.specs
+            + TestingAids.specs)
+
+    /// `moe run`'s own options (the shared groups are declared in ModelOptions, CapacityOptions,
+    /// TopologyOptions and BLASThreadOptions).
+    enum Options {
+        static let stats = TypedOption<String?>.string(
+            "stats", "FILE", "write the coordinator's routing statistics, one JSON line per step (see 'moe stats')")
+        static let statsEvery = TypedOption<Int>.integer("stats-every", default: 10, in: 0...1_000_000,
+                                                         "print the coordinator's live table every N steps (0: never)")
+        static let coordinator = TypedOption<Int>.integer("coordinator", "RANK", default: 0, in: 0...1_000_000,
+                                                          "rank that gathers statistics and plans capacity")
+        static let planCacheHeadroom = TypedOption<Double>.number("plan-cache-headroom", "H", default: 0.25, in: 0...100,
+                                                                  "observed mode: blocks are last step's rows × (1 + H) + 1")
+        static let planCache = TypedOption<PlanCacheMode>(spec: .value(
+            "plan-cache", "MODE", default: "off",
+            "skip the count exchange with block sizes known from the last step: capacity, observed or off (docs/CAPACITY.md)")
+        ) { (options) throws(UsageError) in
+            switch options.string("plan-cache") ?? "off" {
+            case "off": return .off
+            case "capacity": return .capacity
+            case "observed": return .observed(headroom: try options.value(planCacheHeadroom))
+            case let other: throw .invalidValue(command: options.command, option: "plan-cache", value: other, expected: "capacity, observed or off")
+            }
+        }
+        static let timeout = TypedOption<Double?>.number(
+            "timeout-s", "S", in: 0.5...1e7,
+            "watchdog: end the job when a step makes no progress for S seconds, naming the phase and the ranks that had not arrived")
+        static let steps = TypedOption<Int>.integer("steps", default: 3, in: 1...10_000_000, "forward steps (generated inputs change every step)")
+        static let exchange = TypedOption<[AllToAllAlgorithm]>.choices(
+            "exchange", "LIST", default: [.linear],
+            "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all")
+        static let output = TypedOption<String?>.string(
+            "output", "FILE", "write the last step's output hidden states as float32 .npy [tokens, d_model] (rank 0 gathers)")
+        static let routingOutput = TypedOption<String?>.string(
+            "routing-output", "FILE", "write the last step's routing decisions as JSON (rank 0 gathers)")
+        static let report = TypedOption<String?>.string("report", "FILE", "write a JSON report of every step (rank 0)")
+        static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
+        static let specs = [stats.spec, statsEvery.spec, coordinator.spec, planCache.spec, planCacheHeadroom.spec, timeout.spec,
+                            steps.spec, exchange.spec, output.spec, routingOutput.spec, report.spec, quiet.spec]
+    }
 
     let model: ModelOptions.Values
     let capacity: CapacityOptions.Values
     let statsPath: String?
     let statsEvery: Int
     let coordinatorRank: Int
-    let corruptStatsRank: Int?
-    let killAt: (rank: Int, step: Int)?
     let planCache: PlanCacheMode
     let timeoutSeconds: Double?
-    let hangAt: (rank: Int, step: Int)?
     let topologyOptions: TopologyOptions.Values
     let steps: Int
     let algorithms: [AllToAllAlgorithm]
@@ -58,40 +78,25 @@ struct RunCommand: JobCommand {
     let routingPath: String?
     let reportPath: String?
     let quiet: Bool
+    let testingAids: TestingAids
 
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
         capacity = try CapacityOptions.read(options, seed: model.seed)
-        statsPath = options.string("stats")
-        statsEvery = try options.integer("stats-every", in: 0...1_000_000) ?? 10
-        coordinatorRank = try options.integer("coordinator", in: 0...1_000_000) ?? 0
-        corruptStatsRank = try options.integer("corrupt-stats", in: 0...1_000_000)
-        let headroom = try options.number("plan-cache-headroom", in: 0...100) ?? 0.25
-        switch options.string("plan-cache") ?? "off" {
-        case "off": planCache = .off
-        case "capacity": planCache = .capacity
-        case "observed": planCache = .observed(headroom: headroom)
-        case let other: throw .invalidValue(command: "run", option: "plan-cache", value: other, expected: "capacity, observed or off")
-        }
-        func rankAtStep(_ name: String) throws(UsageError) -> (rank: Int, step: Int)? {
-            guard let text = options.string(name) else { return nil }
-            let parts = text.split(separator: "@").compactMap { Int($0) }
-            guard parts.count == 2, parts[0] >= 0, parts[1] >= 1 else {
-                throw .invalidValue(command: "run", option: name, value: text, expected: "RANK@STEP, e.g. 0@2")
-            }
-            return (parts[0], parts[1])
-        }
-        killAt = try rankAtStep("kill-rank")
-        hangAt = try rankAtStep("hang-rank")
-        timeoutSeconds = try options.number("timeout-s", in: 0.5...1e7)
+        statsPath = try options.value(Options.stats)
+        statsEvery = try options.value(Options.statsEvery)
+        coordinatorRank = try options.value(Options.coordinator)
+        planCache = try options.value(Options.planCache)
+        timeoutSeconds = try options.value(Options.timeout)
         topologyOptions = try TopologyOptions.read(options)
-        steps = try options.integer("steps", in: 1...10_000_000) ?? 3
-        algorithms = try options.choices("exchange", as: AllToAllAlgorithm.self) ?? [.linear]
+        steps = try options.value(Options.steps)
+        algorithms = try options.value(Options.exchange)
         blasThreads = try options.value(BLASThreadOptions.blasThreads)
-        outputPath = options.string("output")
-        routingPath = options.string("routing-output")
-        reportPath = options.string("report")
-        quiet = options.flag("quiet")
+        outputPath = try options.value(Options.output)
+        routingPath = try options.value(Options.routingOutput)
+        reportPath = try options.value(Options.report)
+        quiet = try options.value(Options.quiet)
+        testingAids = try TestingAids(options: options)
     }
 
     func run(_ context: JobContext) throws {
@@ -147,7 +152,7 @@ struct RunCommand: JobCommand {
             do {
                 coordinator = try Coordinator(world: world, root: coordinatorRank, model: configuration, policy: capacity.policy,
                                               statsPath: algorithm == algorithms[0] ? statsPath : nil, liveEvery: quiet ? 0 : statsEvery,
-                                              corruptStatistics: corruptStatsRank == here)
+                                              corruptStatistics: testingAids.corruptStatsRank == here)
             } catch let error as CoordinatorError {
                 throw JobFailure(message: error.message, reportingRank: error.reportingRank)
             }
@@ -159,17 +164,11 @@ struct RunCommand: JobCommand {
             var droppedRoutes = 0
             for step in 0..<steps {
                 watchdog?.beacon.enter(step: step, layer: 0, phase: "reading inputs")
-                if let killAt, killAt.rank == here, killAt.step == step + 1 {
-                    fflush(nil)
-                    kill(getpid(), SIGKILL)
-                }
+                testingAids.killIfDue(step: step, rank: here)
                 var batch = try context.collectively { try model.batch(model: configuration, rank: here, ranks: ranks, step: step) }
                 watchdog?.beacon.enter(phase: "barrier before the step")
                 try world.barrier()
-                if let hangAt, hangAt.rank == here, hangAt.step == step + 1 {
-                    watchdog?.beacon.enter(phase: "experts (hung by --hang-rank)")
-                    while true { sleep(1) }
-                }
+                testingAids.hangIfDue(step: step, rank: here, beacon: watchdog?.beacon)
                 let start = MPIRuntime.wallTime()
                 let result: DistributedModel.StepResult
                 do { result = try distributed.forward(&batch, capacity: coordinator.plan, step: step) } catch {

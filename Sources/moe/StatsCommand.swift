@@ -16,11 +16,13 @@ struct StatsCommand: JobCommand {
             layer over steps) and PREFIX-load-layerL.svg (routes per expert over steps, one line per
             expert) for every layer.
             """,
-        options: [
-            .value("svg", "PREFIX", "write the plots as PREFIX-drop.svg and PREFIX-load-layerL.svg"),
-            .value("every", "N", default: "1", "print every N-th step in the per-step table"),
-        ],
+        options: [Options.svg.spec, Options.every.spec],
         positional: "FILE")
+
+    enum Options {
+        static let svg = TypedOption<String?>.string("svg", "PREFIX", "write the plots as PREFIX-drop.svg and PREFIX-load-layerL.svg")
+        static let every = TypedOption<Int>.integer("every", default: 1, in: 1...1_000_000, "print every N-th step in the per-step table")
+    }
 
     let path: String
     let svgPrefix: String?
@@ -31,8 +33,8 @@ struct StatsCommand: JobCommand {
             throw .conflict(command: "stats", detail: "give exactly one stats log file (moe stats FILE), got \(options.positional.count)")
         }
         self.path = path
-        svgPrefix = options.string("svg")
-        every = try options.integer("every", in: 1...1_000_000) ?? 1
+        svgPrefix = try options.value(Options.svg)
+        every = try options.value(Options.every)
     }
 
     struct Step {

@@ -15,20 +15,23 @@ struct TopologyCommand: JobCommand {
             --validate checks a file without starting MPI; --rank-count prints only the number of
             ranks a file declares (Launch/run uses it to choose mpirun's -np).
             """,
-        options: [
-            .value("topology", "FILE", "topology JSON file (see Topologies/README.md); default: nodes from MPI"),
-            .flag("validate", "check the file without MPI and print a summary"),
-            .flag("rank-count", "print only the number of ranks the file declares (no MPI)"),
-        ])
+        options: [Options.topology.spec, Options.validate.spec, Options.rankCount.spec])
+
+    enum Options {
+        static let topology = TypedOption<String?>.string(
+            "topology", "FILE", "topology JSON file (see Topologies/README.md); default: nodes from MPI")
+        static let validate = TypedOption<Bool>.flag("validate", "check the file without MPI and print a summary")
+        static let rankCount = TypedOption<Bool>.flag("rank-count", "print only the number of ranks the file declares (no MPI)")
+    }
 
     let path: String?
     let offline: Bool
     let rankCountOnly: Bool
 
     init(options: ParsedOptions) throws(UsageError) {
-        path = options.string("topology")
-        offline = options.flag("validate")
-        rankCountOnly = options.flag("rank-count")
+        path = try options.value(Options.topology)
+        offline = try options.value(Options.validate)
+        rankCountOnly = try options.value(Options.rankCount)
         if (offline || rankCountOnly) && path == nil {
             throw .conflict(command: Self.spec.name, detail: "--validate and --rank-count need --topology FILE")
         }

@@ -62,23 +62,32 @@ struct AllToAllBenchmark: JobCommand {
             topology (docs/COST_MODEL.md); 'vs mpi' is the ratio to MPI_Alltoallv in the same run.
             With --simulate-links on, inter-node messages are held back by the topology's link cost.
             """,
-        options: TopologyOptions.specs + [
-            .value("algorithms", "LIST", default: "all", "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",")),
-            .value("patterns", "LIST", default: "uniform", "uniform, moe, or both comma-separated"),
-            .value("zipf", "S", default: "1.2", "Zipf exponent of expert popularity for the moe pattern"),
-            .value("min-size", "BYTES", default: "1", "smallest bytes per peer"),
-            .value("max-size", "BYTES", default: "4194304", "largest bytes per peer (4 MiB)"),
-            .value("step", "N", default: "4", "size multiplier between rows (2 or 4)"),
-            .value("iterations", "N", default: "1000", "timed iterations per size up to 8 KiB (OSU's default)"),
-            .value("warmup", "N", default: "200", "untimed iterations per size up to 8 KiB (OSU's default)"),
-            .value("large-iterations", "N", default: "100", "timed iterations per size above 8 KiB (OSU's default)"),
-            .value("large-warmup", "N", default: "10", "untimed iterations per size above 8 KiB (OSU's default)"),
-            .value("copy-bandwidth", "GB/S", default: "20", "memory-copy bandwidth γ the cost model assumes"),
-            .value("seed", "N", default: "1", "seed of the moe pattern"),
-            .value("csv", "FILE", "write the table as CSV"),
-            .value("json", "FILE", "write the table as JSON"),
-            .value("svg", "PREFIX", "write PREFIX-<pattern>.svg: latency vs size, log-log, model dashed"),
-        ])
+        options: TopologyOptions.specs + Options.specs + TableOutputOptions.specs + [Options.svg.spec])
+
+    enum Options {
+        static let algorithms = TypedOption<[AllToAllAlgorithm]>.choices(
+            "algorithms", "LIST", default: AllToAllAlgorithm.allCases,
+            "comma-separated: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ","))
+        static let patterns = TypedOption<[TrafficPattern]>.choices("patterns", "LIST", default: [.uniform], "uniform, moe, or both comma-separated")
+        static let zipf = TypedOption<Double>.number("zipf", "S", default: 1.2, in: 0...10, "Zipf exponent of expert popularity for the moe pattern")
+        static let minSize = TypedOption<Int>.integer("min-size", "BYTES", default: 1, in: 1...(1 << 28), "smallest bytes per peer")
+        static let maxSize = TypedOption<Int>.integer("max-size", "BYTES", default: 4 << 20, in: 1...(1 << 28), "largest bytes per peer (4 MiB)")
+        static let step = TypedOption<Int>.integer("step", default: 4, in: 2...16, "size multiplier between rows (2 or 4)")
+        static let iterations = TypedOption<Int>.integer("iterations", default: 1000, in: 1...1_000_000,
+                                                         "timed iterations per size up to 8 KiB (OSU's default)")
+        static let warmup = TypedOption<Int>.integer("warmup", default: 200, in: 0...1_000_000,
+                                                     "untimed iterations per size up to 8 KiB (OSU's default)")
+        static let largeIterations = TypedOption<Int>.integer("large-iterations", default: 100, in: 1...1_000_000,
+                                                              "timed iterations per size above 8 KiB (OSU's default)")
+        static let largeWarmup = TypedOption<Int>.integer("large-warmup", default: 10, in: 0...1_000_000,
+                                                          "untimed iterations per size above 8 KiB (OSU's default)")
+        static let copyBandwidth = TypedOption<Double>.number("copy-bandwidth", "GB/S", default: 20, in: 0.000001...1e6,
+                                                              "memory-copy bandwidth γ the cost model assumes")
+        static let seed = TypedOption<UInt64>.seed(default: 1, "seed of the moe pattern")
+        static let svg = TypedOption<String?>.string("svg", "PREFIX", "write PREFIX-<pattern>.svg: latency vs size, log-log, model dashed")
+        static let specs = [algorithms.spec, patterns.spec, zipf.spec, minSize.spec, maxSize.spec, step.spec, iterations.spec, warmup.spec,
+                            largeIterations.spec, largeWarmup.spec, copyBandwidth.spec, seed.spec]
+    }
 
     let topologyOptions: TopologyOptions.Values
     let algorithms: [AllToAllAlgorithm]
@@ -92,15 +101,12 @@ struct AllToAllBenchmark: JobCommand {
 
     init(options: ParsedOptions) throws(UsageError) {
         topologyOptions = try TopologyOptions.read(options)
-        algorithms = try options.choices("algorithms", as: AllToAllAlgorithm.self) ?? AllToAllAlgorithm.allCases
-        patterns = try options.choices("patterns", as: TrafficPattern.self) ?? [.uniform]
-        guard let zipf = Double(options.string("zipf") ?? "1.2"), zipf >= 0, zipf <= 10 else {
-            throw .invalidValue(command: "alltoall", option: "zipf", value: options.string("zipf") ?? "", expected: "a number in 0...10")
-        }
-        self.zipf = zipf
-        let minimum = try options.integer("min-size", in: 1...(1 << 28)) ?? 1
-        let maximum = try options.integer("max-size", in: 1...(1 << 28)) ?? 4 << 20
-        let step = try options.integer("step", in: 2...16) ?? 4
+        algorithms = try options.value(Options.algorithms)
+        patterns = try options.value(Options.patterns)
+        zipf = try options.value(Options.zipf)
+        let minimum = try options.value(Options.minSize)
+        let maximum = try options.value(Options.maxSize)
+        let step = try options.value(Options.step)
         var sizes: [Int] = []
         var size = minimum
         while size <= maximum { sizes.append(size); size *= step }
@@ -108,16 +114,13 @@ struct AllToAllBenchmark: JobCommand {
             throw .invalidValue(command: "alltoall", option: "max-size", value: String(maximum), expected: "at least --min-size (\(minimum))")
         }
         self.sizes = sizes
-        iterations = (try options.integer("iterations", in: 1...1_000_000) ?? 1000, try options.integer("large-iterations", in: 1...1_000_000) ?? 100)
-        warmup = (try options.integer("warmup", in: 0...1_000_000) ?? 200, try options.integer("large-warmup", in: 0...1_000_000) ?? 10)
-        guard let copyBandwidth = Double(options.string("copy-bandwidth") ?? "20"), copyBandwidth > 0, copyBandwidth.isFinite else {
-            throw .invalidValue(command: "alltoall", option: "copy-bandwidth", value: options.string("copy-bandwidth") ?? "", expected: "a number > 0")
-        }
-        self.copyBandwidth = copyBandwidth
-        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
-        csvPath = options.string("csv")
-        jsonPath = options.string("json")
-        svgPrefix = options.string("svg")
+        iterations = (try options.value(Options.iterations), try options.value(Options.largeIterations))
+        warmup = (try options.value(Options.warmup), try options.value(Options.largeWarmup))
+        copyBandwidth = try options.value(Options.copyBandwidth)
+        seed = try options.value(Options.seed)
+        let output = try TableOutputOptions.read(options)
+        (csvPath, jsonPath) = (output.csvPath, output.jsonPath)
+        svgPrefix = try options.value(Options.svg)
     }
 
 

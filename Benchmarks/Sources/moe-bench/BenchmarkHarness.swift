@@ -1,3 +1,4 @@
+import ArgumentParsing
 import ClusterTopology
 import Exchange
 import FileFormats
@@ -90,3 +91,28 @@ struct ResultTable {
 }
 
 func format(_ value: Double, _ digits: Int = 3) -> String { String(format: "%.\(digits)f", value) }
+
+/// `--csv FILE` and `--json FILE`, shared by every benchmark's results table.
+enum TableOutputOptions {
+    static let csv = TypedOption<String?>.string("csv", "FILE", "write the table as CSV")
+    static let json = TypedOption<String?>.string("json", "FILE", "write the table as JSON")
+    static let specs = [csv.spec, json.spec]
+
+    struct Values {
+        let csvPath: String?
+        let jsonPath: String?
+    }
+
+    static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
+        Values(csvPath: try options.value(csv), jsonPath: try options.value(json))
+    }
+}
+
+/// `--warmup N` and `--repetitions N` with a benchmark's own defaults (its cost per run differs).
+func warmupOption(default value: Int, _ help: String = "untimed runs per configuration") -> TypedOption<Int> {
+    .integer("warmup", default: value, in: 0...1_000_000, help)
+}
+
+func repetitionsOption(default value: Int, _ help: String = "timed runs per configuration") -> TypedOption<Int> {
+    .integer("repetitions", default: value, in: 1...1_000_000, help)
+}

@@ -24,26 +24,30 @@ struct CapacityBenchmark: JobCommand {
             mean imbalance, tokens/s (slowest rank per step, medianless: total tokens / total time).
             The first --skip steps are excluded (policies need history).
             """,
-        options: [
-            .value("layers", "N", default: "2", "MoE layers"),
-            .value("d-model", "N", default: "256", "hidden size"),
-            .value("d-ff", "N", default: "512", "expert FFN size"),
-            .value("experts", "N", default: "8", "experts per layer"),
-            .value("top-k", "K", default: "2", "routes per token"),
-            .value("capacity-factor", "C", default: "1.0", "configured capacity factor"),
-            .value("tokens", "N", default: "512", "tokens per rank per step"),
-            .value("steps", "N", default: "64", "steps per policy"),
-            .value("skip", "N", default: "8", "first steps left out of the figures"),
-            .value("drift", "AMPLITUDE", default: "1.5", "drifting workload: peak router bias in logits"),
-            .value("drift-period", "STEPS", default: "32", "drifting workload: steps per rotation"),
-            .value("target-drop-rate", "R", default: "0.01", "adaptive-factor target"),
-            .value("window", "STEPS", default: "4", "adaptive-factor window"),
-            .value("floor", "F", default: "0.25", "reallocate floor share"),
-            .value("smoothing", "A", default: "0.5", "reallocate load smoothing"),
-            .value("seed", "N", default: "1", "seed of weights, inputs and drift"),
-            .value("csv", "FILE", "write the table as CSV"),
-            .value("json", "FILE", "write the table as JSON"),
-        ])
+        options: Options.specs + TableOutputOptions.specs)
+
+    /// Its own drift and policy parameters: the benchmark runs every policy on one workload, with
+    /// defaults (a drifting workload on) that differ from `moe run`'s.
+    enum Options {
+        static let layers = TypedOption<Int>.integer("layers", default: 2, in: 1...64, "MoE layers")
+        static let dModel = TypedOption<Int>.integer("d-model", default: 256, in: 1...65536, "hidden size")
+        static let dFF = TypedOption<Int>.integer("d-ff", default: 512, in: 1...65536, "expert FFN size")
+        static let experts = TypedOption<Int>.integer("experts", default: 8, in: 1...4096, "experts per layer")
+        static let topK = TypedOption<Int>.integer("top-k", "K", default: 2, in: 1...4096, "routes per token")
+        static let capacityFactor = TypedOption<Double>.number("capacity-factor", "C", default: 1.0, in: 0.01...100, "configured capacity factor")
+        static let tokens = TypedOption<Int>.integer("tokens", default: 512, in: 1...(1 << 20), "tokens per rank per step")
+        static let steps = TypedOption<Int>.integer("steps", default: 64, in: 2...1_000_000, "steps per policy")
+        static let skip = TypedOption<Int>.integer("skip", default: 8, in: 0...1_000_000, "first steps left out of the figures")
+        static let drift = TypedOption<Double>.number("drift", "AMPLITUDE", default: 1.5, in: 0...100, "drifting workload: peak router bias in logits")
+        static let driftPeriod = TypedOption<Double>.number("drift-period", "STEPS", default: 32, in: 0.001...1e9, "drifting workload: steps per rotation")
+        static let targetDropRate = TypedOption<Double>.number("target-drop-rate", "R", default: 0.01, in: 0...1, "adaptive-factor target")
+        static let window = TypedOption<Int>.integer("window", "STEPS", default: 4, in: 1...10_000, "adaptive-factor window")
+        static let floor = TypedOption<Double>.number("floor", "F", default: 0.25, in: 0...1, "reallocate floor share")
+        static let smoothing = TypedOption<Double>.number("smoothing", "A", default: 0.5, in: 0.000001...1, "reallocate load smoothing")
+        static let seed = TypedOption<UInt64>.seed(default: 1, "seed of weights, inputs and drift")
+        static let specs = [layers.spec, dModel.spec, dFF.spec, experts.spec, topK.spec, capacityFactor.spec, tokens.spec, steps.spec, skip.spec,
+                            drift.spec, driftPeriod.spec, targetDropRate.spec, window.spec, floor.spec, smoothing.spec, seed.spec]
+    }
 
     let layerCount: Int, dModel: Int, dFF: Int, experts: Int, topK: Int, factor: Double
     let tokens: Int, steps: Int, skip: Int
@@ -53,24 +57,24 @@ struct CapacityBenchmark: JobCommand {
     let csvPath: String?, jsonPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        layerCount = try options.integer("layers", in: 1...64) ?? 2
-        dModel = try options.integer("d-model", in: 1...65536) ?? 256
-        dFF = try options.integer("d-ff", in: 1...65536) ?? 512
-        experts = try options.integer("experts", in: 1...4096) ?? 8
-        topK = try options.integer("top-k", in: 1...4096) ?? 2
+        layerCount = try options.value(Options.layers)
+        dModel = try options.value(Options.dModel)
+        dFF = try options.value(Options.dFF)
+        experts = try options.value(Options.experts)
+        topK = try options.value(Options.topK)
         guard topK <= experts else { throw .invalidValue(command: "capacity", option: "top-k", value: String(topK), expected: "at most --experts") }
-        factor = try options.number("capacity-factor", in: 0.01...100) ?? 1.0
-        tokens = try options.integer("tokens", in: 1...(1 << 20)) ?? 512
-        steps = try options.integer("steps", in: 2...1_000_000) ?? 64
-        skip = try options.integer("skip", in: 0...1_000_000) ?? 8
+        factor = try options.value(Options.capacityFactor)
+        tokens = try options.value(Options.tokens)
+        steps = try options.value(Options.steps)
+        skip = try options.value(Options.skip)
         guard skip < steps else { throw .invalidValue(command: "capacity", option: "skip", value: String(skip), expected: "fewer than --steps") }
-        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
-        drift = RouterDrift(amplitude: try options.number("drift", in: 0...100) ?? 1.5, period: try options.number("drift-period", in: 0.001...1e9) ?? 32, seed: seed)
+        seed = try options.value(Options.seed)
+        drift = RouterDrift(amplitude: try options.value(Options.drift), period: try options.value(Options.driftPeriod), seed: seed)
         policies = [.staticFactor,
-                    .adaptiveFactor(targetDropRate: try options.number("target-drop-rate", in: 0...1) ?? 0.01, window: try options.integer("window", in: 1...10_000) ?? 4),
-                    .reallocate(floor: try options.number("floor", in: 0...1) ?? 0.25, smoothing: try options.number("smoothing", in: 0.000001...1) ?? 0.5)]
-        csvPath = options.string("csv")
-        jsonPath = options.string("json")
+                    .adaptiveFactor(targetDropRate: try options.value(Options.targetDropRate), window: try options.value(Options.window)),
+                    .reallocate(floor: try options.value(Options.floor), smoothing: try options.value(Options.smoothing))]
+        let output = try TableOutputOptions.read(options)
+        (csvPath, jsonPath) = (output.csvPath, output.jsonPath)
     }
 
     func run(_ context: JobContext) throws {

@@ -26,22 +26,25 @@ struct LayerBenchmark: JobCommand {
             combine moves the same). With --residual each configuration runs a PR-MoE layer (top-1
             expert + dense MLP, DeepSpeed-MoE) beside a top-2 layer of the same width.
             """,
-        options: TopologyOptions.specs + BLASThreadOptions.specs + [
-            .value("d-model", "N", default: "512", "hidden size"),
-            .value("d-ff", "N", default: "2048", "expert FFN size"),
-            .value("activation", "NAME", default: "gelu", "relu, gelu or swiglu"),
-            .value("experts", "LIST", default: "8,16", "expert counts"),
-            .value("top-k", "LIST", default: "1,2", "routes per token"),
-            .value("capacity-factor", "LIST", default: "1.0,1.25", "capacity factors"),
-            .value("tokens", "LIST", default: "1024,4096", "tokens per rank"),
-            .value("exchange", "NAME", default: "linear", "all-to-all algorithm"),
-            .value("warmup", "N", default: "1", "untimed runs per configuration"),
-            .value("repetitions", "N", default: "5", "timed runs per configuration"),
-            .value("seed", "N", default: "1", "seed of weights and inputs"),
-            .flag("residual", "compare a PR-MoE residual layer (top-1 expert + dense MLP) with a top-2 layer (ignores --top-k)"),
-            .value("csv", "FILE", "write the table as CSV"),
-            .value("json", "FILE", "write the table as JSON"),
-        ])
+        options: TopologyOptions.specs + BLASThreadOptions.specs + Options.specs + TableOutputOptions.specs)
+
+    enum Options {
+        static let dModel = TypedOption<Int>.integer("d-model", default: 512, in: 1...65536, "hidden size")
+        static let dFF = TypedOption<Int>.integer("d-ff", default: 2048, in: 1...65536, "expert FFN size")
+        static let activation = TypedOption<Activation>.choice("activation", "NAME", default: .gelu, "relu, gelu or swiglu")
+        static let experts = TypedOption<[Int]>.integers("experts", default: [8, 16], in: 1...(1 << 14), "expert counts")
+        static let topK = TypedOption<[Int]>.integers("top-k", default: [1, 2], in: 1...(1 << 14), "routes per token")
+        static let capacityFactor = TypedOption<[Double]>.numbers("capacity-factor", default: [1.0, 1.25], in: 0...1e6, "capacity factors")
+        static let tokens = TypedOption<[Int]>.integers("tokens", default: [1024, 4096], in: 1...(1 << 24), "tokens per rank")
+        static let exchange = TypedOption<AllToAllAlgorithm>.choice("exchange", "NAME", default: .linear, "all-to-all algorithm")
+        static let warmup = warmupOption(default: 1)
+        static let repetitions = repetitionsOption(default: 5)
+        static let seed = TypedOption<UInt64>.seed(default: 1, "seed of weights and inputs")
+        static let residual = TypedOption<Bool>.flag(
+            "residual", "compare a PR-MoE residual layer (top-1 expert + dense MLP) with a top-2 layer (ignores --top-k)")
+        static let specs = [dModel.spec, dFF.spec, activation.spec, experts.spec, topK.spec, capacityFactor.spec, tokens.spec, exchange.spec,
+                            warmup.spec, repetitions.spec, seed.spec, residual.spec]
+    }
 
     let dModel: Int, dFF: Int
     let activation: Activation
@@ -50,33 +53,25 @@ struct LayerBenchmark: JobCommand {
     let warmup: Int, repetitions: Int
     let blasThreads: Int?
     let seed: UInt64
-    let csvPath: String?, jsonPath: String?
+    let output: TableOutputOptions.Values
     let residual: Bool
     let topologyOptions: TopologyOptions.Values
 
     init(options: ParsedOptions) throws(UsageError) {
-        dModel = try options.integer("d-model", in: 1...65536) ?? 512
-        dFF = try options.integer("d-ff", in: 1...65536) ?? 2048
-        activation = try options.choice("activation", as: Activation.self) ?? .gelu
-        experts = try options.integers("experts", in: 1...(1 << 14)) ?? [8, 16]
-        topKs = try options.integers("top-k", in: 1...(1 << 14)) ?? [1, 2]
-        tokens = try options.integers("tokens", in: 1...(1 << 24)) ?? [1024, 4096]
-        var factors: [Double] = []
-        for part in (options.string("capacity-factor") ?? "").split(separator: ",") {
-            guard let value = Double(part), value >= 0, value.isFinite else {
-                throw .invalidValue(command: "layer", option: "capacity-factor", value: String(part), expected: "numbers ≥ 0, comma-separated")
-            }
-            factors.append(value)
-        }
-        self.factors = factors
-        algorithm = try options.choice("exchange", as: AllToAllAlgorithm.self) ?? .linear
-        warmup = try options.integer("warmup", in: 0...1000) ?? 1
-        repetitions = try options.integer("repetitions", in: 1...10000) ?? 5
+        dModel = try options.value(Options.dModel)
+        dFF = try options.value(Options.dFF)
+        activation = try options.value(Options.activation)
+        experts = try options.value(Options.experts)
+        topKs = try options.value(Options.topK)
+        tokens = try options.value(Options.tokens)
+        factors = try options.value(Options.capacityFactor)
+        algorithm = try options.value(Options.exchange)
+        warmup = try options.value(Options.warmup)
+        repetitions = try options.value(Options.repetitions)
         blasThreads = try options.value(BLASThreadOptions.blasThreads)
-        seed = UInt64(try options.integer("seed", in: 0...Int.max) ?? 1)
-        csvPath = options.string("csv")
-        jsonPath = options.string("json")
-        residual = options.flag("residual")
+        seed = try options.value(Options.seed)
+        output = try TableOutputOptions.read(options)
+        residual = try options.value(Options.residual)
         topologyOptions = try TopologyOptions.read(options)
     }
 
@@ -146,8 +141,8 @@ struct LayerBenchmark: JobCommand {
             ("blas_threads_per_rank", .number(Double(threads))), ("d_model", .number(Double(dModel))), ("d_ff", .number(Double(dFF))),
             ("activation", .string(activation.rawValue)), ("exchange", .string(algorithm.rawValue)),
         ]
-        if let csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
-        if let jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
+        if let csvPath = output.csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
+        if let jsonPath = output.jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
     }
 
     /// Times the expert GEMMs alone for experts receiving `rows` rows each.

@@ -22,28 +22,29 @@ struct PackBenchmark: JobCommand {
             runs, then --repetitions runs each after a barrier, the slowest rank's time, median).
             Run with 1 rank for single-core figures.
             """,
-        options: [
-            .value("tokens", "LIST", default: "1024,8192", "tokens per buffer"),
-            .value("d-model", "LIST", default: "256,1024,4096", "floats per row"),
-            .value("peers", "N", default: "8", "destinations"),
-            .value("warmup", "N", default: "3", "untimed runs"),
-            .value("repetitions", "N", default: "21", "timed runs"),
-            .value("csv", "FILE", "write the table as CSV"),
-            .value("json", "FILE", "write the table as JSON"),
-        ])
+        options: [Options.tokens, Options.dModel].map(\.spec) + [Options.peers, Options.warmup, Options.repetitions].map(\.spec)
+            + TableOutputOptions.specs)
+
+    enum Options {
+        static let tokens = TypedOption<[Int]>.integers("tokens", default: [1024, 8192], in: 1...(1 << 20), "tokens per buffer")
+        static let dModel = TypedOption<[Int]>.integers("d-model", default: [256, 1024, 4096], in: 1...(1 << 20), "floats per row")
+        static let peers = TypedOption<Int>.integer("peers", default: 8, in: 1...65536, "destinations")
+        static let warmup = warmupOption(default: 3, "untimed runs")
+        static let repetitions = repetitionsOption(default: 21, "timed runs")
+    }
 
     let tokens: [Int], widths: [Int]
     let peers: Int, warmup: Int, repetitions: Int
     let csvPath: String?, jsonPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        tokens = try options.integers("tokens", in: 1...(1 << 20)) ?? [1024, 8192]
-        widths = try options.integers("d-model", in: 1...(1 << 20)) ?? [256, 1024, 4096]
-        peers = try options.integer("peers", in: 1...65536) ?? 8
-        warmup = try options.integer("warmup", in: 0...1000) ?? 3
-        repetitions = try options.integer("repetitions", in: 1...100_000) ?? 21
-        csvPath = options.string("csv")
-        jsonPath = options.string("json")
+        tokens = try options.value(Options.tokens)
+        widths = try options.value(Options.dModel)
+        peers = try options.value(Options.peers)
+        warmup = try options.value(Options.warmup)
+        repetitions = try options.value(Options.repetitions)
+        let output = try TableOutputOptions.read(options)
+        (csvPath, jsonPath) = (output.csvPath, output.jsonPath)
     }
 
     func run(_ context: JobContext) throws {

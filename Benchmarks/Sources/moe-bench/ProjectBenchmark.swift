@@ -20,21 +20,25 @@ struct ProjectBenchmark: JobCommand {
             smallest size at which hierarchical is no faster than flat. Needs no MPI peers: run it
             with one process (mpirun -np 1, or directly).
             """,
-        options: [
-            .value("nodes", "LIST", default: "2,8,64,512", "node counts N"),
-            .value("ranks-per-node", "L", default: "8", "ranks per node"),
-            .value("topology", "FILE", "take link costs from this topology file"),
-            .value("inter-latency-us", "US", "inter-node latency α_n"),
-            .value("inter-bandwidth", "GB/S", "inter-node bandwidth per node link B_n"),
-            .value("intra-latency-us", "US", "intra-node latency α_s"),
-            .value("intra-bandwidth", "GB/S", "intra-node bandwidth B_s"),
-            .value("copy-bandwidth", "GB/S", default: "20", "memory-copy bandwidth γ"),
-            .value("min-size", "BYTES", default: "1", "smallest bytes per peer"),
-            .value("max-size", "BYTES", default: "4194304", "largest bytes per peer"),
-            .value("csv", "FILE", "write the table as CSV"),
-            .value("json", "FILE", "write the table as JSON"),
-            .value("svg", "FILE", "write the plot (latency vs size, log-log; flat solid, hierarchical dashed)"),
-        ])
+        options: [Options.nodes.spec, Options.ranksPerNode.spec, Options.topology.spec] + Options.overrides.map(\.spec)
+            + [Options.copyBandwidth.spec, Options.minSize.spec, Options.maxSize.spec] + TableOutputOptions.specs + [Options.svg.spec])
+
+    enum Options {
+        static let nodes = TypedOption<[Int]>.integers("nodes", default: [2, 8, 64, 512], in: 1...1_000_000, "node counts N")
+        static let ranksPerNode = TypedOption<Int>.integer("ranks-per-node", "L", default: 8, in: 1...4096, "ranks per node")
+        static let topology = TypedOption<String?>.string("topology", "FILE", "take link costs from this topology file")
+        /// Link costs that replace the topology's (latencies ≥ 0, bandwidths > 0).
+        static let overrides: [TypedOption<Double?>] = [
+            .number("inter-latency-us", "US", in: 0...1e9, "inter-node latency α_n"),
+            .number("inter-bandwidth", "GB/S", in: 1e-9...1e9, "inter-node bandwidth per node link B_n"),
+            .number("intra-latency-us", "US", in: 0...1e9, "intra-node latency α_s"),
+            .number("intra-bandwidth", "GB/S", in: 1e-9...1e9, "intra-node bandwidth B_s"),
+        ]
+        static let copyBandwidth = TypedOption<Double>.number("copy-bandwidth", "GB/S", default: 20, in: 1e-9...1e9, "memory-copy bandwidth γ")
+        static let minSize = TypedOption<Int>.integer("min-size", "BYTES", default: 1, in: 1...(1 << 30), "smallest bytes per peer")
+        static let maxSize = TypedOption<Int>.integer("max-size", "BYTES", default: 4 << 20, in: 1...(1 << 30), "largest bytes per peer")
+        static let svg = TypedOption<String?>.string("svg", "FILE", "write the plot (latency vs size, log-log; flat solid, hierarchical dashed)")
+    }
 
     let nodeCounts: [Int]
     let ranksPerNode: Int
@@ -45,28 +49,24 @@ struct ProjectBenchmark: JobCommand {
     let csvPath: String?, jsonPath: String?, svgPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        nodeCounts = try options.integers("nodes", in: 1...1_000_000) ?? [2, 8, 64, 512]
-        ranksPerNode = try options.integer("ranks-per-node", in: 1...4096) ?? 8
-        topologyPath = options.string("topology")
+        nodeCounts = try options.value(Options.nodes)
+        ranksPerNode = try options.value(Options.ranksPerNode)
+        topologyPath = try options.value(Options.topology)
         var overrides: [String: Double] = [:]
-        for name in ["inter-latency-us", "inter-bandwidth", "intra-latency-us", "intra-bandwidth", "copy-bandwidth"] {
-            guard let text = options.string(name) else { continue }
-            guard let value = Double(text), value.isFinite, value >= 0, name.hasSuffix("latency-us") || value > 0 else {
-                throw .invalidValue(command: "project", option: name, value: text, expected: name.hasSuffix("latency-us") ? "a number ≥ 0" : "a number > 0")
-            }
-            overrides[name] = value
+        for option in Options.overrides {
+            if let value = try options.value(option) { overrides[option.spec.name] = value }
         }
         self.overrides = overrides
-        copyBandwidth = overrides["copy-bandwidth"] ?? 20
-        let minimum = try options.integer("min-size", in: 1...(1 << 30)) ?? 1
-        let maximum = try options.integer("max-size", in: 1...(1 << 30)) ?? 4 << 20
+        copyBandwidth = try options.value(Options.copyBandwidth)
+        let minimum = try options.value(Options.minSize)
+        let maximum = try options.value(Options.maxSize)
         var sizes: [Int] = []
         var size = minimum
         while size <= maximum { sizes.append(size); size *= 2 }
         self.sizes = sizes
-        csvPath = options.string("csv")
-        jsonPath = options.string("json")
-        svgPath = options.string("svg")
+        let output = try TableOutputOptions.read(options)
+        (csvPath, jsonPath) = (output.csvPath, output.jsonPath)
+        svgPath = try options.value(Options.svg)
     }
 
     func run(_ context: JobContext) throws {
