@@ -66,6 +66,8 @@ let package = Package(
         // The dispatcher's pure kernels, header codec and plan-cache strategy, in process (no mpirun).
         .testTarget(name: "ExpertParallelTests", dependencies: ["ExpertParallel", "MoE", "Exchange", "RandomStreams"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "MoE"]),
+        // Reads every module's imports and checks them against docs/ARCHITECTURE.md (no module deps).
+        .testTarget(name: "ArchitectureTests"),
         .testTarget(name: "ArgumentParsingTests", dependencies: ["ArgumentParsing"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
         .testTarget(name: "MultiRankTests", dependencies: ["moe", "moe-bench", "FileFormats", "Exchange"]),

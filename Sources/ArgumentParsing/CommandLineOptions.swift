@@ -2,35 +2,35 @@
 import Foundation
 
 /// One option of a subcommand, declared once: parsing, validation and `--help` all read it.
-public struct OptionSpec: Sendable {
+package struct OptionSpec: Sendable {
     /// Long name without dashes (`topology` for `--topology`).
-    public let name: String
+    package let name: String
     /// Placeholder for the value in help (`FILE`); `nil` for a flag that takes no value.
-    public let valueName: String?
-    public let help: String
+    package let valueName: String?
+    package let help: String
     /// Default value shown in help and used when the option is absent.
-    public let defaultValue: String?
+    package let defaultValue: String?
 
-    public static func value(_ name: String, _ valueName: String, default defaultValue: String? = nil, _ help: String) -> OptionSpec {
+    package static func value(_ name: String, _ valueName: String, default defaultValue: String? = nil, _ help: String) -> OptionSpec {
         OptionSpec(name: name, valueName: valueName, help: help, defaultValue: defaultValue)
     }
 
-    public static func flag(_ name: String, _ help: String) -> OptionSpec {
+    package static func flag(_ name: String, _ help: String) -> OptionSpec {
         OptionSpec(name: name, valueName: nil, help: help, defaultValue: nil)
     }
 }
 
 /// A subcommand's name, what it does, and its options.
-public struct CommandSpec: Sendable {
-    public let name: String
-    public let summary: String
+package struct CommandSpec: Sendable {
+    package let name: String
+    package let summary: String
     /// Longer explanation printed by `--help`, after the usage line.
-    public let discussion: String
-    public let options: [OptionSpec]
+    package let discussion: String
+    package let options: [OptionSpec]
     /// Name of the positional arguments the command takes (for help), nil when it takes none.
-    public let positional: String?
+    package let positional: String?
 
-    public init(name: String, summary: String, discussion: String, options: [OptionSpec], positional: String? = nil) {
+    package init(name: String, summary: String, discussion: String, options: [OptionSpec], positional: String? = nil) {
         self.name = name
         self.summary = summary
         self.discussion = discussion
@@ -38,10 +38,10 @@ public struct CommandSpec: Sendable {
         self.positional = positional
     }
 
-    public func option(named name: String) -> OptionSpec? { options.first { $0.name == name } }
+    package func option(named name: String) -> OptionSpec? { options.first { $0.name == name } }
 
     /// The `--help` text, generated from the declaration.
-    public var helpText: String {
+    package var helpText: String {
         var lines = ["usage: moe \(name) [options]" + (positional.map { " \($0)" } ?? ""), "", summary]
         if !discussion.isEmpty { lines += ["", discussion] }
         lines += ["", "options:"]
@@ -58,7 +58,7 @@ public struct CommandSpec: Sendable {
 }
 
 /// A command line that cannot be run, with a message that says what to fix.
-public enum UsageError: Error, Equatable, CustomStringConvertible {
+package enum UsageError: Error, Equatable, CustomStringConvertible {
     case unknownCommand(String, known: [String])
     case unknownOption(command: String, option: String, suggestion: String?)
     case missingValue(command: String, option: String, valueName: String)
@@ -66,7 +66,7 @@ public enum UsageError: Error, Equatable, CustomStringConvertible {
     case unexpectedArgument(command: String, argument: String)
     case conflict(command: String, detail: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .unknownCommand(name, known):
             return "unknown command '\(name)' (commands: \(known.joined(separator: ", ")))"
@@ -85,20 +85,20 @@ public enum UsageError: Error, Equatable, CustomStringConvertible {
 }
 
 /// The options given on one command line, checked against a `CommandSpec`.
-public struct ParsedOptions: Equatable {
-    public let command: String
-    public private(set) var values: [String: String] = [:]
-    public private(set) var flags: Set<String> = []
+package struct ParsedOptions: Equatable {
+    package let command: String
+    package private(set) var values: [String: String] = [:]
+    package private(set) var flags: Set<String> = []
     /// True when `--help` was given: the caller prints help and runs nothing.
-    public private(set) var helpRequested = false
+    package private(set) var helpRequested = false
     /// Arguments that are not options, in order (only for commands that declare `positional`).
-    public private(set) var positional: [String] = []
+    package private(set) var positional: [String] = []
     /// Names of the options the command declares.
     let declared: Set<String>
 
     /// Parses `arguments` (everything after the subcommand name). Accepts `--name value` and
     /// `--name=value`; a repeated option keeps its last value, as most Unix tools do.
-    public init(arguments: [String], spec: CommandSpec) throws(UsageError) {
+    package init(arguments: [String], spec: CommandSpec) throws(UsageError) {
         command = spec.name
         declared = Set(spec.options.map(\.name))
         var index = 0
@@ -147,12 +147,12 @@ public struct ParsedOptions: Equatable {
         }
     }
 
-    public func flag(_ name: String) -> Bool { flags.contains(name) }
+    package func flag(_ name: String) -> Bool { flags.contains(name) }
 
-    public func string(_ name: String) -> String? { values[name] }
+    package func string(_ name: String) -> String? { values[name] }
 
     /// An integer option within `range`.
-    public func integer(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> Int? {
+    package func integer(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> Int? {
         guard let text = values[name] else { return nil }
         guard let value = Int(text), range.contains(value) else {
             throw .invalidValue(command: command, option: name, value: text, expected: "an integer in \(range.lowerBound)...\(range.upperBound)")
@@ -161,14 +161,14 @@ public struct ParsedOptions: Equatable {
     }
 
     /// An `on|off` option: true, false, or nil when absent.
-    public func onOff(_ name: String) throws(UsageError) -> Bool? {
+    package func onOff(_ name: String) throws(UsageError) -> Bool? {
         guard let text = values[name] else { return nil }
         guard text == "on" || text == "off" else { throw .invalidValue(command: command, option: name, value: text, expected: "on or off") }
         return text == "on"
     }
 
     /// A comma-separated list of integers, each within `range` (at least one).
-    public func integers(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> [Int]? {
+    package func integers(_ name: String, in range: ClosedRange<Int>) throws(UsageError) -> [Int]? {
         guard let text = values[name] else { return nil }
         var result: [Int] = []
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
@@ -182,7 +182,7 @@ public struct ParsedOptions: Equatable {
     }
 
     /// A finite floating-point option within `range`.
-    public func number(_ name: String, in range: ClosedRange<Double>) throws(UsageError) -> Double? {
+    package func number(_ name: String, in range: ClosedRange<Double>) throws(UsageError) -> Double? {
         guard let text = values[name] else { return nil }
         guard let value = Double(text), value.isFinite, range.contains(value) else {
             throw .invalidValue(command: command, option: name, value: text, expected: "a number in \(range.lowerBound)...\(range.upperBound)")
@@ -191,7 +191,7 @@ public struct ParsedOptions: Equatable {
     }
 
     /// An option whose value must be one of a `RawRepresentable` enum's cases.
-    public func choice<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> T? where T.RawValue == String {
+    package func choice<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> T? where T.RawValue == String {
         guard let text = values[name] else { return nil }
         guard let value = T(rawValue: text) else {
             throw .invalidValue(command: command, option: name, value: text,
@@ -201,7 +201,7 @@ public struct ParsedOptions: Equatable {
     }
 
     /// A comma-separated list of enum cases; `all` means every case.
-    public func choices<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> [T]? where T.RawValue == String {
+    package func choices<T: RawRepresentable & CaseIterable>(_ name: String, as type: T.Type) throws(UsageError) -> [T]? where T.RawValue == String {
         guard let text = values[name] else { return nil }
         if text == "all" { return Array(T.allCases) }
         var result: [T] = []
@@ -242,30 +242,30 @@ public struct ParsedOptions: Equatable {
 /// `CommandSpec` (parsing and `--help`), and `ParsedOptions.value(_:)` reads it back as a
 /// `Value` — so a read can neither misspell the name nor restate the default. `Value` is
 /// optional exactly when the option has no default.
-public struct TypedOption<Value>: Sendable {
-    public let spec: OptionSpec
+package struct TypedOption<Value>: Sendable {
+    package let spec: OptionSpec
     let convert: @Sendable (ParsedOptions) throws(UsageError) -> Value
 
-    public init(spec: OptionSpec, convert: @escaping @Sendable (ParsedOptions) throws(UsageError) -> Value) {
+    package init(spec: OptionSpec, convert: @escaping @Sendable (ParsedOptions) throws(UsageError) -> Value) {
         self.spec = spec
         self.convert = convert
     }
 }
 
 extension TypedOption where Value == Int {
-    public static func integer(_ name: String, _ valueName: String = "N", default value: Int, in range: ClosedRange<Int>, _ help: String) -> Self {
+    package static func integer(_ name: String, _ valueName: String = "N", default value: Int, in range: ClosedRange<Int>, _ help: String) -> Self {
         Self(spec: .value(name, valueName, default: String(value), help)) { (options) throws(UsageError) in try options.integer(name, in: range) ?? value }
     }
 }
 
 extension TypedOption where Value == Int? {
-    public static func integer(_ name: String, _ valueName: String = "N", in range: ClosedRange<Int>, _ help: String) -> Self {
+    package static func integer(_ name: String, _ valueName: String = "N", in range: ClosedRange<Int>, _ help: String) -> Self {
         Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in try options.integer(name, in: range) }
     }
 }
 
 extension TypedOption where Value == Double {
-    public static func number(_ name: String, _ valueName: String, default value: Double, in range: ClosedRange<Double>, _ help: String) -> Self {
+    package static func number(_ name: String, _ valueName: String, default value: Double, in range: ClosedRange<Double>, _ help: String) -> Self {
         Self(spec: .value(name, valueName, default: Self.shortest(value), help)) { (options) throws(UsageError) in try options.number(name, in: range) ?? value }
     }
 
@@ -274,33 +274,33 @@ extension TypedOption where Value == Double {
 }
 
 extension TypedOption where Value == Double? {
-    public static func number(_ name: String, _ valueName: String, in range: ClosedRange<Double>, _ help: String) -> Self {
+    package static func number(_ name: String, _ valueName: String, in range: ClosedRange<Double>, _ help: String) -> Self {
         Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in try options.number(name, in: range) }
     }
 }
 
 extension TypedOption where Value == String? {
-    public static func string(_ name: String, _ valueName: String, _ help: String) -> Self {
+    package static func string(_ name: String, _ valueName: String, _ help: String) -> Self {
         Self(spec: .value(name, valueName, help)) { options in options.string(name) }
     }
 }
 
 extension TypedOption where Value == Bool {
-    public static func flag(_ name: String, _ help: String) -> Self {
+    package static func flag(_ name: String, _ help: String) -> Self {
         Self(spec: .flag(name, help)) { options in options.flag(name) }
     }
 }
 
 extension TypedOption where Value == Bool? {
     /// `--name on|off`; nil when absent (the caller's "not said" case, e.g. the topology decides).
-    public static func onOff(_ name: String, _ help: String) -> Self {
+    package static func onOff(_ name: String, _ help: String) -> Self {
         Self(spec: .value(name, "on|off", help)) { (options) throws(UsageError) in try options.onOff(name) }
     }
 }
 
 extension TypedOption {
     /// One of an enum's cases, with a default.
-    public static func choice(_ name: String, _ valueName: String, default value: Value, _ help: String) -> Self
+    package static func choice(_ name: String, _ valueName: String, default value: Value, _ help: String) -> Self
     where Value: RawRepresentable & CaseIterable & Sendable, Value.RawValue == String {
         Self(spec: .value(name, valueName, default: value.rawValue, help)) { (options) throws(UsageError) in
             try options.choice(name, as: Value.self) ?? value
@@ -308,7 +308,7 @@ extension TypedOption {
     }
 
     /// A comma-separated list of an enum's cases (`all` = every case), with a default.
-    public static func choices<Element>(_ name: String, _ valueName: String, default value: [Element], _ help: String) -> Self
+    package static func choices<Element>(_ name: String, _ valueName: String, default value: [Element], _ help: String) -> Self
     where Value == [Element], Element: RawRepresentable & CaseIterable & Sendable, Element.RawValue == String {
         let defaultText = value.count == Element.allCases.count && value.count > 1 ? "all" : value.map(\.rawValue).joined(separator: ",")
         return Self(spec: .value(name, valueName, default: defaultText, help)) { (options) throws(UsageError) in
@@ -320,7 +320,7 @@ extension TypedOption {
 extension ParsedOptions {
     /// The value of a typed option of this command. Reading an option the command does not
     /// declare is a programming error (a unit test per command reads every option it declares).
-    public func value<Value>(_ option: TypedOption<Value>) throws(UsageError) -> Value {
+    package func value<Value>(_ option: TypedOption<Value>) throws(UsageError) -> Value {
         precondition(declared.contains(option.spec.name), "--\(option.spec.name) is not an option of '\(command)'")
         return try option.convert(self)
     }
@@ -328,7 +328,7 @@ extension ParsedOptions {
 
 extension TypedOption where Value == String {
     /// An option the command cannot run without: absent is a usage error naming it.
-    public static func required(_ name: String, _ valueName: String, _ help: String) -> Self {
+    package static func required(_ name: String, _ valueName: String, _ help: String) -> Self {
         Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in
             guard let text = options.string(name) else { throw .missingValue(command: options.command, option: name, valueName: valueName) }
             return text
@@ -338,7 +338,7 @@ extension TypedOption where Value == String {
 
 extension TypedOption where Value == UInt64 {
     /// A seed: a non-negative integer.
-    public static func seed(_ name: String = "seed", default value: UInt64, _ help: String) -> Self {
+    package static func seed(_ name: String = "seed", default value: UInt64, _ help: String) -> Self {
         Self(spec: .value(name, "N", default: String(value), help)) { (options) throws(UsageError) in
             UInt64(try options.integer(name, in: 0...Int.max) ?? Int(value))
         }
@@ -347,13 +347,13 @@ extension TypedOption where Value == UInt64 {
 
 extension TypedOption {
     /// One of an enum's cases, or nil when absent.
-    public static func choice<Wrapped>(_ name: String, _ valueName: String, _ help: String) -> Self
+    package static func choice<Wrapped>(_ name: String, _ valueName: String, _ help: String) -> Self
     where Value == Wrapped?, Wrapped: RawRepresentable & CaseIterable & Sendable, Wrapped.RawValue == String {
         Self(spec: .value(name, valueName, help)) { (options) throws(UsageError) in try options.choice(name, as: Wrapped.self) }
     }
 
     /// A comma-separated list of integers in `range`, with a default.
-    public static func integers(_ name: String, _ valueName: String = "LIST", default value: [Int], in range: ClosedRange<Int>, _ help: String) -> Self
+    package static func integers(_ name: String, _ valueName: String = "LIST", default value: [Int], in range: ClosedRange<Int>, _ help: String) -> Self
     where Value == [Int] {
         Self(spec: .value(name, valueName, default: value.map(String.init).joined(separator: ","), help)) { (options) throws(UsageError) in
             try options.integers(name, in: range) ?? value
@@ -363,7 +363,7 @@ extension TypedOption {
 
 extension TypedOption where Value == [Double] {
     /// A comma-separated list of finite numbers in `range`, with a default.
-    public static func numbers(_ name: String, _ valueName: String = "LIST", default value: [Double], in range: ClosedRange<Double>,
+    package static func numbers(_ name: String, _ valueName: String = "LIST", default value: [Double], in range: ClosedRange<Double>,
                                _ help: String) -> Self {
         Self(spec: .value(name, valueName, default: value.map { String($0) }.joined(separator: ","), help)) {
             (options) throws(UsageError) in

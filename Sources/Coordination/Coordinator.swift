@@ -4,17 +4,17 @@ import MessagePassing
 import MoE
 
 /// A failure every rank learned from the coordinator; `reportingRank` prints it.
-public struct CoordinatorError: Error, CustomStringConvertible {
-    public let message: String
-    public let reportingRank: Int
-    public var description: String { message }
+package struct CoordinatorError: Error, CustomStringConvertible {
+    package let message: String
+    package let reportingRank: Int
+    package var description: String { message }
 }
 
 /// Capacity plans on the wire: Doubles, bit-exact, so every rank applies exactly the plan the
 /// coordinator computed. Layout: [layers, then per layer kind (0 configured, 1 factor,
 /// 2 shares), value count, values].
-public enum CapacityPlanCodec {
-    public static func encode(_ plan: CapacityPlan) -> [Double] {
+package enum CapacityPlanCodec {
+    package static func encode(_ plan: CapacityPlan) -> [Double] {
         var values = [Double(plan.layers.count)]
         for layer in plan.layers {
             switch layer {
@@ -26,7 +26,7 @@ public enum CapacityPlanCodec {
         return values
     }
 
-    public static func decode(_ values: [Double]) -> CapacityPlan? {
+    package static func decode(_ values: [Double]) -> CapacityPlan? {
         guard let count = values.first, count >= 0, count == count.rounded() else { return nil }
         var cursor = 1
         var layers: [LayerCapacity] = []
@@ -54,26 +54,26 @@ public enum CapacityPlanCodec {
 /// policy for the next step's plan and broadcasts it (`MPI_Bcast`), so every rank routes the
 /// next step under the same plan. All collective: every rank calls `finishStep` once per step.
 @MainActor
-public final class Coordinator {
-    public let root: Int
-    public let policy: CapacityPolicy
+package final class Coordinator {
+    package let root: Int
+    package let policy: CapacityPolicy
     private let world: Communicator
     private let experts: [Int]
     private var planner: CapacityPlanner
-    public private(set) var accumulator = StatisticsAccumulator()
+    package private(set) var accumulator = StatisticsAccumulator()
     private let statsPath: String?
     private var log: FileHandle?
     private let liveEvery: Int
     private let corruptStatistics: Bool
     /// The plan for the next step (configured before the first).
-    public private(set) var plan: CapacityPlan
+    package private(set) var plan: CapacityPlan
     /// The last step's report (coordinator rank only).
-    public private(set) var lastReport: StepReport?
+    package private(set) var lastReport: StepReport?
 
     /// `statsPath`: the stats log (JSON lines), written as `statsPath.partial` and renamed when
     /// the run ends. `liveEvery`: print the live table every that many steps (0: never).
     /// `corruptStatistics`: testing aid — this rank sends a malformed report.
-    public init(
+    package init(
         world: Communicator, root: Int, model: ModelConfiguration, policy: CapacityPolicy, statsPath: String?,
         liveEvery: Int, corruptStatistics: Bool = false
     ) throws {
@@ -101,7 +101,7 @@ public final class Coordinator {
     }
 
     /// Gathers this step's statistics, and returns (and keeps) the plan for the next step.
-    public func finishStep(_ step: Int, result: DistributedModel.StepResult, tokens: Int) throws -> CapacityPlan {
+    package func finishStep(_ step: Int, result: DistributedModel.StepResult, tokens: Int) throws -> CapacityPlan {
         var local = RankStatistics(step: result, tokens: tokens, worldSize: world.size)
         if corruptStatistics, !local.layers.isEmpty, !local.layers[0].kept.isEmpty { local.layers[0].kept[0] += 1 }
         let bytes = local.encoded().withUnsafeBytes { Array($0) }
@@ -158,7 +158,7 @@ public final class Coordinator {
 
     /// Ends the run: closes the stats log and renames it into place (coordinator rank). Returns
     /// the summary lines there, empty elsewhere.
-    public func finish() throws -> [String] {
+    package func finish() throws -> [String] {
         guard world.rank == root else { return [] }
         if let log, let statsPath {
             try log.close()

@@ -2,20 +2,20 @@ import ExpertParallel
 import MoE
 
 /// One layer's routing statistics on one rank for one step.
-public struct LayerStatistics: Equatable, Sendable {
+package struct LayerStatistics: Equatable, Sendable {
     /// Tokens of this rank.
-    public var tokens: Int
+    package var tokens: Int
     /// Per expert (`[E]`): routes that chose it, kept and dropped routes, and the slots it offered
     /// this rank (−1 when unlimited).
-    public var routed: [Int]
-    public var kept: [Int]
-    public var dropped: [Int]
-    public var capacity: [Int]
+    package var routed: [Int]
+    package var kept: [Int]
+    package var dropped: [Int]
+    package var capacity: [Int]
     /// Dispatch bytes to / from every world rank (`[G]`); the combine moves the reverse.
-    public var bytesSentTo: [Int]
-    public var bytesReceivedFrom: [Int]
+    package var bytesSentTo: [Int]
+    package var bytesReceivedFrom: [Int]
 
-    public init(tokens: Int, routed: [Int], kept: [Int], dropped: [Int], capacity: [Int], bytesSentTo: [Int], bytesReceivedFrom: [Int]) {
+    package init(tokens: Int, routed: [Int], kept: [Int], dropped: [Int], capacity: [Int], bytesSentTo: [Int], bytesReceivedFrom: [Int]) {
         self.tokens = tokens
         self.routed = routed
         self.kept = kept
@@ -27,18 +27,18 @@ public struct LayerStatistics: Equatable, Sendable {
 }
 
 /// What one rank reports to the coordinator after a step.
-public struct RankStatistics: Equatable, Sendable {
-    public var layers: [LayerStatistics]
+package struct RankStatistics: Equatable, Sendable {
+    package var layers: [LayerStatistics]
     /// Seconds per phase on this rank (`PhaseTimes.names` order, summed over layers).
-    public var phaseSeconds: [Double]
+    package var phaseSeconds: [Double]
 
-    public init(layers: [LayerStatistics], phaseSeconds: [Double]) {
+    package init(layers: [LayerStatistics], phaseSeconds: [Double]) {
         self.layers = layers
         self.phaseSeconds = phaseSeconds
     }
 
     /// From a step's result on a rank of a job of `worldSize` ranks.
-    public init(step result: DistributedModel.StepResult, tokens: Int, worldSize: Int) {
+    package init(step result: DistributedModel.StepResult, tokens: Int, worldSize: Int) {
         layers = zip(result.plans, result.volumes).map { plan, volume in
             LayerStatistics(tokens: tokens, routed: plan.routedPerExpert, kept: plan.keptPerExpert, dropped: plan.droppedPerExpert,
                             capacity: plan.capacities ?? [Int](repeating: -1, count: plan.expertCount),
@@ -50,7 +50,7 @@ public struct RankStatistics: Equatable, Sendable {
 
     /// The wire form: Doubles (integers below 2^53 are exact). Layout: [layers, then per layer
     /// tokens, E, routed E, kept E, dropped E, capacity E, G, sent G, received G], then the phases.
-    public func encoded() -> [Double] {
+    package func encoded() -> [Double] {
         var values: [Double] = [Double(layers.count)]
         for layer in layers {
             values.append(Double(layer.tokens))
@@ -65,7 +65,7 @@ public struct RankStatistics: Equatable, Sendable {
     /// Decodes and checks a rank's report against the model (`experts[l]` per layer) and the
     /// world size: counts whole and non-negative, routed = kept + dropped, kept ≤ capacity,
     /// phase times finite. Throws a message naming what is wrong.
-    public static func decode(_ values: [Double], experts: [Int], worldSize: Int) throws(StatisticsError) -> RankStatistics {
+    package static func decode(_ values: [Double], experts: [Int], worldSize: Int) throws(StatisticsError) -> RankStatistics {
         var cursor = 0
         func next(_ what: String) throws(StatisticsError) -> Double {
             guard cursor < values.count else { throw StatisticsError(problem: "report ends early (reading \(what))") }
@@ -124,7 +124,7 @@ public struct RankStatistics: Equatable, Sendable {
 }
 
 /// A malformed statistics report.
-public struct StatisticsError: Error, Equatable, CustomStringConvertible {
-    public let problem: String
-    public var description: String { problem }
+package struct StatisticsError: Error, Equatable, CustomStringConvertible {
+    package let problem: String
+    package var description: String { problem }
 }

@@ -4,38 +4,38 @@ import Foundation
 import MoE
 
 /// The coordinator's view of one step: every rank's statistics added up per layer.
-public struct StepReport: Equatable, Sendable {
-    public struct Layer: Equatable, Sendable {
-        public var tokens: Int
-        public var routed: [Int]
-        public var kept: [Int]
-        public var dropped: [Int]
+package struct StepReport: Equatable, Sendable {
+    package struct Layer: Equatable, Sendable {
+        package var tokens: Int
+        package var routed: [Int]
+        package var kept: [Int]
+        package var dropped: [Int]
         /// Slots per expert summed over source ranks; nil when unlimited.
-        public var capacity: [Int]?
+        package var capacity: [Int]?
         /// Dispatch bytes each world rank sent and received (the combine moves them back).
-        public var bytesSentByRank: [Int]
-        public var bytesReceivedByRank: [Int]
+        package var bytesSentByRank: [Int]
+        package var bytesReceivedByRank: [Int]
         /// What the capacity policies need.
-        public var counts: LayerRoutingCounts
+        package var counts: LayerRoutingCounts
 
-        public var routes: Int { routed.reduce(0, +) }
-        public var dropRate: Double { routes == 0 ? 0 : Double(dropped.reduce(0, +)) / Double(routes) }
+        package var routes: Int { routed.reduce(0, +) }
+        package var dropRate: Double { routes == 0 ? 0 : Double(dropped.reduce(0, +)) / Double(routes) }
         /// max / mean routes per expert (1 = perfectly even).
-        public var imbalance: Double {
+        package var imbalance: Double {
             let mean = Double(routes) / Double(max(1, routed.count))
             return mean == 0 ? 1 : Double(routed.max() ?? 0) / mean
         }
-        public var dispatchBytes: Int { bytesSentByRank.reduce(0, +) }
+        package var dispatchBytes: Int { bytesSentByRank.reduce(0, +) }
         /// Total slots (the buffer budget) this step; nil when unlimited.
-        public var slots: Int? { capacity?.reduce(0, +) }
+        package var slots: Int? { capacity?.reduce(0, +) }
     }
 
-    public var step: Int
-    public var layers: [Layer]
+    package var step: Int
+    package var layers: [Layer]
     /// Slowest rank per phase (`PhaseTimes.names`).
-    public var phaseSeconds: [Double]
+    package var phaseSeconds: [Double]
 
-    public init(step: Int, ranks: [RankStatistics]) {
+    package init(step: Int, ranks: [RankStatistics]) {
         precondition(!ranks.isEmpty)
         self.step = step
         phaseSeconds = ranks.dropFirst().reduce(ranks[0].phaseSeconds) { zip($0, $1.phaseSeconds).map(max) }
@@ -52,7 +52,7 @@ public struct StepReport: Equatable, Sendable {
     }
 
     /// One line of the stats log.
-    public func jsonLine(policy: String, plan: CapacityPlan) -> String {
+    package func jsonLine(policy: String, plan: CapacityPlan) -> String {
         func numbers(_ values: [Int]) -> JSONValue { .array(values.map { .number(Double($0)) }) }
         let layerValues: [JSONValue] = layers.enumerated().map { index, layer in
             var members: [(String, JSONValue)] = [
@@ -83,20 +83,20 @@ public struct StepReport: Equatable, Sendable {
 
 /// Running aggregates over steps: totals, and exponential moving averages (weight 0.2 on the
 /// newest step) of each layer's drop rate and imbalance.
-public struct StatisticsAccumulator: Sendable {
-    public static let smoothing = 0.2
-    public private(set) var steps = 0
-    public private(set) var routes: [Int] = []
-    public private(set) var dropped: [Int] = []
-    public private(set) var bytes: [Int] = []
-    public private(set) var slots: [Int] = []
-    public private(set) var dropRateAverage: [Double] = []
-    public private(set) var imbalanceAverage: [Double] = []
-    public private(set) var imbalanceSum: [Double] = []
+package struct StatisticsAccumulator: Sendable {
+    package static let smoothing = 0.2
+    package private(set) var steps = 0
+    package private(set) var routes: [Int] = []
+    package private(set) var dropped: [Int] = []
+    package private(set) var bytes: [Int] = []
+    package private(set) var slots: [Int] = []
+    package private(set) var dropRateAverage: [Double] = []
+    package private(set) var imbalanceAverage: [Double] = []
+    package private(set) var imbalanceSum: [Double] = []
 
-    public init() {}
+    package init() {}
 
-    public mutating func add(_ report: StepReport) {
+    package mutating func add(_ report: StepReport) {
         if steps == 0 {
             let count = report.layers.count
             (routes, dropped, bytes, slots) = ([Int](repeating: 0, count: count), [Int](repeating: 0, count: count), [Int](repeating: 0, count: count), [Int](repeating: 0, count: count))
@@ -120,10 +120,10 @@ public struct StatisticsAccumulator: Sendable {
     }
 
     /// Drop rate over all steps so far, per layer.
-    public var dropRate: [Double] { zip(dropped, routes).map { $1 == 0 ? 0 : Double($0) / Double($1) } }
+    package var dropRate: [Double] { zip(dropped, routes).map { $1 == 0 ? 0 : Double($0) / Double($1) } }
 
     /// Compact live table: one line per layer.
-    public func liveTable(step: Int, latest: StepReport) -> String {
+    package func liveTable(step: Int, latest: StepReport) -> String {
         var lines = ["step \(step + 1): layer  drop now  drop avg  imbalance now  imbalance avg  dispatch MiB"]
         for (index, layer) in latest.layers.enumerated() {
             lines.append(String(format: "  %12d  %7.2f%%  %7.2f%%  %13.2f  %13.2f  %12.2f", index, 100 * layer.dropRate, 100 * dropRateAverage[index],
@@ -133,7 +133,7 @@ public struct StatisticsAccumulator: Sendable {
     }
 
     /// Final summary lines.
-    public func summary(policy: String) -> [String] {
+    package func summary(policy: String) -> [String] {
         var lines = ["statistics over \(steps) step\(steps == 1 ? "" : "s"), policy \(policy): layer, routes, dropped, drop rate, mean imbalance, mean slots per step, dispatch MiB"]
         for index in routes.indices {
             lines.append(String(format: "  layer %d: %d routes, %d dropped (%.2f%%), imbalance %.2f, slots %.0f, %.2f MiB",

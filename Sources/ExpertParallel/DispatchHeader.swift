@@ -1,5 +1,5 @@
 /// What a sender says about its block for one destination, ahead of the rows.
-public enum DispatchStatus: Int, Equatable, Sendable {
+package enum DispatchStatus: Int, Equatable, Sendable {
     /// The rows follow (or, in a count message, will follow) as counted.
     case ready = 0
     /// The sender's router failed this step; no rows follow, and every rank stops.

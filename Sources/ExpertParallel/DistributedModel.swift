@@ -5,17 +5,17 @@ import MoE
 /// The whole model on one rank: a stack of `MoELayer`s, each running on its expert-parallel
 /// group's communicator (see `ExpertPlacement`) with the chosen exchange algorithm.
 @MainActor
-public final class DistributedModel {
-    public let configuration: ModelConfiguration
-    public let layers: [MoELayer]
+package final class DistributedModel {
+    package let configuration: ModelConfiguration
+    package let layers: [MoELayer]
     /// Each layer's placement over the world.
-    public let placements: [ExpertPlacement]
+    package let placements: [ExpertPlacement]
 
     /// One step's results on this rank.
-    public struct StepResult {
-        public var plans: [RoutingPlan]
-        public var times: [PhaseTimes]
-        public var volumes: [ExchangeVolume]
+    package struct StepResult {
+        package var plans: [RoutingPlan]
+        package var times: [PhaseTimes]
+        package var volumes: [ExchangeVolume]
     }
 
     /// Builds the layers. `weights[l]` must hold `ExpertPlacement(experts: E_l, worldSize:
@@ -24,7 +24,7 @@ public final class DistributedModel {
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
     /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
     /// logits; `planCache` the plan-caching strategy of every layer's dispatcher.
-    public init(
+    package init(
         configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
         planCache: PlanCacheMode = .off, makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
@@ -50,16 +50,16 @@ public final class DistributedModel {
     }
 
     /// Reports every layer's phase to `beacon` (for the watchdog).
-    public func attach(_ beacon: ProgressBeacon) {
+    package func attach(_ beacon: ProgressBeacon) {
         for layer in layers { layer.beacon = beacon }
     }
 
     /// Plan-cache outcomes over all layers on this rank.
-    public var planCacheTotals: PlanCacheTotals { layers.reduce(PlanCacheTotals()) { $0 + $1.planCacheTotals } }
+    package var planCacheTotals: PlanCacheTotals { layers.reduce(PlanCacheTotals()) { $0 + $1.planCacheTotals } }
 
     /// Runs every layer on this rank's batch, in place, at `step` under `capacity` (the
     /// coordinator's plan for this step).
-    public func forward(
+    package func forward(
         _ batch: inout TokenBatch, capacity: CapacityPlan? = nil, step: Int = 0
     ) throws(MoELayerError) -> StepResult {
         var result = StepResult(plans: [], times: [], volumes: [])

@@ -13,20 +13,20 @@ import MoE
 /// communicator (the whole world unless the layer has fewer experts than ranks, see
 /// `ExpertPlacement`); ranks below are ranks in that group.
 @MainActor
-public final class MoELayer {
-    public let index: Int
-    public let configuration: LayerConfiguration
-    public let model: ModelConfiguration
-    public let gate: Gate
+package final class MoELayer {
+    package let index: Int
+    package let configuration: LayerConfiguration
+    package let model: ModelConfiguration
+    package let gate: Gate
     let dispatcher: TokenDispatcher
     let experts: LocalExperts
     private let norm: LayerNorm
     private let residual: ResidualWeights?
     /// Where the watchdog learns this rank's phase (nil: no watchdog).
-    public var beacon: ProgressBeacon?
+    package var beacon: ProgressBeacon?
     /// Rows each of this rank's experts received in the last step (its GEMM row counts), in
     /// expert order.
-    public private(set) var receivedRowsPerExpert: [Int] = []
+    package private(set) var receivedRowsPerExpert: [Int] = []
 
     // Reused buffers (row-major).
     private var normed: [Float] = []        // [T, dModel]
@@ -35,14 +35,14 @@ public final class MoELayer {
     private var coefficients: [Float] = []  // [T, 2]: (a_mlp, a_expert)
 
     /// How this rank's group spreads the layer's experts over the group's ranks.
-    public var placement: ExpertBlocks { dispatcher.placement }
+    package var placement: ExpertBlocks { dispatcher.placement }
     /// Plan-cache outcomes of this layer on this rank.
-    public var planCacheTotals: PlanCacheTotals { dispatcher.planCache.totals }
+    package var planCacheTotals: PlanCacheTotals { dispatcher.planCache.totals }
 
     /// `exchange` runs on the group communicator; `placement` is the group's blocks, and
     /// `weights` must hold exactly this rank's block (and the residual weights for a residual
     /// layer). `gate` routes the layer (`Gate(layerIndex:model:weights:drift:)` by default).
-    public init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
+    package init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
                 placement: ExpertBlocks, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil,
                 gate: Gate? = nil, planCache: PlanCacheMode = .off) {
         precondition(weights.heldExperts == placement.experts(of: exchange.communicator.rank))
@@ -67,7 +67,7 @@ public final class MoELayer {
     /// `hidden + MoE(LayerNorm(hidden))`. Collective over the layer's communicator. `step` is
     /// the step's number (the gate's drifting workload follows it), `capacity` this step's
     /// capacity plan for the layer.
-    public func forward(
+    package func forward(
         _ hidden: inout [Float], taskIds: [Int], step: Int = 0, capacity: LayerCapacity = .configured,
         times: inout PhaseTimes, volume: inout ExchangeVolume
     ) throws(MoELayerError) -> RoutingPlan {

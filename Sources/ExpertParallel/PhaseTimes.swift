@@ -1,38 +1,38 @@
 import MessagePassing
 
 /// Wall time of each phase of an MoE layer on one rank, in seconds (`MPI_Wtime`).
-public struct PhaseTimes: Equatable, Sendable {
+package struct PhaseTimes: Equatable, Sendable {
     /// LayerNorm, gate GEMM, softmax, top-k and capacity (and a residual layer's coefficient).
-    public var gate = 0.0
+    package var gate = 0.0
     /// A residual layer's dense MLP over every local token (zero for plain MoE layers).
-    public var dense = 0.0
+    package var dense = 0.0
     /// Copying kept rows into the send buffer, by destination rank and expert.
-    public var pack = 0.0
+    package var pack = 0.0
     /// Count exchange and token exchange to the experts' ranks.
-    public var dispatch = 0.0
+    package var dispatch = 0.0
     /// Gathering each expert's rows, the expert GEMMs, and scattering outputs back.
-    public var experts = 0.0
+    package var experts = 0.0
     /// Exchange back to the tokens' ranks and the weighted sum in original token order.
-    public var combine = 0.0
+    package var combine = 0.0
     /// The part of `experts` spent in the expert FFNs themselves (GEMMs, bias, activation);
     /// the rest of `experts` is gathering rows into per-expert buffers and scattering them back.
-    public var expertCompute = 0.0
+    package var expertCompute = 0.0
 
-    public init() {}
+    package init() {}
 
     /// From `values` in `names` order.
-    public init(values: [Double]) {
+    package init(values: [Double]) {
         precondition(values.count == Self.names.count)
         (gate, dense, pack, dispatch, experts, combine) = (values[0], values[1], values[2], values[3], values[4], values[5])
     }
 
-    public var total: Double { gate + dense + pack + dispatch + experts + combine }
+    package var total: Double { gate + dense + pack + dispatch + experts + combine }
 
     /// The phases in the order a layer runs them (`expertCompute` is part of `experts`).
-    public static let names = ["gate", "dense", "pack", "dispatch", "experts", "combine"]
-    public var values: [Double] { [gate, dense, pack, dispatch, experts, combine] }
+    package static let names = ["gate", "dense", "pack", "dispatch", "experts", "combine"]
+    package var values: [Double] { [gate, dense, pack, dispatch, experts, combine] }
 
-    public static func + (lhs: PhaseTimes, rhs: PhaseTimes) -> PhaseTimes {
+    package static func + (lhs: PhaseTimes, rhs: PhaseTimes) -> PhaseTimes {
         var sum = lhs
         sum.gate += rhs.gate
         sum.dense += rhs.dense
@@ -48,13 +48,13 @@ public struct PhaseTimes: Equatable, Sendable {
 /// Bytes this rank moved in one layer's two exchanges (self-rows included, count messages not).
 /// The combine sends back exactly what the dispatch received, so per peer:
 /// combine bytes sent to p = `dispatchBytesReceivedFrom[p]`, received from p = `dispatchBytesSentTo[p]`.
-public struct ExchangeVolume: Equatable, Sendable {
-    public var dispatchBytesSent = 0
-    public var combineBytesSent = 0
+package struct ExchangeVolume: Equatable, Sendable {
+    package var dispatchBytesSent = 0
+    package var combineBytesSent = 0
     /// Dispatch bytes to / from every world rank (`[worldSize]`; zero outside the layer's group).
-    public var dispatchBytesSentTo: [Int] = []
-    public var dispatchBytesReceivedFrom: [Int] = []
-    public init() {}
+    package var dispatchBytesSentTo: [Int] = []
+    package var dispatchBytesReceivedFrom: [Int] = []
+    package init() {}
 }
 
 /// Charges the time since the last charge to one phase: each phase of a layer is timed in one

@@ -3,7 +3,7 @@ import MoE
 
 /// How a layer's dispatcher sizes its dispatch blocks when it skips the count exchange (plan
 /// caching, docs/CAPACITY.md).
-public enum PlanCacheMode: Equatable, Sendable {
+package enum PlanCacheMode: Equatable, Sendable {
     /// Every step runs the count exchange first.
     case off
     /// Blocks as large as the senders' capacities allow (from last step's token counts and
@@ -16,18 +16,18 @@ public enum PlanCacheMode: Equatable, Sendable {
 }
 
 /// Plan-cache outcomes and the count exchanges' cost on one rank (for reports).
-public struct PlanCacheTotals: Equatable, Sendable {
-    public var hits = 0
-    public var misses = 0
-    public var countExchanges = 0
+package struct PlanCacheTotals: Equatable, Sendable {
+    package var hits = 0
+    package var misses = 0
+    package var countExchanges = 0
     /// Total seconds of the count exchanges run.
-    public var countExchangeSeconds = 0.0
+    package var countExchangeSeconds = 0.0
     /// Padding sent under cached plans, bytes.
-    public var paddingBytes = 0
+    package var paddingBytes = 0
 
-    public init() {}
+    package init() {}
 
-    public static func + (lhs: PlanCacheTotals, rhs: PlanCacheTotals) -> PlanCacheTotals {
+    package static func + (lhs: PlanCacheTotals, rhs: PlanCacheTotals) -> PlanCacheTotals {
         var sum = lhs
         sum.hits += rhs.hits
         sum.misses += rhs.misses

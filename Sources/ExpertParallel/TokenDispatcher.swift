@@ -4,13 +4,13 @@ import MoE
 
 /// Why a distributed layer step failed. Every rank throws the same case (the ranks learn each
 /// other's status in the count exchange), so no rank is left inside a collective.
-public enum MoELayerError: Error, CustomStringConvertible {
+package enum MoELayerError: Error, CustomStringConvertible {
     /// Routing failed on `rank` (lowest failing rank); `detail` is the cause where this rank
     /// is the one that failed, nil elsewhere.
     case routingFailed(layer: Int, rank: Int, detail: RoutingError?)
     case exchange(layer: Int, ExchangeError)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .routingFailed(layer, rank, detail):
             return "layer \(layer): routing failed on rank \(rank)" + (detail.map { ": \($0)" } ?? "")
@@ -34,11 +34,11 @@ public enum MoELayerError: Error, CustomStringConvertible {
 /// `TokenDispatcher+Kernels.swift`; this class only sequences them and communicates. Buffers are
 /// owned here and reused every step (they grow to the largest step seen and never shrink).
 @MainActor
-public final class TokenDispatcher {
-    public let layerIndex: Int
+package final class TokenDispatcher {
+    package let layerIndex: Int
     let layer: LayerConfiguration
     /// How this rank's group spreads the layer's experts over the group's ranks.
-    public let placement: ExpertBlocks
+    package let placement: ExpertBlocks
     /// Floats per token row (d_model).
     let width: Int
     private let exchange: any AllToAll

@@ -10,32 +10,32 @@ import MessagePassing
 /// offline commands never start it), and the job-control helpers every command shares —
 /// agree-before-failing, topology resolution, link simulation, BLAS threads, rank-0 writes.
 @MainActor
-public final class JobContext {
+package final class JobContext {
     private var runtime: MPIRuntime?
 
-    public init() {}
+    package init() {}
 
     /// The MPI runtime, initialised on first call.
-    public func mpi() throws(MPIError) -> MPIRuntime {
+    package func mpi() throws(MPIError) -> MPIRuntime {
         if let runtime { return runtime }
         let started = try MPIRuntime.initialize()
         runtime = started
         return started
     }
 
-    public var isMPIStarted: Bool { runtime != nil }
+    package var isMPIStarted: Bool { runtime != nil }
 
     /// All ranks of the job.
-    public func world() throws(MPIError) -> Communicator { try mpi().world }
+    package func world() throws(MPIError) -> Communicator { try mpi().world }
 
     /// Finalises MPI if it was started.
-    public func finish() { runtime?.finalize() }
+    package func finish() { runtime?.finalize() }
 
     /// Runs `body` on every rank and agrees on the outcome before anyone continues: if any rank
     /// threw, every rank throws a `JobFailure` carrying the lowest failing rank's message.
     /// Use it around every step whose failure may differ between ranks (reading a file, a
     /// local check) and that precedes a collective.
-    public func collectively<T>(_ body: () throws -> T) throws -> T {
+    package func collectively<T>(_ body: () throws -> T) throws -> T {
         let world = try world()
         var outcome: Result<T, any Error>
         do { outcome = .success(try body()) } catch { outcome = .failure(error) }
@@ -52,7 +52,7 @@ public final class JobContext {
 
     /// The job's topology: from `path` when given (validated on every rank, and checked against
     /// the world size), otherwise the nodes MPI finds with its shared-memory split.
-    public func topology(path: String?) throws -> Topology {
+    package func topology(path: String?) throws -> Topology {
         let world = try world()
         if let path {
             return try collectively { () throws -> Topology in
@@ -65,7 +65,7 @@ public final class JobContext {
     }
 
     /// Writes `text` to `path` on rank 0 only (atomically), and agrees on the outcome.
-    public func writeOnRankZero(_ text: String, to path: String) throws {
+    package func writeOnRankZero(_ text: String, to path: String) throws {
         let world = try world()
         try collectively {
             if world.rank == 0 { try AtomicFileWriter.write(text, to: path) }
@@ -76,7 +76,7 @@ public final class JobContext {
 extension JobContext {
     /// The simulated links for this job (`SimulatedLinks.start`); its errors, the same on every
     /// rank, become one line from rank 0.
-    public func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
+    package func simulatedLinks(topology: Topology, requested: Bool?) throws -> SimulatedLinks? {
         do { return try SimulatedLinks.start(world: try world(), topology: topology, requested: requested) } catch let error as LinkSimulationError {
             throw JobFailure(message: error.description, reportingRank: 0)
         }
@@ -86,14 +86,14 @@ extension JobContext {
 extension JobContext {
     /// The job's topology and simulated links from the shared topology options
     /// (`TopologyOptions`): `topology(path:)`, then `simulatedLinks(topology:requested:)`.
-    public func topologyAndLinks(_ options: TopologyOptions.Values) throws -> (topology: Topology, links: SimulatedLinks?) {
+    package func topologyAndLinks(_ options: TopologyOptions.Values) throws -> (topology: Topology, links: SimulatedLinks?) {
         let topology = try topology(path: options.topologyPath)
         return (topology, try simulatedLinks(topology: topology, requested: options.simulateLinks))
     }
 
     /// Sets OpenBLAS's threads for this rank — `requested`, else cores / ranks on this host (at
     /// least 1) — and returns them with the ranks on this host. Collective over the world.
-    public func configureBLASThreads(requested: Int?) throws -> (threads: Int, localRanks: Int) {
+    package func configureBLASThreads(requested: Int?) throws -> (threads: Int, localRanks: Int) {
         let localRanks = try world().splitBySharedMemory().size
         let threads = requested ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
         BLAS.setThreadCount(threads)

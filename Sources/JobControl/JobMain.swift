@@ -5,7 +5,7 @@ import MessagePassing
 /// A command of `moe` or `moe-bench`: its options are declared once in `spec`; `init(options:)`
 /// validates them without MPI (so a bad flag never starts a collective); `run` does the work.
 @MainActor
-public protocol JobCommand {
+package protocol JobCommand {
     static var spec: CommandSpec { get }
     init(options: ParsedOptions) throws(UsageError)
     func run(_ context: JobContext) throws
@@ -14,11 +14,11 @@ public protocol JobCommand {
 /// A command as the dispatcher sees it: its declaration and how to build it from parsed
 /// options. (A table of closures rather than `any JobCommand.Type`: calling a typed-throws
 /// `init` through an existential metatype crashes the Swift 6.3 compiler.)
-public struct CommandEntry: Sendable {
-    public let spec: CommandSpec
+package struct CommandEntry: Sendable {
+    package let spec: CommandSpec
     let make: @MainActor @Sendable (ParsedOptions) throws(UsageError) -> any JobCommand
 
-    @MainActor public static func of<Command: JobCommand>(_ type: Command.Type) -> CommandEntry {
+    @MainActor package static func of<Command: JobCommand>(_ type: Command.Type) -> CommandEntry {
         CommandEntry(spec: Command.spec, make: { (options: ParsedOptions) throws(UsageError) -> any JobCommand in
             try Command(options: options)
         })
@@ -32,16 +32,16 @@ public struct CommandEntry: Sendable {
 /// rank and every rank exits with its code; any other error ends the whole job (`MPI_Abort`),
 /// since other ranks may be blocked in a collective.
 @MainActor
-public struct JobMain {
+package struct JobMain {
     /// `moe` or `moe-bench`.
-    public let tool: String
-    public let commands: [CommandEntry]
+    package let tool: String
+    package let commands: [CommandEntry]
     /// The general help's first lines and last line.
-    public let headline: String
-    public let footer: String
-    public let version: String?
+    package let headline: String
+    package let footer: String
+    package let version: String?
 
-    public init(tool: String, commands: [CommandEntry], headline: String, footer: String, version: String? = nil) {
+    package init(tool: String, commands: [CommandEntry], headline: String, footer: String, version: String? = nil) {
         self.tool = tool
         self.commands = commands
         self.headline = headline
@@ -50,9 +50,9 @@ public struct JobMain {
     }
 
     /// World rank from mpirun's environment (0 without mpirun), before MPI starts.
-    public static let launcherRank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"].flatMap(Int.init) ?? 0
+    package static let launcherRank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"].flatMap(Int.init) ?? 0
 
-    public var generalHelp: String {
+    package var generalHelp: String {
         var lines = [headline, "", "usage: mpirun -np N \(tool) <command> [options]     (or without mpirun: one rank)", "", "commands:"]
         let width = (commands.map(\.spec.name.count).max() ?? 0) + 2
         for command in commands {
@@ -63,7 +63,7 @@ public struct JobMain {
     }
 
     /// Runs the command line (without the program name); returns the exit status.
-    public func run(_ arguments: [String]) -> Int32 {
+    package func run(_ arguments: [String]) -> Int32 {
         let rank = Self.launcherRank
         guard let commandName = arguments.first, !["--help", "-h", "help"].contains(commandName) else {
             if rank == 0 { print(generalHelp) }

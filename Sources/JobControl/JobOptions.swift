@@ -2,57 +2,57 @@ import ArgumentParsing
 import MoE
 
 /// Options shared by every command that exchanges over a topology: declared once here.
-public enum TopologyOptions {
-    public static let topology = TypedOption<String?>.string("topology", "FILE", "topology JSON file; default: nodes from MPI")
-    public static let simulateLinks = TypedOption<Bool?>.onOff(
+package enum TopologyOptions {
+    package static let topology = TypedOption<String?>.string("topology", "FILE", "topology JSON file; default: nodes from MPI")
+    package static let simulateLinks = TypedOption<Bool?>.onOff(
         "simulate-links",
         "hold inter-node messages back by the topology's link cost (one machine only); default: the topology's links.simulate")
-    public static let specs = [topology.spec, simulateLinks.spec]
+    package static let specs = [topology.spec, simulateLinks.spec]
 
-    public struct Values: Sendable {
-        public let topologyPath: String?
-        public let simulateLinks: Bool?
+    package struct Values: Sendable {
+        package let topologyPath: String?
+        package let simulateLinks: Bool?
     }
 
-    public static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
+    package static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
         Values(topologyPath: try options.value(topology), simulateLinks: try options.value(simulateLinks))
     }
 }
 
 /// `--blas-threads N`, shared by the commands that run GEMMs (`JobContext.configureBLASThreads`).
-public enum BLASThreadOptions {
-    public static let blasThreads = TypedOption<Int?>.integer(
+package enum BLASThreadOptions {
+    package static let blasThreads = TypedOption<Int?>.integer(
         "blas-threads", in: 1...1024, "OpenBLAS threads per rank (default: cores / ranks on this host, at least 1)")
-    public static let specs = [blasThreads.spec]
+    package static let specs = [blasThreads.spec]
 }
 
 /// Options of the capacity policy and the drifting workload, shared by `moe run` and `moe
 /// reference` (which replays the policy's plans).
-public enum CapacityOptions {
-    public enum PolicyName: String, CaseIterable, Sendable { case `static`, adaptiveFactor = "adaptive-factor", reallocate }
+package enum CapacityOptions {
+    package enum PolicyName: String, CaseIterable, Sendable { case `static`, adaptiveFactor = "adaptive-factor", reallocate }
 
-    public static let policy = TypedOption<PolicyName>.choice(
+    package static let policy = TypedOption<PolicyName>.choice(
         "policy", "NAME", default: .static, "capacity policy between steps: static, adaptive-factor, reallocate (docs/CAPACITY.md)")
-    public static let targetDropRate = TypedOption<Double>.number("target-drop-rate", "R", default: 0.01, in: 0...1,
+    package static let targetDropRate = TypedOption<Double>.number("target-drop-rate", "R", default: 0.01, in: 0...1,
                                                                   "adaptive-factor: drop rate to stay under")
-    public static let window = TypedOption<Int>.integer("window", "STEPS", default: 4, in: 1...10_000, "adaptive-factor: steps of history")
-    public static let floor = TypedOption<Double>.number("floor", "F", default: 0.25, in: 0...1,
+    package static let window = TypedOption<Int>.integer("window", "STEPS", default: 4, in: 1...10_000, "adaptive-factor: steps of history")
+    package static let floor = TypedOption<Double>.number("floor", "F", default: 0.25, in: 0...1,
                                                          "reallocate: each expert keeps at least this share of the uniform capacity")
-    public static let smoothing = TypedOption<Double>.number("smoothing", "A", default: 0.5, in: 0.000001...1,
+    package static let smoothing = TypedOption<Double>.number("smoothing", "A", default: 0.5, in: 0.000001...1,
                                                              "reallocate: weight of the newest step in the load average")
-    public static let drift = TypedOption<Double>.number("drift", "AMPLITUDE", default: 0, in: 0...100,
+    package static let drift = TypedOption<Double>.number("drift", "AMPLITUDE", default: 0, in: 0...100,
                                                          "drifting workload: peak router bias in logits (0 = off)")
-    public static let driftPeriod = TypedOption<Double>.number("drift-period", "STEPS", default: 16, in: 0.001...1e9,
+    package static let driftPeriod = TypedOption<Double>.number("drift-period", "STEPS", default: 16, in: 0.001...1e9,
                                                                "drifting workload: steps for the hot experts to go once around")
-    public static let specs = [policy.spec, targetDropRate.spec, window.spec, floor.spec, smoothing.spec, drift.spec, driftPeriod.spec]
+    package static let specs = [policy.spec, targetDropRate.spec, window.spec, floor.spec, smoothing.spec, drift.spec, driftPeriod.spec]
 
-    public struct Values: Sendable {
-        public let policy: CapacityPolicy
-        public let drift: RouterDrift?
+    package struct Values: Sendable {
+        package let policy: CapacityPolicy
+        package let drift: RouterDrift?
     }
 
     /// `seed` seeds the drift's per-layer phases.
-    public static func read(_ options: ParsedOptions, seed: UInt64) throws(UsageError) -> Values {
+    package static func read(_ options: ParsedOptions, seed: UInt64) throws(UsageError) -> Values {
         let chosen: CapacityPolicy
         switch try options.value(policy) {
         case .static: chosen = .staticFactor

@@ -1,7 +1,7 @@
 import Foundation
 
 /// The expert FFN's nonlinearity.
-public enum Activation: String, CaseIterable, Sendable, Codable {
+package enum Activation: String, CaseIterable, Sendable, Codable {
     /// `max(0, x)`.
     case relu
     /// GELU, tanh form: `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))` (Hendrycks & Gimpel 2016).

@@ -1,7 +1,7 @@
 import Foundation
 
 /// One layer's capacity for one step, as the coordinator's policy decided it.
-public enum LayerCapacity: Equatable, Sendable {
+package enum LayerCapacity: Equatable, Sendable {
     /// The configured capacity `max(min_capacity, ceil(k·T·C/E))` for every expert.
     case configured
     /// The same formula with another capacity factor (adaptive-factor policy).
@@ -13,29 +13,29 @@ public enum LayerCapacity: Equatable, Sendable {
 
 /// Every layer's capacity for one step. Deterministic in the statistics that produced it and
 /// identical on all ranks (the coordinator broadcasts it; the reference computes the same).
-public struct CapacityPlan: Equatable, Sendable {
-    public var layers: [LayerCapacity]
+package struct CapacityPlan: Equatable, Sendable {
+    package var layers: [LayerCapacity]
 
-    public init(layers: [LayerCapacity]) { self.layers = layers }
+    package init(layers: [LayerCapacity]) { self.layers = layers }
 
-    public static func configured(layers: Int) -> CapacityPlan { CapacityPlan(layers: Array(repeating: .configured, count: layers)) }
+    package static func configured(layers: Int) -> CapacityPlan { CapacityPlan(layers: Array(repeating: .configured, count: layers)) }
 }
 
 /// What the policies need to know about one step of one layer: for every source rank, its token
 /// count and the routes that chose each expert (before drops).
-public struct LayerRoutingCounts: Equatable, Sendable {
+package struct LayerRoutingCounts: Equatable, Sendable {
     /// `tokens[s]`: tokens of source rank s.
-    public var tokens: [Int]
+    package var tokens: [Int]
     /// `routed[s][e]`: routes of rank s that chose expert e.
-    public var routed: [[Int]]
+    package var routed: [[Int]]
 
-    public init(tokens: [Int], routed: [[Int]]) {
+    package init(tokens: [Int], routed: [[Int]]) {
         self.tokens = tokens
         self.routed = routed
     }
 
     /// Routes per expert over all ranks.
-    public var routedPerExpert: [Int] {
+    package var routedPerExpert: [Int] {
         guard let first = routed.first else { return [] }
         return routed.dropFirst().reduce(first) { zip($0, $1).map(+) }
     }
@@ -43,7 +43,7 @@ public struct LayerRoutingCounts: Equatable, Sendable {
 
 /// How the coordinator re-plans capacity between steps (DynaMoE-style dynamic capacity;
 /// `docs/CAPACITY.md`).
-public enum CapacityPolicy: Equatable, Sendable {
+package enum CapacityPolicy: Equatable, Sendable {
     /// C as configured, every step.
     case staticFactor
     /// Per layer, the smallest capacity factor on a grid (0.05 steps up to 8) that would have
@@ -54,7 +54,7 @@ public enum CapacityPolicy: Equatable, Sendable {
     /// (weight `smoothing` on the newest step) of the routes that chose e.
     case reallocate(floor: Double, smoothing: Double)
 
-    public var name: String {
+    package var name: String {
         switch self {
         case .staticFactor: return "static"
         case .adaptiveFactor: return "adaptive-factor"
@@ -63,20 +63,20 @@ public enum CapacityPolicy: Equatable, Sendable {
     }
 
     /// The capacity-factor grid adaptive-factor searches.
-    public static let factorGrid: [Double] = (1...160).map { Double($0) / 20 }
+    package static let factorGrid: [Double] = (1...160).map { Double($0) / 20 }
 }
 
 /// The policy's memory across steps and its next plan. Pure and deterministic: the coordinator
 /// and the reference feed it the same counts in the same order and get the same plans.
-public struct CapacityPlanner: Sendable {
-    public let policy: CapacityPolicy
-    public let layers: [LayerConfiguration]
+package struct CapacityPlanner: Sendable {
+    package let policy: CapacityPolicy
+    package let layers: [LayerConfiguration]
     /// Per layer, the counts of recent steps (oldest first; at most the window).
     private var history: [[LayerRoutingCounts]]
     /// Per layer, the moving average of routes per expert.
     private var load: [[Double]?]
 
-    public init(policy: CapacityPolicy, layers: [LayerConfiguration]) {
+    package init(policy: CapacityPolicy, layers: [LayerConfiguration]) {
         self.policy = policy
         self.layers = layers
         history = Array(repeating: [], count: layers.count)
@@ -84,7 +84,7 @@ public struct CapacityPlanner: Sendable {
     }
 
     /// Records one step's counts (`counts[l]` for layer l).
-    public mutating func record(_ counts: [LayerRoutingCounts]) {
+    package mutating func record(_ counts: [LayerRoutingCounts]) {
         precondition(counts.count == layers.count)
         for (index, layerCounts) in counts.enumerated() {
             if case let .adaptiveFactor(_, window) = policy {
@@ -99,7 +99,7 @@ public struct CapacityPlanner: Sendable {
     }
 
     /// The plan for the next step.
-    public func nextPlan() -> CapacityPlan {
+    package func nextPlan() -> CapacityPlan {
         CapacityPlan(layers: layers.indices.map { plan(layer: $0) })
     }
 

@@ -1,14 +1,14 @@
 /// One expert's parameters. Row-major: `w1`, `w3` are `[dModel, dFF]`, `w2` is `[dFF, dModel]`.
 /// relu/gelu experts have biases `b1 [dFF]` and `b2 [dModel]`; SwiGLU experts have `w3` and no
 /// biases (as in the gated-FFN formulation of Shazeer 2020).
-public struct ExpertWeights: Equatable, Sendable {
-    public var w1: [Float]
-    public var b1: [Float]
-    public var w2: [Float]
-    public var b2: [Float]
-    public var w3: [Float]
+package struct ExpertWeights: Equatable, Sendable {
+    package var w1: [Float]
+    package var b1: [Float]
+    package var w2: [Float]
+    package var b2: [Float]
+    package var w3: [Float]
 
-    public init(w1: [Float], b1: [Float], w2: [Float], b2: [Float], w3: [Float]) {
+    package init(w1: [Float], b1: [Float], w2: [Float], b2: [Float], w3: [Float]) {
         self.w1 = w1
         self.b1 = b1
         self.w2 = w2
@@ -19,11 +19,11 @@ public struct ExpertWeights: Equatable, Sendable {
 
 /// Scratch space for expert forward passes; grows to the largest row count seen, never shrinks,
 /// so steady-state steps do not allocate.
-public final class ExpertWorkspace {
+package final class ExpertWorkspace {
     var hidden: [Float] = []
     var up: [Float] = []
 
-    public init() {}
+    package init() {}
 
     func reserve(rows: Int, dFF: Int, gated: Bool) {
         let needed = rows * dFF
@@ -34,9 +34,9 @@ public final class ExpertWorkspace {
 
 /// The expert feed-forward network over all the rows an expert received, as two (SwiGLU: three)
 /// `cblas_sgemm` calls on one contiguous buffer: no per-token GEMMs, no padding to capacity.
-public enum ExpertFFN {
+package enum ExpertFFN {
     /// `output[rows, dModel] = FFN(input[rows, dModel])`.
-    public static func forward(
+    package static func forward(
         _ weights: ExpertWeights, activation: Activation, dModel: Int, dFF: Int,
         input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace
     ) {

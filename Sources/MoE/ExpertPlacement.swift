@@ -1,11 +1,11 @@
 /// Contiguous blocks of E experts over n ranks (E ≥ n ≥ 1): the first `E mod n` ranks hold
 /// ⌊E/n⌋+1 experts and the rest ⌊E/n⌋; rank r's first expert is `r·⌊E/n⌋ + min(r, E mod n)`.
 /// Ranks here are positions within one expert-parallel group (see `ExpertPlacement`).
-public struct ExpertBlocks: Equatable, Sendable {
-    public let experts: Int
-    public let ranks: Int
+package struct ExpertBlocks: Equatable, Sendable {
+    package let experts: Int
+    package let ranks: Int
 
-    public init(experts: Int, ranks: Int) {
+    package init(experts: Int, ranks: Int) {
         precondition(ranks >= 1 && experts >= ranks, "blocks need at least one expert per rank")
         self.experts = experts
         self.ranks = ranks
@@ -15,13 +15,13 @@ public struct ExpertBlocks: Equatable, Sendable {
     private var extra: Int { experts % ranks }
 
     /// The experts group rank `rank` holds.
-    public func experts(of rank: Int) -> Range<Int> {
+    package func experts(of rank: Int) -> Range<Int> {
         let first = rank * base + min(rank, extra)
         return first..<first + base + (rank < extra ? 1 : 0)
     }
 
     /// The group rank that holds `expert`.
-    public func owner(of expert: Int) -> Int {
+    package func owner(of expert: Int) -> Int {
         let boundary = extra * (base + 1)
         return expert < boundary ? expert / (base + 1) : extra + (expert - boundary) / base
     }
@@ -42,33 +42,33 @@ public struct ExpertBlocks: Equatable, Sendable {
 ///
 /// Consecutive groups keep each group on as few nodes as possible: with E equal to the ranks
 /// per node, every group is one node and its exchanges never leave it.
-public struct ExpertPlacement: Equatable, Sendable {
-    public let experts: Int
-    public let worldSize: Int
+package struct ExpertPlacement: Equatable, Sendable {
+    package let experts: Int
+    package let worldSize: Int
 
-    public init(experts: Int, worldSize: Int) {
+    package init(experts: Int, worldSize: Int) {
         precondition(experts >= 1 && worldSize >= 1)
         self.experts = experts
         self.worldSize = worldSize
     }
 
     /// S = min(E, G): the size of every group but possibly the last.
-    public var groupSize: Int { min(experts, worldSize) }
+    package var groupSize: Int { min(experts, worldSize) }
     /// ⌈G / S⌉.
-    public var groupCount: Int { (worldSize + groupSize - 1) / groupSize }
+    package var groupCount: Int { (worldSize + groupSize - 1) / groupSize }
 
     /// The group world rank `rank` belongs to.
-    public func group(ofRank rank: Int) -> Int { rank / groupSize }
+    package func group(ofRank rank: Int) -> Int { rank / groupSize }
     /// The position of world rank `rank` inside its group (its rank on the group communicator).
-    public func rankInGroup(_ rank: Int) -> Int { rank % groupSize }
+    package func rankInGroup(_ rank: Int) -> Int { rank % groupSize }
     /// The world ranks of group `group`.
-    public func ranks(ofGroup group: Int) -> Range<Int> { group * groupSize..<min((group + 1) * groupSize, worldSize) }
+    package func ranks(ofGroup group: Int) -> Range<Int> { group * groupSize..<min((group + 1) * groupSize, worldSize) }
     /// How group `group` spreads the experts over its ranks.
-    public func blocks(ofGroup group: Int) -> ExpertBlocks { ExpertBlocks(experts: experts, ranks: ranks(ofGroup: group).count) }
+    package func blocks(ofGroup group: Int) -> ExpertBlocks { ExpertBlocks(experts: experts, ranks: ranks(ofGroup: group).count) }
     /// The experts world rank `rank` holds.
-    public func heldExperts(ofRank rank: Int) -> Range<Int> { blocks(ofGroup: group(ofRank: rank)).experts(of: rankInGroup(rank)) }
+    package func heldExperts(ofRank rank: Int) -> Range<Int> { blocks(ofGroup: group(ofRank: rank)).experts(of: rankInGroup(rank)) }
     /// The world rank that serves `expert` for tokens of world rank `source`.
-    public func server(of expert: Int, forSource source: Int) -> Int {
+    package func server(of expert: Int, forSource source: Int) -> Int {
         let group = group(ofRank: source)
         return ranks(ofGroup: group).lowerBound + blocks(ofGroup: group).owner(of: expert)
     }

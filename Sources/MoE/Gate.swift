@@ -1,30 +1,30 @@
 /// How a gate turns a token's logits into expert scores (the probabilities that become combine
 /// weights). `docs/ROUTING.md` §1.
-public enum GateScoreFunction: String, Equatable, Sendable, CaseIterable {
+package enum GateScoreFunction: String, Equatable, Sendable, CaseIterable {
     /// `exp(l_e − max l) / Σ exp(l − max l)` over all E experts, the sum in Double.
     case softmax
 }
 
 /// Which experts a gate picks for a token, given its logits. `docs/ROUTING.md` §2.
-public enum ExpertSelection: Equatable, Sendable {
+package enum ExpertSelection: Equatable, Sendable {
     /// The k largest logits in descending order, ties to the lower expert index.
     case topK
 }
 
 /// The gate's rule as a value: a score function and a selection rule. Equal rules route
 /// identical logits identically, in the distributed layer and in the reference alike.
-public struct GateRule: Equatable, Sendable {
-    public var score: GateScoreFunction
-    public var selection: ExpertSelection
+package struct GateRule: Equatable, Sendable {
+    package var score: GateScoreFunction
+    package var selection: ExpertSelection
 
-    public init(score: GateScoreFunction = .softmax, selection: ExpertSelection = .topK) {
+    package init(score: GateScoreFunction = .softmax, selection: ExpertSelection = .topK) {
         self.score = score
         self.selection = selection
     }
 }
 
 /// Where a gate's expert choices come from.
-public enum GateSource: Sendable {
+package enum GateSource: Sendable {
     /// A learned gate: logits = normalised hidden · `weights`, `weights` row-major `[dModel, E]`.
     case learned(weights: [Float])
     /// Task-level routing: token t goes to `taskExperts[taskIds[t]]`, with no gate GEMM.
@@ -38,17 +38,17 @@ public enum GateSource: Sendable {
 ///
 /// The drifting workload (`RouterDrift`) is an input of the gate: it is given once, when the
 /// gate is made, and `route` asks it for the bias of its layer at the step it is told.
-public struct Gate: Sendable {
+package struct Gate: Sendable {
     /// The layer's index in the model (the drift's phase depends on it).
-    public let layerIndex: Int
-    public let layer: LayerConfiguration
-    public let dModel: Int
-    public let source: GateSource
-    public let rule: GateRule
+    package let layerIndex: Int
+    package let layer: LayerConfiguration
+    package let dModel: Int
+    package let source: GateSource
+    package let rule: GateRule
     /// The synthetic drifting workload's bias, added to every token's logits; nil = none.
-    public let drift: RouterDrift?
+    package let drift: RouterDrift?
 
-    public init(layerIndex: Int, layer: LayerConfiguration, dModel: Int, source: GateSource, rule: GateRule = GateRule(),
+    package init(layerIndex: Int, layer: LayerConfiguration, dModel: Int, source: GateSource, rule: GateRule = GateRule(),
                 drift: RouterDrift? = nil) {
         if case let .learned(weights) = source { precondition(weights.count == dModel * layer.experts, "gate weights are [dModel, E]") }
         self.layerIndex = layerIndex
@@ -61,7 +61,7 @@ public struct Gate: Sendable {
 
     /// The gate of layer `layerIndex` of `model`: by task when the model has `task_experts`,
     /// else learned from `weights.gate`.
-    public init(layerIndex: Int, model: ModelConfiguration, weights: LayerWeights, drift: RouterDrift? = nil) {
+    package init(layerIndex: Int, model: ModelConfiguration, weights: LayerWeights, drift: RouterDrift? = nil) {
         let layer = model.layers[layerIndex]
         self.init(layerIndex: layerIndex, layer: layer, dModel: model.dModel,
                   source: model.taskExperts.isEmpty ? .learned(weights: weights.gate) : .tasks(model.taskExperts), drift: drift)
@@ -71,7 +71,7 @@ public struct Gate: Sendable {
     /// (the layer's norm already applied; unused by task routing); `taskIds` has one id per token
     /// for task routing (ignored otherwise); `capacity` is this step's capacity plan for the
     /// layer. `logits` is scratch the caller reuses across steps (grown to `[tokenCount, E]`).
-    public func route(
+    package func route(
         normalized: UnsafeBufferPointer<Float>, tokenCount: Int, taskIds: [Int], step: Int, capacity: LayerCapacity,
         logits: inout [Float]
     ) throws(RoutingError) -> RoutingPlan {
@@ -103,7 +103,7 @@ public struct Gate: Sendable {
     }
 
     /// `route` over an array of normalised rows (allocates its logits; for tools and tests).
-    public func route(normalized: [Float], taskIds: [Int] = [], step: Int = 0, capacity: LayerCapacity = .configured) throws(RoutingError) -> RoutingPlan {
+    package func route(normalized: [Float], taskIds: [Int] = [], step: Int = 0, capacity: LayerCapacity = .configured) throws(RoutingError) -> RoutingPlan {
         var logits: [Float] = []
         return try normalized.withUnsafeBufferPointer { (rows) throws(RoutingError) in
             try route(normalized: rows, tokenCount: normalized.count / dModel, taskIds: taskIds, step: step, capacity: capacity, logits: &logits)

@@ -1,12 +1,12 @@
-import COpenBLAS
+internal import COpenBLAS
 
 /// Single-precision matrix multiply and OpenBLAS settings. The only file that imports COpenBLAS.
-public enum BLAS {
+package enum BLAS {
     /// `C[m, n] = A[m, k] · B[k, n] (+ C if accumulate)`, all row-major and densely packed
     /// (leading dimensions k, n and n). Wraps `cblas_sgemm`. Does nothing when m, n or k is 0
     /// (except that a non-accumulating call with k = 0 zeroes C).
     @inline(__always)
-    public static func multiply(
+    package static func multiply(
         rows m: Int, columns n: Int, inner k: Int,
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>, accumulate: Bool = false
     ) {
@@ -21,10 +21,10 @@ public enum BLAS {
 
     /// OpenBLAS's thread count for this process (`openblas_set_num_threads`). SwiftMoE sets it
     /// per rank so that ranks × threads does not exceed the cores.
-    public static func setThreadCount(_ threads: Int) { openblas_set_num_threads(Int32(max(1, threads))) }
+    package static func setThreadCount(_ threads: Int) { openblas_set_num_threads(Int32(max(1, threads))) }
 
-    public static var threadCount: Int { Int(openblas_get_num_threads()) }
+    package static var threadCount: Int { Int(openblas_get_num_threads()) }
 
     /// The kernel family OpenBLAS chose (`openblas_get_corename`), e.g. "Haswell".
-    public static var coreName: String { String(cString: openblas_get_corename()) }
+    package static var coreName: String { String(cString: openblas_get_corename()) }
 }

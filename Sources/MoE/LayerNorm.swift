@@ -1,19 +1,19 @@
 /// Layer normalisation over the model dimension: `y = (x − mean) / √(var + ε) · γ + β`, with
 /// mean and (biased) variance accumulated in Double for reproducibility across row counts.
-public struct LayerNorm: Sendable {
-    public static let epsilon = 1e-5
+package struct LayerNorm: Sendable {
+    package static let epsilon = 1e-5
     /// `[dModel]` scale γ and shift β.
-    public let scale: [Float]
-    public let shift: [Float]
+    package let scale: [Float]
+    package let shift: [Float]
 
-    public init(scale: [Float], shift: [Float]) {
+    package init(scale: [Float], shift: [Float]) {
         precondition(scale.count == shift.count)
         self.scale = scale
         self.shift = shift
     }
 
     /// Normalises `rows` rows of `input` (row-major `[rows, dModel]`) into `output`.
-    public func apply(_ input: UnsafePointer<Float>, rows: Int, into output: UnsafeMutablePointer<Float>) {
+    package func apply(_ input: UnsafePointer<Float>, rows: Int, into output: UnsafeMutablePointer<Float>) {
         let width = scale.count
         scale.withUnsafeBufferPointer { gamma in
             shift.withUnsafeBufferPointer { beta in

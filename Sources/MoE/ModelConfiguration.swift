@@ -1,7 +1,7 @@
 import FileFormats
 
 /// How a layer chooses which routes keep a capacity slot when an expert is full.
-public enum DropPolicy: String, CaseIterable, Sendable, Codable {
+package enum DropPolicy: String, CaseIterable, Sendable, Codable {
     /// All first choices claim slots in token order, then all second choices, and so on.
     case inOrder = "in-order"
     /// V-MoE's Batch Prioritized Routing (Riquelme et al. 2021): tokens ordered by priority
@@ -12,7 +12,7 @@ public enum DropPolicy: String, CaseIterable, Sendable, Codable {
 }
 
 /// The score that orders tokens under batch-prioritized routing.
-public enum RoutingPriority: String, CaseIterable, Sendable, Codable {
+package enum RoutingPriority: String, CaseIterable, Sendable, Codable {
     /// The largest of the token's top-k probabilities (V-MoE's default).
     case max
     /// The sum of the token's top-k probabilities.
@@ -20,23 +20,23 @@ public enum RoutingPriority: String, CaseIterable, Sendable, Codable {
 }
 
 /// One MoE layer's routing and size settings.
-public struct LayerConfiguration: Equatable, Sendable {
+package struct LayerConfiguration: Equatable, Sendable {
     /// Number of experts E (≥ 1).
-    public var experts: Int
+    package var experts: Int
     /// Routes per token k, 1 ≤ k ≤ E.
-    public var topK: Int
+    package var topK: Int
     /// Capacity factor C ≥ 0; 0 means no capacity limit.
-    public var capacityFactor: Double
+    package var capacityFactor: Double
     /// Lower bound on any expert's capacity per source rank.
-    public var minCapacity: Int
-    public var dropPolicy: DropPolicy
-    public var priority: RoutingPriority
+    package var minCapacity: Int
+    package var dropPolicy: DropPolicy
+    package var priority: RoutingPriority
     /// PR-MoE residual layer (DeepSpeed-MoE, Rajbhandari et al. 2022): every token also goes
     /// through a dense MLP held by every rank, mixed with its one expert (top-1) by a per-token
     /// coefficient. See `ResidualMixture`.
-    public var residual: Bool
+    package var residual: Bool
 
-    public init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
+    package init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
                 dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max, residual: Bool = false) {
         precondition(!residual || topK == 1, "a residual layer routes each token to one expert")
         self.residual = residual
@@ -49,21 +49,21 @@ public struct LayerConfiguration: Equatable, Sendable {
     }
 
     /// True when no route is ever dropped (policy `none`, or C = 0).
-    public var isDropless: Bool { dropPolicy == .none || capacityFactor == 0 }
+    package var isDropless: Bool { dropPolicy == .none || capacityFactor == 0 }
 }
 
 /// A model: L pre-norm MoE blocks `x ← x + MoE_l(LayerNorm_l(x))` over hidden size `dModel`.
-public struct ModelConfiguration: Equatable, Sendable {
-    public var name: String
-    public var dModel: Int
-    public var dFF: Int
-    public var activation: Activation
-    public var layers: [LayerConfiguration]
+package struct ModelConfiguration: Equatable, Sendable {
+    package var name: String
+    package var dModel: Int
+    package var dFF: Int
+    package var activation: Activation
+    package var layers: [LayerConfiguration]
     /// Task-level routing: `taskExperts[task]` lists the k experts a token of that task goes to
     /// (in choice order), bypassing the gate. Empty when the model routes by gate only.
-    public var taskExperts: [Int: [Int]]
+    package var taskExperts: [Int: [Int]]
 
-    public init(name: String, dModel: Int, dFF: Int, activation: Activation, layers: [LayerConfiguration], taskExperts: [Int: [Int]] = [:]) {
+    package init(name: String, dModel: Int, dFF: Int, activation: Activation, layers: [LayerConfiguration], taskExperts: [Int: [Int]] = [:]) {
         self.name = name
         self.dModel = dModel
         self.dFF = dFF
@@ -73,22 +73,22 @@ public struct ModelConfiguration: Equatable, Sendable {
     }
 
     /// The built-in default: 4 layers, d_model 256, d_ff 1024, GELU, 8 experts, top-2, C 1.25.
-    public static let builtInDefault = ModelConfiguration(
+    package static let builtInDefault = ModelConfiguration(
         name: "default", dModel: 256, dFF: 1024, activation: .gelu,
         layers: Array(repeating: LayerConfiguration(experts: 8, topK: 2), count: 4))
 
     /// Largest sizes accepted from a file, so a typo cannot ask for terabytes.
-    public static let dimensionLimit = 1 << 16
-    public static let layerLimit = 1024
-    public static let expertLimit = 1 << 14
+    package static let dimensionLimit = 1 << 16
+    package static let layerLimit = 1024
+    package static let expertLimit = 1 << 14
 }
 
 /// Why a model file was refused; names the file and field.
-public struct ModelConfigurationError: Error, Equatable, CustomStringConvertible {
-    public let source: String
-    public let field: String
-    public let problem: String
-    public var description: String { field.isEmpty ? "\(source): \(problem)" : "\(source): field '\(field)': \(problem)" }
+package struct ModelConfigurationError: Error, Equatable, CustomStringConvertible {
+    package let source: String
+    package let field: String
+    package let problem: String
+    package var description: String { field.isEmpty ? "\(source): \(problem)" : "\(source): field '\(field)': \(problem)" }
 }
 
 extension ModelConfiguration {
@@ -104,7 +104,7 @@ extension ModelConfiguration {
     /// Each layer is `layer_defaults` overridden by its own fields; `experts` and `top_k` must be
     /// given by one or the other, except that a `residual` layer's `top_k` is 1 (layer_defaults'
     /// top_k does not apply to it; its own top_k, if given, must be 1). Unknown fields are errors.
-    public static func load(path: String) throws(ModelConfigurationError) -> ModelConfiguration {
+    package static func load(path: String) throws(ModelConfigurationError) -> ModelConfiguration {
         let bytes: [UInt8]
         do { bytes = try BoundedFileReader.read(path, limit: 1 << 20) } catch {
             throw ModelConfigurationError(source: path, field: "", problem: "cannot be read: \(error.reason)")
@@ -112,7 +112,7 @@ extension ModelConfiguration {
         return try parse(bytes, path: path)
     }
 
-    public static func parse(_ bytes: [UInt8], path: String) throws(ModelConfigurationError) -> ModelConfiguration {
+    package static func parse(_ bytes: [UInt8], path: String) throws(ModelConfigurationError) -> ModelConfiguration {
         let document: JSONValue
         do { document = try JSONParser.parse(bytes) } catch {
             throw ModelConfigurationError(source: path, field: "", problem: "invalid JSON at \(error)")

@@ -3,25 +3,25 @@ import RandomStreams
 
 /// One layer's parameters as one rank holds them: the norm and gate (every rank) and the
 /// experts in `heldExperts` only.
-public struct LayerWeights: Sendable {
-    public var norm: LayerNorm
+package struct LayerWeights: Sendable {
+    package var norm: LayerNorm
     /// `[dModel, E]` row-major.
-    public var gate: [Float]
-    public var heldExperts: Range<Int>
+    package var gate: [Float]
+    package var heldExperts: Range<Int>
     /// `experts[i]` is expert `heldExperts.lowerBound + i`.
-    public var experts: [ExpertWeights]
+    package var experts: [ExpertWeights]
     /// The dense MLP and coefficient of a residual layer (every rank holds them); nil otherwise.
-    public var residual: ResidualWeights?
+    package var residual: ResidualWeights?
 
-    public func expert(_ index: Int) -> ExpertWeights { experts[index - heldExperts.lowerBound] }
+    package func expert(_ index: Int) -> ExpertWeights { experts[index - heldExperts.lowerBound] }
 }
 
 /// Why weights could not be had.
-public enum WeightsError: Error, Equatable, CustomStringConvertible {
+package enum WeightsError: Error, Equatable, CustomStringConvertible {
     case file(SafetensorsError)
     case nonFinite(tensor: String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .file(error): return "\(error)"
         case let .nonFinite(tensor): return "tensor '\(tensor)' holds NaN or infinite values"
@@ -38,8 +38,8 @@ public enum WeightsError: Error, Equatable, CustomStringConvertible {
 /// `[dModel, dFF]` (swiglu). Residual layers add `layers.{l}.dense.{w1,w2,b1,b2 | w3}` (the
 /// dense MLP, an expert's shapes), `layers.{l}.coefficient.weight` `[dModel, 2]` and
 /// `layers.{l}.coefficient.bias` `[2]`. All float32, row-major.
-public enum ModelWeights {
-    public static func expertTensorShapes(_ model: ModelConfiguration) -> [(suffix: String, shape: [Int])] {
+package enum ModelWeights {
+    package static func expertTensorShapes(_ model: ModelConfiguration) -> [(suffix: String, shape: [Int])] {
         var shapes: [(String, [Int])] = [("w1", [model.dModel, model.dFF]), ("w2", [model.dFF, model.dModel])]
         if model.activation == .swiglu {
             shapes.append(("w3", [model.dModel, model.dFF]))
@@ -50,7 +50,7 @@ public enum ModelWeights {
     }
 
     /// Every tensor of the model, in file order.
-    public static func tensorShapes(_ model: ModelConfiguration) -> [(name: String, shape: [Int])] {
+    package static func tensorShapes(_ model: ModelConfiguration) -> [(name: String, shape: [Int])] {
         var shapes: [(String, [Int])] = []
         for (index, layer) in model.layers.enumerated() {
             shapes += [("layers.\(index).norm.scale", [model.dModel]), ("layers.\(index).norm.shift", [model.dModel]),
@@ -69,7 +69,7 @@ public enum ModelWeights {
     /// The seeded value of one tensor: depends only on (seed, name), so any rank can make its
     /// own share and `moe init-weights` writes the same numbers. Weights are uniform with
     /// variance 1/fan-in; biases and norm shifts uniform in ±0.1; norm scales 1 ± 0.1.
-    public static func seededTensor(name: String, shape: [Int], seed: UInt64) -> [Float] {
+    package static func seededTensor(name: String, shape: [Int], seed: UInt64) -> [Float] {
         var random = SeededGenerator(seed: seed, stream: fnv1a(name))
         let count = shape.reduce(1, *)
         let suffix = name.split(separator: ".").last.map(String.init) ?? name
@@ -84,7 +84,7 @@ public enum ModelWeights {
     }
 
     /// 64-bit FNV-1a of a string: a stable stream number per tensor name.
-    public static func fnv1a(_ text: String) -> UInt64 {
+    package static func fnv1a(_ text: String) -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
         for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
         return hash
@@ -93,7 +93,7 @@ public enum ModelWeights {
     /// A rank's share of the weights: every layer's norm and gate (and a residual layer's dense
     /// MLP and coefficient), and the experts `held(l)` of each layer, from the seed or from a
     /// safetensors file (reading only those tensors).
-    public static func load(
+    package static func load(
         _ model: ModelConfiguration, heldExperts held: (Int) -> Range<Int>, seed: UInt64, file: SafetensorsReader?
     ) throws(WeightsError) -> [LayerWeights] {
         func tensor(_ name: String, _ shape: [Int]) throws(WeightsError) -> [Float] {
@@ -132,7 +132,7 @@ public enum ModelWeights {
     }
 
     /// Writes the whole model's seeded weights as a safetensors file (atomically).
-    public static func writeSeeded(_ model: ModelConfiguration, seed: UInt64, to path: String) throws(FileAccessError) {
+    package static func writeSeeded(_ model: ModelConfiguration, seed: UInt64, to path: String) throws(FileAccessError) {
         let tensors = tensorShapes(model).map { ($0.name, $0.shape, seededTensor(name: $0.name, shape: $0.shape, seed: seed)) }
         try SafetensorsWriter.write(tensors, metadata: ["format": "swiftmoe", "model": model.name, "seed": String(seed)], to: path)
     }

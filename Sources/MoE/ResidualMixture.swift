@@ -2,15 +2,15 @@ import Foundation
 
 /// The dense half of a PR-MoE residual layer, held by every rank: an FFN of the experts' form
 /// and the mixing coefficient's projection.
-public struct ResidualWeights: Equatable, Sendable {
+package struct ResidualWeights: Equatable, Sendable {
     /// The dense MLP, same shapes and activation as an expert.
-    public var dense: ExpertWeights
+    package var dense: ExpertWeights
     /// `W_c`, `[dModel, 2]` row-major: column 0 scores the dense MLP, column 1 the expert.
-    public var coefficientWeight: [Float]
+    package var coefficientWeight: [Float]
     /// `b_c`, `[2]`.
-    public var coefficientBias: [Float]
+    package var coefficientBias: [Float]
 
-    public init(dense: ExpertWeights, coefficientWeight: [Float], coefficientBias: [Float]) {
+    package init(dense: ExpertWeights, coefficientWeight: [Float], coefficientBias: [Float]) {
         self.dense = dense
         self.coefficientWeight = coefficientWeight
         self.coefficientBias = coefficientBias
@@ -26,10 +26,10 @@ public struct ResidualWeights: Equatable, Sendable {
 /// weight (the gate probability; task routing gives 1). A dropped route contributes nothing, so
 /// the token keeps only the dense share `a_mlp · MLP(x)`. As in DeepSpeed, the expert branch
 /// carries its gate probability before mixing.
-public enum ResidualMixture {
+package enum ResidualMixture {
     /// `(a_mlp, a_expert)` = softmax of two logits, max subtracted, the sum taken in Double
     /// (as `Router` does for the gate).
-    public static func softmaxPair(_ mlpLogit: Float, _ expertLogit: Float) -> (mlp: Float, expert: Float) {
+    package static func softmaxPair(_ mlpLogit: Float, _ expertLogit: Float) -> (mlp: Float, expert: Float) {
         let maximum = max(mlpLogit, expertLogit)
         let mlp = Double(expf(mlpLogit - maximum))
         let expert = Double(expf(expertLogit - maximum))
@@ -39,7 +39,7 @@ public enum ResidualMixture {
 
     /// The coefficients of `rows` tokens: `[rows, 2]` row-major, `(a_mlp, a_expert)` per token,
     /// from their normed states `normed` (`[rows, dModel]`).
-    public static func coefficients(normed: UnsafePointer<Float>, rows: Int, dModel: Int, weights: ResidualWeights) -> [Float] {
+    package static func coefficients(normed: UnsafePointer<Float>, rows: Int, dModel: Int, weights: ResidualWeights) -> [Float] {
         var logits = [Float](repeating: 0, count: rows * 2)
         guard rows > 0 else { return logits }
         weights.coefficientWeight.withUnsafeBufferPointer { w in
@@ -59,7 +59,7 @@ public enum ResidualMixture {
     /// m[i]` with `m[i] = (a_expert · p) · expertRow[i] + a_mlp · denseRow[i]`, built in that
     /// order from 0. `expertRow` is nil for a dropped route. This is the plain-loop form the
     /// reference uses; the distributed layer performs the same operations eight lanes at a time.
-    public static func add(
+    package static func add(
         expertRow: UnsafePointer<Float>?, combineWeight: Float, denseRow: UnsafePointer<Float>,
         coefficients: (mlp: Float, expert: Float), count: Int, to output: UnsafeMutablePointer<Float>
     ) {

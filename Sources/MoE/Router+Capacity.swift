@@ -4,7 +4,7 @@ extension Router {
     /// Slots each expert offers one source rank per step:
     /// `max(minCapacity, ceil(k · T · C / E))`, computed in Double exactly as written; nil
     /// (unlimited) when the layer is dropless (policy `none` or C = 0).
-    public static func capacity(tokenCount: Int, layer: LayerConfiguration) -> Int? {
+    package static func capacity(tokenCount: Int, layer: LayerConfiguration) -> Int? {
         guard !layer.isDropless else { return nil }
         let slots = (Double(layer.topK) * Double(tokenCount) * layer.capacityFactor / Double(layer.experts)).rounded(.up)
         return max(layer.minCapacity, Int(slots))
@@ -17,7 +17,7 @@ extension Router {
     ///   to s (Σ s = E): expert e gets ⌊budget·s_e/E⌋, and the slots left over go one each to the
     ///   experts with the largest fractional parts (ties to the lower expert). The budget is
     ///   exactly the configured one.
-    public static func capacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity) -> [Int]? {
+    package static func capacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity) -> [Int]? {
         switch plan {
         case .configured:
             return capacity(tokenCount: tokenCount, layer: layer).map { [Int](repeating: $0, count: layer.experts) }

@@ -4,7 +4,7 @@ import Foundation
 /// and selection by the `GateRule`, then capacity and drops (`Router+Capacity.swift`). `Gate`
 /// is the one entry point the layers use; rules are in `docs/ROUTING.md`, and tests check them
 /// one by one.
-public enum Router {
+package enum Router {
     /// Routes `tokenCount` tokens from their logits (row-major `[tokenCount, E]`).
     ///
     /// Top-k is taken on the logits (softmax is monotonic; comparing logits avoids ties that
@@ -12,7 +12,7 @@ public enum Router {
     /// the softmax over all E experts, computed with the max subtracted and the sum in Double.
     /// `capacity` is this step's capacity plan for the layer; `rule` the score function and
     /// selection (softmax and top-k are the only ones today).
-    public static func route(
+    package static func route(
         logits: UnsafeBufferPointer<Float>, tokenCount: Int, layer: LayerConfiguration,
         capacity plan: LayerCapacity = .configured, rule: GateRule = GateRule()
     ) throws(RoutingError) -> RoutingPlan {
@@ -55,7 +55,7 @@ public enum Router {
 
     /// Routes tokens by task id: token t goes to `taskExperts[taskIds[t]]` (in that choice
     /// order) with probability 1/k per route, no gate. Capacity and drops apply as usual.
-    public static func route(
+    package static func route(
         taskIds: [Int], taskExperts: [Int: [Int]], layer: LayerConfiguration, capacity plan: LayerCapacity = .configured
     ) throws(RoutingError) -> RoutingPlan {
         let tokenCount = taskIds.count
@@ -70,7 +70,7 @@ public enum Router {
     }
 
     /// Row-wise softmax of `[tokenCount, E]` logits, as `route` computes it (for reports).
-    public static func softmax(_ logits: [Float], experts: Int) -> [Float] {
+    package static func softmax(_ logits: [Float], experts: Int) -> [Float] {
         var result = logits
         for start in stride(from: 0, to: logits.count, by: experts) {
             let row = logits[start..<start + experts]

@@ -11,27 +11,27 @@ import RandomStreams
 /// with φ_l ∈ [0, 1) drawn from (seed, l) by SplitMix64, so layers drift out of phase. The
 /// experts near the bump's peak are hot; which ones moves by E/period experts per step.
 /// Deterministic: the distributed run and the reference compute the same biases.
-public struct RouterDrift: Equatable, Sendable {
+package struct RouterDrift: Equatable, Sendable {
     /// Peak bias in logit units (≥ 0).
-    public var amplitude: Double
+    package var amplitude: Double
     /// Steps for the bump to travel once around the experts (> 0).
-    public var period: Double
-    public var seed: UInt64
+    package var period: Double
+    package var seed: UInt64
 
-    public init(amplitude: Double, period: Double, seed: UInt64) {
+    package init(amplitude: Double, period: Double, seed: UInt64) {
         self.amplitude = amplitude
         self.period = period
         self.seed = seed
     }
 
     /// The phase offset of layer `layer`, in [0, 1).
-    public func phase(layer: Int) -> Double {
+    package func phase(layer: Int) -> Double {
         var random = SeededGenerator(seed: seed, stream: 0xD71F7, UInt64(layer))
         return Double(random.next() >> 11) / Double(1 << 53)
     }
 
     /// `[experts]` biases for `layer` at `step`.
-    public func bias(layer: Int, experts: Int, step: Int) -> [Float] {
+    package func bias(layer: Int, experts: Int, step: Int) -> [Float] {
         let offset = phase(layer: layer) + Double(step) / period
         return (0..<experts).map { expert in
             Float(amplitude * cos(2 * Double.pi * (Double(expert) / Double(experts) + offset)))

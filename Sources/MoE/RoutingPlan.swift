@@ -5,50 +5,50 @@
 /// writes them. Invariants: `expert[i]` is `choice[i]` or −1; `slot[i]` is −1 exactly when
 /// `expert[i]` is −1; the slots of one expert are 0..<kept[e] without gaps; a dropped route's
 /// `gate` is 0.
-public struct RoutingPlan: Equatable, Sendable {
-    public let tokenCount: Int
-    public let topK: Int
-    public let expertCount: Int
+package struct RoutingPlan: Equatable, Sendable {
+    package let tokenCount: Int
+    package let topK: Int
+    package let expertCount: Int
     /// Slots each expert offers this source rank (`[expertCount]`); nil when unlimited
     /// (dropless). Equal for every expert unless a capacity plan re-divided them.
-    public let capacities: [Int]?
+    package let capacities: [Int]?
     /// The largest expert capacity (the uniform one without a capacity plan); nil when unlimited.
-    public var capacity: Int? { capacities?.max() }
+    package var capacity: Int? { capacities?.max() }
     /// Routes choosing each expert before drops, `[expertCount]`.
-    public var routedPerExpert: [Int] {
+    package var routedPerExpert: [Int] {
         var routed = [Int](repeating: 0, count: expertCount)
         for expert in choice { routed[expert] += 1 }
         return routed
     }
     /// Expert chosen before drops.
-    public var choice: [Int]
+    package var choice: [Int]
     /// Expert the route goes to, −1 if dropped.
-    public var expert: [Int]
+    package var expert: [Int]
     /// Position in the expert's buffer from this rank, −1 if dropped.
-    public var slot: [Int]
+    package var slot: [Int]
     /// Combine weight (0 if dropped).
-    public var gate: [Float]
+    package var gate: [Float]
     /// The chosen experts' softmax probabilities (1/k each under task routing), before drops.
-    public var probability: [Float]
+    package var probability: [Float]
 
     /// Routes each expert kept, `[expertCount]`.
-    public var keptPerExpert: [Int] {
+    package var keptPerExpert: [Int] {
         var kept = [Int](repeating: 0, count: expertCount)
         for expert in expert where expert >= 0 { kept[expert] += 1 }
         return kept
     }
 
     /// Routes each expert dropped (counted at the expert chosen), `[expertCount]`.
-    public var droppedPerExpert: [Int] {
+    package var droppedPerExpert: [Int] {
         var dropped = [Int](repeating: 0, count: expertCount)
         for index in choice.indices where expert[index] < 0 { dropped[choice[index]] += 1 }
         return dropped
     }
 
-    public var droppedRoutes: Int { expert.lazy.filter { $0 < 0 }.count }
+    package var droppedRoutes: Int { expert.lazy.filter { $0 < 0 }.count }
 
     /// Token occupying each slot: `slotRoutes[e][s]` is the route index `r * tokenCount + t`.
-    public func slotRoutes() -> [[Int]] {
+    package func slotRoutes() -> [[Int]] {
         var routes = [[Int]](repeating: [], count: expertCount)
         for (expert, kept) in keptPerExpert.enumerated() { routes[expert] = [Int](repeating: -1, count: kept) }
         for index in expert.indices where expert[index] >= 0 { routes[expert[index]][slot[index]] = index }
@@ -57,13 +57,13 @@ public struct RoutingPlan: Equatable, Sendable {
 }
 
 /// Why routing could not be done.
-public enum RoutingError: Error, Equatable, CustomStringConvertible {
+package enum RoutingError: Error, Equatable, CustomStringConvertible {
     /// A router logit is NaN or infinite (`token` is the rank-local token index).
     case nonFiniteLogit(token: Int, expert: Int, value: Float)
     /// A token carries a task id the model's task map does not name.
     case unknownTask(token: Int, task: Int)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case let .nonFiniteLogit(token, expert, value): return "router logit of token \(token) for expert \(expert) is \(value)"
         case let .unknownTask(token, task): return "token \(token) has task id \(task), which the model's task_experts does not list"

@@ -2,23 +2,23 @@ import RandomStreams
 
 /// How a global batch of tokens is split over ranks: rank r holds global tokens
 /// `⌊r·N/G⌋ ..< ⌊(r+1)·N/G⌋` (contiguous, sizes differ by at most one).
-public enum TokenPartition {
-    public static func range(rank: Int, ranks: Int, total: Int) -> Range<Int> {
+package enum TokenPartition {
+    package static func range(rank: Int, ranks: Int, total: Int) -> Range<Int> {
         (rank * total / ranks)..<((rank + 1) * total / ranks)
     }
 }
 
 /// Hidden states (and optional task ids) of a range of global tokens.
-public struct TokenBatch: Equatable, Sendable {
+package struct TokenBatch: Equatable, Sendable {
     /// Row-major `[tokens, dModel]`.
-    public var hidden: [Float]
+    package var hidden: [Float]
     /// One task id per token, or empty when the model routes by gate.
-    public var taskIds: [Int]
-    public let dModel: Int
+    package var taskIds: [Int]
+    package let dModel: Int
 
-    public var tokenCount: Int { hidden.count / dModel }
+    package var tokenCount: Int { hidden.count / dModel }
 
-    public init(hidden: [Float], taskIds: [Int], dModel: Int) {
+    package init(hidden: [Float], taskIds: [Int], dModel: Int) {
         self.hidden = hidden
         self.taskIds = taskIds
         self.dModel = dModel
@@ -27,7 +27,7 @@ public struct TokenBatch: Equatable, Sendable {
     /// Seeded inputs for global tokens `range`: token g's values depend only on (seed, g), so
     /// any partition of the same tokens over ranks sees the same numbers. Task ids (when
     /// `tasks` is not empty) are drawn uniformly from `tasks`.
-    public static func seeded(range: Range<Int>, dModel: Int, seed: UInt64, tasks: [Int]) -> TokenBatch {
+    package static func seeded(range: Range<Int>, dModel: Int, seed: UInt64, tasks: [Int]) -> TokenBatch {
         var hidden: [Float] = []
         hidden.reserveCapacity(range.count * dModel)
         var taskIds: [Int] = []
@@ -40,7 +40,7 @@ public struct TokenBatch: Equatable, Sendable {
     }
 
     /// The first non-finite value, as (token, feature), if any.
-    public func firstNonFinite() -> (token: Int, feature: Int)? {
+    package func firstNonFinite() -> (token: Int, feature: Int)? {
         guard let index = hidden.firstIndex(where: { !$0.isFinite }) else { return nil }
         return (index / dModel, index % dModel)
     }

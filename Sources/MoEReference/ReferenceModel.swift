@@ -12,15 +12,15 @@ import MoE
 /// still only require 1e-5 relative). With fewer experts than ranks, each expert-parallel group
 /// (`ExpertPlacement`) has its own replica of each expert, fed only by the group's ranks; a
 /// residual layer adds the dense MLP's share per `ResidualMixture`.
-public struct ReferenceModel {
-    public let model: ModelConfiguration
+package struct ReferenceModel {
+    package let model: ModelConfiguration
     /// Weights with every expert of every layer.
-    public let layers: [LayerWeights]
+    package let layers: [LayerWeights]
     /// Each layer's gate (the same `Gate` the distributed layer routes with).
-    public let gates: [Gate]
+    package let gates: [Gate]
 
     /// `drift`, when given, is the drifting workload the gates add to their logits.
-    public init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil) {
+    package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil) {
         precondition(layers.count == model.layers.count)
         precondition(zip(layers, model.layers).allSatisfy { $0.heldExperts == 0..<$1.experts }, "the reference holds every expert")
         self.model = model
@@ -31,7 +31,7 @@ public struct ReferenceModel {
     /// Runs the model on each rank's batch (`batches[r]` is rank r's tokens) and returns each
     /// rank's output hidden states and its routing plan per layer (`plans[layer][rank]`), at
     /// `step` (the drifting workload's clock) under `capacity` (that step's plan).
-    public func forward(
+    package func forward(
         _ batches: [TokenBatch], capacity: CapacityPlan? = nil, step: Int = 0
     ) throws(RoutingError) -> (outputs: [[Float]], plans: [[RoutingPlan]]) {
         let d = model.dModel

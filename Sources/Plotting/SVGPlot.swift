@@ -2,14 +2,14 @@ import Foundation
 
 /// A line chart written as SVG by hand (no outside packages): log-log or linear axes, one
 /// polyline per series, dashed series for models, a legend. Enough for latency-vs-size plots.
-public struct SVGPlot: Sendable {
-    public struct Series: Sendable {
-        public var name: String
-        public var points: [(x: Double, y: Double)]
-        public var color: String
-        public var dashed: Bool
+package struct SVGPlot: Sendable {
+    package struct Series: Sendable {
+        package var name: String
+        package var points: [(x: Double, y: Double)]
+        package var color: String
+        package var dashed: Bool
 
-        public init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false) {
+        package init(name: String, points: [(x: Double, y: Double)], color: String, dashed: Bool = false) {
             self.name = name
             self.points = points
             self.color = color
@@ -17,21 +17,21 @@ public struct SVGPlot: Sendable {
         }
     }
 
-    public var title: String
-    public var xLabel: String
-    public var yLabel: String
-    public var series: [Series] = []
-    public var logX = true
-    public var logY = true
+    package var title: String
+    package var xLabel: String
+    package var yLabel: String
+    package var series: [Series] = []
+    package var logX = true
+    package var logY = true
     /// Optional vertical marker lines (x, label).
-    public var markers: [(x: Double, label: String)] = []
+    package var markers: [(x: Double, label: String)] = []
 
-    public static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    package static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
     private let width = 820.0, height = 520.0
     private let left = 80.0, right = 190.0, top = 40.0, bottom = 60.0
 
-    public init(title: String, xLabel: String, yLabel: String) {
+    package init(title: String, xLabel: String, yLabel: String) {
         self.title = title
         self.xLabel = xLabel
         self.yLabel = yLabel
@@ -62,7 +62,7 @@ public struct SVGPlot: Sendable {
     }
 
     /// The SVG document. `bytesOnX` labels x ticks as sizes (powers of 4 from 1 B).
-    public func render(bytesOnX: Bool = true) -> String {
+    package func render(bytesOnX: Bool = true) -> String {
         let all = series.flatMap(\.points).filter { (!logX || $0.x > 0) && (!logY || $0.y > 0) }
         guard !all.isEmpty else { return "<svg xmlns=\"http://www.w3.org/2000/svg\"/>\n" }
         var xLow = all.map(\.x).min()!, xHigh = all.map(\.x).max()!
