@@ -1,4 +1,5 @@
 import ExpertParallel
+import FileFormats
 import Foundation
 import MessagePassing
 import MoE
@@ -62,7 +63,10 @@ package final class Coordinator {
     private var planner: CapacityPlanner
     package private(set) var accumulator = StatisticsAccumulator()
     private let statsPath: String?
-    private var log: FileHandle?
+    /// The stats log's descriptor (coordinator rank, when logging), and the bytes of complete
+    /// lines in it: a failed write is cut back to that length, so the log never ends torn.
+    private var log: Int32?
+    private var logBytes = 0
     private let liveEvery: Int
     private let corruptStatistics: Bool
     /// The plan for the next step (configured before the first).
@@ -90,10 +94,11 @@ package final class Coordinator {
         var problem = ""
         if world.rank == root, let statsPath {
             let partial = statsPath + ".partial"
-            if FileManager.default.createFile(atPath: partial, contents: nil), let handle = FileHandle(forWritingAtPath: partial) {
-                log = handle
+            let descriptor = open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
+            if descriptor >= 0 {
+                log = descriptor
             } else {
-                problem = "cannot write the stats log \(partial)"
+                problem = "cannot write the stats log \(partial): \(String(cString: strerror(errno)))"
             }
         }
         let verdict = String(decoding: try world.broadcastBytes(Array(problem.utf8), root: root), as: UTF8.self)
@@ -140,8 +145,14 @@ package final class Coordinator {
         accumulator.add(report)
         planner.record(report.layers.map(\.counts))
         let next = planner.nextPlan()
-        if let log {
-            log.write(Data((report.jsonLine(policy: policy.name, plan: next) + "\n").utf8))
+        if let log, let statsPath {
+            let line = Array((report.jsonLine(policy: policy.name, plan: next) + "\n").utf8)
+            do { try AtomicFileWriter.writeAll(line, to: log, path: statsPath + ".partial") } catch {
+                // Keep only complete lines, then stop every rank with one line.
+                _ = ftruncate(log, off_t(logBytes))
+                return [1] + Array("cannot write the stats log at step \(step + 1): \(error) (the \(step) complete lines before are kept)".utf8)
+            }
+            logBytes += line.count
         }
         if liveEvery > 0, (step + 1) % liveEvery == 0 {
             print(accumulator.liveTable(step: step, latest: report))
@@ -161,10 +172,13 @@ package final class Coordinator {
     package func finish() throws -> [String] {
         guard world.rank == root else { return [] }
         if let log, let statsPath {
-            try log.close()
             self.log = nil
-            if FileManager.default.fileExists(atPath: statsPath) { try FileManager.default.removeItem(atPath: statsPath) }
-            try FileManager.default.moveItem(atPath: statsPath + ".partial", toPath: statsPath)
+            guard fsync(log) == 0 || errno == EINVAL, close(log) == 0 else {
+                throw CoordinatorError(message: "cannot write the stats log \(statsPath).partial: \(String(cString: strerror(errno)))", reportingRank: root)
+            }
+            guard rename(statsPath + ".partial", statsPath) == 0 else {
+                throw CoordinatorError(message: "cannot rename the stats log into \(statsPath): \(String(cString: strerror(errno)))", reportingRank: root)
+            }
         }
         return accumulator.summary(policy: policy.name)
     }

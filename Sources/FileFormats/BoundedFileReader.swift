@@ -7,31 +7,111 @@ public struct FileAccessError: Error, Equatable, CustomStringConvertible {
     public var description: String { "\(path): \(reason)" }
 }
 
-/// Reads whole small files (configuration, topology) with a size cap checked before reading,
-/// so a mistaken path to a multi-gigabyte file is an error, not an allocation.
+/// What kind of file a path names, from `stat(2)` after following links.
+public enum FileKind: Equatable, Sendable {
+    case regular, directory, characterDevice, blockDevice, fifo, socket, other, missing
+
+    public static func of(_ path: String) -> FileKind {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return .missing }
+        switch status.st_mode & S_IFMT {
+        case S_IFREG: return .regular
+        case S_IFDIR: return .directory
+        case S_IFCHR: return .characterDevice
+        case S_IFBLK: return .blockDevice
+        case S_IFIFO: return .fifo
+        case S_IFSOCK: return .socket
+        default: return .other
+        }
+    }
+
+    /// "a FIFO (named pipe)", for messages.
+    public var phrase: String {
+        switch self {
+        case .regular: return "a regular file"
+        case .directory: return "a directory"
+        case .characterDevice: return "a character device"
+        case .blockDevice: return "a block device"
+        case .fifo: return "a FIFO (named pipe)"
+        case .socket: return "a socket"
+        case .other: return "not a regular file"
+        case .missing: return "missing"
+        }
+    }
+}
+
+/// Reads whole small files (configuration, topology, stats logs, .npy) with a size cap on the
+/// bytes actually read — `stat` says 0 for pipes and devices, so a cap checked against it alone
+/// would let `/dev/zero` grow without bound. Only regular files are read: a FIFO, socket or device
+/// is refused before anything blocks (the open is non-blocking, and the kind is checked on the
+/// open descriptor).
 public enum BoundedFileReader {
     /// Largest configuration file we read whole: 16 MiB.
     public static let defaultLimit = 16 << 20
 
     public static func read(_ path: String, limit: Int = defaultLimit) throws(FileAccessError) -> [UInt8] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw FileAccessError(path: path, reason: "no such file")
+        let descriptor = try openRegularFile(path)
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw FileAccessError(path: path, reason: "cannot be read: \(String(cString: strerror(errno)))") }
+        guard Int(status.st_size) <= limit else {
+            throw FileAccessError(path: path, reason: "is \(status.st_size) bytes, larger than the \(limit)-byte limit for this kind of file")
         }
-        guard !isDirectory.boolValue else { throw FileAccessError(path: path, reason: "is a directory, not a file") }
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw FileAccessError(path: path, reason: "cannot be opened for reading (permissions?)")
+        var bytes = [UInt8](repeating: 0, count: Int(status.st_size))
+        var total = 0
+        // Read until end of file, never past limit + 1 bytes: a file that grows while we read is
+        // still bounded.
+        while true {
+            if total == bytes.count {
+                guard total <= limit else { break }
+                bytes.append(contentsOf: [UInt8](repeating: 0, count: min(max(4096, total), limit + 1 - total)))
+            }
+            let count = bytes.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress! + total, $0.count - total) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw FileAccessError(path: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
+            }
+            if count == 0 { break }
+            total += count
         }
-        defer { try? handle.close() }
-        let size: UInt64
-        do { size = try handle.seekToEnd(); try handle.seek(toOffset: 0) } catch {
-            throw FileAccessError(path: path, reason: "cannot be read: \(error.localizedDescription)")
+        guard total <= limit else {
+            throw FileAccessError(path: path, reason: "holds more than the \(limit)-byte limit for this kind of file")
         }
-        guard size <= UInt64(limit) else {
-            throw FileAccessError(path: path, reason: "is \(size) bytes, larger than the \(limit)-byte limit for this kind of file")
+        return Array(bytes[0..<total])
+    }
+
+    /// Opens `path` for reading without blocking, and returns the descriptor only if it is a
+    /// regular file; anything else is a `FileAccessError` naming what it is.
+    public static func openRegularFile(_ path: String) throws(FileAccessError) -> Int32 {
+        guard !path.isEmpty else { throw FileAccessError(path: path, reason: "empty path") }
+        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            let code = errno
+            switch code {
+            case ENOENT: throw FileAccessError(path: path, reason: "no such file")
+            case EACCES: throw FileAccessError(path: path, reason: "cannot be opened for reading (permission denied)")
+            default:
+                if FileKind.of(path) == .directory { throw FileAccessError(path: path, reason: "is a directory, not a file") }
+                throw FileAccessError(path: path, reason: "cannot be opened: \(String(cString: strerror(code)))")
+            }
         }
-        do { return Array(try handle.readToEnd() ?? Data()) } catch {
-            throw FileAccessError(path: path, reason: "cannot be read: \(error.localizedDescription)")
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else {
+            close(descriptor)
+            throw FileAccessError(path: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
         }
+        guard status.st_mode & S_IFMT == S_IFREG else {
+            close(descriptor)
+            let kind: FileKind = status.st_mode & S_IFMT == S_IFDIR ? .directory
+                : status.st_mode & S_IFMT == S_IFIFO ? .fifo
+                : status.st_mode & S_IFMT == S_IFCHR ? .characterDevice
+                : status.st_mode & S_IFMT == S_IFBLK ? .blockDevice
+                : status.st_mode & S_IFMT == S_IFSOCK ? .socket : .other
+            if kind == .directory { throw FileAccessError(path: path, reason: "is a directory, not a file") }
+            throw FileAccessError(path: path, reason: "is \(kind.phrase), not a regular file; give a file")
+        }
+        // Regular files never block; clear the flag so reads behave normally.
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
+        return descriptor
     }
 }

@@ -41,7 +41,9 @@ public final class SafetensorsReader {
 
     public init(path: String) throws(SafetensorsError) {
         func fail(_ problem: String, tensor: String? = nil) -> SafetensorsError { SafetensorsError(path: path, tensor: tensor, problem: problem) }
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw fail("cannot be opened (no such file, or no permission)") }
+        let descriptor: Int32
+        do { descriptor = try BoundedFileReader.openRegularFile(path) } catch { throw fail(error.reason) }
+        let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         self.path = path
         self.handle = handle
         let fileSize: UInt64
@@ -65,6 +67,11 @@ public final class SafetensorsReader {
         }
         dataStart = 8 + UInt64(headerBytes.count)
         let dataSize = Int(fileSize - dataStart)
+        // Parsing costs about 700 bytes per entry; count entries cheaply before paying for that.
+        let entryCount = Self.occurrences(of: Array("\"data_offsets\"".utf8), in: headerBytes)
+        guard entryCount <= Self.entryLimit else {
+            throw fail("header lists \(entryCount) tensors, more than the \(Self.entryLimit) this reader accepts in one file")
+        }
         let document: JSONValue
         do { document = try JSONParser.parse(headerBytes) } catch { throw fail("header is not valid JSON (\(error))") }
         guard case let .object(members) = document else { throw fail("header is not a JSON object") }
@@ -113,8 +120,42 @@ public final class SafetensorsReader {
                 throw fail("malformed entry: \(error)", tensor: name)
             }
         }
+        // The format requires the data section to be indexed entirely, without holes: tensors
+        // in offset order must tile [0, dataSize) exactly — no overlap, no aliasing, no gap.
+        var expected = 0
+        for (name, entry) in entries.sorted(by: { ($0.value.dataRange.lowerBound, $0.value.dataRange.upperBound, $0.key) < ($1.value.dataRange.lowerBound, $1.value.dataRange.upperBound, $1.key) }) {
+            guard entry.dataRange.lowerBound == expected else {
+                throw fail(entry.dataRange.lowerBound < expected
+                           ? "data_offsets \(entry.dataRange) overlap the previous tensor's data (ending at \(expected))"
+                           : "data_offsets \(entry.dataRange) leave a gap after byte \(expected) of the data section", tensor: name)
+            }
+            expected = entry.dataRange.upperBound
+        }
+        guard expected == dataSize else {
+            throw fail("tensors cover \(expected) of the \(dataSize) bytes of the data section (the format allows no unindexed bytes)")
+        }
         self.entries = entries
         self.metadata = metadata
+    }
+
+    /// Most tensors one file may list (a whole 671B-parameter checkpoint has about 92 000, spread
+    /// over many shards).
+    public static let entryLimit = 200_000
+
+    static func occurrences(of needle: [UInt8], in haystack: [UInt8]) -> Int {
+        guard !needle.isEmpty, haystack.count >= needle.count else { return 0 }
+        var count = 0
+        var index = 0
+        let first = needle[0]
+        while index <= haystack.count - needle.count {
+            if haystack[index] == first && haystack[index..<index + needle.count].elementsEqual(needle) {
+                count += 1
+                index += needle.count
+            } else {
+                index += 1
+            }
+        }
+        return count
     }
 
     deinit { try? handle.close() }

@@ -100,3 +100,19 @@ extension JobContext {
         return (threads, localRanks)
     }
 }
+
+extension JobContext {
+    /// Checks the command's outputs against the rules of `OutputPaths` (not a device, FIFO,
+    /// folder or link; not an input or another output; a writable folder) before anything is
+    /// computed. With MPI started it is an agreed check (`collectively`); without, the one process
+    /// fails alone. `nil` paths (options not given) are skipped. Options are named without dashes.
+    public func checkPaths(outputs: [(option: String, path: String?)], inputs: [(option: String, path: String?)]) throws {
+        let named = { (list: [(option: String, path: String?)]) in list.compactMap { entry in entry.path.map { NamedPath(option: entry.option, path: $0) } } }
+        let check = { () throws in try OutputPaths.check(outputs: named(outputs), inputs: named(inputs)) }
+        if isMPIStarted {
+            try collectively(check)
+        } else {
+            do { try check() } catch { throw JobFailure(message: "\(error)", reportingRank: JobMain.launcherRank) }
+        }
+    }
+}

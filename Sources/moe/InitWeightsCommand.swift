@@ -27,6 +27,7 @@ struct InitWeightsCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
+        try context.checkPaths(outputs: [("output", outputPath)], inputs: [("model", modelPath)])
         do {
             let model = try modelPath.map { path throws in try ModelConfiguration.load(path: path) } ?? .builtInDefault
             try ModelWeights.writeSeeded(model, seed: seed, to: outputPath)

@@ -46,6 +46,7 @@ struct ReferenceCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
+        try context.checkPaths(outputs: [("output", outputPath), ("routing-output", routingPath)], inputs: [("model", model.modelPath), ("weights", model.weightsPath), ("input", model.inputPath), ("task-ids", model.taskIdsPath)])
         do {
             let configuration = try model.loadModel()
             let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },

@@ -49,6 +49,7 @@ struct RouteCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
+        try context.checkPaths(outputs: [("output", outputPath)], inputs: [("logits", logitsPath)])
         do {
             let array = try NpyArray.load(path: logitsPath)
             guard array.shape.count == 2, let logits = array.float32Values else {

@@ -101,6 +101,9 @@ struct RunCommand: JobCommand {
 
     func run(_ context: JobContext) throws {
         let world = try context.world()
+        try context.checkPaths(outputs: [("output", outputPath), ("routing-output", routingPath), ("report", reportPath), ("stats", statsPath),
+                                         ("stats", statsPath.map { $0 + ".partial" })],
+                               inputs: [("model", model.modelPath), ("weights", model.weightsPath), ("input", model.inputPath), ("task-ids", model.taskIdsPath)] + [("topology", topologyOptions.topologyPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let ranks = world.size
         try context.collectively {

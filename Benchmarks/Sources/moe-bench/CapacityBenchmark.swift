@@ -79,6 +79,7 @@ struct CapacityBenchmark: JobCommand {
 
     func run(_ context: JobContext) throws {
         let world = try context.world()
+        try context.checkPaths(outputs: [("csv", csvPath), ("json", jsonPath)], inputs: [])
         let harness = BenchmarkHarness(world: world)
         let topology = try context.topology(path: nil)
         let layer = LayerConfiguration(experts: experts, topK: topK, capacityFactor: factor, minCapacity: 1)

@@ -78,6 +78,7 @@ struct LayerBenchmark: JobCommand {
     @MainActor
     func run(_ context: JobContext) throws {
         let world = try context.world()
+        try context.checkPaths(outputs: [("csv", output.csvPath), ("json", output.jsonPath)], inputs: [])
         let harness = BenchmarkHarness(world: world)
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)

@@ -71,6 +71,7 @@ struct ProjectBenchmark: JobCommand {
 
     func run(_ context: JobContext) throws {
         let world = try context.world()
+        try context.checkPaths(outputs: [("csv", csvPath), ("json", jsonPath), ("svg", svgPath)], inputs: [])
         guard world.rank == 0 else { return }
         var intra = LinkCost.sharedMemoryDefault, inter = LinkCost.networkDefault
         if let topologyPath {
