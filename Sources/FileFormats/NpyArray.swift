@@ -72,6 +72,22 @@ public struct NpyArray: Equatable, Sendable {
     }
 
     public static func parse(_ bytes: [UInt8], path: String) throws(NpyError) -> NpyArray {
+        let header = try parseHeader(bytes, fileSize: bytes.count, path: path)
+        return NpyArray(shape: header.shape, elementType: header.elementType, data: Array(bytes[header.dataStart...]))
+    }
+
+    /// What the preamble and header say: shape, element type, and where the data starts.
+    public struct Header: Equatable, Sendable {
+        public let shape: [Int]
+        public let elementType: NpyElementType
+        public let dataStart: Int
+        /// Bytes of one row (all dimensions after the first).
+        public var rowBytes: Int { shape.dropFirst().reduce(elementType.byteCount, *) }
+    }
+
+    /// Parses the preamble and header from the file's first bytes (`prefix`, at least the whole
+    /// header) and checks that a file of `fileSize` bytes holds exactly the data the shape needs.
+    public static func parseHeader(_ bytes: [UInt8], fileSize: Int, path: String) throws(NpyError) -> Header {
         func fail(_ problem: String) -> NpyError { NpyError(path: path, problem: problem) }
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
         guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw fail("not a .npy file (bad magic)") }
@@ -96,7 +112,8 @@ public struct NpyArray: Equatable, Sendable {
         guard let descr = fields["descr"], let elementType = NpyElementType(rawValue: descr) else {
             throw fail("unsupported dtype \(fields["descr"] ?? "(none)"): expected float32 ('<f4'), int32 ('<i4') or int64 ('<i8')")
         }
-        guard fields["fortran_order"] == "False" else { throw fail("Fortran-order arrays are not supported (save with C order)") }
+        guard let fortranOrder = fields["fortran_order"] else { throw fail("header has no fortran_order") }
+        guard fortranOrder == "False" else { throw fail("Fortran-order arrays are not supported (save with C order)") }
         guard let shapeText = fields["shape"] else { throw fail("header has no shape") }
         let shape = try parseShape(shapeText, path: path)
         var expected = elementType.byteCount
@@ -106,10 +123,48 @@ public struct NpyArray: Equatable, Sendable {
             expected = product
         }
         let dataStart = headerStart + headerLength
-        guard bytes.count - dataStart == expected else {
-            throw fail("shape \(shape) of \(descr) needs \(expected) data bytes but the file has \(bytes.count - dataStart)")
+        guard fileSize - dataStart == expected else {
+            throw fail("shape \(shape) of \(descr) needs \(expected) data bytes but the file has \(fileSize - dataStart)")
         }
-        return NpyArray(shape: shape, elementType: elementType, data: Array(bytes[dataStart...]))
+        return Header(shape: shape, elementType: elementType, dataStart: dataStart)
+    }
+
+    /// Reads only rows `slice(totalRows)` of a `.npy` file (its first dimension), seeking past
+    /// the rest: a rank that needs a slice of a large input never holds the whole file. Returns
+    /// the slice as an array of shape `[rows, ...]` and the file's whole shape.
+    public static func loadRows(path: String, slice: (_ totalRows: Int) -> Range<Int>) throws(NpyError) -> (rows: NpyArray, fileShape: [Int]) {
+        func fail(_ problem: String) -> NpyError { NpyError(path: path, problem: problem) }
+        let descriptor: Int32
+        do { descriptor = try BoundedFileReader.openRegularFile(path) } catch { throw fail(error.reason) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw fail("cannot be read: \(String(cString: strerror(errno)))") }
+        let fileSize = Int(status.st_size)
+        guard fileSize <= fileSizeLimit else { throw fail("is \(fileSize) bytes, larger than the \(fileSizeLimit)-byte limit") }
+        let prefix = try readFully(descriptor, offset: 0, count: min(fileSize, 12 + (1 << 20)), path: path)
+        let header = try parseHeader(prefix, fileSize: fileSize, path: path)
+        guard let totalRows = header.shape.first else { throw fail("a 0-dimensional array has no rows") }
+        let rows = slice(totalRows)
+        guard rows.lowerBound >= 0, rows.upperBound <= totalRows else {
+            throw fail("has \(totalRows) rows, but rows \(rows.lowerBound)..<\(rows.upperBound) are needed (shape \(header.shape))")
+        }
+        let data = try readFully(descriptor, offset: header.dataStart + rows.lowerBound * header.rowBytes, count: rows.count * header.rowBytes, path: path)
+        return (NpyArray(shape: [rows.count] + header.shape.dropFirst(), elementType: header.elementType, data: data), header.shape)
+    }
+
+    private static func readFully(_ descriptor: Int32, offset: Int, count: Int, path: String) throws(NpyError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let got = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + done, count - done, off_t(offset + done)) }
+            if got < 0 {
+                if errno == EINTR { continue }
+                throw NpyError(path: path, problem: "cannot be read: \(String(cString: strerror(errno)))")
+            }
+            guard got > 0 else { throw NpyError(path: path, problem: "ends early (truncated while reading?)") }
+            done += got
+        }
+        return bytes
     }
 
     /// Parses `{'key': value, ...}` where values are quoted strings, True/False, or tuples.

@@ -29,6 +29,8 @@ public final class SafetensorsReader {
     public let path: String
     public let entries: [String: SafetensorsEntry]
     public let metadata: [String: String]
+    /// The file's size in bytes.
+    public let fileSize: UInt64
     private let dataStart: UInt64
     private let handle: FileHandle
 
@@ -65,6 +67,7 @@ public final class SafetensorsReader {
         } catch {
             throw fail("cannot be read: \(error.localizedDescription)")
         }
+        self.fileSize = fileSize
         dataStart = 8 + UInt64(headerBytes.count)
         let dataSize = Int(fileSize - dataStart)
         // Parsing costs about 700 bytes per entry; count entries cheaply before paying for that.

@@ -15,18 +15,85 @@ package final class JobContext {
 
     package init() {}
 
-    /// The MPI runtime, initialised on first call.
-    package func mpi() throws(MPIError) -> MPIRuntime {
+    /// The command line as every rank must run it (`key`, `value` pairs: the command, every
+    /// option's effective value, the positional arguments). Set by `JobMain`; checked by the first
+    /// collective of the job (`agree(on:what:)`), so an MPMD launch with different options, or a
+    /// mix of versions, stops with one line instead of hanging or mixing models.
+    package var commandLine: [(key: String, value: String)] = []
+
+    /// The MPI runtime, initialised on first call; the first call also checks that every rank
+    /// runs the same command line.
+    package func mpi() throws -> MPIRuntime {
         if let runtime { return runtime }
         let started = try MPIRuntime.initialize()
         runtime = started
+        try agree(on: commandLine, what: "command line")
         return started
     }
 
     package var isMPIStarted: Bool { runtime != nil }
 
     /// All ranks of the job.
-    package func world() throws(MPIError) -> Communicator { try mpi().world }
+    package func world() throws -> Communicator { try mpi().world }
+
+    /// Checks that every rank holds the same `entries` (collective over the world): one
+    /// `MPI_Allgather` of a 64-bit digest, and only on a mismatch a gather of the entries to rank
+    /// 0, which names each key that differs and the ranks of each value. Every rank then throws
+    /// the same `JobFailure`, reported by rank 0.
+    package func agree(on entries: [(key: String, value: String)], what: String) throws {
+        let world = try world()
+        guard world.size > 1 else { return }
+        let text = entries.map { "\($0.key)\u{1F}\($0.value)" }.joined(separator: "\u{1E}")
+        let digests = try world.allGather([Int(bitPattern: UInt(Self.digest(text)))])
+        guard Set(digests).count > 1 else { return }
+        let gathered = try world.gatherBytes(Array(text.utf8), root: 0)
+        var message = ""
+        if let gathered {
+            let perRank: [[String: String]] = gathered.map { bytes in
+                var map: [String: String] = [:]
+                for pair in String(decoding: bytes, as: UTF8.self).split(separator: "\u{1E}", omittingEmptySubsequences: false) {
+                    let parts = pair.split(separator: "\u{1F}", maxSplits: 1, omittingEmptySubsequences: false)
+                    map[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+                }
+                return map
+            }
+            let keys = Set(perRank.flatMap(\.keys)).sorted()
+            var differences: [String] = []
+            for key in keys {
+                var ranksOf: [String: [Int]] = [:]
+                for (rank, map) in perRank.enumerated() { ranksOf[map[key] ?? "(absent)", default: []].append(rank) }
+                guard ranksOf.count > 1 else { continue }
+                let values = ranksOf.sorted { $0.value[0] < $1.value[0] }
+                    .map { "'\($0.key)' on rank\($0.value.count == 1 ? "" : "s") \(Self.ranges($0.value))" }
+                differences.append("\(key): " + values.joined(separator: ", "))
+            }
+            // Different commands differ in every option; the command is the one thing to say.
+            if let command = differences.first(where: { $0.hasPrefix("command: ") }) { differences = [command] }
+            message = "the ranks do not run the same \(what): " + differences.joined(separator: "; ")
+        }
+        throw JobFailure(message: message, reportingRank: 0)
+    }
+
+    /// FNV-1a, 64 bits: equal texts give equal digests on every rank and host.
+    static func digest(_ text: String) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return hash
+    }
+
+    /// "0-3,6" for [0, 1, 2, 3, 6].
+    static func ranges(_ ranks: [Int]) -> String {
+        var parts: [String] = []
+        var start = ranks.first ?? 0
+        var previous = start
+        for rank in ranks.dropFirst() + [Int.min] {
+            if rank == previous + 1 { previous = rank; continue }
+            parts.append(start == previous ? "\(start)" : "\(start)-\(previous)")
+            start = rank
+            previous = rank
+        }
+        return ranks.isEmpty ? "" : parts.joined(separator: ",")
+    }
 
     /// Finalises MPI if it was started.
     package func finish() { runtime?.finalize() }

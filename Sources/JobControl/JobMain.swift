@@ -80,6 +80,7 @@ package struct JobMain {
             return 2
         }
         let command: any JobCommand
+        var commandLine: [(key: String, value: String)] = [("command", commandName)]
         do {
             let options = try ParsedOptions(arguments: Array(arguments.dropFirst()), spec: entry.spec)
             if options.helpRequested {
@@ -87,12 +88,18 @@ package struct JobMain {
                 return 0
             }
             command = try entry.make(options)
+            for option in entry.spec.options {
+                let value = option.valueName == nil ? (options.flag(option.name) ? "given" : "not given") : (options.string(option.name) ?? "not given")
+                commandLine.append(("--" + option.name, value))
+            }
+            commandLine.append(("arguments", options.positional.joined(separator: " ")))
         } catch {
             if rank == 0 { writeStandardError("\(tool) \(commandName): error: \(error)\n(see '\(tool) \(commandName) --help')\n") }
             return 2
         }
 
         let context = JobContext()
+        context.commandLine = commandLine
         do {
             try command.run(context)
             context.finish()

@@ -33,6 +33,15 @@ enum ModelOptions {
     }
 }
 
+extension ModelOptions {
+    /// What identifies a weights file across hosts: its size and every tensor's name, dtype,
+    /// shape and offsets (not its path or time stamps, which copies do not share).
+    static func identity(_ file: SafetensorsReader) -> String {
+        "\(file.fileSize) bytes: " + file.entries.sorted { $0.key < $1.key }
+            .map { "\($0.key):\($0.value.dtype)\($0.value.shape)@\($0.value.dataRange.lowerBound)" }.joined(separator: ",")
+    }
+}
+
 extension ModelOptions.Values {
     func loadModel() throws -> ModelConfiguration {
         guard let modelPath else { return .builtInDefault }
@@ -50,21 +59,25 @@ extension ModelOptions.Values {
         let tasks = model.taskExperts.keys.sorted()
         var batch: TokenBatch
         if let inputPath {
-            let array = try NpyArray.load(path: inputPath)
-            guard array.shape.count == 2, array.shape[1] == model.dModel, let values = array.float32Values else {
-                throw InputError(description: "\(inputPath): expected float32 [tokens, \(model.dModel)] (d_model of the model), got \(array.elementType.rawValue) \(array.shape)")
+            // This rank's rows only: the file is never read whole.
+            var range = 0..<0
+            let (slice, fileShape) = try NpyArray.loadRows(path: inputPath) { total in
+                range = TokenPartition.range(rank: rank, ranks: ranks, total: total)
+                return range
             }
-            let range = TokenPartition.range(rank: rank, ranks: ranks, total: array.shape[0])
-            batch = TokenBatch(hidden: Array(values[range.lowerBound * model.dModel..<range.upperBound * model.dModel]), taskIds: [], dModel: model.dModel)
+            guard fileShape.count == 2, fileShape[1] == model.dModel, let values = slice.float32Values else {
+                throw InputError(description: "\(inputPath): expected float32 [tokens, \(model.dModel)] (d_model of the model), got \(slice.elementType.rawValue) \(fileShape)")
+            }
+            batch = TokenBatch(hidden: values, taskIds: [], dModel: model.dModel)
             if !tasks.isEmpty {
                 guard let taskIdsPath else {
                     throw InputError(description: "the model routes by task (task_experts) but no --task-ids file was given for \(inputPath)")
                 }
-                let ids = try NpyArray.load(path: taskIdsPath)
-                guard ids.shape == [array.shape[0]], let values = ids.integerValues else {
-                    throw InputError(description: "\(taskIdsPath): expected int32 or int64 [\(array.shape[0])] (one id per input token), got \(ids.elementType.rawValue) \(ids.shape)")
+                let (ids, idsShape) = try NpyArray.loadRows(path: taskIdsPath) { _ in range }
+                guard idsShape == [fileShape[0]], let values = ids.integerValues else {
+                    throw InputError(description: "\(taskIdsPath): expected int32 or int64 [\(fileShape[0])] (one id per input token), got \(ids.elementType.rawValue) \(idsShape)")
                 }
-                batch.taskIds = Array(values[range])
+                batch.taskIds = values
             }
         } else {
             let range = rank * tokensPerRank..<(rank + 1) * tokensPerRank

@@ -114,14 +114,17 @@ struct RunCommand: JobCommand {
         let here = world.rank
 
         // Everything a rank reads is checked before the first exchange, and the ranks agree.
-        let (configuration, weights) = try context.collectively { () throws -> (ModelConfiguration, [LayerWeights]) in
+        let (configuration, weights, weightsIdentity) = try context.collectively { () throws -> (ModelConfiguration, [LayerWeights], String) in
             let configuration = try model.loadModel()
             let file = try model.openWeights()
             let weights = try ModelWeights.load(
                 configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, worldSize: ranks).heldExperts(ofRank: here) },
                 seed: model.seed, file: file)
-            return (configuration, weights)
+            return (configuration, weights, file.map(ModelOptions.identity) ?? "seeded from \(model.seed)")
         }
+        // Every rank must run the same model: the same command line can still name files that
+        // differ between hosts.
+        try context.agree(on: [("model", String(describing: configuration)), ("weights", weightsIdentity)], what: "model")
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
 
         if here == 0 {
@@ -145,6 +148,7 @@ struct RunCommand: JobCommand {
         var referenceOutput: [Float]?
         var lastBatch: TokenBatch?
         var lastPlans: [RoutingPlan] = []
+        var fileBatch: TokenBatch?
         for algorithm in algorithms {
             let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world, drift: capacity.drift,
                                                    planCache: planCache) {
@@ -168,7 +172,14 @@ struct RunCommand: JobCommand {
             for step in 0..<steps {
                 watchdog?.beacon.enter(step: step, layer: 0, phase: "reading inputs")
                 testingAids.killIfDue(step: step, rank: here)
-                var batch = try context.collectively { try model.batch(model: configuration, rank: here, ranks: ranks, step: step) }
+                // Inputs from a file are the same every step: read this rank's slice once.
+                var batch: TokenBatch
+                if let fileBatch {
+                    batch = fileBatch
+                } else {
+                    batch = try context.collectively { try model.batch(model: configuration, rank: here, ranks: ranks, step: step) }
+                    if model.inputPath != nil { fileBatch = batch }
+                }
                 watchdog?.beacon.enter(phase: "barrier before the step")
                 try world.barrier()
                 testingAids.hangIfDue(step: step, rank: here, beacon: watchdog?.beacon)
