@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+
+extension MultiRankTests {
+/// Issue 18's points: no clobbered files, bounded reads of special files, one configuration on
+/// every rank, no traps from input. Device nodes are private ones made with `mknod` in a scratch
+/// folder (root only; skipped with a note otherwise), never the machine's own.
+@Suite("Reliability, round two — outputs, special files, one configuration", .serialized)
+struct ReliabilityRoundTwoTests {
+    let isRoot = getuid() == 0
+
+    /// A scratch folder under /tmp, removed afterwards.
+    final class Folder {
+        let path: String
+        init() throws {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("moe-r2-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+        func file(_ name: String) -> String { path + "/" + name }
+    }
+
+    /// glibc's `makedev` (a macro Swift does not import) for small major and minor numbers.
+    func deviceNumber(_ major: UInt64, _ minor: UInt64) -> dev_t { dev_t((minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12)) }
+
+    func kind(_ path: String) -> mode_t {
+        var status = stat()
+        return lstat(path, &status) == 0 ? status.st_mode & S_IFMT : 0
+    }
+
+    /// The lines of stderr that are moe's own messages.
+    func errorLines(_ stderr: String) -> [Substring] { stderr.split(separator: "\n").filter { $0.hasPrefix("moe") } }
+
+    @Test("an output that is a FIFO, a symbolic link, an input or another output, or in a missing folder is refused before any work; files intact")
+    func refusedOutputs() throws {
+        let folder = try Folder()
+        let weights = folder.file("w.safetensors")
+        #expect(try runMoe(["init-weights", "--model", "Models/test-gelu.json", "--output", weights]).status == 0)
+        let original = try Data(contentsOf: URL(fileURLWithPath: weights))
+        #expect(mkfifo(folder.file("fifo"), 0o644) == 0)
+        #expect(symlink(weights, folder.file("link")) == 0)
+        let run = ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "8", "--steps", "1", "--quiet"]
+        let cases: [([String], String)] = [
+            (["--output", folder.file("fifo")], "exists and is a FIFO (named pipe); refusing to replace it"),
+            (["--output", folder.file("link")], "is a symbolic link; refusing to replace it"),
+            (["--weights", weights, "--output", weights], "is the same file as --weights"),
+            (["--output", folder.file("o.npy"), "--report", folder.file("o.npy")], "is the same file as --output"),
+            (["--output", folder.file("missing/o.npy")], "the folder \(folder.file("missing")) does not exist"),
+            (["--model", "Models/test-gelu.json", "--report", "Models/test-gelu.json"], "is the same file as --model"),
+        ]
+        for (arguments, expected) in cases {
+            let result = try runMoe(run + arguments)
+            #expect(result.status == 1, "\(arguments): \(result)")
+            let lines = errorLines(result.stderr)
+            #expect(lines.count == 1 && lines[0].contains(expected), "\(arguments): \(result.stderr)")
+        }
+        #expect(kind(folder.file("fifo")) == S_IFIFO && kind(folder.file("link")) == S_IFLNK)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: weights)) == original, "the weights were not touched")
+    }
+
+    @Test("a private character device as output is refused and stays a device; /dev/null is written through", .enabled(if: getuid() == 0, "needs root for mknod"))
+    func deviceOutputs() throws {
+        let folder = try Folder()
+        let device = folder.file("null-copy")
+        #expect(mknod(device, S_IFCHR | 0o666, deviceNumber(1, 3)) == 0)
+        let result = try runMoe(["init-weights", "--model", "Models/test-gelu.json", "--output", device])
+        #expect(result.status == 1 && result.stderr.contains("exists and is a character device"), "\(result)")
+        #expect(kind(device) == S_IFCHR, "still a device")
+        let null = try runMoe(["init-weights", "--model", "Models/test-gelu.json", "--output", "/dev/null"])
+        #expect(null.status == 0, "\(null)")
+        #expect(kind("/dev/null") == S_IFCHR)
+    }
+
+    @Test("an output named by one bare letter, in the current folder, is written (no trap)")
+    func bareName() throws {
+        let folder = try Folder()
+        let result = try runProcess("/bin/sh", ["-c", "cd '\(folder.path)' && exec '\(moeExecutable)' init-weights --model '\(repositoryRoot)/Models/test-gelu.json' --output a"])
+        #expect(result.status == 0, "\(result)")
+        #expect(kind(folder.file("a")) == S_IFREG)
+    }
+
+    @Test("a temporary left by a killed writer is removed by the next write to that file")
+    func staleTemporary() throws {
+        let folder = try Folder()
+        let stale = folder.file(".w.safetensors.partial-2147483000")
+        #expect(FileManager.default.createFile(atPath: stale, contents: Data([1, 2, 3])))
+        #expect(try runMoe(["init-weights", "--model", "Models/test-gelu.json", "--output", folder.file("w.safetensors")]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: stale))
+    }
+
+    @Test("special files as inputs are refused at once: a FIFO with no writer does not block, a device does not grow memory")
+    func specialInputs() throws {
+        let folder = try Folder()
+        #expect(mkfifo(folder.file("fifo"), 0o644) == 0)
+        var cases: [([String], String)] = [
+            (["topology", "--validate", "--topology", folder.file("fifo")], "is a FIFO (named pipe), not a regular file"),
+            (["run", "--model", folder.file("fifo"), "--steps", "1"], "is a FIFO (named pipe), not a regular file"),
+            (["run", "--model", "Models/test-gelu.json", "--input", folder.file("fifo"), "--steps", "1"], "is a FIFO (named pipe), not a regular file"),
+            (["run", "--model", "Models/test-gelu.json", "--weights", folder.file("fifo"), "--steps", "1"], "is a FIFO (named pipe), not a regular file"),
+            (["stats", folder.file("fifo")], "is a FIFO (named pipe), not a regular file"),
+        ]
+        if isRoot {
+            #expect(mknod(folder.file("zero"), S_IFCHR | 0o666, deviceNumber(1, 5)) == 0)
+            cases.append((["topology", "--validate", "--topology", folder.file("zero")], "is a character device, not a regular file"))
+        }
+        for (arguments, expected) in cases {
+            let started = Date()
+            let result = try runMoe(arguments)
+            #expect(result.status == 1, "\(arguments): \(result)")
+            #expect(result.stderr.contains(expected), "\(arguments): \(result.stderr)")
+            #expect(Date().timeIntervalSince(started) < 20, "\(arguments) returned at once")
+        }
+    }
+
+    @Test("ranks launched with different options (MPMD) stop in the first collective with one line naming what differs")
+    func differentConfigurations() throws {
+        let wrapper = #""$0" "$@"; status=$?; echo "@@rank-exit-status $status"; exit $status"#
+        let common = ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "8", "--steps", "2", "--quiet"]
+        let started = Date()
+        let job = try runMPI(ranks: 2, common + ["--exchange", "pairwise", ":", "-np", "2", "sh", "-c", wrapper, moeExecutable] + common + ["--exchange", "linear"],
+                             timeoutSeconds: 60, extraMPIArguments: waitForEveryRank)
+        #expect(job.ranks.allSatisfy { $0.exitStatus == 1 }, "\(job)")
+        #expect(job.allStderr == "moe: error: the ranks do not run the same command line: --exchange: 'pairwise' on ranks 0-1, 'linear' on ranks 2-3\n", "\(job)")
+        #expect(Date().timeIntervalSince(started) < 50, "no hang")
+        let seeds = try runMPI(ranks: 1, common + ["--seed", "3", ":", "-np", "2", "sh", "-c", wrapper, moeExecutable] + common + ["--seed", "4"],
+                               timeoutSeconds: 60, extraMPIArguments: waitForEveryRank)
+        #expect(seeds.allStderr.contains("--seed: '3' on rank 0, '4' on ranks 1-2"), "\(seeds)")
+    }
+}
+}
