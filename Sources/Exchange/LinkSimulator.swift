@@ -185,7 +185,9 @@ public final class SimulatedLinks {
         while true {
             let remaining = delivery - Self.now()
             if remaining <= 0 { break }
-            if remaining > 200e-6 { usleep(useconds_t((remaining - 100e-6) * 1e6)) } else { sched_yield() }
+            // Sleep in slices of at most 0.5 s: a hold of hours (a topology with a tiny bandwidth) must
+            // not overflow usleep's 32-bit microseconds.
+            if remaining > 200e-6 { usleep(useconds_t(min(remaining - 100e-6, 0.5) * 1e6)) } else { sched_yield() }
         }
     }
 

@@ -27,7 +27,10 @@ enum ModelOptions {
     }
 
     static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
-        Values(modelPath: try options.value(model), weightsPath: try options.value(weights),
+        if try options.value(taskIds) != nil, try options.value(input) == nil {
+            throw .conflict(command: options.command, detail: "--task-ids gives the task of each --input token; without --input the tasks are generated")
+        }
+        return Values(modelPath: try options.value(model), weightsPath: try options.value(weights),
                tokensPerRank: try options.value(tokensPerRank), inputPath: try options.value(input),
                taskIdsPath: try options.value(taskIds), seed: try options.value(seed))
     }
@@ -43,6 +46,14 @@ extension ModelOptions {
 }
 
 extension ModelOptions.Values {
+    /// Why an option cannot apply to `configuration`, if it cannot (refused with exit 2).
+    func problem(with configuration: ModelConfiguration) -> String? {
+        if let taskIdsPath, configuration.taskExperts.isEmpty {
+            return "--task-ids \(taskIdsPath): the model '\(configuration.name)' routes by gate (it has no task_experts), so task ids would be ignored"
+        }
+        return nil
+    }
+
     func loadModel() throws -> ModelConfiguration {
         guard let modelPath else { return .builtInDefault }
         return try ModelConfiguration.load(path: modelPath)

@@ -49,6 +49,7 @@ struct ReferenceCommand: JobCommand {
         try context.checkPaths(outputs: [("output", outputPath), ("routing-output", routingPath)], inputs: [("model", model.modelPath), ("weights", model.weightsPath), ("input", model.inputPath), ("task-ids", model.taskIdsPath)])
         do {
             let configuration = try model.loadModel()
+            if let problem = model.problem(with: configuration) { throw JobFailure(message: "reference: \(problem)", reportingRank: 0, exitCode: 2) }
             let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },
                                                 seed: model.seed, file: try model.openWeights())
             let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift)
@@ -76,6 +77,8 @@ struct ReferenceCommand: JobCommand {
             let routes = plans.flatMap { $0 }.reduce(0) { $0 + $1.expert.count }
             let dropped = plans.flatMap { $0 }.reduce(0) { $0 + $1.droppedRoutes }
             print("reference: \(configuration.name), \(plural(ranks, "rank")), \(batches.reduce(0) { $0 + $1.tokenCount }) tokens, dropped \(dropped) of \(routes) routes")
+        } catch let failure as JobFailure {
+            throw failure
         } catch {
             throw JobFailure(message: "\(error)", reportingRank: 0)
         }

@@ -106,6 +106,11 @@ struct RunCommand: JobCommand {
                                inputs: [("model", model.modelPath), ("weights", model.weightsPath), ("input", model.inputPath), ("task-ids", model.taskIdsPath)] + [("topology", topologyOptions.topologyPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let ranks = world.size
+        // Options that cannot apply to this job are refused, not ignored (every rank reaches the
+        // same verdict from the same numbers; usage errors exit 2).
+        if let problem = testingAids.problem(ranks: ranks, steps: steps) {
+            throw JobFailure(message: "run: \(problem)", reportingRank: 0, exitCode: 2)
+        }
         try context.collectively {
             guard coordinatorRank < ranks else {
                 throw InputError(description: "--coordinator \(coordinatorRank): the job has ranks 0...\(ranks - 1)")
@@ -125,6 +130,7 @@ struct RunCommand: JobCommand {
         // Every rank must run the same model: the same command line can still name files that
         // differ between hosts.
         try context.agree(on: [("model", String(describing: configuration)), ("weights", weightsIdentity)], what: "model")
+        if let problem = model.problem(with: configuration) { throw JobFailure(message: "run: \(problem)", reportingRank: 0, exitCode: 2) }
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
 
         if here == 0 {

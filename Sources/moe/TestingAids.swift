@@ -39,6 +39,17 @@ struct TestingAids {
         corruptStatsRank = try options.value(Self.corruptStats)
     }
 
+    /// Why an aid cannot apply to a job of `ranks` ranks and `steps` steps, if it cannot.
+    func problem(ranks: Int, steps: Int) -> String? {
+        for (name, aid) in [("kill-rank", killAt), ("hang-rank", hangAt)] {
+            guard let aid else { continue }
+            if aid.rank >= ranks { return "--\(name) \(aid.rank)@\(aid.step): the job has ranks 0...\(ranks - 1)" }
+            if aid.step > steps { return "--\(name) \(aid.rank)@\(aid.step): the job runs \(steps) step\(steps == 1 ? "" : "s")" }
+        }
+        if let rank = corruptStatsRank, rank >= ranks { return "--corrupt-stats \(rank): the job has ranks 0...\(ranks - 1)" }
+        return nil
+    }
+
     /// At the start of step `step` (0-based) on `rank`, before its inputs are read.
     func killIfDue(step: Int, rank: Int) {
         guard killAt == RankAtStep(rank: rank, step: step + 1) else { return }

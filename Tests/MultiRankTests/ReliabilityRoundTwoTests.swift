@@ -128,3 +128,39 @@ struct ReliabilityRoundTwoTests {
     }
 }
 }
+
+extension MultiRankTests.ReliabilityRoundTwoTests {
+    @Test("options that cannot apply are refused with exit 2, not ignored")
+    func inapplicableOptions() throws {
+        let run = ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "8", "--steps", "2", "--quiet"]
+        let job = try runMPI(ranks: 2, run + ["--hang-rank", "5@1"], timeoutSeconds: 60, extraMPIArguments: waitForEveryRank)
+        #expect(job.ranks.allSatisfy { $0.exitStatus == 2 }, "\(job)")
+        #expect(job.allStderr == "moe: error: run: --hang-rank 5@1: the job has ranks 0...1\n", "\(job)")
+        let late = try runMoe(run + ["--kill-rank", "0@3"])
+        #expect(late.status == 2 && late.stderr.contains("--kill-rank 0@3: the job runs 2 steps"), "\(late)")
+        let withoutInput = try runMoe(run + ["--task-ids", "ids.npy"])
+        #expect(withoutInput.status == 2 && withoutInput.stderr.contains("without --input the tasks are generated"), "\(withoutInput)")
+        let folder = try Folder()
+        let input = folder.file("h.npy")
+        let ids = folder.file("ids.npy")
+        try writeNpyFloat32(path: input, rows: 4, columns: 32)
+        try writeNpyInt64(path: ids, values: [0, 1, 0, 1])
+        let gateModel = try runMoe(run + ["--input", input, "--task-ids", ids])
+        #expect(gateModel.status == 2 && gateModel.stderr.contains("routes by gate (it has no task_experts)"), "\(gateModel)")
+    }
+
+    func writeNpyFloat32(path: String, rows: Int, columns: Int) throws {
+        try npy(descr: "<f4", shape: "(\(rows), \(columns))", data: (0..<rows * columns).flatMap { withUnsafeBytes(of: Float($0 % 7) * 0.1) { Array($0) } }, path: path)
+    }
+
+    func writeNpyInt64(path: String, values: [Int64]) throws {
+        try npy(descr: "<i8", shape: "(\(values.count),)", data: values.flatMap { withUnsafeBytes(of: $0.littleEndian) { Array($0) } }, path: path)
+    }
+
+    private func npy(descr: String, shape: String, data: [UInt8], path: String) throws {
+        let header = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
+        let padded = header + String(repeating: " ", count: 128 - 10 - header.count - 1) + "\n"
+        let bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(padded.count), 0] + Array(padded.utf8) + data
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+    }
+}
