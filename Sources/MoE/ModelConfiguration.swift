@@ -171,7 +171,7 @@ extension ModelConfiguration {
                 }
                 let minCapacity = try pick("min_capacity", intReader) ?? 4
                 guard (0...(1 << 30)).contains(minCapacity) else {
-                    throw JSONFieldError(path: "\(layerPath).min_capacity", problem: "must be ≥ 0, got \(minCapacity)")
+                    throw JSONFieldError(path: "\(layerPath).min_capacity", problem: "must be in 0...\(1 << 30), got \(minCapacity)")
                 }
                 let policyName = try pick("drop_policy", stringReader) ?? "in-order"
                 guard let policy = DropPolicy(rawValue: policyName) else {

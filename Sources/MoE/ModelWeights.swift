@@ -19,12 +19,13 @@ package struct LayerWeights: Sendable {
 /// Why weights could not be had.
 package enum WeightsError: Error, Equatable, CustomStringConvertible {
     case file(SafetensorsError)
-    case nonFinite(tensor: String)
+    /// `file` is the weights file, nil for seeded weights.
+    case nonFinite(tensor: String, file: String?)
 
     package var description: String {
         switch self {
         case let .file(error): return "\(error)"
-        case let .nonFinite(tensor): return "tensor '\(tensor)' holds NaN or infinite values"
+        case let .nonFinite(tensor, file): return (file.map { "\($0): " } ?? "") + "tensor '\(tensor)' holds NaN or infinite values"
         }
     }
 }
@@ -103,7 +104,7 @@ package enum ModelWeights {
             } else {
                 values = seededTensor(name: name, shape: shape, seed: seed)
             }
-            guard values.allSatisfy(\.isFinite) else { throw .nonFinite(tensor: name) }
+            guard values.allSatisfy(\.isFinite) else { throw .nonFinite(tensor: name, file: file?.path) }
             return values
         }
         var layers: [LayerWeights] = []

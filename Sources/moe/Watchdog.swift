@@ -9,8 +9,9 @@ import Synchronization
 ///
 /// A background thread watches this rank's `ProgressBeacon`. When it fires it writes the rank's
 /// state into a job-wide folder (made by rank 0 at start), waits 2 s for the other ranks' watchdogs
-/// to do the same, and the lowest rank that reported prints one line comparing them; every rank
-/// then exits with status 3, so mpirun ends the job. (A rank that died or is busy elsewhere
+/// to do the same, and the lowest rank that reported prints one line comparing them (exactly one
+/// line: a claim directory makes the print happen once, and a rank that fires after the reporter
+/// removed the folder stays silent); every rank then exits with status 3, so mpirun ends the job. (A rank that died or is busy elsewhere
 /// leaves no file or another phase: it is named as not arrived.) The folder is on this host's
 /// temporary directory, so on a multi-host job each host's ranks compare among themselves.
 @MainActor
@@ -64,8 +65,11 @@ final class Watchdog {
         for other in 0..<ranks {
             if let text = try? String(contentsOfFile: "\(folder)/rank-\(other)", encoding: .utf8) { states[other] = text }
         }
+        // A rank whose own report is gone fired after the reporter had printed and removed the
+        // folder: it stays silent (before, it printed a second, contradictory line). Among the
+        // rest the lowest reporting rank prints, and `mkdir` of a claim makes that exactly once.
         let reporter = states.keys.min() ?? rank
-        if reporter == rank {
+        if folder.isEmpty ? rank == 0 : (states[rank] != nil && reporter == rank && mkdir("\(folder)/reported", 0o700) == 0) {
             let waiting = states.filter { $0.value == mine }.keys.sorted()
             let others = (0..<ranks).filter { states[$0] != mine }.map { other in
                 "rank \(other) (" + (states[other].map { "in \($0)" } ?? "no report: dead, or on another host") + ")"

@@ -164,3 +164,48 @@ extension MultiRankTests.ReliabilityRoundTwoTests {
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 }
+
+extension MultiRankTests.ReliabilityRoundTwoTests {
+    @Test("moe stats reads the complete lines of a torn log, names line and column of a bad one, and refuses negative counts")
+    func statsLog() throws {
+        let folder = try Folder()
+        let log = folder.file("stats.jsonl")
+        let run = try runMoe(["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "16", "--steps", "3", "--quiet", "--stats", log])
+        #expect(run.status == 0, "\(run)")
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        let lines = text.split(separator: "\n")
+        #expect(lines.count == 3)
+        // Cut in the middle of the last line, as a killed writer could leave it.
+        try (lines[0] + "\n" + lines[1] + "\n" + lines[2].prefix(40)).write(toFile: log, atomically: true, encoding: .utf8)
+        let torn = try runMoe(["stats", log])
+        #expect(torn.status == 0 && torn.stdout.contains("2 steps") && torn.stderr.contains("line 3 is incomplete"), "\(torn)")
+        try (lines[0] + "\n" + lines[1].prefix(40) + "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let bad = try runMoe(["stats", log])
+        #expect(bad.status == 1 && bad.stderr.contains("stats.jsonl: line 2, column 41:"), "\(bad)")
+        let negative = String(lines[0]).replacingOccurrences(of: "\"step\":0", with: "\"step\":-4")
+        #expect(negative != String(lines[0]), "the log writes \"step\":0 on its first line")
+        try (negative + "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let refused = try runMoe(["stats", log])
+        #expect(refused.status == 1 && refused.stderr.contains("line 1: field 'step': must be ≥ 0, got -4"), "\(refused)")
+    }
+
+    @Test("NaN weights name the file and the tensor; an out-of-range min_capacity names its real limit")
+    func messages() throws {
+        let folder = try Folder()
+        let weights = folder.file("w.safetensors")
+        #expect(try runMoe(["init-weights", "--model", "Models/test-gelu.json", "--output", weights]).status == 0)
+        // Overwrite the first data value (right after the header) with a NaN.
+        let handle = try #require(FileHandle(forUpdatingAtPath: weights))
+        let headerSize = try #require(handle.readData(ofLength: 8)).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        try handle.seek(toOffset: UInt64(8 + headerSize))
+        handle.write(withUnsafeBytes(of: Float.nan) { Data($0) })
+        try handle.close()
+        let nan = try runMoe(["run", "--model", "Models/test-gelu.json", "--weights", weights, "--steps", "1", "--quiet"])
+        #expect(nan.status == 1 && nan.stderr.contains("\(weights): tensor '") && nan.stderr.contains("holds NaN or infinite values"), "\(nan)")
+        let model = folder.file("m.json")
+        try #"{"name": "m", "d_model": 8, "d_ff": 8, "activation": "relu", "layers": [{"experts": 2, "top_k": 1, "min_capacity": 2000000000}]}"#
+            .write(toFile: model, atomically: true, encoding: .utf8)
+        let capacity = try runMoe(["run", "--model", model, "--steps", "1", "--quiet"])
+        #expect(capacity.status == 1 && capacity.stderr.contains("must be in 0...1073741824, got 2000000000"), "\(capacity)")
+    }
+}
