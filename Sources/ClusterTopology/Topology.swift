@@ -37,6 +37,11 @@ public struct Node: Equatable, Sendable, Codable {
 /// unique; the nodes' ranks are exactly `0..<worldSize`, each once; link costs finite with
 /// latency ≥ 0 and bandwidth > 0.
 public struct Topology: Equatable, Sendable {
+    /// Largest link latency a topology may declare, microseconds.
+    public static let latencyLimitMicroseconds = 1_000_000.0
+    /// Smallest link bandwidth a topology may declare, GB/s.
+    public static let bandwidthFloorGigabytesPerSecond = 0.001
+
     /// Where the node assignment came from.
     public enum Origin: Equatable, Sendable {
         /// A topology file (simulated nodes on one machine, or a declared cluster layout).
@@ -103,6 +108,15 @@ public struct Topology: Equatable, Sendable {
             }
             guard cost.bandwidthGigabytesPerSecond.isFinite, cost.bandwidthGigabytesPerSecond > 0 else {
                 throw .invalid(source: source, field: "\(field).bandwidth_gb_per_s", problem: "must be a finite number > 0, got \(cost.bandwidthGigabytesPerSecond)")
+            }
+            // Bounded so that a simulated hold stays in seconds, not hours.
+            guard cost.latencyMicroseconds <= Self.latencyLimitMicroseconds else {
+                throw .invalid(source: source, field: "\(field).latency_us",
+                               problem: "must be at most \(Int(Self.latencyLimitMicroseconds)) (1 s), got \(cost.latencyMicroseconds)")
+            }
+            guard cost.bandwidthGigabytesPerSecond >= Self.bandwidthFloorGigabytesPerSecond else {
+                throw .invalid(source: source, field: "\(field).bandwidth_gb_per_s",
+                               problem: "must be at least \(Self.bandwidthFloorGigabytesPerSecond) (1 MB/s), got \(cost.bandwidthGigabytesPerSecond)")
             }
         }
         self.name = name
