@@ -38,70 +38,17 @@ struct StatsCommand: JobCommand {
         every = try options.value(Options.every)
     }
 
-    struct Step {
-        var step: Int
-        var routed: [[Int]]      // [layer][expert]
-        var dropRate: [Double]
-        var imbalance: [Double]
-        var bytes: [Int]
-        var dropped: [Int]
-    }
+    typealias Step = StatsLog.Step
 
-    /// Parses the log; errors name the line.
+    /// Parses the log (`StatsLog`); the torn last line of a cut log is left out with a note.
     static func load(_ path: String) throws -> (policy: String, steps: [Step]) {
         let bytes: [UInt8]
         do { bytes = try BoundedFileReader.read(path, limit: 1 << 30) } catch { throw InputError(description: "\(path): cannot be read: \(error.reason)") }
-        var steps: [Step] = []
-        var policy = ""
-        let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-        let torn = bytes.last != UInt8(ascii: "\n") && !bytes.isEmpty
-        for (index, line) in lines.enumerated() where !line.isEmpty {
-            func count(_ value: JSONValue, _ path: String) throws -> Int {
-                let number = try JSONObjectReader.integer(value, path: path)
-                guard number >= 0 else { throw JSONFieldError(path: path, problem: "must be ≥ 0, got \(number)") }
-                return number
-            }
-            func count(_ reader: JSONObjectReader, _ key: String, _ path: String) throws -> Int {
-                let number = try reader.integer(key)
-                guard number >= 0 else { throw JSONFieldError(path: path, problem: "must be ≥ 0, got \(number)") }
-                return number
-            }
-            do {
-                let root = try JSONObjectReader(try JSONParser.parse(Array(line)))
-                policy = try root.string("policy")
-                var step = Step(step: try count(root, "step", "step"), routed: [], dropRate: [], imbalance: [], bytes: [], dropped: [])
-                for (layerPath, value) in try root.array("layers") {
-                    let layer = try JSONObjectReader(value, path: layerPath)
-                    step.routed.append(try layer.array("routed").map { try count($0.value, $0.path) })
-                    var dropped = 0
-                    for (path, value) in try layer.array("dropped") { dropped += try count(value, path) }
-                    step.dropped.append(dropped)
-                    let dropRate = try layer.number("drop_rate")
-                    guard (0...1).contains(dropRate) else { throw JSONFieldError(path: "\(layerPath).drop_rate", problem: "must be in 0...1, got \(dropRate)") }
-                    step.dropRate.append(dropRate)
-                    let imbalance = try layer.number("imbalance")
-                    guard imbalance >= 0 else { throw JSONFieldError(path: "\(layerPath).imbalance", problem: "must be ≥ 0, got \(imbalance)") }
-                    step.imbalance.append(imbalance)
-                    step.bytes.append(try count(layer, "dispatch_bytes", "\(layerPath).dispatch_bytes"))
-                }
-                if let first = steps.first, first.routed.count != step.routed.count {
-                    throw InputError(description: "has \(step.routed.count) layers, line 1 has \(first.routed.count)")
-                }
-                steps.append(step)
-            } catch let error as JSONSyntaxError {
-                // The last line of a log cut while being written (a killed run, a full disk) is
-                // not an error in the lines before it.
-                if torn && index == lines.count - 1 {
-                    writeStandardError("moe stats: note: \(path): line \(index + 1) is incomplete (cut while being written); reading the \(steps.count) complete lines before it\n")
-                    break
-                }
-                throw InputError(description: "\(path): line \(index + 1), column \(error.column): \(error.problem)")
-            } catch {
-                throw InputError(description: "\(path): line \(index + 1): \(error)")
-            }
+        let log = try StatsLog.parse(bytes, path: path)
+        if let line = log.incompleteLine {
+            writeStandardError("moe stats: note: \(path): line \(line) is incomplete (cut while being written); reading the \(log.steps.count) complete lines before it\n")
         }
-        guard !steps.isEmpty else { throw InputError(description: "\(path): no steps (an empty stats log)") }
-        return (policy, steps)
+        return (log.policy, log.steps)
     }
 
     func run(_ context: JobContext) throws {
