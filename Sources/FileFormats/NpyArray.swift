@@ -152,6 +152,17 @@ public struct NpyArray: Equatable, Sendable {
         return (NpyArray(shape: [rows.count] + header.shape.dropFirst(), elementType: header.elementType, data: data), header.shape)
     }
 
+    /// The header of a `.npy` file (shape, element type), without reading its data.
+    public static func header(path: String) throws(NpyError) -> Header {
+        let descriptor: Int32
+        do { descriptor = try BoundedFileReader.openRegularFile(path) } catch { throw NpyError(path: path, problem: error.reason) }
+        defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0 else { throw NpyError(path: path, problem: "cannot be read: \(String(cString: strerror(errno)))") }
+        let prefix = try readFully(descriptor, offset: 0, count: min(Int(status.st_size), 12 + (1 << 20)), path: path)
+        return try parseHeader(prefix, fileSize: Int(status.st_size), path: path)
+    }
+
     private static func readFully(_ descriptor: Int32, offset: Int, count: Int, path: String) throws(NpyError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var done = 0

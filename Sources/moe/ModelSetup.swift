@@ -46,6 +46,14 @@ extension ModelOptions {
 }
 
 extension ModelOptions.Values {
+    /// The most tokens one of `ranks` ranks holds per step: `--tokens-per-rank`, or its share of
+    /// `--input` (from the file's header only).
+    func tokensPerRank(ranks: Int) throws -> Int {
+        guard let inputPath else { return tokensPerRank }
+        let rows = try NpyArray.header(path: inputPath).shape.first ?? 0
+        return (rows + ranks - 1) / ranks
+    }
+
     /// Why an option cannot apply to `configuration`, if it cannot (refused with exit 2).
     func problem(with configuration: ModelConfiguration) -> String? {
         if let taskIdsPath, configuration.taskExperts.isEmpty {

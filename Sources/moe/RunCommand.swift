@@ -119,8 +119,14 @@ struct RunCommand: JobCommand {
         let here = world.rank
 
         // Everything a rank reads is checked before the first exchange, and the ranks agree.
+        let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
         let (configuration, weights, weightsIdentity) = try context.collectively { () throws -> (ModelConfiguration, [LayerWeights], String) in
             let configuration = try model.loadModel()
+            // Before any weight or buffer is allocated: does this fit the node?
+            let estimate = MemoryEstimate.of(
+                model: configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, worldSize: ranks).heldExperts(ofRank: here) },
+                tokens: try model.tokensPerRank(ranks: ranks), sourceRanks: ranks, capacityPlanCache: planCache == .capacity)
+            if let problem = estimate.problem(processes: localRanks) { throw InputError(description: problem) }
             let file = try model.openWeights()
             let weights = try ModelWeights.load(
                 configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, worldSize: ranks).heldExperts(ofRank: here) },
@@ -131,7 +137,6 @@ struct RunCommand: JobCommand {
         // differ between hosts.
         try context.agree(on: [("model", String(describing: configuration)), ("weights", weightsIdentity)], what: "model")
         if let problem = model.problem(with: configuration) { throw JobFailure(message: "run: \(problem)", reportingRank: 0, exitCode: 2) }
-        let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
 
         if here == 0 {
             let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"

@@ -209,3 +209,40 @@ extension MultiRankTests.ReliabilityRoundTwoTests {
         #expect(capacity.status == 1 && capacity.stderr.contains("must be in 0...1073741824, got 2000000000"), "\(capacity)")
     }
 }
+
+extension MultiRankTests.ReliabilityRoundTwoTests {
+    @Test("a model or token count inside the limits that does not fit the node is one line before any allocation, on every rank")
+    func memoryEstimate() throws {
+        let folder = try Folder()
+        let model = folder.file("huge.json")
+        try #"{"name": "huge", "d_model": 65536, "d_ff": 65536, "activation": "relu", "layers": [{"experts": 8, "top_k": 1}]}"#
+            .write(toFile: model, atomically: true, encoding: .utf8)
+        let started = Date()
+        let job = try runMPI(ranks: 2, ["run", "--model", model, "--steps", "1"], timeoutSeconds: 60, extraMPIArguments: waitForEveryRank)
+        #expect(job.ranks.allSatisfy { $0.exitStatus == 1 }, "\(job)")
+        let lines = job.allStderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].contains("the model needs about 128.") && lines[0].contains("per process"), "\(job)")
+        #expect(Date().timeIntervalSince(started) < 30)
+        let tokens = try runMoe(["run", "--tokens-per-rank", "16777216", "--steps", "1"])
+        #expect(tokens.status == 1 && tokens.stderr.contains("buffers"), "\(tokens)")
+    }
+
+    @Test("a full disk under the stats log: one line, every rank stops, the complete lines are kept", .enabled(if: getuid() == 0, "needs root to mount a small tmpfs"))
+    func fullDisk() throws {
+        let folder = try Folder()
+        let mountPoint = folder.file("small")
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mounted = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=12k", "tmpfs", mountPoint])
+        try #require(mounted.status == 0, "mount failed: \(mounted)")
+        defer { _ = try? runProcess("/bin/umount", [mountPoint]) }
+        let log = mountPoint + "/stats.jsonl"
+        let job = try runMPI(ranks: 2, ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "8", "--steps", "200", "--quiet", "--stats", log],
+                             timeoutSeconds: 90, extraMPIArguments: waitForEveryRank)
+        #expect(job.ranks.allSatisfy { $0.exitStatus == 1 }, "\(job)")
+        let lines = job.allStderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].contains("cannot write the stats log") && lines[0].contains("No space left on device"), "\(job)")
+        let kept = try String(contentsOfFile: log + ".partial", encoding: .utf8)
+        #expect(kept.hasSuffix("\n") && !kept.isEmpty, "only complete lines")
+        #expect(try runMoe(["stats", log + ".partial"]).status == 0, "the kept lines read back")
+    }
+}
