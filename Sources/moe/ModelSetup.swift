@@ -37,6 +37,13 @@ enum ModelOptions {
 }
 
 extension ModelOptions {
+    /// The model as text that is the same in every process for the same model (dictionaries
+    /// sorted: their order differs between processes).
+    static func canonical(_ model: ModelConfiguration) -> String {
+        "\(model.name), d_model \(model.dModel), d_ff \(model.dFF), \(model.activation.rawValue), layers \(model.layers)"
+            + ", task_experts " + model.taskExperts.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+    }
+
     /// What identifies a weights file across hosts: its size and every tensor's name, dtype,
     /// shape and offsets (not its path or time stamps, which copies do not share).
     static func identity(_ file: SafetensorsReader) -> String {

@@ -135,7 +135,7 @@ struct RunCommand: JobCommand {
         }
         // Every rank must run the same model: the same command line can still name files that
         // differ between hosts.
-        try context.agree(on: [("model", String(describing: configuration)), ("weights", weightsIdentity)], what: "model")
+        try context.agree(on: [("model", ModelOptions.canonical(configuration)), ("weights", weightsIdentity)], what: "model")
         if let problem = model.problem(with: configuration) { throw JobFailure(message: "run: \(problem)", reportingRank: 0, exitCode: 2) }
 
         if here == 0 {
