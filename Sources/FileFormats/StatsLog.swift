@@ -12,6 +12,12 @@ public struct StatsLogError: Error, Equatable, CustomStringConvertible {
 public struct StatsLog: Equatable, Sendable {
     public let policy: String
     public let steps: [Step]
+    /// Largest count a log may hold (routes, drops, step): 2^32, so that sums over a whole log
+    /// (at most 1 GiB of text, so at most 2^29 values) stay below 2^61.
+    public static let countLimit = 1 << 32
+    /// Largest dispatch bytes of one layer and step: 2^50 (readers sum them as Double).
+    public static let byteLimit = 1 << 50
+
     /// The 1-based number of a last line left out because it was cut while being written.
     public let incompleteLine: Int?
 
@@ -39,11 +45,15 @@ public struct StatsLog: Equatable, Sendable {
             func count(_ value: JSONValue, _ path: String) throws -> Int {
                 let number = try JSONObjectReader.integer(value, path: path)
                 guard number >= 0 else { throw JSONFieldError(path: path, problem: "must be ≥ 0, got \(number)") }
+                // Bounded so that sums over a whole log (≤ 1 GiB of text) cannot overflow.
+                guard number <= StatsLog.countLimit else { throw JSONFieldError(path: path, problem: "must be at most \(StatsLog.countLimit), got \(number)") }
                 return number
             }
             func count(_ reader: JSONObjectReader, _ key: String, _ path: String) throws -> Int {
                 let number = try reader.integer(key)
                 guard number >= 0 else { throw JSONFieldError(path: path, problem: "must be ≥ 0, got \(number)") }
+                // Bounded so that sums over a whole log (≤ 1 GiB of text) cannot overflow.
+                guard number <= StatsLog.countLimit else { throw JSONFieldError(path: path, problem: "must be at most \(StatsLog.countLimit), got \(number)") }
                 return number
             }
             do {
@@ -62,7 +72,11 @@ public struct StatsLog: Equatable, Sendable {
                     let imbalance = try layer.number("imbalance")
                     guard imbalance >= 0 else { throw JSONFieldError(path: "\(layerPath).imbalance", problem: "must be ≥ 0, got \(imbalance)") }
                     step.imbalance.append(imbalance)
-                    step.bytes.append(try count(layer, "dispatch_bytes", "\(layerPath).dispatch_bytes"))
+                    let bytes = try layer.integer("dispatch_bytes")
+                    guard (0...StatsLog.byteLimit).contains(bytes) else {
+                        throw JSONFieldError(path: "\(layerPath).dispatch_bytes", problem: "must be in 0...\(StatsLog.byteLimit), got \(bytes)")
+                    }
+                    step.bytes.append(bytes)
                 }
                 if let first = steps.first, first.routed.count != step.routed.count {
                     throw JSONFieldError(path: "layers", problem: "has \(step.routed.count) layers, line 1 has \(first.routed.count)")

@@ -66,7 +66,7 @@ struct StatsCommand: JobCommand {
             print(String(format: "%5d  %5d  %9d  %8.2f%%  %9.2f%%  %9.2f  %5.2f  %12.2f", layer, steps.count, routes,
                          routes == 0 ? 0 : 100 * Double(dropped) / Double(routes), 100 * worstDrop,
                          imbalances.reduce(0, +) / Double(imbalances.count), imbalances.max() ?? 0,
-                         Double(steps.reduce(0) { $0 + $1.bytes[layer] }) / 1_048_576))
+                         steps.reduce(0.0) { $0 + Double($1.bytes[layer]) } / 1_048_576))
         }
         print("step  " + (0..<layers).map { "drop L\($0)".padding(toLength: 9, withPad: " ", startingAt: 0) }.joined(separator: " "))
         for step in steps where step.step % every == 0 || step.step == steps.last!.step {
