@@ -125,9 +125,8 @@ struct AllToAllBenchmark: JobCommand {
 
 
     func run(_ context: JobContext) throws {
-        let world = try context.world()
-        try context.checkPaths(outputs: [("csv", csvPath), ("json", jsonPath), ("svg", svgPrefix.map { $0 + "-uniform.svg" })], inputs: [])
-        let harness = BenchmarkHarness(world: world)
+        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath), ("svg", svgPrefix.map { $0 + "-uniform.svg" })])
+        let world = harness.world
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }
         let model = CostModel(topology: topology, copyBandwidthGigabytesPerSecond: copyBandwidth)

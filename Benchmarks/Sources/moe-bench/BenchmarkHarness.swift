@@ -1,3 +1,4 @@
+import JobControl
 import ArgumentParsing
 import ClusterTopology
 import Exchange
@@ -115,4 +116,14 @@ func warmupOption(default value: Int, _ help: String = "untimed runs per configu
 
 func repetitionsOption(default value: Int, _ help: String = "timed runs per configuration") -> TypedOption<Int> {
     .integer("repetitions", default: value, in: 1...1_000_000, help)
+}
+
+extension BenchmarkHarness {
+    /// Starts a benchmark: the world (MPI starts here), and the result files checked before any
+    /// measurement (`JobContext.checkPaths`), so a bad path never costs a whole run.
+    static func start(_ context: JobContext, outputs: [(option: String, path: String?)]) throws -> BenchmarkHarness {
+        let world = try context.world()
+        try context.checkPaths(outputs: outputs, inputs: [])
+        return BenchmarkHarness(world: world)
+    }
 }

@@ -78,9 +78,8 @@ struct CapacityBenchmark: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        let world = try context.world()
-        try context.checkPaths(outputs: [("csv", csvPath), ("json", jsonPath)], inputs: [])
-        let harness = BenchmarkHarness(world: world)
+        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath)])
+        let world = harness.world
         let topology = try context.topology(path: nil)
         let layer = LayerConfiguration(experts: experts, topK: topK, capacityFactor: factor, minCapacity: 1)
         let model = ModelConfiguration(name: "capacity-bench", dModel: dModel, dFF: dFF, activation: .gelu,

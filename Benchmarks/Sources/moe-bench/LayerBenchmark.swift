@@ -77,9 +77,8 @@ struct LayerBenchmark: JobCommand {
 
     @MainActor
     func run(_ context: JobContext) throws {
-        let world = try context.world()
-        try context.checkPaths(outputs: [("csv", output.csvPath), ("json", output.jsonPath)], inputs: [])
-        let harness = BenchmarkHarness(world: world)
+        let harness = try BenchmarkHarness.start(context, outputs: [("csv", output.csvPath), ("json", output.jsonPath)])
+        let world = harness.world
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
         if world.rank == 0 {

@@ -48,9 +48,8 @@ struct PackBenchmark: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        let world = try context.world()
-        try context.checkPaths(outputs: [("csv", csvPath), ("json", jsonPath)], inputs: [])
-        let harness = BenchmarkHarness(world: world)
+        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath)])
+        let world = harness.world
         var table = ResultTable(columns: ["tokens", "d_model", "working_set_mib", "pack_gb_per_s", "memcpy_gb_per_s", "pack_over_memcpy"])
         for tokenCount in tokens {
             for width in widths {

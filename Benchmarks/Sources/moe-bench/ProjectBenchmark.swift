@@ -70,8 +70,8 @@ struct ProjectBenchmark: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        let world = try context.world()
-        try context.checkPaths(outputs: [("csv", csvPath), ("json", jsonPath), ("svg", svgPath)], inputs: [])
+        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath), ("svg", svgPath)])
+        let world = harness.world
         guard world.rank == 0 else { return }
         var intra = LinkCost.sharedMemoryDefault, inter = LinkCost.networkDefault
         if let topologyPath {
