@@ -282,10 +282,11 @@ struct RunCommand: JobCommand {
         if algorithms.count > 1, here == 0 {
             print("outputs identical across exchanges: \(algorithms.map(\.rawValue).joined(separator: ", "))")
         }
-        let memory = try world.allReduce([memoryAfterFirstStep, Self.residentMebibytes()], .maximum)
+        let memory = try world.allReduce([memoryAfterFirstStep, Self.residentMebibytes(), Self.peakResidentMebibytes()], .maximum)
         if here == 0 {
-            print(steps > 1 ? String(format: "memory: resident %.1f MiB after step 1, %.1f MiB after step %d (largest rank)", memory[0], memory[1], steps)
-                            : String(format: "memory: resident %.1f MiB after the step (largest rank)", memory[0]))
+            print((steps > 1 ? String(format: "memory: resident %.1f MiB after step 1, %.1f MiB after step %d", memory[0], memory[1], steps)
+                             : String(format: "memory: resident %.1f MiB after the step", memory[0]))
+                  + String(format: ", peak %.1f MiB (largest rank)", memory[2]))
         }
         try writeOutputs(context: context, world: world, configuration: configuration, batch: lastBatch!, plans: lastPlans,
                          runs: reportRuns, topology: topology, threads: threads)
@@ -356,6 +357,15 @@ struct RunCommand: JobCommand {
         guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
               let pages = text.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
         return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
+    }
+
+    /// This process's peak resident set size in MiB (`VmHWM` in `/proc/self/status`), 0 where
+    /// unavailable.
+    static func peakResidentMebibytes() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kibibytes = line.split(separator: " ").dropFirst().first.flatMap({ Double($0) }) else { return 0 }
+        return kibibytes / 1024
     }
 
     static func milliseconds(_ seconds: Double) -> String { String(format: "%.2f", seconds * 1000) }

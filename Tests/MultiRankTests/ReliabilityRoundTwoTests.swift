@@ -246,3 +246,31 @@ extension MultiRankTests.ReliabilityRoundTwoTests {
         #expect(try runMoe(["stats", log + ".partial"]).status == 0, "the kept lines read back")
     }
 }
+
+extension MultiRankTests.ReliabilityRoundTwoTests {
+    /// The peak resident MiB of the largest rank, from `moe run`'s memory line.
+    func peakMebibytes(_ stdout: String) -> Double? {
+        guard let range = stdout.range(of: "peak ") else { return nil }
+        return Double(stdout[range.upperBound...].prefix { $0.isNumber || $0 == "." })
+    }
+
+    @Test("each rank reads only its own rows of --input, once: peak memory grows by the slice, not by the file")
+    func inputSlices() throws {
+        let folder = try Folder()
+        // One cheap layer, so the rows dominate: a 16 MiB file, 8 MiB per rank.
+        let model = folder.file("wide.json")
+        try #"{"name": "wide", "d_model": 64, "d_ff": 8, "activation": "relu", "layers": [{"experts": 2, "top_k": 1}]}"#
+            .write(toFile: model, atomically: true, encoding: .utf8)
+        let input = folder.file("big.npy")
+        let ranks = 2, tokensPerRank = 32_768, dModel = 64
+        try writeNpyFloat32(path: input, rows: ranks * tokensPerRank, columns: dModel)
+        let common = ["run", "--model", model, "--steps", "2", "--quiet"]
+        let seeded = try runMPI(ranks: ranks, common + ["--tokens-per-rank", String(tokensPerRank)], timeoutSeconds: 120)
+        let fromFile = try runMPI(ranks: ranks, common + ["--input", input], timeoutSeconds: 120)
+        let base = try #require(peakMebibytes(seeded.ranks[0].stdout), "\(seeded)")
+        let withFile = try #require(peakMebibytes(fromFile.ranks[0].stdout), "\(fromFile)")
+        // Reading the slice costs its bytes beside its floats (8 MiB); reading the whole file on
+        // every rank would cost the file's bytes and floats (32 MiB) on top.
+        #expect(withFile - base < 20, "peak \(withFile) MiB with --input against \(base) MiB with generated inputs")
+    }
+}
