@@ -380,3 +380,8 @@ extension TypedOption where Value == [Double] {
         }
     }
 }
+
+extension TypedOption {
+    /// `(option name, path)` for path checks and messages, naming the option by its declaration.
+    public func naming(_ path: String?) -> (option: String, path: String?) { (spec.name, path) }
+}

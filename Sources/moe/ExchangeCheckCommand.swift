@@ -65,7 +65,7 @@ struct ExchangeCheckCommand: JobCommand {
 
     func run(_ context: JobContext) throws {
         let world = try context.world()
-        try context.checkPaths(outputs: [("json", jsonPath)], inputs: [("topology", topologyOptions.topologyPath)])
+        try context.checkPaths(outputs: [Options.json.naming(jsonPath)], inputs: [TopologyOptions.topology.naming(topologyOptions.topologyPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let oracle = LibraryAllToAll(transport: ExchangeTransport(communicator: world))
         let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }

@@ -27,7 +27,7 @@ struct InitWeightsCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        try context.checkPaths(outputs: [("output", outputPath)], inputs: [("model", modelPath)])
+        try context.checkPaths(outputs: [Options.output.naming(outputPath)], inputs: [Options.model.naming(modelPath)])
         do {
             let model = try modelPath.map { path throws in try ModelConfiguration.load(path: path) } ?? .builtInDefault
             try ModelWeights.writeSeeded(model, seed: seed, to: outputPath)

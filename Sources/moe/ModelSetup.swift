@@ -53,6 +53,12 @@ extension ModelOptions {
 }
 
 extension ModelOptions.Values {
+    /// The files the run reads, by option (for the output checks).
+    var inputPaths: [(option: String, path: String?)] {
+        [ModelOptions.model.naming(modelPath), ModelOptions.weights.naming(weightsPath), ModelOptions.input.naming(inputPath),
+         ModelOptions.taskIds.naming(taskIdsPath)]
+    }
+
     /// The most tokens one of `ranks` ranks holds per step: `--tokens-per-rank`, or its share of
     /// `--input` (from the file's header only).
     func tokensPerRank(ranks: Int) throws -> Int {

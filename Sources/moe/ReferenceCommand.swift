@@ -46,7 +46,7 @@ struct ReferenceCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        try context.checkPaths(outputs: [("output", outputPath), ("routing-output", routingPath)], inputs: [("model", model.modelPath), ("weights", model.weightsPath), ("input", model.inputPath), ("task-ids", model.taskIdsPath)])
+        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.routingOutput.naming(routingPath)], inputs: model.inputPaths)
         do {
             let configuration = try model.loadModel()
             if let problem = model.problem(with: configuration) { throw JobFailure(message: "reference: \(problem)", reportingRank: 0, exitCode: 2) }

@@ -49,7 +49,7 @@ struct RouteCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        try context.checkPaths(outputs: [("output", outputPath)], inputs: [("logits", logitsPath)])
+        try context.checkPaths(outputs: [Options.output.naming(outputPath)], inputs: [Options.logits.naming(logitsPath)])
         do {
             let array = try NpyArray.load(path: logitsPath)
             guard array.shape.count == 2, let logits = array.float32Values else {

@@ -101,9 +101,9 @@ struct RunCommand: JobCommand {
 
     func run(_ context: JobContext) throws {
         let world = try context.world()
-        try context.checkPaths(outputs: [("output", outputPath), ("routing-output", routingPath), ("report", reportPath), ("stats", statsPath),
-                                         ("stats", statsPath.map { $0 + ".partial" })],
-                               inputs: [("model", model.modelPath), ("weights", model.weightsPath), ("input", model.inputPath), ("task-ids", model.taskIdsPath)] + [("topology", topologyOptions.topologyPath)])
+        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.routingOutput.naming(routingPath), Options.report.naming(reportPath),
+                                         Options.stats.naming(statsPath), Options.stats.naming(statsPath.map { $0 + ".partial" })],
+                               inputs: model.inputPaths + [TopologyOptions.topology.naming(topologyOptions.topologyPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let ranks = world.size
         // Options that cannot apply to this job are refused, not ignored (every rank reaches the

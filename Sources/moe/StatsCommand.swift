@@ -52,7 +52,7 @@ struct StatsCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        try context.checkPaths(outputs: [("svg", svgPrefix.map { $0 + "-drop.svg" })], inputs: [("stats log", path)])
+        try context.checkPaths(outputs: [Options.svg.naming(svgPrefix.map { $0 + "-drop.svg" })], inputs: [("stats log", path)])
         let (policy, steps): (String, [Step])
         do { (policy, steps) = try Self.load(path) } catch { throw JobFailure(message: "\(error)", reportingRank: 0) }
         let layers = steps[0].routed.count

@@ -125,7 +125,7 @@ struct AllToAllBenchmark: JobCommand {
 
 
     func run(_ context: JobContext) throws {
-        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath), ("svg", svgPrefix.map { $0 + "-uniform.svg" })])
+        let harness = try BenchmarkHarness.start(context, outputs: [TableOutputOptions.csv.naming(csvPath), TableOutputOptions.json.naming(jsonPath), Options.svg.naming(svgPrefix.map { $0 + "-uniform.svg" })])
         let world = harness.world
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let exchanges = try algorithms.map { try makeAllToAll($0, communicator: world, worldRank: world.rank, topology: topology, links: links) }

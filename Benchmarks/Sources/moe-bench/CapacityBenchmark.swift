@@ -78,7 +78,7 @@ struct CapacityBenchmark: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath)])
+        let harness = try BenchmarkHarness.start(context, outputs: [TableOutputOptions.csv.naming(csvPath), TableOutputOptions.json.naming(jsonPath)])
         let world = harness.world
         let topology = try context.topology(path: nil)
         let layer = LayerConfiguration(experts: experts, topK: topK, capacityFactor: factor, minCapacity: 1)

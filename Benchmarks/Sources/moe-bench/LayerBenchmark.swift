@@ -77,7 +77,7 @@ struct LayerBenchmark: JobCommand {
 
     @MainActor
     func run(_ context: JobContext) throws {
-        let harness = try BenchmarkHarness.start(context, outputs: [("csv", output.csvPath), ("json", output.jsonPath)])
+        let harness = try BenchmarkHarness.start(context, outputs: [TableOutputOptions.csv.naming(output.csvPath), TableOutputOptions.json.naming(output.jsonPath)])
         let world = harness.world
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)

@@ -48,7 +48,7 @@ struct PackBenchmark: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath)])
+        let harness = try BenchmarkHarness.start(context, outputs: [TableOutputOptions.csv.naming(csvPath), TableOutputOptions.json.naming(jsonPath)])
         let world = harness.world
         var table = ResultTable(columns: ["tokens", "d_model", "working_set_mib", "pack_gb_per_s", "memcpy_gb_per_s", "pack_over_memcpy"])
         for tokenCount in tokens {

@@ -70,7 +70,7 @@ struct ProjectBenchmark: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        let harness = try BenchmarkHarness.start(context, outputs: [("csv", csvPath), ("json", jsonPath), ("svg", svgPath)])
+        let harness = try BenchmarkHarness.start(context, outputs: [TableOutputOptions.csv.naming(csvPath), TableOutputOptions.json.naming(jsonPath), Options.svg.naming(svgPath)])
         let world = harness.world
         guard world.rank == 0 else { return }
         var intra = LinkCost.sharedMemoryDefault, inter = LinkCost.networkDefault
