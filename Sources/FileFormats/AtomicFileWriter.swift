@@ -28,7 +28,7 @@ public enum AtomicFileWriter {
         guard !name.isEmpty, name != ".", name != ".." else { throw FileAccessError(path: path, reason: "names a folder, not a file") }
         var status = stat()
         if lstat(path, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
-            let kind = status.st_mode & S_IFMT == S_IFLNK ? "a symbolic link" : FileKind.of(path).phrase
+            let kind = status.st_mode & S_IFMT == S_IFLNK ? "a symbolic link" : FileKind(mode: status.st_mode).phrase
             throw FileAccessError(path: path, reason: "exists and is \(kind), not a regular file; refusing to replace it")
         }
         removeStaleTemporaries(directory: directory, name: name)

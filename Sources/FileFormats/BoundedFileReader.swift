@@ -14,14 +14,19 @@ public enum FileKind: Equatable, Sendable {
     public static func of(_ path: String) -> FileKind {
         var status = stat()
         guard stat(path, &status) == 0 else { return .missing }
-        switch status.st_mode & S_IFMT {
-        case S_IFREG: return .regular
-        case S_IFDIR: return .directory
-        case S_IFCHR: return .characterDevice
-        case S_IFBLK: return .blockDevice
-        case S_IFIFO: return .fifo
-        case S_IFSOCK: return .socket
-        default: return .other
+        return FileKind(mode: status.st_mode)
+    }
+
+    /// The kind named by the type bits of a `st_mode`.
+    public init(mode: mode_t) {
+        switch mode & S_IFMT {
+        case S_IFREG: self = .regular
+        case S_IFDIR: self = .directory
+        case S_IFCHR: self = .characterDevice
+        case S_IFBLK: self = .blockDevice
+        case S_IFIFO: self = .fifo
+        case S_IFSOCK: self = .socket
+        default: self = .other
         }
     }
 
@@ -100,13 +105,9 @@ public enum BoundedFileReader {
             close(descriptor)
             throw FileAccessError(path: path, reason: "cannot be read: \(String(cString: strerror(errno)))")
         }
-        guard status.st_mode & S_IFMT == S_IFREG else {
+        let kind = FileKind(mode: status.st_mode)
+        guard kind == .regular else {
             close(descriptor)
-            let kind: FileKind = status.st_mode & S_IFMT == S_IFDIR ? .directory
-                : status.st_mode & S_IFMT == S_IFIFO ? .fifo
-                : status.st_mode & S_IFMT == S_IFCHR ? .characterDevice
-                : status.st_mode & S_IFMT == S_IFBLK ? .blockDevice
-                : status.st_mode & S_IFMT == S_IFSOCK ? .socket : .other
             if kind == .directory { throw FileAccessError(path: path, reason: "is a directory, not a file") }
             throw FileAccessError(path: path, reason: "is \(kind.phrase), not a regular file; give a file")
         }

@@ -32,7 +32,7 @@ public enum OutputPaths {
             var status = stat()
             if lstat(path, &status) == 0 {
                 if status.st_mode & S_IFMT == S_IFLNK { throw refuse("is a symbolic link; refusing to replace it (name the file itself)") }
-                if status.st_mode & S_IFMT != S_IFREG { throw refuse("exists and is \(FileKind.of(path).phrase); refusing to replace it") }
+                if status.st_mode & S_IFMT != S_IFREG { throw refuse("exists and is \(FileKind(mode: status.st_mode).phrase); refusing to replace it") }
             }
             guard FileKind.of(directory) == .directory else { throw refuse("the folder \(directory) does not exist") }
             guard access(directory, W_OK | X_OK) == 0 else { throw refuse("the folder \(directory) is not writable") }
