@@ -41,6 +41,8 @@ let package = Package(
         .target(name: "ExpertParallel", dependencies: ["MoE", "Exchange", "MessagePassing"]),
         // The single-process oracle the tests compare the distributed model with.
         .target(name: "MoEReference", dependencies: ["MoE"]),
+        // Hugging Face checkpoints to SwiftMoE's model format.
+        .target(name: "CheckpointImport", dependencies: ["MoE", "FileFormats"]),
         // The coordinator: routing statistics, the stats log, capacity plans between steps.
         .target(name: "Coordination", dependencies: ["MoE", "ExpertParallel", "MessagePassing", "FileFormats"]),
         // Job control shared by moe and moe-bench: agree-before-failing, the job failure type,
@@ -52,7 +54,7 @@ let package = Package(
         .executableTarget(
             name: "moe",
             dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference",
-                           "Coordination", "Plotting"]),
+                           "Coordination", "Plotting", "CheckpointImport"]),
         // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
         .executableTarget(
             name: "moe-bench",

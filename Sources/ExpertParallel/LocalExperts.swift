@@ -11,18 +11,22 @@ import MoE
 /// largest step seen and are reused.
 final class LocalExperts {
     let weights: LayerWeights
-    let activation: Activation
     let dModel: Int
-    let dFF: Int
+    /// The forms of the routed experts, and of the dense FFN (a dense layer's, or a residual
+    /// layer's MLP) and the shared expert.
+    let expertForm: FFNForm
+    let denseForm: FFNForm
+    let sharedForm: FFNForm
     private let workspace = ExpertWorkspace()
     private var expertInput: [Float] = []   // [rows, dModel]
     private var expertOutput: [Float] = []  // [rows, dModel]
 
-    init(weights: LayerWeights, model: ModelConfiguration) {
+    init(weights: LayerWeights, model: ModelConfiguration, layerIndex: Int) {
         self.weights = weights
-        activation = model.activation
         dModel = model.dModel
-        dFF = model.dFF
+        expertForm = model.form(.expert, layer: layerIndex)
+        denseForm = model.form(.dense, layer: layerIndex)
+        sharedForm = model.form(.shared, layer: layerIndex)
     }
 
     /// The experts this rank holds (global expert indices, ascending).
@@ -48,7 +52,7 @@ final class LocalExperts {
             let start = MPIRuntime.wallTime()
             expertInput.withUnsafeBufferPointer { input in
                 expertOutput.withUnsafeMutableBufferPointer { output in
-                    ExpertFFN.forward(weights.experts[local], activation: activation, dModel: dModel, dFF: dFF,
+                    ExpertFFN.forward(weights.experts[local], form: expertForm, dModel: dModel,
                                       input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
                 }
             }
@@ -61,15 +65,29 @@ final class LocalExperts {
         return computeSeconds
     }
 
-    /// A residual layer's dense MLP over `rows` token rows of `input` (`[rows, dModel]`), into
-    /// `output` (grown to `[rows, dModel]`). Requires a residual layer.
+    /// The dense FFN — a residual layer's MLP or a dense layer's FFN — over `rows` token rows
+    /// of `input` (`[rows, dModel]`), into `output` (grown to `[rows, dModel]`). Requires one.
     func dense(input: [Float], rows: Int, into output: inout [Float]) {
-        guard let residual = weights.residual, rows > 0 else { return }
+        guard let dense = weights.residual?.dense ?? weights.dense, rows > 0 else { return }
         Self.grow(&output, to: rows * dModel)
         input.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { output in
-                ExpertFFN.forward(residual.dense, activation: activation, dModel: dModel, dFF: dFF,
+                ExpertFFN.forward(dense, form: denseForm, dModel: dModel,
                                   input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
+            }
+        }
+    }
+
+    /// The shared expert over `rows` token rows of `input`, each output row scaled by its
+    /// `SharedExpert.gateValues` (nil: 1), into `output` (grown to `[rows, dModel]`). Requires
+    /// a shared expert.
+    func shared(input: [Float], rows: Int, into output: inout [Float]) {
+        guard let shared = weights.shared, rows > 0 else { return }
+        Self.grow(&output, to: rows * dModel)
+        input.withUnsafeBufferPointer { input in
+            output.withUnsafeMutableBufferPointer { output in
+                SharedExpert.forward(shared, form: sharedForm, gate: weights.sharedGate, dModel: dModel,
+                                     input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
             }
         }
     }

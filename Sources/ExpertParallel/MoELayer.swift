@@ -9,7 +9,8 @@ import MoE
 ///     sum in original token order, added to the residual stream)
 ///
 /// A residual (PR-MoE) layer also runs its dense MLP on every local token and mixes the two by
-/// the per-token coefficient (`ResidualMixture`). The layer runs on its expert-parallel group's
+/// the per-token coefficient (`ResidualMixture`). A shared expert runs on every local token and
+/// is added after the routed sum; a dense layer has only its FFN (no gate, no exchange). The layer runs on its expert-parallel group's
 /// communicator (the whole world unless the layer has fewer experts than ranks, see
 /// `ExpertPlacement`); ranks below are ranks in that group.
 @MainActor
@@ -20,8 +21,9 @@ package final class MoELayer {
     package let gate: Gate
     let dispatcher: TokenDispatcher
     let experts: LocalExperts
-    private let norm: LayerNorm
+    private let norm: TokenNorm
     private let residual: ResidualWeights?
+    private let hasShared: Bool
     /// Where the watchdog learns this rank's phase (nil: no watchdog).
     package var beacon: ProgressBeacon?
     /// Rows each of this rank's experts received in the last step (its GEMM row counts), in
@@ -33,6 +35,7 @@ package final class MoELayer {
     private var logits: [Float] = []        // [T, E]
     private var denseOutput: [Float] = []   // [T, dModel]
     private var coefficients: [Float] = []  // [T, 2]: (a_mlp, a_expert)
+    private var sharedOutput: [Float] = []  // [T, dModel]
 
     /// How this rank's group spreads the layer's experts over the group's ranks.
     package var placement: ExpertBlocks { dispatcher.placement }
@@ -47,13 +50,15 @@ package final class MoELayer {
                 gate: Gate? = nil, planCache: PlanCacheMode = .off) {
         precondition(weights.heldExperts == placement.experts(of: exchange.communicator.rank))
         precondition(configuration.residual == (weights.residual != nil))
+        precondition(configuration.dense == (weights.dense != nil))
         self.index = index
         self.configuration = configuration
         self.model = model
         self.gate = gate ?? Gate(layerIndex: index, model: model, weights: weights)
         norm = weights.norm
         residual = weights.residual
-        experts = LocalExperts(weights: weights, model: model)
+        hasShared = weights.shared != nil
+        experts = LocalExperts(weights: weights, model: model, layerIndex: index)
         dispatcher = TokenDispatcher(layerIndex: index, layer: configuration, width: model.dModel, placement: placement, exchange: exchange,
                                      groupWorldRanks: groupWorldRanks ?? Array(0..<exchange.communicator.size),
                                      worldSize: worldSize ?? exchange.communicator.size, planCache: planCache)
@@ -79,8 +84,16 @@ package final class MoELayer {
         Self.grow(&normed, to: tokens * d)
         hidden.withUnsafeBufferPointer { input in
             normed.withUnsafeMutableBufferPointer { output in
-                if tokens > 0 { norm.apply(input.baseAddress!, rows: tokens, into: output.baseAddress!) }
+                if tokens > 0 { norm.apply(input.baseAddress!, rows: tokens, width: d, into: output.baseAddress!) }
             }
+        }
+        if configuration.dense {
+            clock.charge(\.gate, to: &times)
+            beacon?.enter(phase: "dense")
+            experts.dense(input: normed, rows: tokens, into: &denseOutput)
+            Self.add(denseOutput, count: tokens * d, to: &hidden)
+            clock.charge(\.dense, to: &times)
+            return RoutingPlan.denseLayer(tokenCount: tokens)
         }
         let routing = normed.withUnsafeBufferPointer { rows in
             Result { () throws(RoutingError) in
@@ -106,6 +119,10 @@ package final class MoELayer {
             experts.dense(input: normed, rows: tokens, into: &denseOutput)
             clock.charge(\.dense, to: &times)
         }
+        if hasShared {
+            experts.shared(input: normed, rows: tokens, into: &sharedOutput)
+            clock.charge(\.dense, to: &times)
+        }
 
         beacon?.enter(phase: "experts")
         times.expertCompute += dispatcher.withReceivedRows { received in experts.forward(received: received, arrival: arrival) }
@@ -114,6 +131,20 @@ package final class MoELayer {
         beacon?.enter(phase: "combine")
         try dispatcher.combine(plan: plan, arrival: arrival, residual: residual == nil ? nil : (coefficients, denseOutput),
                                into: &hidden, times: &times, volume: &volume)
+        if hasShared {
+            clock = PhaseClock()
+            Self.add(sharedOutput, count: tokens * d, to: &hidden)
+            clock.charge(\.dense, to: &times)
+        }
         return plan
+    }
+
+    /// `hidden[i] += values[i]` for the first `count` values.
+    private static func add(_ values: [Float], count: Int, to hidden: inout [Float]) {
+        hidden.withUnsafeMutableBufferPointer { target in
+            values.withUnsafeBufferPointer { source in
+                for index in 0..<count { target[index] += source[index] }
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@ import MessagePassing
 package struct PhaseTimes: Equatable, Sendable {
     /// LayerNorm, gate GEMM, softmax, top-k and capacity (and a residual layer's coefficient).
     package var gate = 0.0
-    /// A residual layer's dense MLP over every local token (zero for plain MoE layers).
+    /// The FFNs every local token goes through on its own rank: a residual layer's dense MLP, a
+    /// shared expert, a dense layer's FFN (zero for plain MoE layers).
     package var dense = 0.0
     /// Copying kept rows into the send buffer, by destination rank and expert.
     package var pack = 0.0

@@ -169,7 +169,20 @@ public final class SafetensorsReader {
         guard entry.dtype == "F32" else {
             throw SafetensorsError(path: path, tensor: name, problem: "dtype is \(entry.dtype), expected F32")
         }
-        guard entry.shape == expectedShape else {
+        return try readFloats(name, shape: expectedShape)
+    }
+
+    /// The floating-point dtypes `readFloats` widens to float32.
+    public static let floatDTypes = ["F32", "BF16", "F16"]
+
+    /// Reads one F32, BF16 or F16 tensor as float32 (BF16 and F16 widen exactly), checking its
+    /// expected shape first (nil: any shape).
+    public func readFloats(_ name: String, shape expectedShape: [Int]?) throws(SafetensorsError) -> [Float] {
+        guard let entry = entries[name] else { throw SafetensorsError(path: path, tensor: name, problem: "missing") }
+        guard Self.floatDTypes.contains(entry.dtype) else {
+            throw SafetensorsError(path: path, tensor: name, problem: "dtype \(entry.dtype) is not supported (\(Self.floatDTypes.joined(separator: ", ")))")
+        }
+        if let expectedShape, entry.shape != expectedShape {
             throw SafetensorsError(path: path, tensor: name, problem: "shape is \(entry.shape), expected \(expectedShape)")
         }
         do {
@@ -178,11 +191,40 @@ public final class SafetensorsReader {
             guard data.count == entry.dataRange.count else {
                 throw SafetensorsError(path: path, tensor: name, problem: "file ends inside the tensor's data")
             }
-            return data.withUnsafeBytes { raw in (0..<entry.elementCount).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) } }
+            return data.withUnsafeBytes { raw in
+                switch entry.dtype {
+                case "BF16":
+                    return (0..<entry.elementCount).map {
+                        Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) << 16)
+                    }
+                case "F16":
+                    return (0..<entry.elementCount).map {
+                        Self.widenHalf(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))
+                    }
+                default:
+                    return (0..<entry.elementCount).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+                }
+            }
         } catch let error as SafetensorsError {
             throw error
         } catch {
             throw SafetensorsError(path: path, tensor: name, problem: "cannot be read: \(error.localizedDescription)")
+        }
+    }
+
+    /// IEEE 754 binary16 → float32, exactly (subnormals, infinities and NaN included).
+    static func widenHalf(_ bits: UInt16) -> Float {
+        let sign = UInt32(bits >> 15) << 31
+        let exponent = Int((bits >> 10) & 0x1F)
+        let mantissa = UInt32(bits & 0x3FF)
+        switch exponent {
+        case 0:
+            let magnitude = Float(mantissa) * 0x1p-24
+            return sign == 0 ? magnitude : -magnitude
+        case 31:
+            return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))
+        default:
+            return Float(bitPattern: sign | UInt32(exponent - 15 + 127) << 23 | (mantissa << 13))
         }
     }
 }

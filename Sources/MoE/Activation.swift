@@ -8,6 +8,12 @@ package enum Activation: String, CaseIterable, Sendable, Codable {
     case gelu
     /// SwiGLU (Shazeer 2020): `silu(x·W1) ⊙ (x·W3)`, then `·W2`; `silu(x) = x / (1 + e^−x)`.
     case swiglu
+    /// GPT-OSS's clamped GLU: with g = min(x·W1 + b1, limit) and u = clamp(x·W3 + b3, ±limit),
+    /// `(u + 1) ⊙ g ⊙ σ(α·g)`, then `·W2 + b2` (`ClampedGLU` holds α and the limit).
+    case clampedGLU = "clamped-glu"
+
+    /// The gated forms (a second projection W3 multiplies the activated first one).
+    package var isGated: Bool { self == .swiglu || self == .clampedGLU }
 
     /// Applies relu or gelu in place to `count` floats. (SwiGLU is applied by the expert, which
     /// holds the second projection.)
@@ -27,8 +33,8 @@ package enum Activation: String, CaseIterable, Sendable, Codable {
             forEachVector(values, count: count) { x in
                 x / (1 + vectorExp(scale * (x + cubic * x * x * x)))
             }
-        case .swiglu:
-            preconditionFailure("SwiGLU is not pointwise")
+        case .swiglu, .clampedGLU:
+            preconditionFailure("gated activations are not pointwise")
         }
     }
 
@@ -47,6 +53,42 @@ package enum Activation: String, CaseIterable, Sendable, Codable {
             }
             while column < width { line[column] += bias[column]; column += 1 }
             applyPointwise(activation, line, count: width)
+        }
+    }
+
+    /// `values[row, j] += bias[j]` over `rows` rows of `width`.
+    @inline(__always)
+    static func addBias(_ values: UnsafeMutablePointer<Float>, rows: Int, bias: UnsafePointer<Float>, width: Int) {
+        for row in 0..<rows {
+            let line = values + row * width
+            for column in 0..<width { line[column] += bias[column] }
+        }
+    }
+
+    /// `gate[i] = (clamp(up[i], ±limit) + 1) · g · σ(α·g)` with `g = min(gate[i], limit)`, for
+    /// `count` floats (GPT-OSS's expert activation; σ(z) = 1 / (1 + e^−z)).
+    @inline(__always)
+    static func applyClampedGLU(gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int, glu: ClampedGLU) {
+        let limit = SIMD8<Float>(repeating: glu.limit), alpha = SIMD8<Float>(repeating: glu.alpha)
+        func apply(_ x: SIMD8<Float>, _ u: SIMD8<Float>) -> SIMD8<Float> {
+            var g = x, v = u
+            g.replace(with: limit, where: g .> limit)
+            v.replace(with: limit, where: v .> limit)
+            v.replace(with: -limit, where: v .< -limit)
+            return (v + 1) * (g / (1 + vectorExp(-alpha * g)))
+        }
+        var index = 0
+        while index + 8 <= count {
+            let x = UnsafeRawPointer(gate + index).loadUnaligned(as: SIMD8<Float>.self)
+            let u = UnsafeRawPointer(up + index).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(gate + index).storeBytes(of: apply(x, u), as: SIMD8<Float>.self)
+            index += 8
+        }
+        if index < count {
+            var x = SIMD8<Float>(repeating: 0), u = SIMD8<Float>(repeating: 0)
+            for lane in 0..<(count - index) { x[lane] = gate[index + lane]; u[lane] = up[index + lane] }
+            let y = apply(x, u)
+            for lane in 0..<(count - index) { gate[index + lane] = y[lane] }
         }
     }
 
@@ -113,5 +155,16 @@ package enum Activation: String, CaseIterable, Sendable, Codable {
         let polynomial = p * r * r + r + 1
         let integer = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
         return polynomial * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD8<Float>.self)
+    }
+}
+
+/// The clamped GLU's constants (GPT-OSS: α 1.702, limit 7, from the config's `swiglu_limit`).
+package struct ClampedGLU: Equatable, Sendable {
+    package var alpha: Float
+    package var limit: Float
+
+    package init(alpha: Float = 1.702, limit: Float = 7) {
+        self.alpha = alpha
+        self.limit = limit
     }
 }

@@ -1,20 +1,60 @@
-/// One expert's parameters. Row-major: `w1`, `w3` are `[dModel, dFF]`, `w2` is `[dFF, dModel]`.
-/// relu/gelu experts have biases `b1 [dFF]` and `b2 [dModel]`; SwiGLU experts have `w3` and no
-/// biases (as in the gated-FFN formulation of Shazeer 2020).
+import Foundation
+
+/// One FFN's parameters (an expert, a shared expert or a dense MLP). Row-major: `w1`, `w3` are
+/// `[dModel, dFF]`, `w2` is `[dFF, dModel]`. Biases `b1 [dFF]`, `b3 [dFF]` (gated forms) and
+/// `b2 [dModel]` are present exactly when the form has biases (`FFNForm.hasBias`), else empty;
+/// `w3` is present exactly for the gated (GLU) activations.
 package struct ExpertWeights: Equatable, Sendable {
     package var w1: [Float]
     package var b1: [Float]
     package var w2: [Float]
     package var b2: [Float]
     package var w3: [Float]
+    package var b3: [Float]
 
-    package init(w1: [Float], b1: [Float], w2: [Float], b2: [Float], w3: [Float]) {
+    package init(w1: [Float], b1: [Float], w2: [Float], b2: [Float], w3: [Float], b3: [Float] = []) {
         self.w1 = w1
         self.b1 = b1
         self.w2 = w2
         self.b2 = b2
         self.w3 = w3
+        self.b3 = b3
     }
+}
+
+/// The shape of one FFN: its activation, hidden width and whether it has biases. Experts, shared
+/// experts and dense MLPs of one model share the activation and the bias choice but may differ
+/// in width (`LayerConfiguration.expertDFF`, `sharedDFF`, `denseDFF`).
+package struct FFNForm: Equatable, Sendable {
+    package var activation: Activation
+    /// Hidden width d_ff (≥ 1).
+    package var dFF: Int
+    /// Whether the projections carry biases (`b1`, `b2`, and `b3` for gated forms).
+    package var hasBias: Bool
+    /// The clamped GLU's α and limit (GPT-OSS); used by `.clampedGLU` only.
+    package var glu: ClampedGLU
+
+    package init(activation: Activation, dFF: Int, hasBias: Bool, glu: ClampedGLU = ClampedGLU()) {
+        self.activation = activation
+        self.dFF = dFF
+        self.hasBias = hasBias
+        self.glu = glu
+    }
+
+    /// The tensor suffixes of this form and their shapes, for a model of width `dModel`, in
+    /// file order: `w1`, `w2`, then `w3` (gated), then the biases.
+    package func tensorShapes(dModel: Int) -> [(suffix: String, shape: [Int])] {
+        var shapes: [(String, [Int])] = [("w1", [dModel, dFF]), ("w2", [dFF, dModel])]
+        if activation.isGated { shapes.append(("w3", [dModel, dFF])) }
+        if hasBias {
+            shapes += [("b1", [dFF]), ("b2", [dModel])]
+            if activation.isGated { shapes.append(("b3", [dFF])) }
+        }
+        return shapes
+    }
+
+    /// Parameters of one FFN of this form.
+    package func parameterCount(dModel: Int) -> Int { tensorShapes(dModel: dModel).reduce(0) { $0 + $1.shape.reduce(1, *) } }
 }
 
 /// Scratch space for expert forward passes; grows to the largest row count seen, never shrinks,
@@ -32,47 +72,79 @@ package final class ExpertWorkspace {
     }
 }
 
-/// The expert feed-forward network over all the rows an expert received, as two (SwiGLU: three)
+/// The feed-forward network over all the rows an expert received, as two (gated forms: three)
 /// `cblas_sgemm` calls on one contiguous buffer: no per-token GEMMs, no padding to capacity.
 package enum ExpertFFN {
-    /// `output[rows, dModel] = FFN(input[rows, dModel])`.
+    /// `output[rows, dModel] = FFN(input[rows, dModel])` for an FFN of shape `form`.
     package static func forward(
-        _ weights: ExpertWeights, activation: Activation, dModel: Int, dFF: Int,
+        _ weights: ExpertWeights, form: FFNForm, dModel: Int,
         input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace
     ) {
         guard rows > 0 else { return }
-        let gated = activation == .swiglu
+        let dFF = form.dFF
+        let gated = form.activation.isGated
         workspace.reserve(rows: rows, dFF: dFF, gated: gated)
         workspace.hidden.withUnsafeMutableBufferPointer { hiddenBuffer in
             let hidden = hiddenBuffer.baseAddress!
             weights.w1.withUnsafeBufferPointer { w1 in
+                BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w1.baseAddress!, into: hidden)
                 if gated {
-                    BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w1.baseAddress!, into: hidden)
                     workspace.up.withUnsafeMutableBufferPointer { upBuffer in
+                        let up = upBuffer.baseAddress!
                         weights.w3.withUnsafeBufferPointer { w3 in
-                            BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w3.baseAddress!, into: upBuffer.baseAddress!)
+                            BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w3.baseAddress!, into: up)
                         }
-                        Activation.applySwiGLU(gate: hidden, up: upBuffer.baseAddress!, count: rows * dFF)
+                        if form.hasBias {
+                            weights.b1.withUnsafeBufferPointer { b1 in Activation.addBias(hidden, rows: rows, bias: b1.baseAddress!, width: dFF) }
+                            weights.b3.withUnsafeBufferPointer { b3 in Activation.addBias(up, rows: rows, bias: b3.baseAddress!, width: dFF) }
+                        }
+                        if form.activation == .clampedGLU {
+                            Activation.applyClampedGLU(gate: hidden, up: up, count: rows * dFF, glu: form.glu)
+                        } else {
+                            Activation.applySwiGLU(gate: hidden, up: up, count: rows * dFF)
+                        }
+                    }
+                } else if form.hasBias {
+                    // Bias and activation in one sweep of `hidden`, row by row while the row is in cache.
+                    weights.b1.withUnsafeBufferPointer { b1 in
+                        Activation.applyBiasAndPointwise(form.activation, hidden, rows: rows, bias: b1.baseAddress!, width: dFF)
                     }
                 } else {
-                    // Product first, then bias and activation in one sweep of `hidden`, row by
-                    // row while the row is in cache.
-                    BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w1.baseAddress!, into: hidden)
-                    weights.b1.withUnsafeBufferPointer { b1 in
-                        Activation.applyBiasAndPointwise(activation, hidden, rows: rows, bias: b1.baseAddress!, width: dFF)
-                    }
+                    Activation.applyPointwise(form.activation, hidden, count: rows * dFF)
                 }
             }
-            if gated {
-                output.update(repeating: 0, count: rows * dModel)
-            } else {
+            if form.hasBias {
                 weights.b2.withUnsafeBufferPointer { b2 in
                     for row in 0..<rows { (output + row * dModel).update(from: b2.baseAddress!, count: dModel) }
                 }
+            } else {
+                output.update(repeating: 0, count: rows * dModel)
             }
             weights.w2.withUnsafeBufferPointer { w2 in
                 BLAS.multiply(rows: rows, columns: dModel, inner: dFF, hidden, w2.baseAddress!, into: output, accumulate: true)
             }
+        }
+    }
+}
+
+/// A shared expert (Qwen2-MoE, DeepSeek): an FFN every token goes through on its own rank, no
+/// exchange, added to the routed sum. Qwen2-MoE scales it per token by `σ(x · w_g)` (its
+/// `shared_expert_gate`); DeepSeek's weight is 1.
+package enum SharedExpert {
+    /// `output[t] = σ(x_t · gate) · FFN(x_t)` (without `gate`, when it is empty: `FFN(x_t)`), for
+    /// `rows` rows of `input` (`[rows, dModel]`). The gate's dot product is accumulated in Double.
+    package static func forward(
+        _ weights: ExpertWeights, form: FFNForm, gate: [Float], dModel: Int,
+        input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace
+    ) {
+        ExpertFFN.forward(weights, form: form, dModel: dModel, input: input, rows: rows, output: output, workspace: workspace)
+        guard !gate.isEmpty else { return }
+        precondition(gate.count == dModel)
+        for row in 0..<rows {
+            var dot = 0.0
+            for index in 0..<dModel { dot += Double(input[row * dModel + index]) * Double(gate[index]) }
+            let scale = Float(1 / (1 + exp(-dot)))
+            for index in 0..<dModel { output[row * dModel + index] *= scale }
         }
     }
 }

@@ -20,14 +20,25 @@ package struct MemoryEstimate: Equatable, Sendable {
     package static func of(
         model: ModelConfiguration, heldExperts: (Int) -> Range<Int>, tokens: Int, sourceRanks: Int, capacityPlanCache: Bool
     ) -> MemoryEstimate {
-        let d = model.dModel, dFF = model.dFF
-        let gated = model.activation == .swiglu
-        let expertValues = gated ? 3 * d * dFF : 2 * d * dFF + dFF + d
+        let d = model.dModel
+        let gated = model.activation.isGated
         var floats = (weights: 0, buffers: tokens * d)  // the batch itself
         for (index, layer) in model.layers.enumerated() {
             let k = layer.topK
-            floats.weights += 2 * d + d * layer.experts + heldExperts(index).count * expertValues
-            if layer.residual { floats.weights += expertValues + 2 * d + 2 }
+            let dense = model.form(.dense, layer: index)
+            if layer.dense {
+                floats.weights += 2 * d + dense.parameterCount(dModel: d)
+                floats.buffers += 2 * tokens * d + tokens * dense.dFF * (gated ? 2 : 1)
+                continue
+            }
+            let expert = model.form(.expert, layer: index)
+            let dFF = expert.dFF
+            floats.weights += 2 * d + d * layer.experts + heldExperts(index).count * expert.parameterCount(dModel: d)
+            if layer.residual { floats.weights += dense.parameterCount(dModel: d) + 2 * d + 2 }
+            if layer.sharedDFF > 0 {
+                floats.weights += model.form(.shared, layer: index).parameterCount(dModel: d) + d
+                floats.buffers += tokens * d
+            }
             floats.buffers += tokens * d + tokens * layer.experts + (layer.residual ? tokens * (d + 2) : 0)
             floats.buffers += 4 * k * tokens * d
             let capacity = Router.capacity(tokenCount: tokens, layer: layer)

@@ -35,17 +35,54 @@ package struct LayerConfiguration: Equatable, Sendable {
     /// through a dense MLP held by every rank, mixed with its one expert (top-1) by a per-token
     /// coefficient. See `ResidualMixture`.
     package var residual: Bool
+    /// The gate's score function, selection, normalisation and scale (`docs/ROUTING.md`).
+    package var gateRule: GateRule
+    /// The gate has a learned bias `[E]` added to its logits (GPT-OSS).
+    package var routerBias: Bool
+    /// The gate has a selection-only bias `[E]` (DeepSeek-V3's `e_score_correction_bias`).
+    package var selectionBias: Bool
+    /// A dense layer: every token goes through one FFN of `denseDFF` held by every rank; no gate,
+    /// no experts, no exchange (`experts` and `topK` are 1 and unused).
+    package var dense: Bool
+    /// Hidden width of this layer's experts; nil = the model's `dFF`.
+    package var expertDFF: Int?
+    /// Hidden width of a dense layer's FFN; nil = the model's `dFF`.
+    package var denseDFF: Int?
+    /// Hidden width of the shared expert (every token, on its own rank, added to the routed sum;
+    /// Qwen2-MoE, DeepSeek); 0 = none.
+    package var sharedDFF: Int
+    /// The shared expert's output is scaled by `σ(x · w_g)` per token (Qwen2-MoE's
+    /// `shared_expert_gate`, `w_g` `[dModel]`); otherwise by 1.
+    package var sharedGate: Bool
 
     package init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
-                dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max, residual: Bool = false) {
+                dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max, residual: Bool = false,
+                gateRule: GateRule = GateRule(), routerBias: Bool = false, selectionBias: Bool = false,
+                expertDFF: Int? = nil, sharedDFF: Int = 0, sharedGate: Bool = false) {
         precondition(!residual || topK == 1, "a residual layer routes each token to one expert")
         self.residual = residual
+        self.gateRule = gateRule
+        self.routerBias = routerBias
+        self.selectionBias = selectionBias
+        self.dense = false
+        self.expertDFF = expertDFF
+        self.denseDFF = nil
+        self.sharedDFF = sharedDFF
+        self.sharedGate = sharedGate
         self.experts = experts
         self.topK = topK
         self.capacityFactor = capacityFactor
         self.minCapacity = minCapacity
         self.dropPolicy = dropPolicy
         self.priority = priority
+    }
+
+    /// A dense FFN layer of width `dFF` (nil = the model's).
+    package static func denseLayer(dFF: Int? = nil) -> LayerConfiguration {
+        var layer = LayerConfiguration(experts: 1, topK: 1, capacityFactor: 0, dropPolicy: .none)
+        layer.dense = true
+        layer.denseDFF = dFF
+        return layer
     }
 
     /// True when no route is ever dropped (policy `none`, or C = 0).
@@ -59,6 +96,17 @@ package struct ModelConfiguration: Equatable, Sendable {
     package var dFF: Int
     package var activation: Activation
     package var layers: [LayerConfiguration]
+    /// The normalisation before each layer's FFN, and its ε.
+    package var norm: NormKind = .layer
+    package var normEpsilon: Double = LayerNorm.defaultEpsilon
+    /// Whether FFNs (experts, shared, dense) carry biases; default: relu and gelu do, the gated
+    /// forms do not (`"ffn_bias"` overrides; GPT-OSS's clamped GLU has them).
+    package var ffnBias: Bool
+    /// The clamped GLU's constants (activation `clamped-glu`).
+    package var glu = ClampedGLU()
+    /// Where the model came from (`"source"`: e.g. the Hugging Face checkpoint it was imported
+    /// from); informational.
+    package var origin: String?
     /// Task-level routing: `taskExperts[task]` lists the k experts a token of that task goes to
     /// (in choice order), bypassing the gate. Empty when the model routes by gate only.
     package var taskExperts: [Int: [Int]]
@@ -70,6 +118,23 @@ package struct ModelConfiguration: Equatable, Sendable {
         self.activation = activation
         self.layers = layers
         self.taskExperts = taskExperts
+        ffnBias = !activation.isGated
+    }
+
+    /// The FFN roles of a layer.
+    package enum FFNRole: Sendable { case expert, shared, dense }
+
+    /// The FFN form of `role` in layer `index`: the model's activation and bias choice, the
+    /// role's width. A PR-MoE residual layer's dense MLP has the experts' form.
+    package func form(_ role: FFNRole, layer index: Int) -> FFNForm {
+        let layer = layers[index]
+        let width: Int
+        switch role {
+        case .expert: width = layer.expertDFF ?? dFF
+        case .shared: width = layer.sharedDFF
+        case .dense: width = layer.dense ? (layer.denseDFF ?? dFF) : (layer.expertDFF ?? dFF)
+        }
+        return FFNForm(activation: activation, dFF: width, hasBias: ffnBias, glu: glu)
     }
 
     /// The built-in default: 4 layers, d_model 256, d_ff 1024, GELU, 8 experts, top-2, C 1.25.
@@ -117,10 +182,13 @@ extension ModelConfiguration {
         do { document = try JSONParser.parse(bytes) } catch {
             throw ModelConfigurationError(source: path, field: "", problem: "invalid JSON at \(error)")
         }
-        let layerKeys = ["experts", "top_k", "capacity_factor", "min_capacity", "drop_policy", "priority", "residual"]
+        let layerKeys = ["experts", "top_k", "capacity_factor", "min_capacity", "drop_policy", "priority", "residual",
+                         "dense", "expert_d_ff", "dense_d_ff", "shared_d_ff", "shared_gate", "score", "normalize_top_k",
+                         "scaling_factor", "router_bias", "selection_bias", "groups", "top_groups", "group_score"]
         do {
             let root = try JSONObjectReader(document)
-            try root.rejectUnknownKeys(allowed: ["name", "d_model", "d_ff", "activation", "layer_defaults", "layers", "task_experts"])
+            try root.rejectUnknownKeys(allowed: ["name", "d_model", "d_ff", "activation", "layer_defaults", "layers", "task_experts",
+                                                "norm", "norm_epsilon", "ffn_bias", "glu_alpha", "glu_limit", "source"])
             let dModel = try root.integer("d_model")
             let dFF = try root.integer("d_ff")
             for (key, value) in [("d_model", dModel), ("d_ff", dFF)] where !(1...dimensionLimit).contains(value) {
@@ -128,7 +196,20 @@ extension ModelConfiguration {
             }
             let activationName = try root.optionalString("activation") ?? "gelu"
             guard let activation = Activation(rawValue: activationName) else {
-                throw JSONFieldError(path: "activation", problem: "unknown activation '\(activationName)' (relu, gelu, swiglu)")
+                throw JSONFieldError(path: "activation", problem: "unknown activation '\(activationName)' (\(Activation.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            let normName = try root.optionalString("norm") ?? "layer"
+            guard let norm = NormKind(rawValue: normName) else {
+                throw JSONFieldError(path: "norm", problem: "unknown norm '\(normName)' (\(NormKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            let normEpsilon = try root.optionalNumber("norm_epsilon") ?? LayerNorm.defaultEpsilon
+            guard normEpsilon > 0, normEpsilon <= 1 else {
+                throw JSONFieldError(path: "norm_epsilon", problem: "must be in (0, 1], got \(normEpsilon)")
+            }
+            let gluAlpha = try root.optionalNumber("glu_alpha") ?? Double(ClampedGLU().alpha)
+            let gluLimit = try root.optionalNumber("glu_limit") ?? Double(ClampedGLU().limit)
+            guard gluAlpha.isFinite, gluLimit > 0, gluLimit.isFinite else {
+                throw JSONFieldError(path: "glu_limit", problem: "glu_alpha must be finite and glu_limit positive, got \(gluAlpha), \(gluLimit)")
             }
             let defaults = try root.optionalObject("layer_defaults")
             try defaults?.rejectUnknownKeys(allowed: layerKeys)
@@ -147,10 +228,26 @@ extension ModelConfiguration {
                 }
                 let intReader: (JSONObjectReader, String) throws(JSONFieldError) -> Int? = { (reader, key) throws(JSONFieldError) in try reader.optionalInteger(key) }
                 let stringReader: (JSONObjectReader, String) throws(JSONFieldError) -> String? = { (reader, key) throws(JSONFieldError) in try reader.optionalString(key) }
+                let boolReader: (JSONObjectReader, String) throws(JSONFieldError) -> Bool? = { (reader, key) throws(JSONFieldError) in try reader.optionalBool(key) }
+                let numberReader: (JSONObjectReader, String) throws(JSONFieldError) -> Double? = { (reader, key) throws(JSONFieldError) in try reader.optionalNumber(key) }
+                func width(_ key: String) throws(JSONFieldError) -> Int? {
+                    guard let value = try pick(key, intReader) else { return nil }
+                    guard (1...dimensionLimit).contains(value) else {
+                        throw JSONFieldError(path: "\(layerPath).\(key)", problem: "must be in 1...\(dimensionLimit), got \(value)")
+                    }
+                    return value
+                }
+                if try layer.optionalBool("dense") == true {
+                    for key in layerKeys where !["dense", "dense_d_ff"].contains(key) && layer.keys.contains(key) {
+                        throw JSONFieldError(path: "\(layerPath).\(key)", problem: "a dense layer has no gate or experts; only dense_d_ff applies")
+                    }
+                    layers.append(.denseLayer(dFF: try width("dense_d_ff")))
+                    continue
+                }
                 guard let experts = try pick("experts", intReader) else {
                     throw JSONFieldError(path: "\(layerPath).experts", problem: "missing (give it here or in layer_defaults)")
                 }
-                let residual = try pick("residual", { (reader, key) throws(JSONFieldError) in try reader.optionalBool(key) }) ?? false
+                let residual = try pick("residual", boolReader) ?? false
                 // A residual layer is top-1 unless the layer itself says otherwise (which is then refused).
                 let ownTopK = try layer.optionalInteger("top_k")
                 guard let topK = try ownTopK ?? (residual ? 1 : pick("top_k", intReader)) else {
@@ -165,7 +262,7 @@ extension ModelConfiguration {
                 guard (1...experts).contains(topK) else {
                     throw JSONFieldError(path: "\(layerPath).top_k", problem: "must be in 1...\(experts) (the layer's experts), got \(topK)")
                 }
-                let capacityFactor = try pick("capacity_factor", { (reader, key) throws(JSONFieldError) in try reader.optionalNumber(key) }) ?? 1.25
+                let capacityFactor = try pick("capacity_factor", numberReader) ?? 1.25
                 guard capacityFactor >= 0, capacityFactor <= 1e6 else {
                     throw JSONFieldError(path: "\(layerPath).capacity_factor", problem: "must be in 0...1e6 (0 = no limit), got \(capacityFactor)")
                 }
@@ -181,8 +278,24 @@ extension ModelConfiguration {
                 guard let priority = RoutingPriority(rawValue: priorityName) else {
                     throw JSONFieldError(path: "\(layerPath).priority", problem: "unknown priority '\(priorityName)' (max, sum)")
                 }
-                layers.append(LayerConfiguration(experts: experts, topK: topK, capacityFactor: capacityFactor,
-                                                 minCapacity: minCapacity, dropPolicy: policy, priority: priority, residual: residual))
+                let rule = try gateRule(pick: { (key) throws(JSONFieldError) in try pick(key, { (reader, key) throws(JSONFieldError) in reader.value(key) }) },
+                                        layerPath: layerPath, experts: experts, topK: topK)
+                let sharedDFF = try pick("shared_d_ff", intReader) ?? 0
+                guard (0...dimensionLimit).contains(sharedDFF) else {
+                    throw JSONFieldError(path: "\(layerPath).shared_d_ff", problem: "must be in 0...\(dimensionLimit) (0 = no shared expert), got \(sharedDFF)")
+                }
+                let sharedGate = try pick("shared_gate", boolReader) ?? false
+                guard !sharedGate || sharedDFF > 0 else {
+                    throw JSONFieldError(path: "\(layerPath).shared_gate", problem: "gates a shared expert, but shared_d_ff is 0 (no shared expert)")
+                }
+                guard !residual || sharedDFF == 0 else {
+                    throw JSONFieldError(path: "\(layerPath).shared_d_ff", problem: "a residual (PR-MoE) layer has its own dense MLP; it cannot also have a shared expert")
+                }
+                layers.append(LayerConfiguration(
+                    experts: experts, topK: topK, capacityFactor: capacityFactor, minCapacity: minCapacity, dropPolicy: policy,
+                    priority: priority, residual: residual, gateRule: rule, routerBias: try pick("router_bias", boolReader) ?? false,
+                    selectionBias: try pick("selection_bias", boolReader) ?? false, expertDFF: try width("expert_d_ff"),
+                    sharedDFF: sharedDFF, sharedGate: sharedGate))
             }
             var taskExperts: [Int: [Int]] = [:]
             if let tasks = try root.optionalObject("task_experts") {
@@ -193,7 +306,7 @@ extension ModelConfiguration {
                     let experts = try tasks.array(key).map { (path: String, value: JSONValue) throws(JSONFieldError) in
                         try JSONObjectReader.integer(value, path: path)
                     }
-                    for (index, layer) in layers.enumerated() {
+                    for (index, layer) in layers.enumerated() where !layer.dense {
                         guard experts.count == layer.topK else {
                             throw JSONFieldError(path: tasks.childPath(key), problem: "lists \(experts.count) experts but layer \(index) routes each token to top_k = \(layer.topK)")
                         }
@@ -205,12 +318,80 @@ extension ModelConfiguration {
                 }
             }
             let fileName = path.split(separator: "/").last.map { String($0.split(separator: ".").first ?? $0) } ?? path
-            return ModelConfiguration(name: try root.optionalString("name") ?? fileName, dModel: dModel, dFF: dFF,
-                                      activation: activation, layers: layers, taskExperts: taskExperts)
+            var model = ModelConfiguration(name: try root.optionalString("name") ?? fileName, dModel: dModel, dFF: dFF,
+                                           activation: activation, layers: layers, taskExperts: taskExperts)
+            model.norm = norm
+            model.normEpsilon = normEpsilon
+            model.ffnBias = try root.optionalBool("ffn_bias") ?? !activation.isGated
+            model.glu = ClampedGLU(alpha: Float(gluAlpha), limit: Float(gluLimit))
+            model.origin = try root.optionalString("source")
+            if !taskExperts.isEmpty, let index = layers.firstIndex(where: { $0.dense }) {
+                throw JSONFieldError(path: "task_experts", problem: "layer \(index) is dense; task routing needs every layer to have experts")
+            }
+            return model
         } catch let error as JSONFieldError {
             throw ModelConfigurationError(source: path, field: error.path, problem: error.problem)
         } catch {
             throw ModelConfigurationError(source: path, field: "", problem: "\(error)")
         }
+    }
+}
+
+extension ModelConfiguration {
+    /// A layer's gate rule from its fields (`score`, `normalize_top_k`, `scaling_factor`,
+    /// `groups`, `top_groups`, `group_score`), each from the layer or `layer_defaults`.
+    static func gateRule(
+        pick: (String) throws(JSONFieldError) -> JSONValue?, layerPath: String, experts: Int, topK: Int
+    ) throws(JSONFieldError) -> GateRule {
+        func string(_ key: String) throws(JSONFieldError) -> String? {
+            guard let value = try pick(key) else { return nil }
+            return try JSONObjectReader.string(value, path: "\(layerPath).\(key)")
+        }
+        func integer(_ key: String) throws(JSONFieldError) -> Int? {
+            guard let value = try pick(key) else { return nil }
+            return try JSONObjectReader.integer(value, path: "\(layerPath).\(key)")
+        }
+        var rule = GateRule()
+        if let name = try string("score") {
+            guard let score = GateScoreFunction(rawValue: name) else {
+                throw JSONFieldError(path: "\(layerPath).score", problem: "unknown score '\(name)' (\(GateScoreFunction.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            rule.score = score
+        }
+        if let name = try string("normalize_top_k") {
+            guard let normalization = TopKNormalization(rawValue: name) else {
+                throw JSONFieldError(path: "\(layerPath).normalize_top_k", problem: "unknown normalisation '\(name)' (\(TopKNormalization.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            rule.normalization = normalization
+        }
+        if let value = try pick("scaling_factor") {
+            let factor = try JSONObjectReader.number(value, path: "\(layerPath).scaling_factor")
+            guard factor > 0, factor <= 1e6 else {
+                throw JSONFieldError(path: "\(layerPath).scaling_factor", problem: "must be in (0, 1e6], got \(factor)")
+            }
+            rule.scalingFactor = Float(factor)
+        }
+        if let groups = try integer("groups") {
+            guard groups >= 1, groups <= experts, experts % groups == 0 else {
+                throw JSONFieldError(path: "\(layerPath).groups", problem: "must divide the layer's \(experts) experts into equal groups, got \(groups)")
+            }
+            let topGroups = try integer("top_groups") ?? groups
+            guard (1...groups).contains(topGroups) else {
+                throw JSONFieldError(path: "\(layerPath).top_groups", problem: "must be in 1...\(groups) (the groups), got \(topGroups)")
+            }
+            guard topK <= topGroups * (experts / groups) else {
+                throw JSONFieldError(path: "\(layerPath).top_groups", problem: "\(topGroups) groups of \(experts / groups) experts cannot supply top_k = \(topK) experts")
+            }
+            let scoreName = try string("group_score") ?? "max"
+            guard let groupScore = GroupScore(rawValue: scoreName) else {
+                throw JSONFieldError(path: "\(layerPath).group_score", problem: "unknown group score '\(scoreName)' (max, top2-sum)")
+            }
+            rule.selection = .groupLimited(groups: groups, topGroups: topGroups, score: groupScore)
+        } else if try pick("top_groups") != nil {
+            throw JSONFieldError(path: "\(layerPath).groups", problem: "top_groups and group_score need groups")
+        } else if try pick("group_score") != nil {
+            throw JSONFieldError(path: "\(layerPath).groups", problem: "top_groups and group_score need groups")
+        }
+        return rule
     }
 }

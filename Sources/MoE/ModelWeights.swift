@@ -1,12 +1,22 @@
 import FileFormats
 import RandomStreams
 
-/// One layer's parameters as one rank holds them: the norm and gate (every rank) and the
-/// experts in `heldExperts` only.
+/// One layer's parameters as one rank holds them: the norm, gate, shared expert and dense FFN
+/// (every rank) and the experts in `heldExperts` only.
 package struct LayerWeights: Sendable {
-    package var norm: LayerNorm
-    /// `[dModel, E]` row-major.
+    package var norm: TokenNorm
+    /// `[dModel, E]` row-major (empty for a dense layer).
     package var gate: [Float]
+    /// The gate's learned bias `[E]` (added to the logits), or empty.
+    package var gateBias: [Float] = []
+    /// The selection-only bias `[E]` (added to the scores to choose experts), or empty.
+    package var selectionBias: [Float] = []
+    /// The shared expert (every rank), nil when the layer has none.
+    package var shared: ExpertWeights?
+    /// The shared expert's gate vector `[dModel]` (σ(x·w) scales its output), or empty.
+    package var sharedGate: [Float] = []
+    /// A dense layer's FFN (every rank); nil for MoE layers.
+    package var dense: ExpertWeights?
     package var heldExperts: Range<Int>
     /// `experts[i]` is expert `heldExperts.lowerBound + i`.
     package var experts: [ExpertWeights]
@@ -40,28 +50,39 @@ package enum WeightsError: Error, Equatable, CustomStringConvertible {
 /// dense MLP, an expert's shapes), `layers.{l}.coefficient.weight` `[dModel, 2]` and
 /// `layers.{l}.coefficient.bias` `[2]`. All float32, row-major.
 package enum ModelWeights {
-    package static func expertTensorShapes(_ model: ModelConfiguration) -> [(suffix: String, shape: [Int])] {
-        var shapes: [(String, [Int])] = [("w1", [model.dModel, model.dFF]), ("w2", [model.dFF, model.dModel])]
-        if model.activation == .swiglu {
-            shapes.append(("w3", [model.dModel, model.dFF]))
-        } else {
-            shapes += [("b1", [model.dFF]), ("b2", [model.dModel])]
+    /// The norm tensors of a layer: scale and shift (LayerNorm), scale (RMSNorm), none.
+    package static func normTensorShapes(_ model: ModelConfiguration, layer index: Int) -> [(name: String, shape: [Int])] {
+        switch model.norm {
+        case .layer: return [("layers.\(index).norm.scale", [model.dModel]), ("layers.\(index).norm.shift", [model.dModel])]
+        case .rms: return [("layers.\(index).norm.scale", [model.dModel])]
+        case .none: return []
         }
-        return shapes
     }
 
     /// Every tensor of the model, in file order.
     package static func tensorShapes(_ model: ModelConfiguration) -> [(name: String, shape: [Int])] {
         var shapes: [(String, [Int])] = []
         for (index, layer) in model.layers.enumerated() {
-            shapes += [("layers.\(index).norm.scale", [model.dModel]), ("layers.\(index).norm.shift", [model.dModel]),
-                       ("layers.\(index).gate.weight", [model.dModel, layer.experts])]
+            let prefix = "layers.\(index)"
+            shapes += normTensorShapes(model, layer: index)
+            if layer.dense {
+                for (suffix, shape) in model.form(.dense, layer: index).tensorShapes(dModel: model.dModel) { shapes.append(("\(prefix).dense.\(suffix)", shape)) }
+                continue
+            }
+            shapes.append(("\(prefix).gate.weight", [model.dModel, layer.experts]))
+            if layer.routerBias { shapes.append(("\(prefix).gate.bias", [layer.experts])) }
+            if layer.selectionBias { shapes.append(("\(prefix).gate.selection_bias", [layer.experts])) }
+            let expertShapes = model.form(.expert, layer: index).tensorShapes(dModel: model.dModel)
             for expert in 0..<layer.experts {
-                for (suffix, shape) in expertTensorShapes(model) { shapes.append(("layers.\(index).experts.\(expert).\(suffix)", shape)) }
+                for (suffix, shape) in expertShapes { shapes.append(("\(prefix).experts.\(expert).\(suffix)", shape)) }
+            }
+            if layer.sharedDFF > 0 {
+                for (suffix, shape) in model.form(.shared, layer: index).tensorShapes(dModel: model.dModel) { shapes.append(("\(prefix).shared.\(suffix)", shape)) }
+                if layer.sharedGate { shapes.append(("\(prefix).shared_gate.weight", [model.dModel])) }
             }
             if layer.residual {
-                for (suffix, shape) in expertTensorShapes(model) { shapes.append(("layers.\(index).dense.\(suffix)", shape)) }
-                shapes += [("layers.\(index).coefficient.weight", [model.dModel, 2]), ("layers.\(index).coefficient.bias", [2])]
+                for (suffix, shape) in model.form(.dense, layer: index).tensorShapes(dModel: model.dModel) { shapes.append(("\(prefix).dense.\(suffix)", shape)) }
+                shapes += [("\(prefix).coefficient.weight", [model.dModel, 2]), ("\(prefix).coefficient.bias", [2])]
             }
         }
         return shapes
@@ -78,7 +99,7 @@ package enum ModelWeights {
         var offset: Float = 0
         switch suffix {
         case "scale": amplitude = 0.1; offset = 1
-        case "shift", "b1", "b2", "bias": amplitude = 0.1
+        case "shift", "b1", "b2", "b3", "bias", "selection_bias": amplitude = 0.1
         default: amplitude = (3 / Float(shape[0])).squareRoot()
         }
         return (0..<count).map { _ in offset + amplitude * random.nextSignedUnitFloat() }
@@ -110,24 +131,44 @@ package enum ModelWeights {
         var layers: [LayerWeights] = []
         for (index, layer) in model.layers.enumerated() {
             let prefix = "layers.\(index)"
-            let norm = LayerNorm(scale: try tensor("\(prefix).norm.scale", [model.dModel]),
-                                 shift: try tensor("\(prefix).norm.shift", [model.dModel]))
-            let gate = try tensor("\(prefix).gate.weight", [model.dModel, layer.experts])
-            func ffn(_ name: String) throws(WeightsError) -> ExpertWeights {
-                var parts: [String: [Float]] = [:]
-                for (suffix, shape) in expertTensorShapes(model) { parts[suffix] = try tensor("\(name).\(suffix)", shape) }
-                return ExpertWeights(w1: parts["w1"]!, b1: parts["b1"] ?? [], w2: parts["w2"]!, b2: parts["b2"] ?? [], w3: parts["w3"] ?? [])
+            let norm: TokenNorm
+            switch model.norm {
+            case .layer:
+                norm = .layer(LayerNorm(scale: try tensor("\(prefix).norm.scale", [model.dModel]),
+                                        shift: try tensor("\(prefix).norm.shift", [model.dModel]), epsilon: model.normEpsilon))
+            case .rms: norm = .rms(RMSNorm(scale: try tensor("\(prefix).norm.scale", [model.dModel]), epsilon: model.normEpsilon))
+            case .none: norm = .none
             }
-            var experts: [ExpertWeights] = []
+            func ffn(_ name: String, _ form: FFNForm) throws(WeightsError) -> ExpertWeights {
+                var parts: [String: [Float]] = [:]
+                for (suffix, shape) in form.tensorShapes(dModel: model.dModel) { parts[suffix] = try tensor("\(name).\(suffix)", shape) }
+                return ExpertWeights(w1: parts["w1"]!, b1: parts["b1"] ?? [], w2: parts["w2"]!, b2: parts["b2"] ?? [], w3: parts["w3"] ?? [],
+                                     b3: parts["b3"] ?? [])
+            }
             let range = held(index)
-            for expert in range { experts.append(try ffn("\(prefix).experts.\(expert)")) }
+            if layer.dense {
+                var weights = LayerWeights(norm: norm, gate: [], heldExperts: range, experts: [], residual: nil)
+                weights.dense = try ffn("\(prefix).dense", model.form(.dense, layer: index))
+                layers.append(weights)
+                continue
+            }
+            let gate = try tensor("\(prefix).gate.weight", [model.dModel, layer.experts])
+            var experts: [ExpertWeights] = []
+            for expert in range { experts.append(try ffn("\(prefix).experts.\(expert)", model.form(.expert, layer: index))) }
             var residual: ResidualWeights?
             if layer.residual {
-                residual = ResidualWeights(dense: try ffn("\(prefix).dense"),
+                residual = ResidualWeights(dense: try ffn("\(prefix).dense", model.form(.dense, layer: index)),
                                            coefficientWeight: try tensor("\(prefix).coefficient.weight", [model.dModel, 2]),
                                            coefficientBias: try tensor("\(prefix).coefficient.bias", [2]))
             }
-            layers.append(LayerWeights(norm: norm, gate: gate, heldExperts: range, experts: experts, residual: residual))
+            var weights = LayerWeights(norm: norm, gate: gate, heldExperts: range, experts: experts, residual: residual)
+            if layer.routerBias { weights.gateBias = try tensor("\(prefix).gate.bias", [layer.experts]) }
+            if layer.selectionBias { weights.selectionBias = try tensor("\(prefix).gate.selection_bias", [layer.experts]) }
+            if layer.sharedDFF > 0 {
+                weights.shared = try ffn("\(prefix).shared", model.form(.shared, layer: index))
+                if layer.sharedGate { weights.sharedGate = try tensor("\(prefix).shared_gate.weight", [model.dModel]) }
+            }
+            layers.append(weights)
         }
         return layers
     }

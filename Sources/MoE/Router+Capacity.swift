@@ -56,11 +56,14 @@ extension Router {
     }
 
     /// Claims slots choice by choice (every token's first choice before any second choice), in
-    /// `claimOrder` within a round; a route whose expert is full is dropped. Combine weights: the
-    /// probability itself for k = 1; for k ≥ 2 the probabilities renormalised over the token's
-    /// surviving routes (a fully dropped token gets 0 everywhere).
+    /// `claimOrder` within a round; a route whose expert is full is dropped. Combine weights by
+    /// `rule.normalization` — `survivors`: the probability itself for k = 1, for k ≥ 2 the
+    /// probabilities renormalised over the token's surviving routes (a fully dropped token gets 0
+    /// everywhere); `chosen`: divided by the sum of the k chosen probabilities; `none`: the
+    /// probability — then times `rule.scalingFactor`. A dropped route's weight is 0.
     static func applyCapacity(
-        choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity = .configured
+        choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity = .configured,
+        rule: GateRule = GateRule()
     ) -> RoutingPlan {
         let k = layer.topK
         let capacities = capacities(tokenCount: tokenCount, layer: layer, plan: plan)
@@ -79,6 +82,19 @@ extension Router {
             }
         }
         var gate = [Float](repeating: 0, count: k * tokenCount)
+        if rule.normalization != .survivors {
+            for token in 0..<tokenCount {
+                var chosen: Float = 0
+                for r in 0..<k { chosen += probability[r * tokenCount + token] }
+                for r in 0..<k where expert[r * tokenCount + token] >= 0 {
+                    let p = probability[r * tokenCount + token]
+                    let weight = rule.normalization == .chosen ? (chosen > 0 ? p / chosen : 0) : p
+                    gate[r * tokenCount + token] = weight * rule.scalingFactor
+                }
+            }
+            return RoutingPlan(tokenCount: tokenCount, topK: k, expertCount: layer.experts, capacities: capacities,
+                               choice: choice, expert: expert, slot: slot, gate: gate, probability: probability)
+        }
         for token in 0..<tokenCount {
             if k == 1 {
                 if expert[token] >= 0 { gate[token] = probability[token] }
@@ -88,9 +104,10 @@ extension Router {
             for r in 0..<k where expert[r * tokenCount + token] >= 0 { surviving += probability[r * tokenCount + token] }
             guard surviving > 0 else { continue }
             for r in 0..<k where expert[r * tokenCount + token] >= 0 {
-                gate[r * tokenCount + token] = probability[r * tokenCount + token] / surviving
+                gate[r * tokenCount + token] = probability[r * tokenCount + token] / surviving * rule.scalingFactor
             }
         }
+        if rule.scalingFactor != 1, k == 1 { for index in gate.indices { gate[index] *= rule.scalingFactor } }
         return RoutingPlan(tokenCount: tokenCount, topK: k, expertCount: layer.experts, capacities: capacities,
                            choice: choice, expert: expert, slot: slot, gate: gate, probability: probability)
     }

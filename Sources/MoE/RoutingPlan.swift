@@ -31,6 +31,13 @@ package struct RoutingPlan: Equatable, Sendable {
     /// The chosen experts' softmax probabilities (1/k each under task routing), before drops.
     package var probability: [Float]
 
+    /// The plan of a dense layer's step: no routes (k = 0) over one placeholder expert, so the
+    /// statistics count nothing routed for it.
+    package static func denseLayer(tokenCount: Int) -> RoutingPlan {
+        RoutingPlan(tokenCount: tokenCount, topK: 0, expertCount: 1, capacities: nil, choice: [], expert: [], slot: [], gate: [],
+                    probability: [])
+    }
+
     /// Routes each expert kept, `[expertCount]`.
     package var keptPerExpert: [Int] {
         var kept = [Int](repeating: 0, count: expertCount)

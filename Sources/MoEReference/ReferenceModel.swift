@@ -11,7 +11,8 @@ import MoE
 /// order the distributed expert sees, which makes the two outputs bitwise equal (the tests
 /// still only require 1e-5 relative). With fewer experts than ranks, each expert-parallel group
 /// (`ExpertPlacement`) has its own replica of each expert, fed only by the group's ranks; a
-/// residual layer adds the dense MLP's share per `ResidualMixture`.
+/// residual layer adds the dense MLP's share per `ResidualMixture`; a shared expert's output is
+/// added after the routed sum; a dense layer is its FFN alone.
 package struct ReferenceModel {
     package let model: ModelConfiguration
     /// Weights with every expert of every layer.
@@ -22,7 +23,7 @@ package struct ReferenceModel {
     /// `drift`, when given, is the drifting workload the gates add to their logits.
     package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil) {
         precondition(layers.count == model.layers.count)
-        precondition(zip(layers, model.layers).allSatisfy { $0.heldExperts == 0..<$1.experts }, "the reference holds every expert")
+        precondition(zip(layers, model.layers).allSatisfy { $0.heldExperts == 0..<$1.experts || $1.dense }, "the reference holds every expert")
         self.model = model
         self.layers = layers
         gates = layers.indices.map { Gate(layerIndex: $0, model: model, weights: layers[$0], drift: drift) }
@@ -47,13 +48,23 @@ package struct ReferenceModel {
                 var normedRows = [Float](repeating: 0, count: tokens * d)
                 hidden[rank].withUnsafeBufferPointer { input in
                     normedRows.withUnsafeMutableBufferPointer { output in
-                        weights.norm.apply(input.baseAddress!, rows: tokens, into: output.baseAddress!)
+                        if tokens > 0 { weights.norm.apply(input.baseAddress!, rows: tokens, width: d, into: output.baseAddress!) }
                     }
+                }
+                if let dense = weights.dense {
+                    let output = Self.ffn(dense, form: model.form(.dense, layer: layerIndex), dModel: d, rows: normedRows, workspace: workspace)
+                    for index in 0..<tokens * d { hidden[rank][index] += output[index] }
+                    layerPlans.append(.denseLayer(tokenCount: tokens))
+                    continue
                 }
                 let plan = try gates[layerIndex].route(normalized: normedRows, taskIds: batch.taskIds, step: step,
                                                        capacity: capacity?.layers[layerIndex] ?? .configured)
                 normed.append(normedRows)
                 layerPlans.append(plan)
+            }
+            if layer.dense {
+                plans.append(layerPlans)
+                continue
             }
             // Each expert's output rows for each source rank: expertOutputs[expert][rank], in
             // slot order. When the layer has fewer experts than ranks, each expert-parallel group
@@ -79,7 +90,7 @@ package struct ReferenceModel {
                     if rows > 0 {
                         input.withUnsafeBufferPointer { x in
                             output.withUnsafeMutableBufferPointer { y in
-                                ExpertFFN.forward(weights.expert(expert), activation: model.activation, dModel: d, dFF: model.dFF,
+                                ExpertFFN.forward(weights.expert(expert), form: model.form(.expert, layer: layerIndex), dModel: d,
                                                   input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
                             }
                         }
@@ -94,6 +105,7 @@ package struct ReferenceModel {
             for (rank, plan) in layerPlans.enumerated() {
                 if let residual = weights.residual {
                     try addResidualOutputs(rank: rank, plan: plan, normed: normed[rank], residual: residual,
+                                           form: model.form(.dense, layer: layerIndex),
                                            expertOutputs: expertOutputs, hidden: &hidden[rank], workspace: workspace)
                     continue
                 }
@@ -110,6 +122,16 @@ package struct ReferenceModel {
                     }
                     for feature in 0..<d { hidden[rank][token * d + feature] += mixture[feature] }
                 }
+                if let shared = weights.shared, plan.tokenCount > 0 {
+                    var output = [Float](repeating: 0, count: plan.tokenCount * d)
+                    normed[rank].withUnsafeBufferPointer { x in
+                        output.withUnsafeMutableBufferPointer { y in
+                            SharedExpert.forward(shared, form: model.form(.shared, layer: layerIndex), gate: weights.sharedGate, dModel: d,
+                                                 input: x.baseAddress!, rows: plan.tokenCount, output: y.baseAddress!, workspace: workspace)
+                        }
+                    }
+                    for index in output.indices { hidden[rank][index] += output[index] }
+                }
             }
             plans.append(layerPlans)
         }
@@ -119,7 +141,7 @@ package struct ReferenceModel {
     /// A residual layer's output for one rank's tokens: the dense MLP over all of them, the
     /// coefficients, and `ResidualMixture.add` per token with its (top-1) expert row or none.
     private func addResidualOutputs(
-        rank: Int, plan: RoutingPlan, normed: [Float], residual: ResidualWeights, expertOutputs: [[[Float]]],
+        rank: Int, plan: RoutingPlan, normed: [Float], residual: ResidualWeights, form: FFNForm, expertOutputs: [[[Float]]],
         hidden: inout [Float], workspace: ExpertWorkspace
     ) throws(RoutingError) {
         let d = model.dModel
@@ -130,7 +152,7 @@ package struct ReferenceModel {
         var coefficients: [Float] = []
         normed.withUnsafeBufferPointer { x in
             dense.withUnsafeMutableBufferPointer { y in
-                ExpertFFN.forward(residual.dense, activation: model.activation, dModel: d, dFF: model.dFF,
+                ExpertFFN.forward(residual.dense, form: form, dModel: d,
                                   input: x.baseAddress!, rows: tokens, output: y.baseAddress!, workspace: workspace)
             }
             coefficients = ResidualMixture.coefficients(normed: x.baseAddress!, rows: tokens, dModel: d, weights: residual)
@@ -153,5 +175,18 @@ package struct ReferenceModel {
                 }
             }
         }
+    }
+
+    /// An FFN over every row of `rows` (`[n, dModel]`).
+    private static func ffn(_ weights: ExpertWeights, form: FFNForm, dModel: Int, rows: [Float], workspace: ExpertWorkspace) -> [Float] {
+        let count = rows.count / dModel
+        var output = [Float](repeating: 0, count: rows.count)
+        guard count > 0 else { return output }
+        rows.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                ExpertFFN.forward(weights, form: form, dModel: dModel, input: x.baseAddress!, rows: count, output: y.baseAddress!, workspace: workspace)
+            }
+        }
+        return output
     }
 }

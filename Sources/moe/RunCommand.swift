@@ -140,7 +140,7 @@ struct RunCommand: JobCommand {
 
         if here == 0 {
             let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
-            print("model \(configuration.name): \(configuration.layers.count) layers, d_model \(configuration.dModel), d_ff \(configuration.dFF), \(configuration.activation.rawValue); experts per layer \(configuration.layers.map { String($0.experts) }.joined(separator: ","))")
+            print("model \(configuration.name): \(configuration.layers.count) layers, d_model \(configuration.dModel), d_ff \(configuration.dFF), \(configuration.activation.rawValue); experts per layer \(configuration.layers.map { $0.dense ? "dense" : String($0.experts) }.joined(separator: ","))")
             for line in Self.placementSummary(configuration, ranks: ranks) { print(line) }
             if links != nil {
                 print("simulated inter-node links: \(topology.interNode.latencyMicroseconds) µs + bytes at \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node uplink/downlink")
@@ -151,7 +151,7 @@ struct RunCommand: JobCommand {
             print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)")
         }
 
-        let hasResidual = configuration.layers.contains(where: \.residual)
+        let hasLocalFFNs = configuration.layers.contains { $0.residual || $0.dense || $0.sharedDFF > 0 }
         let watchdog = try timeoutSeconds.map { try Watchdog(world: world, timeoutSeconds: $0) }
         defer { watchdog?.stop() }
         var memoryAfterFirstStep = 0.0
@@ -234,7 +234,7 @@ struct RunCommand: JobCommand {
                 droppedRoutes += droppedByLayer.reduce(0, +)
                 let routes = keptByLayer.reduce(0, +) + droppedByLayer.reduce(0, +)
                 if here == 0 && !quiet {
-                    let phases = zip(PhaseTimes.names, phase.values).filter { $0.0 != "dense" || hasResidual }.map { "\($0) \(Self.milliseconds($1))" }.joined(separator: "  ")
+                    let phases = zip(PhaseTimes.names, phase.values).filter { $0.0 != "dense" || hasLocalFFNs }.map { "\($0) \(Self.milliseconds($1))" }.joined(separator: "  ")
                     print("[\(algorithm.rawValue)] step \(step + 1)/\(steps): \(Self.milliseconds(wall)) ms  (\(phases) ms)  \(Self.rate(Double(tokens) / wall)) tokens/s  dropped \(Self.percent(droppedByLayer.reduce(0, +), of: routes))")
                 }
                 if reportPath != nil { stepReports.append(.object([
@@ -273,7 +273,7 @@ struct RunCommand: JobCommand {
             if here == 0 {
                 let routes = keptRoutes + droppedRoutes
                 print("[\(algorithm.rawValue)] summary: \(plural(steps, "step")), \(Self.rate(Double(totalTokens) / totalSeconds)) tokens/s, mean step \(Self.milliseconds(totalSeconds / Double(steps))) ms; time share: " +
-                      zip(PhaseTimes.names, totals.values).filter { $0.0 != "dense" || hasResidual }.map { "\($0) \(Self.percent($1, of: totals.total))" }.joined(separator: ", ") +
+                      zip(PhaseTimes.names, totals.values).filter { $0.0 != "dense" || hasLocalFFNs }.map { "\($0) \(Self.percent($1, of: totals.total))" }.joined(separator: ", ") +
                       "; dropped \(Self.percent(droppedRoutes, of: routes)) of \(routes) routes")
             }
             reportRuns.append(.object([("exchange", .string(algorithm.rawValue)), ("steps", .array(stepReports)),
@@ -333,9 +333,9 @@ struct RunCommand: JobCommand {
         let layers = configuration.layers
         while start < layers.count {
             var end = start + 1
-            while end < layers.count && layers[end].experts == layers[start].experts { end += 1 }
+            while end < layers.count && layers[end].experts == layers[start].experts && layers[end].dense == layers[start].dense { end += 1 }
             let placement = ExpertPlacement(experts: layers[start].experts, worldSize: ranks)
-            if placement.groupCount > 1 {
+            if placement.groupCount > 1, !layers[start].dense {
                 let last = placement.ranks(ofGroup: placement.groupCount - 1).count
                 let shape = last == placement.groupSize
                     ? "\(placement.groupCount) replica groups of \(placement.groupSize) ranks"
@@ -348,6 +348,14 @@ struct RunCommand: JobCommand {
         let residual = layers.indices.filter { layers[$0].residual }
         if !residual.isEmpty {
             lines.append("residual (PR-MoE) layers: \(residual.map(String.init).joined(separator: ",")): dense MLP + top-1 expert, mixed per token")
+        }
+        let dense = layers.indices.filter { layers[$0].dense }
+        if !dense.isEmpty {
+            lines.append("dense layers: \(dense.map(String.init).joined(separator: ",")): one FFN on every rank, no gate, no exchange")
+        }
+        let shared = layers.indices.filter { layers[$0].sharedDFF > 0 }
+        if !shared.isEmpty {
+            lines.append("shared experts in layers \(shared.map(String.init).joined(separator: ",")): computed on each token's own rank, added to the routed sum")
         }
         return lines
     }

@@ -9,25 +9,30 @@ private func randomValues(_ count: Int, seed: UInt64) -> [Float] {
 }
 
 /// The FFN with plain loops and Double accumulation: an independent check of the GEMM path.
-private func naiveFFN(_ w: ExpertWeights, _ activation: Activation, _ x: [Float], rows: Int, d: Int, ff: Int) -> [Float] {
+private func naiveFFN(_ w: ExpertWeights, _ form: FFNForm, _ x: [Float], rows: Int, d: Int) -> [Float] {
+    let ff = form.dFF
     var output = [Float](repeating: 0, count: rows * d)
     for row in 0..<rows {
         var hidden = [Double](repeating: 0, count: ff)
         for j in 0..<ff {
-            var a = activation == .swiglu ? 0 : Double(w.b1[j])
-            var b = 0.0
+            var a = form.hasBias ? Double(w.b1[j]) : 0
+            var b = form.hasBias && form.activation.isGated ? Double(w.b3[j]) : 0
             for i in 0..<d {
                 a += Double(x[row * d + i]) * Double(w.w1[i * ff + j])
-                if activation == .swiglu { b += Double(x[row * d + i]) * Double(w.w3[i * ff + j]) }
+                if form.activation.isGated { b += Double(x[row * d + i]) * Double(w.w3[i * ff + j]) }
             }
-            switch activation {
+            switch form.activation {
             case .relu: hidden[j] = max(0, a)
             case .gelu: hidden[j] = 0.5 * a * (1 + tanh(0.7978845608 * (a + 0.044715 * a * a * a)))
             case .swiglu: hidden[j] = a / (1 + exp(-a)) * b
+            case .clampedGLU:
+                let limit = Double(form.glu.limit), alpha = Double(form.glu.alpha)
+                let g = min(a, limit), u = min(max(b, -limit), limit)
+                hidden[j] = (u + 1) * g / (1 + exp(-alpha * g))
             }
         }
         for i in 0..<d {
-            var y = activation == .swiglu ? 0 : Double(w.b2[i])
+            var y = form.hasBias ? Double(w.b2[i]) : 0
             for j in 0..<ff { y += hidden[j] * Double(w.w2[j * d + i]) }
             output[row * d + i] = Float(y)
         }
@@ -37,20 +42,25 @@ private func naiveFFN(_ w: ExpertWeights, _ activation: Activation, _ x: [Float]
 
 @Suite("Experts and placement")
 struct ExpertAndPlacementTests {
-    @Test("the GEMM expert equals a plain-loop FFN", arguments: Activation.allCases)
-    func ffnMatchesNaive(activation: Activation) {
+    @Test("the GEMM expert equals a plain-loop FFN, every activation with and without biases",
+          arguments: Activation.allCases, [false, true])
+    func ffnMatchesNaive(activation: Activation, hasBias: Bool) {
         let (d, ff, rows) = (12, 20, 7)
-        let weights = ExpertWeights(w1: randomValues(d * ff, seed: 1), b1: randomValues(ff, seed: 2), w2: randomValues(ff * d, seed: 3),
-                                    b2: randomValues(d, seed: 4), w3: randomValues(d * ff, seed: 5))
+        // Scaled up so the clamped GLU's limit (here 1.5) is crossed by some entries.
+        let form = FFNForm(activation: activation, dFF: ff, hasBias: hasBias, glu: ClampedGLU(alpha: 1.702, limit: 1.5))
+        let weights = ExpertWeights(w1: randomValues(d * ff, seed: 1).map { $0 * 2 }, b1: hasBias ? randomValues(ff, seed: 2) : [],
+                                    w2: randomValues(ff * d, seed: 3), b2: hasBias ? randomValues(d, seed: 4) : [],
+                                    w3: activation.isGated ? randomValues(d * ff, seed: 5).map { $0 * 2 } : [],
+                                    b3: hasBias && activation.isGated ? randomValues(ff, seed: 7) : [])
         let x = randomValues(rows * d, seed: 6)
         var y = [Float](repeating: .nan, count: rows * d)
         x.withUnsafeBufferPointer { input in
             y.withUnsafeMutableBufferPointer { output in
-                ExpertFFN.forward(weights, activation: activation, dModel: d, dFF: ff, input: input.baseAddress!, rows: rows,
+                ExpertFFN.forward(weights, form: form, dModel: d, input: input.baseAddress!, rows: rows,
                                   output: output.baseAddress!, workspace: ExpertWorkspace())
             }
         }
-        let expected = naiveFFN(weights, activation, x, rows: rows, d: d, ff: ff)
+        let expected = naiveFFN(weights, form, x, rows: rows, d: d)
         for (got, want) in zip(y, expected) { #expect(abs(got - want) <= 1e-5 * max(1, abs(want)), "\(got) vs \(want)") }
     }
 
@@ -64,6 +74,41 @@ struct ExpertAndPlacementTests {
         let variance = y.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 4
         #expect(abs(mean) < 1e-6)
         #expect(abs(variance - 1) < 1e-4)
+    }
+
+    @Test("RMS norm: x / √(mean(x²) + ε) · γ, no centring")
+    func rmsNorm() {
+        let norm = RMSNorm(scale: [1, 2, 1, 0.5], epsilon: 1e-6)
+        let x: [Float] = [1, 2, 3, 4]
+        var y = [Float](repeating: 0, count: 4)
+        x.withUnsafeBufferPointer { input in y.withUnsafeMutableBufferPointer { norm.apply(input.baseAddress!, rows: 1, into: $0.baseAddress!) } }
+        let rms = (30.0 / 4 + 1e-6).squareRoot()
+        for (index, (value, scale)) in zip(x, [1.0, 2, 1, 0.5]).enumerated() {
+            #expect(abs(Double(y[index]) - Double(value) / rms * scale) < 1e-6)
+        }
+    }
+
+    @Test("a shared expert's gate scales each row by σ(x·w_g)")
+    func sharedExpertGate() {
+        let (d, ff, rows) = (6, 10, 3)
+        let form = FFNForm(activation: .swiglu, dFF: ff, hasBias: false)
+        let weights = ExpertWeights(w1: randomValues(d * ff, seed: 1), b1: [], w2: randomValues(ff * d, seed: 2), b2: [],
+                                    w3: randomValues(d * ff, seed: 3))
+        let gate = randomValues(d, seed: 4)
+        let x = randomValues(rows * d, seed: 5)
+        var y = [Float](repeating: 0, count: rows * d)
+        x.withUnsafeBufferPointer { input in
+            y.withUnsafeMutableBufferPointer { output in
+                SharedExpert.forward(weights, form: form, gate: gate, dModel: d, input: input.baseAddress!, rows: rows,
+                                     output: output.baseAddress!, workspace: ExpertWorkspace())
+            }
+        }
+        let plain = naiveFFN(weights, form, x, rows: rows, d: d)
+        for row in 0..<rows {
+            let dot = (0..<d).reduce(0.0) { $0 + Double(x[row * d + $1]) * Double(gate[$1]) }
+            let scale = 1 / (1 + exp(-dot))
+            for i in 0..<d { #expect(abs(Double(y[row * d + i]) - scale * Double(plain[row * d + i])) < 1e-5) }
+        }
     }
 
     @Test("contiguous blocks: the first E mod n ranks hold one more expert", arguments: [(8, 4), (12, 8), (5, 3), (7, 7), (9, 1)])
