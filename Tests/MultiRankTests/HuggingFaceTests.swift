@@ -1,0 +1,212 @@
+import FileFormats
+import Exchange
+import Foundation
+import Testing
+
+/// The Hugging Face fixtures (Tests/Fixtures/make_hf.py writes them with transformers): each
+/// holds a tiny checkpoint, `input.npy`, `expected.npy` (transformers' output of the stacked FFN
+/// halves) and `routing.json` (each MoE layer's top-k choices per token).
+let huggingFaceFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss"]
+
+/// Imports fixture `name` into `scratch` and returns the model and weights paths.
+func importFixture(_ name: String, into scratch: ScratchDirectory) throws -> (model: String, weights: String, output: String) {
+    let folder = scratch.file("imported-\(name)")
+    let result = try runMoe(["import-hf", "Tests/Fixtures/hf/\(name)", "--output", folder])
+    try #require(result.status == 0, "import of \(name) failed: \(result.stderr)")
+    return ("\(folder)/model.json", "\(folder)/weights.safetensors", result.stdout)
+}
+
+/// The routing fixture: per layer, nil for a dense layer, else each token's chosen experts (sorted).
+func expectedRouting(_ name: String) throws -> [[[Int]]?] {
+    let document = try readJSONObject("\(repositoryRoot)/Tests/Fixtures/hf/\(name)/routing.json")
+    let layers = try #require(document["layers"] as? [Any])
+    return layers.map { $0 as? [[Int]] }
+}
+
+/// Each token's chosen experts per layer from a `--routing-output` file, ranks in order (tokens
+/// in global order), sorted per token; nil for layers that route nothing.
+func routedChoices(_ path: String) throws -> [[[Int]]?] {
+    let document = try readJSONObject(path)
+    let layers = try #require(document["layers"] as? [[String: Any]])
+    return try layers.map { layer -> [[Int]]? in
+        var tokens: [[Int]] = []
+        for rank in try #require(layer["ranks"] as? [[String: Any]]) {
+            let count = try #require(rank["tokens"] as? Int)
+            let experts = try #require(rank["expert"] as? [Int])
+            guard count > 0, !experts.isEmpty else { continue }
+            let k = experts.count / count
+            for token in 0..<count { tokens.append((0..<k).map { experts[$0 * count + token] }.sorted()) }
+        }
+        return tokens.isEmpty ? nil : tokens
+    }
+}
+
+/// Expects `actual` within 1e-4 of max|expected| of `expected` (the bound).
+func expectWithinImportBound(_ actual: [Float], _ expected: [Float], _ context: String) {
+    #expect(actual.count == expected.count, "\(context): \(actual.count) vs \(expected.count) values")
+    let scale = expected.map { abs($0) }.max() ?? 1
+    let worst = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
+    #expect(worst <= 1e-4 * scale, "\(context): largest difference \(worst), bound \(1e-4 * scale)")
+}
+
+extension MultiRankTests {
+@Suite("Hugging Face checkpoints compute what transformers computes", .serialized)
+struct HuggingFaceTests {
+    @Test("moe import-hf then moe run equals transformers on 1, 2 and 4 ranks (2x2, every exchange) and moe reference too",
+          arguments: huggingFaceFixtures)
+    func importedModelMatchesTransformers(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let (model, weights, _) = try importFixture(name, into: scratch)
+        let fixture = "Tests/Fixtures/hf/\(name)"
+        let expected = try #require(try NpyArray.load(path: "\(fixture)/expected.npy").float32Values)
+        let routing = try expectedRouting(name)
+        for (ranks, topology) in [(1, nil), (2, nil), (4, "Topologies/2x2.json")] as [(Int, String?)] {
+            let output = scratch.file("out-\(ranks).npy"), routes = scratch.file("routing-\(ranks).json")
+            var arguments = ["run", "--model", model, "--weights", weights, "--input", "\(fixture)/input.npy", "--steps", "1",
+                             "--exchange", "all", "--quiet", "--output", output, "--routing-output", routes]
+            if let topology { arguments += ["--topology", topology] }
+            let job = try runMPI(ranks: ranks, arguments)
+            try #require(job.mpirunStatus == 0, "\(job)")
+            #expect(job.ranks[0].stdout.contains("outputs identical across exchanges: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")), "\(job)")
+            let distributed = try #require(try NpyArray.load(path: output).float32Values)
+            expectWithinImportBound(distributed, expected, "\(name) on \(ranks) ranks")
+            let choices = try routedChoices(routes)
+            #expect(choices.count == routing.count)
+            for (layer, (got, want)) in zip(choices, routing).enumerated() {
+                #expect(got == want, "\(name) on \(ranks) ranks: layer \(layer) chose other experts than transformers")
+            }
+            // The reference of the same job: identical routing, outputs within 1e-5 relative.
+            let reference = try runMoe(["reference", "--model", model, "--weights", weights, "--input", "\(fixture)/input.npy",
+                                        "--ranks", "\(ranks)", "--output", scratch.file("ref-\(ranks).npy")])
+            try #require(reference.status == 0, "\(reference.stderr)")
+            let referenceOutput = try #require(try NpyArray.load(path: scratch.file("ref-\(ranks).npy")).float32Values)
+            expectClose(distributed, referenceOutput, "\(name) distributed vs reference on \(ranks) ranks")
+        }
+    }
+}
+}
+
+/// A copy of fixture `name` in `scratch` to break on purpose.
+func copyFixture(_ name: String, into scratch: ScratchDirectory) throws -> String {
+    let copy = scratch.file("broken-\(name)-\(UUID().uuidString)")
+    try FileManager.default.copyItem(atPath: "\(repositoryRoot)/Tests/Fixtures/hf/\(name)", toPath: copy)
+    return copy
+}
+
+/// Rewrites a safetensors file's JSON header with `edit` (data offsets are relative to the data
+/// section, so the header may change length).
+func editSafetensorsHeader(_ path: String, _ edit: (inout [String: Any]) -> Void) throws {
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    let headerLength = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    var header = try #require(try JSONSerialization.jsonObject(with: data.subdata(in: 8..<8 + headerLength)) as? [String: Any])
+    edit(&header)
+    let newHeader = try JSONSerialization.data(withJSONObject: header)
+    var length = UInt64(newHeader.count).littleEndian
+    var output = Data(bytes: &length, count: 8)
+    output.append(newHeader)
+    output.append(data.subdata(in: 8 + headerLength..<data.count))
+    try output.write(to: URL(fileURLWithPath: path))
+}
+
+/// Rewrites `config.json` with `edit`.
+func editConfig(_ directory: String, _ edit: (inout [String: Any]) -> Void) throws {
+    let path = "\(directory)/config.json"
+    var config = try readJSONObject(path)
+    edit(&config)
+    try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: path))
+}
+
+extension MultiRankTests {
+@Suite("moe import-hf refuses bad checkpoints and writes nothing")
+struct HuggingFaceImportErrorTests {
+    /// Runs the import into an OUT_DIR holding an older model.json; expects exit 1, one line on
+    /// stderr containing every fragment, and the old file untouched with nothing added.
+    func expectRefused(_ checkpoint: String, scratch: ScratchDirectory, _ fragments: [String]) throws {
+        let output = scratch.file("out-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        try "old".write(toFile: "\(output)/model.json", atomically: true, encoding: .utf8)
+        let result = try runMoe(["import-hf", checkpoint, "--output", output])
+        #expect(result.status == 1, "\(result.stdout)\n\(result.stderr)")
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "expected one line, got:\n\(result.stderr)")
+        for fragment in fragments { #expect(result.stderr.contains(fragment), "'\(fragment)' missing from: \(result.stderr)") }
+        #expect(try String(contentsOfFile: "\(output)/model.json", encoding: .utf8) == "old")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: output) == ["model.json"], "files were written to OUT_DIR")
+        // And a fresh OUT_DIR is never created.
+        let fresh = scratch.file("fresh-\(UUID().uuidString)")
+        #expect(try runMoe(["import-hf", checkpoint, "--output", fresh]).status == 1)
+        #expect(!FileManager.default.fileExists(atPath: fresh))
+    }
+
+    @Test("an unknown model_type lists the supported ones")
+    func unknownModelType() throws {
+        let scratch = try ScratchDirectory()
+        let checkpoint = try copyFixture("mixtral", into: scratch)
+        try editConfig(checkpoint) { $0["model_type"] = "jamba" }
+        try expectRefused(checkpoint, scratch: scratch, ["model_type 'jamba' is not supported", "mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss"])
+    }
+
+    @Test("a missing tensor is named")
+    func missingTensor() throws {
+        let scratch = try ScratchDirectory()
+        let checkpoint = try copyFixture("mixtral", into: scratch)
+        // Rename the tensor: the data stays covered, the expected name is gone.
+        try editSafetensorsHeader("\(checkpoint)/model.safetensors") { header in
+            header["model.layers.1.block_sparse_moe.experts.5.w3.weight_renamed"] = header.removeValue(forKey: "model.layers.1.block_sparse_moe.experts.5.w3.weight")
+        }
+        try expectRefused(checkpoint, scratch: scratch, ["model.layers.1.block_sparse_moe.experts.5.w3.weight", "missing", "[24, 32]"])
+    }
+
+    @Test("a misshapen tensor is named with its expected and found shapes")
+    func misshapenTensor() throws {
+        let scratch = try ScratchDirectory()
+        let checkpoint = try copyFixture("qwen3_moe", into: scratch)
+        try editSafetensorsHeader("\(checkpoint)/model.safetensors") { header in
+            var entry = header["model.layers.2.mlp.gate.weight"] as! [String: Any]
+            entry["shape"] = [32, 16]
+            header["model.layers.2.mlp.gate.weight"] = entry
+        }
+        try expectRefused(checkpoint, scratch: scratch, ["model.layers.2.mlp.gate.weight", "shape [32, 16]", "expected [16, 32]"])
+    }
+
+    @Test("a config value the runtime cannot honour is named", arguments: [
+        ("hidden_act", "gelu", "'gelu' cannot be honoured"), ("n_group", 3, "must divide the 16 routed experts"),
+    ] as [(String, any Sendable, String)])
+    func unsupportedConfigValue(key: String, value: any Sendable, problem: String) throws {
+        let scratch = try ScratchDirectory()
+        let checkpoint = try copyFixture("deepseek_v3", into: scratch)
+        try editConfig(checkpoint) { $0[key] = value }
+        try expectRefused(checkpoint, scratch: scratch, ["config.json", "'\(key)'", problem])
+    }
+
+    @Test("an unsupported dtype and a quantised checkpoint are refused")
+    func unsupportedDTypeAndQuantisation() throws {
+        let scratch = try ScratchDirectory()
+        let checkpoint = try copyFixture("olmoe", into: scratch)
+        // I16 has BF16's element size, so the header stays consistent.
+        try editSafetensorsHeader("\(checkpoint)/model.safetensors") { header in
+            var entry = header["model.layers.0.mlp.experts.3.up_proj.weight"] as! [String: Any]
+            entry["dtype"] = "I16"
+            header["model.layers.0.mlp.experts.3.up_proj.weight"] = entry
+        }
+        try expectRefused(checkpoint, scratch: scratch, ["model.layers.0.mlp.experts.3.up_proj.weight", "dtype I16", "F32, BF16, F16"])
+        let quantised = try copyFixture("mixtral", into: scratch)
+        try editConfig(quantised) { $0["quantization_config"] = ["quant_method": "mxfp4"] }
+        try expectRefused(quantised, scratch: scratch, ["quantization_config", "'mxfp4' is not supported"])
+    }
+
+    @Test("a truncated shard and an index naming a missing shard are refused")
+    func brokenShards() throws {
+        let scratch = try ScratchDirectory()
+        let truncated = try copyFixture("qwen2_moe", into: scratch)
+        let shard = "\(truncated)/model-00003-of-00004.safetensors"
+        let handle = try #require(FileHandle(forUpdatingAtPath: shard))
+        try handle.truncate(atOffset: try handle.seekToEnd() - 100)
+        try handle.close()
+        try expectRefused(truncated, scratch: scratch, ["model-00003-of-00004.safetensors", "truncated"])
+        let missing = try copyFixture("qwen2_moe", into: scratch)
+        try FileManager.default.removeItem(atPath: "\(missing)/model-00002-of-00004.safetensors")
+        try expectRefused(missing, scratch: scratch, ["model.safetensors.index.json", "model-00002-of-00004.safetensors", "missing"])
+    }
+}
+}
