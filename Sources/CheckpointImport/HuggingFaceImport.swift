@@ -20,7 +20,8 @@ package struct ImportedModel {
 /// final norm and the LM head are not imported.
 package enum HuggingFaceImport {
     /// The `model_type`s this importer maps.
-    package static let supportedTypes = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss"]
+    package static let supportedTypes = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss",
+                                         "switch_transformers"]
 
     /// How one architecture names and lays out its MoE tensors.
     struct Naming {
@@ -56,6 +57,7 @@ package enum HuggingFaceImport {
             }
             throw checkpoint.unsupported("quantization_config", "quantisation method '\(method)' is not supported; dequantise the checkpoint to F32, BF16 or F16 first")
         }
+        if modelType == "switch_transformers" { return try switchTransformers(checkpoint) }
         let hidden = try checkpoint.integer("hidden_size")
         let layerCount = try checkpoint.integer("num_hidden_layers")
         guard (1...ModelConfiguration.dimensionLimit).contains(hidden) else { throw checkpoint.unsupported("hidden_size", "must be in 1...\(ModelConfiguration.dimensionLimit), got \(hidden)") }
@@ -212,17 +214,7 @@ package enum HuggingFaceImport {
                 }
             }
         }
-        // Reorder into the model's own file order (and prove every tensor the model needs is present).
-        let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        let ordered = ModelWeights.tensorShapes(model).map { entry -> (name: String, shape: [Int], values: [Float]) in
-            guard let tensor = byName[entry.name], tensor.shape == entry.shape else {
-                preconditionFailure("import produced no or a misshapen \(entry.name)")
-            }
-            return tensor
-        }
-        for tensor in ordered where !tensor.values.allSatisfy(\.isFinite) {
-            throw ImportError("\(checkpoint.directory): the values imported as '\(tensor.name)' hold NaN or infinite values")
-        }
+        let ordered = try inFileOrder(tensors, model: model, checkpoint: checkpoint)
 
         let denseLayers = model.layers.indices.filter { model.layers[$0].dense }
         var summary = [
@@ -235,13 +227,112 @@ package enum HuggingFaceImport {
             "dtype: " + checkpoint.dtypesRead.sorted().joined(separator: ", ") + " → float32",
         ]
         if !notes.isEmpty { summary.append("config values not applied: " + notes.joined(separator: "; ")) }
-        let used = reader.used
+        return ImportedModel(model: model, tensors: ordered, summary: summary, ignored: ignoredLines(checkpoint, used: reader.used))
+    }
+
+    /// The tensors in the model's own file order, proving every tensor the model needs is present
+    /// and finite.
+    static func inFileOrder(
+        _ tensors: [(name: String, shape: [Int], values: [Float])], model: ModelConfiguration, checkpoint: HuggingFaceCheckpoint
+    ) throws(ImportError) -> [(name: String, shape: [Int], values: [Float])] {
+        let byName = Dictionary(tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let ordered = ModelWeights.tensorShapes(model).map { entry -> (name: String, shape: [Int], values: [Float]) in
+            guard let tensor = byName[entry.name], tensor.shape == entry.shape else {
+                preconditionFailure("import produced no or a misshapen \(entry.name)")
+            }
+            return tensor
+        }
+        for tensor in ordered where !tensor.values.allSatisfy(\.isFinite) {
+            throw ImportError("\(checkpoint.directory): the values imported as '\(tensor.name)' hold NaN or infinite values")
+        }
+        return ordered
+    }
+
+    static func ignoredLines(_ checkpoint: HuggingFaceCheckpoint, used: Set<String>) -> [String] {
         let left = checkpoint.tensorNames.filter { !used.contains($0) }
-        let ignored = [
-            "not imported (SwiftMoE runs the feed-forward half of each decoder layer): \(left.count) tensors — "
-                + describeIgnored(left)
+        return ["not imported (SwiftMoE runs the feed-forward half of each layer): \(left.count) tensors — " + describeIgnored(left)]
+    }
+
+    /// Switch Transformers (Fedus et al. 2021) as transformers implements it: the encoder's
+    /// feed-forward sublayers (`encoder.block.{i}.layer.1`), T5's RMS layer norm, ReLU experts
+    /// `wi`/`wo` without biases, a top-1 softmax router (`router.classifier`) whose weight is the
+    /// chosen probability, every `encoder_sparse_step`-th block sparse (block i with
+    /// i mod step = 1, or all for step 1), and a fixed `expert_capacity` per expert per sequence:
+    /// tokens claim slots in sequence order and a dropped token's sparse output is 0. The
+    /// decoder is not imported.
+    static func switchTransformers(_ checkpoint: HuggingFaceCheckpoint) throws(ImportError) -> ImportedModel {
+        let hidden = try checkpoint.integer("d_model")
+        let width = try checkpoint.integer("d_ff")
+        let layerCount = try checkpoint.integer("num_layers")
+        let experts = try checkpoint.integer("num_experts")
+        let capacity = try checkpoint.integer("expert_capacity")
+        let step = try checkpoint.optionalInteger("encoder_sparse_step") ?? 1
+        let epsilon = try checkpoint.optionalNumber("layer_norm_epsilon") ?? 1e-6
+        for (key, value) in [("d_model", hidden), ("d_ff", width)] where !(1...ModelConfiguration.dimensionLimit).contains(value) {
+            throw checkpoint.unsupported(key, "must be in 1...\(ModelConfiguration.dimensionLimit), got \(value)")
+        }
+        guard (1...ModelConfiguration.layerLimit).contains(layerCount) else { throw checkpoint.unsupported("num_layers", "must be in 1...\(ModelConfiguration.layerLimit), got \(layerCount)") }
+        guard (1...ModelConfiguration.expertLimit).contains(experts) else { throw checkpoint.unsupported("num_experts", "must be in 1...\(ModelConfiguration.expertLimit), got \(experts)") }
+        guard (0...(1 << 30)).contains(capacity) else { throw checkpoint.unsupported("expert_capacity", "must be in 0...\(1 << 30), got \(capacity)") }
+        let activationName = try checkpoint.optionalString("dense_act_fn") ?? "relu"
+        guard activationName == "relu" else {
+            throw checkpoint.unsupported("dense_act_fn", "'\(activationName)' cannot be honoured: SwiftMoE's Switch experts use relu")
+        }
+        if try checkpoint.optionalBool("is_gated_act") == true { throw checkpoint.unsupported("is_gated_act", "gated Switch FFNs are not supported") }
+        let routerBias = try checkpoint.optionalBool("router_bias") ?? false
+        func isSparse(_ block: Int) -> Bool { step > 0 && (step == 1 || block % step == 1) }
+        var layers: [LayerConfiguration] = []
+        for block in 0..<layerCount {
+            guard isSparse(block) else { layers.append(.denseLayer()); continue }
+            var layer = LayerConfiguration(experts: experts, topK: 1, capacityFactor: 1, minCapacity: 0, dropPolicy: .inOrder,
+                                           gateRule: GateRule(score: .softmax, selection: .topK, normalization: .none), routerBias: routerBias)
+            layer.expertCapacity = capacity
+            layers.append(layer)
+        }
+        var model = ModelConfiguration(name: "switch_transformers-import", dModel: hidden, dFF: width, activation: .relu, layers: layers)
+        model.norm = .rms
+        model.normEpsilon = epsilon
+        model.ffnBias = false
+        model.origin = "Hugging Face switch_transformers checkpoint \(checkpoint.directory.split(separator: "/").last.map(String.init) ?? checkpoint.directory) (encoder)"
+        var used: Set<String> = []
+        func read(_ name: String, _ shape: [Int]) throws(ImportError) -> [Float] {
+            used.insert(name)
+            return try checkpoint.read(name, shape: shape)
+        }
+        func ffn(_ prefix: String, target: String) throws(ImportError) -> [(name: String, shape: [Int], values: [Float])] {
+            [("\(target).w1", [hidden, width], transpose(try read("\(prefix).wi.weight", [width, hidden]), rows: width, columns: hidden)),
+             ("\(target).w2", [width, hidden], transpose(try read("\(prefix).wo.weight", [hidden, width]), rows: hidden, columns: width))]
+        }
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for (index, layer) in layers.enumerated() {
+            let source = "encoder.block.\(index).layer.1"
+            let target = "layers.\(index)"
+            tensors.append(("\(target).norm.scale", [hidden], try read("\(source).layer_norm.weight", [hidden])))
+            if layer.dense {
+                tensors += try ffn("\(source).mlp", target: "\(target).dense")
+                continue
+            }
+            let router = "\(source).mlp.router.classifier"
+            tensors.append(("\(target).gate.weight", [hidden, experts], transpose(try read("\(router).weight", [experts, hidden]), rows: experts, columns: hidden)))
+            if routerBias { tensors.append(("\(target).gate.bias", [experts], try read("\(router).bias", [experts]))) }
+            for expert in 0..<experts {
+                tensors += try ffn("\(source).mlp.experts.expert_\(expert)", target: "\(target).experts.\(expert)")
+            }
+        }
+        let ordered = try inFileOrder(tensors, model: model, checkpoint: checkpoint)
+        let dense = layers.indices.filter { layers[$0].dense }
+        let summary = [
+            "architecture switch_transformers (encoder feed-forward sublayers): \(layerCount) layers, hidden \(hidden), T5 RMS norm ε \(epsilon)",
+            "dense layers: " + (dense.isEmpty ? "none" : dense.map(String.init).joined(separator: ", ") + " (d_ff \(width))"),
+            "MoE layers: \(layerCount - dense.count), \(experts) experts of d_ff \(width), top-1, softmax scores, weight = the chosen probability"
+                + (routerBias ? ", router bias" : ""),
+            "capacity: \(capacity) slots per expert per sequence (expert_capacity), in token order; a dropped token's sparse output is 0 — "
+                + "run with --sequence-length S to count capacity per sequence of S tokens as transformers does",
+            "shared experts: none",
+            "expert activation: ReLU, no biases",
+            "dtype: " + checkpoint.dtypesRead.sorted().joined(separator: ", ") + " → float32",
         ]
-        return ImportedModel(model: model, tensors: ordered, summary: summary, ignored: ignored)
+        return ImportedModel(model: model, tensors: ordered, summary: summary, ignored: ignoredLines(checkpoint, used: used))
     }
 
     static func describe(_ rule: GateRule) -> String {
@@ -264,7 +355,10 @@ package enum HuggingFaceImport {
         for name in names {
             let kind: String
             if name.contains("self_attn") || name.contains("attention") { kind = "attention" }
-            else if name.contains("embed") { kind = "embeddings" }
+            else if name.contains("embed") || name == "shared.weight" { kind = "embeddings" }
+            else if name.hasPrefix("decoder.") { kind = "decoder" }
+            else if name.hasPrefix("encoder.block.") && name.contains(".layer.0.") { kind = "attention" }
+            else if name.hasSuffix("final_layer_norm.weight") { kind = "final norm" }
             else if name.hasPrefix("lm_head") { kind = "LM head" }
             else if name.contains("input_layernorm") { kind = "input norms" }
             else if name == "model.norm.weight" { kind = "final norm" }

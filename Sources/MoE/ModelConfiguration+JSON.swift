@@ -34,6 +34,7 @@ extension ModelConfiguration {
             ("capacity_factor", .number(layer.capacityFactor)), ("min_capacity", .number(Double(layer.minCapacity))),
             ("drop_policy", .string(layer.dropPolicy.rawValue)),
         ]
+        if let fixed = layer.expertCapacity { members.append(("expert_capacity", .number(Double(fixed)))) }
         if layer.priority != .max { members.append(("priority", .string(layer.priority.rawValue))) }
         if layer.residual { members.append(("residual", .bool(true))) }
         if let width = layer.expertDFF { members.append(("expert_d_ff", .number(Double(width)))) }

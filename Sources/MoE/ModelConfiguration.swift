@@ -54,6 +54,12 @@ package struct LayerConfiguration: Equatable, Sendable {
     /// The shared expert's output is scaled by `σ(x · w_g)` per token (Qwen2-MoE's
     /// `shared_expert_gate`, `w_g` `[dModel]`); otherwise by 1.
     package var sharedGate: Bool
+    /// Fixed slots per expert per capacity group (Switch Transformers' `expert_capacity`),
+    /// replacing the capacity-factor formula; nil = the formula.
+    package var expertCapacity: Int?
+    /// Tokens per capacity group: capacity is counted per sequence of this many tokens (a run
+    /// option, `--sequence-length`; each rank holds whole sequences); nil = per rank's batch.
+    package var sequenceLength: Int?
 
     package init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
                 dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max, residual: Bool = false,
@@ -69,6 +75,8 @@ package struct LayerConfiguration: Equatable, Sendable {
         self.denseDFF = nil
         self.sharedDFF = sharedDFF
         self.sharedGate = sharedGate
+        self.expertCapacity = nil
+        self.sequenceLength = nil
         self.experts = experts
         self.topK = topK
         self.capacityFactor = capacityFactor
@@ -86,7 +94,7 @@ package struct LayerConfiguration: Equatable, Sendable {
     }
 
     /// True when no route is ever dropped (policy `none`, or C = 0).
-    package var isDropless: Bool { dropPolicy == .none || capacityFactor == 0 }
+    package var isDropless: Bool { dropPolicy == .none || (capacityFactor == 0 && expertCapacity == nil) }
 }
 
 /// A model: L pre-norm MoE blocks `x ← x + MoE_l(LayerNorm_l(x))` over hidden size `dModel`.
@@ -183,7 +191,7 @@ extension ModelConfiguration {
             throw ModelConfigurationError(source: path, field: "", problem: "invalid JSON at \(error)")
         }
         let layerKeys = ["experts", "top_k", "capacity_factor", "min_capacity", "drop_policy", "priority", "residual",
-                         "dense", "expert_d_ff", "dense_d_ff", "shared_d_ff", "shared_gate", "score", "normalize_top_k",
+                         "dense", "expert_d_ff", "dense_d_ff", "shared_d_ff", "shared_gate", "expert_capacity", "score", "normalize_top_k",
                          "scaling_factor", "router_bias", "selection_bias", "groups", "top_groups", "group_score"]
         do {
             let root = try JSONObjectReader(document)
@@ -291,11 +299,18 @@ extension ModelConfiguration {
                 guard !residual || sharedDFF == 0 else {
                     throw JSONFieldError(path: "\(layerPath).shared_d_ff", problem: "a residual (PR-MoE) layer has its own dense MLP; it cannot also have a shared expert")
                 }
-                layers.append(LayerConfiguration(
+                var configuration = LayerConfiguration(
                     experts: experts, topK: topK, capacityFactor: capacityFactor, minCapacity: minCapacity, dropPolicy: policy,
                     priority: priority, residual: residual, gateRule: rule, routerBias: try pick("router_bias", boolReader) ?? false,
                     selectionBias: try pick("selection_bias", boolReader) ?? false, expertDFF: try width("expert_d_ff"),
-                    sharedDFF: sharedDFF, sharedGate: sharedGate))
+                    sharedDFF: sharedDFF, sharedGate: sharedGate)
+                if let fixed = try pick("expert_capacity", intReader) {
+                    guard (0...(1 << 30)).contains(fixed) else {
+                        throw JSONFieldError(path: "\(layerPath).expert_capacity", problem: "must be in 0...\(1 << 30), got \(fixed)")
+                    }
+                    configuration.expertCapacity = fixed
+                }
+                layers.append(configuration)
             }
             var taskExperts: [Int: [Int]] = [:]
             if let tasks = try root.optionalObject("task_experts") {

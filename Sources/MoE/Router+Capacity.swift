@@ -1,23 +1,33 @@
 import Foundation
 
 extension Router {
-    /// Slots each expert offers one source rank per step:
-    /// `max(minCapacity, ceil(k · T · C / E))`, computed in Double exactly as written; nil
-    /// (unlimited) when the layer is dropless (policy `none` or C = 0).
+    /// Slots each expert offers one capacity group of `tokenCount` tokens per step (the group is
+    /// a source rank's whole batch, or one sequence under `sequenceLength`): the layer's fixed
+    /// `expertCapacity` if it has one, else `max(minCapacity, ceil(k · T · C / E))`, computed in
+    /// Double exactly as written; nil (unlimited) when the layer is dropless.
     package static func capacity(tokenCount: Int, layer: LayerConfiguration) -> Int? {
         guard !layer.isDropless else { return nil }
+        if let fixed = layer.expertCapacity { return fixed }
         let slots = (Double(layer.topK) * Double(tokenCount) * layer.capacityFactor / Double(layer.experts)).rounded(.up)
         return max(layer.minCapacity, Int(slots))
     }
 
-    /// Slots each expert offers one source rank under `plan` (nil when dropless):
+    /// Slots each expert offers one source rank of `tokenCount` tokens under `plan` (nil when
+    /// dropless): the capacities of one group (`groupCapacities`) times the rank's groups (1,
+    /// or its sequences under `sequenceLength`).
+    package static func capacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity) -> [Int]? {
+        guard let sequenceLength = layer.sequenceLength else { return groupCapacities(tokenCount: tokenCount, layer: layer, plan: plan) }
+        return groupCapacities(tokenCount: sequenceLength, layer: layer, plan: plan)?.map { $0 * (tokenCount / sequenceLength) }
+    }
+
+    /// Slots each expert offers one capacity group of `tokenCount` tokens under `plan` (nil when dropless):
     /// - `.configured`: `capacity(tokenCount:layer:)` for every expert;
     /// - `.factor(C)`: the same formula with capacity factor C;
     /// - `.shares(s)`: the configured budget `E · capacity(tokenCount:layer:)` divided in proportion
     ///   to s (Σ s = E): expert e gets ⌊budget·s_e/E⌋, and the slots left over go one each to the
     ///   experts with the largest fractional parts (ties to the lower expert). The budget is
     ///   exactly the configured one.
-    package static func capacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity) -> [Int]? {
+    static func groupCapacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity) -> [Int]? {
         switch plan {
         case .configured:
             return capacity(tokenCount: tokenCount, layer: layer).map { [Int](repeating: $0, count: layer.experts) }
@@ -45,18 +55,24 @@ extension Router {
 
     /// The order in which tokens claim slots within each choice round: token order for
     /// in-order and dropless routing; for batch-prioritized routing, descending priority (max or
-    /// sum of the token's top-k probabilities), ties by lower token index.
-    static func claimOrder(probability: [Float], tokenCount: Int, layer: LayerConfiguration) -> [Int] {
-        guard layer.dropPolicy == .batchPrioritized else { return Array(0..<tokenCount) }
-        let priority = (0..<tokenCount).map { token -> Float in
+    /// sum of the token's top-k probabilities), ties by lower token index. `tokens` is the
+    /// capacity group ordered (default: all).
+    static func claimOrder(probability: [Float], tokenCount: Int, layer: LayerConfiguration, tokens: Range<Int>? = nil) -> [Int] {
+        let group = tokens ?? 0..<tokenCount
+        guard layer.dropPolicy == .batchPrioritized else { return Array(group) }
+        var priority = [Float](repeating: 0, count: tokenCount)
+        for token in group {
             let probabilities = (0..<layer.topK).map { probability[$0 * tokenCount + token] }
-            return layer.priority == .max ? probabilities.max()! : probabilities.reduce(0, +)
+            priority[token] = layer.priority == .max ? probabilities.max()! : probabilities.reduce(0, +)
         }
-        return (0..<tokenCount).sorted { priority[$0] != priority[$1] ? priority[$0] > priority[$1] : $0 < $1 }
+        return group.sorted { priority[$0] != priority[$1] ? priority[$0] > priority[$1] : $0 < $1 }
     }
 
     /// Claims slots choice by choice (every token's first choice before any second choice), in
-    /// `claimOrder` within a round; a route whose expert is full is dropped. Combine weights by
+    /// `claimOrder` within a round, capacity group by capacity group (the whole batch, or each
+    /// sequence of `sequenceLength` tokens with its own capacity); a route whose expert is full in
+    /// its group is dropped. A kept route's slot counts the expert's kept routes over the whole
+    /// batch, so slots stay 0..<kept without gaps. Combine weights by
     /// `rule.normalization` — `survivors`: the probability itself for k = 1, for k ≥ 2 the
     /// probabilities renormalised over the token's surviving routes (a fully dropped token gets 0
     /// everywhere); `chosen`: divided by the sum of the k chosen probabilities; `none`: the
@@ -66,19 +82,27 @@ extension Router {
         rule: GateRule = GateRule()
     ) -> RoutingPlan {
         let k = layer.topK
-        let capacities = capacities(tokenCount: tokenCount, layer: layer, plan: plan)
+        let groupLength = layer.sequenceLength ?? tokenCount
+        precondition(layer.sequenceLength == nil || tokenCount % groupLength == 0, "whole sequences only")
+        let perGroup = groupCapacities(tokenCount: groupLength, layer: layer, plan: plan)
+        let capacities = perGroup.map { capacity in capacity.map { $0 * (layer.sequenceLength == nil ? 1 : tokenCount / groupLength) } }
         var expert = [Int](repeating: -1, count: k * tokenCount)
         var slot = [Int](repeating: -1, count: k * tokenCount)
-        var used = [Int](repeating: 0, count: layer.experts)
-        let order = claimOrder(probability: probability, tokenCount: tokenCount, layer: layer)
-        for r in 0..<k {
-            for token in order {
-                let index = r * tokenCount + token
-                let chosen = choice[index]
-                if let capacities, used[chosen] >= capacities[chosen] { continue }
-                expert[index] = chosen
-                slot[index] = used[chosen]
-                used[chosen] += 1
+        var kept = [Int](repeating: 0, count: layer.experts)
+        for start in stride(from: 0, to: tokenCount, by: max(groupLength, 1)) {
+            var used = [Int](repeating: 0, count: layer.experts)
+            let order = claimOrder(probability: probability, tokenCount: tokenCount, layer: layer,
+                                   tokens: start..<min(start + groupLength, tokenCount))
+            for r in 0..<k {
+                for token in order {
+                    let index = r * tokenCount + token
+                    let chosen = choice[index]
+                    if let perGroup, used[chosen] >= perGroup[chosen] { continue }
+                    expert[index] = chosen
+                    slot[index] = kept[chosen]
+                    kept[chosen] += 1
+                    used[chosen] += 1
+                }
             }
         }
         var gate = [Float](repeating: 0, count: k * tokenCount)

@@ -6,6 +6,14 @@ package enum TokenPartition {
     package static func range(rank: Int, ranks: Int, total: Int) -> Range<Int> {
         (rank * total / ranks)..<((rank + 1) * total / ranks)
     }
+
+    /// The same split in whole units of `unit` tokens (sequences): rank r holds units
+    /// `⌊r·Q/G⌋ ..< ⌊(r+1)·Q/G⌋` of the Q = total / unit units. `total` must be a multiple of `unit`.
+    package static func range(rank: Int, ranks: Int, total: Int, unit: Int) -> Range<Int> {
+        precondition(unit >= 1 && total % unit == 0)
+        let units = range(rank: rank, ranks: ranks, total: total / unit)
+        return units.lowerBound * unit..<units.upperBound * unit
+    }
 }
 
 /// Hidden states (and optional task ids) of a range of global tokens.

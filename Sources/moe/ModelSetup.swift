@@ -15,7 +15,10 @@ enum ModelOptions {
         "input", "FILE", "float32 .npy [tokens, d_model] of hidden states, split over ranks in contiguous blocks")
     static let taskIds = TypedOption<String?>.string("task-ids", "FILE", "int32/int64 .npy [tokens] of task ids, for models with task_experts")
     static let seed = TypedOption<UInt64>.seed(default: 1, "seed of generated weights and inputs")
-    static let specs = [model.spec, weights.spec, tokensPerRank.spec, input.spec, taskIds.spec, seed.spec]
+    static let sequenceLength = TypedOption<Int?>.integer(
+        "sequence-length", in: 1...(1 << 24),
+        "capacity per sequence of this many tokens (Switch Transformers): inputs are split over ranks in whole sequences")
+    static let specs = [model.spec, weights.spec, tokensPerRank.spec, input.spec, taskIds.spec, seed.spec, sequenceLength.spec]
 
     struct Values {
         let modelPath: String?
@@ -24,15 +27,21 @@ enum ModelOptions {
         let inputPath: String?
         let taskIdsPath: String?
         let seed: UInt64
+        let sequenceLength: Int?
     }
 
     static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
         if try options.value(taskIds) != nil, try options.value(input) == nil {
             throw .conflict(command: options.command, detail: "--task-ids gives the task of each --input token; without --input the tasks are generated")
         }
-        return Values(modelPath: try options.value(model), weightsPath: try options.value(weights),
-               tokensPerRank: try options.value(tokensPerRank), inputPath: try options.value(input),
-               taskIdsPath: try options.value(taskIds), seed: try options.value(seed))
+        let values = Values(modelPath: try options.value(model), weightsPath: try options.value(weights),
+                            tokensPerRank: try options.value(tokensPerRank), inputPath: try options.value(input),
+                            taskIdsPath: try options.value(taskIds), seed: try options.value(seed),
+                            sequenceLength: try options.value(sequenceLength))
+        if let length = values.sequenceLength, values.inputPath == nil, values.tokensPerRank % length != 0 {
+            throw .conflict(command: options.command, detail: "--tokens-per-rank \(values.tokensPerRank) is not a whole number of --sequence-length \(length) sequences")
+        }
+        return values
     }
 }
 
@@ -64,7 +73,8 @@ extension ModelOptions.Values {
     func tokensPerRank(ranks: Int) throws -> Int {
         guard let inputPath else { return tokensPerRank }
         let rows = try NpyArray.header(path: inputPath).shape.first ?? 0
-        return (rows + ranks - 1) / ranks
+        let unit = sequenceLength ?? 1
+        return ((rows / unit + ranks - 1) / ranks) * unit
     }
 
     /// Why an option cannot apply to `configuration`, if it cannot (refused with exit 2).
@@ -75,9 +85,11 @@ extension ModelOptions.Values {
         return nil
     }
 
+    /// The model, with `--sequence-length` applied to every layer's capacity groups.
     func loadModel() throws -> ModelConfiguration {
-        guard let modelPath else { return .builtInDefault }
-        return try ModelConfiguration.load(path: modelPath)
+        var model = try modelPath.map { path throws in try ModelConfiguration.load(path: path) } ?? .builtInDefault
+        for index in model.layers.indices { model.layers[index].sequenceLength = sequenceLength }
+        return model
     }
 
     func openWeights() throws -> SafetensorsReader? {
@@ -93,9 +105,14 @@ extension ModelOptions.Values {
         if let inputPath {
             // This rank's rows only: the file is never read whole.
             var range = 0..<0
+            var unsplittable: Int?
             let (slice, fileShape) = try NpyArray.loadRows(path: inputPath) { total in
-                range = TokenPartition.range(rank: rank, ranks: ranks, total: total)
+                if let sequenceLength, total % sequenceLength != 0 { unsplittable = total; return 0..<0 }
+                range = TokenPartition.range(rank: rank, ranks: ranks, total: total, unit: sequenceLength ?? 1)
                 return range
+            }
+            if let unsplittable, let sequenceLength {
+                throw InputError(description: "\(inputPath): \(unsplittable) tokens are not a whole number of --sequence-length \(sequenceLength) sequences")
             }
             guard fileShape.count == 2, fileShape[1] == model.dModel, let values = slice.float32Values else {
                 throw InputError(description: "\(inputPath): expected float32 [tokens, \(model.dModel)] (d_model of the model), got \(slice.elementType.rawValue) \(fileShape)")

@@ -5,7 +5,7 @@
 
 Each fixture is a tiny random-initialised model of one architecture, saved as transformers saves
 it (config.json + safetensors; one sharded, one in BF16, one in transformers 5's fused expert
-layout), with `input.npy` (hidden states [tokens, hidden], float32), `expected.npy` (what
+layout; Switch Transformers with its per-sequence capacity and dropped tokens), with `input.npy` (hidden states [tokens, hidden], float32), `expected.npy` (what
 stacking each decoder layer's post_attention_layernorm and MLP gives: h <- h + mlp(norm(h)),
 computed by transformers' own modules in float32) and `routing.json` (each MoE layer's top-k
 expert choices per token, from the layer's own router module).
@@ -53,6 +53,72 @@ def configs():
     ]
 
 
+SWITCH_SEQUENCE = 12  # tokens per sequence of the Switch fixture (its capacity is per sequence)
+
+
+def switch_config():
+    return T.SwitchTransformersConfig(vocab_size=16, d_model=32, d_ff=24, d_kv=8, num_heads=2, num_layers=4, num_decoder_layers=1,
+                                      num_sparse_encoder_layers=2, num_sparse_decoder_layers=1, num_experts=8, expert_capacity=3,
+                                      encoder_sparse_step=2, decoder_sparse_step=1)
+
+
+def switch_forward(model, hidden):
+    """The encoder's feed-forward sublayers on [sequences, SWITCH_SEQUENCE, d]: outputs, per
+    sparse layer the kept expert per token (-1 when dropped), and the router's top-1 margin."""
+    x = hidden.view(-1, SWITCH_SEQUENCE, hidden.shape[-1])
+    choices, gaps = [], []
+    for block in model.encoder.block:
+        feed_forward = block.layer[-1]
+        if block.is_sparse:
+            router = feed_forward.mlp.router
+            normed = feed_forward.layer_norm(x)
+            expert_index, _, logits = router(normed)
+            kept = torch.where(expert_index.sum(-1) > 0, expert_index.argmax(-1), torch.full_like(expert_index.argmax(-1), -1))
+            choices.append(kept.reshape(-1, 1))
+            ordered = logits.reshape(-1, logits.shape[-1]).sort(dim=-1, descending=True).values
+            gaps.append(ordered[:, 0] - ordered[:, 1])
+        else:
+            choices.append(None)
+        x = feed_forward(x)
+    return x.reshape(-1, hidden.shape[-1]), choices, gaps
+
+
+def make_switch(index):
+    """Switch Transformers: capacity per sequence, with drops; tokens are replaced until every
+    router margin in the real (dropping) forward clears GAP."""
+    name = "switch_transformers"
+    config = switch_config()
+    torch.manual_seed(index)
+    model = T.SwitchTransformersForConditionalGeneration(config).eval()
+    reinitialise(model, seed=100 + index)
+    generator = torch.Generator().manual_seed(200 + index)
+    pool = torch.randn(CANDIDATES, config.d_model, generator=generator)
+    with torch.no_grad():
+        chosen = list(range(TOKENS))
+        following = TOKENS
+        while True:
+            expected, choices, gaps = switch_forward(model, pool[chosen])
+            failing = torch.nonzero(torch.stack(gaps).min(dim=0).values < GAP).squeeze(-1).tolist()
+            if not failing:
+                break
+            for position in failing:
+                chosen[position] = following
+                following += 1
+        hidden = pool[chosen].contiguous()
+        dropped = sum(int((c < 0).sum()) for c in choices if c is not None)
+        assert dropped > 0, "the Switch fixture must drop some tokens"
+    directory = os.path.join(ROOT, name)
+    model.save_pretrained(directory)
+    np.save(os.path.join(directory, "input.npy"), hidden.numpy().astype(np.float32))
+    np.save(os.path.join(directory, "expected.npy"), expected.numpy().astype(np.float32))
+    smallest = min(float(g.min()) for g in gaps)
+    with open(os.path.join(directory, "routing.json"), "w") as file:
+        json.dump({"top_k": 1, "sequence_length": SWITCH_SEQUENCE, "smallest_selection_gap": smallest,
+                   "layers": [None if c is None else c.tolist() for c in choices]}, file)
+    print(f"{name}: per-expert, {TOKENS} tokens in sequences of {SWITCH_SEQUENCE}, {dropped} routes dropped, "
+          f"smallest selection gap {smallest:.4f}, max |expected| {float(expected.abs().max()):.3f}")
+
+
 def reinitialise(model, seed):
     """Weights with variance ~1/fan-in (transformers' 0.02 makes routing near-uniform and
     outputs tiny), norm scales 1 ± 0.2, biases ± 0.1; routers three times stronger so that
@@ -61,7 +127,7 @@ def reinitialise(model, seed):
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             shape = parameter.shape
-            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+            if name.endswith("layernorm.weight") or name.endswith("norm.weight") or name.endswith("layer_norm.weight"):
                 value = 1 + 0.4 * (torch.rand(shape, generator=generator) - 0.5)
             elif parameter.dim() == 1 or name.endswith("_bias") or name.endswith(".bias"):
                 value = 0.1 * torch.randn(shape, generator=generator)
@@ -70,7 +136,7 @@ def reinitialise(model, seed):
                 gpt_oss_expert = "gptoss" in type(model).__name__.lower() and ".experts." in name
                 fan_in = shape[-2] if gpt_oss_expert else shape[-1]
                 value = torch.randn(shape, generator=generator) / fan_in ** 0.5
-                if name.endswith("gate.weight") or name.endswith("router.weight"):
+                if name.endswith("gate.weight") or name.endswith("router.weight") or name.endswith("classifier.weight"):
                     value = value * 3
             parameter.copy_(value)
         for name, buffer in model.named_buffers():
@@ -170,6 +236,7 @@ def main():
             json.dump(routing, file)
         print(f"{name}: {storage}, {TOKENS} tokens, smallest selection gap {smallest:.4f}, "
               f"max |expected| {float(expected.abs().max()):.3f}, layers {['dense' if c is None else 'moe' for c in choices]}")
+    make_switch(len(configs()))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,13 @@ import Testing
 /// The Hugging Face fixtures (Tests/Fixtures/make_hf.py writes them with transformers): each
 /// holds a tiny checkpoint, `input.npy`, `expected.npy` (transformers' output of the stacked FFN
 /// halves) and `routing.json` (each MoE layer's top-k choices per token).
-let huggingFaceFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss"]
+let huggingFaceFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "switch_transformers"]
+
+/// `--sequence-length S` for fixtures whose capacity is per sequence (Switch), else nothing.
+func sequenceArguments(_ name: String) throws -> [String] {
+    let document = try readJSONObject("\(repositoryRoot)/Tests/Fixtures/hf/\(name)/routing.json")
+    return (document["sequence_length"] as? Int).map { ["--sequence-length", "\($0)"] } ?? []
+}
 
 /// Imports fixture `name` into `scratch` and returns the model and weights paths.
 func importFixture(_ name: String, into scratch: ScratchDirectory) throws -> (model: String, weights: String, output: String) {
@@ -16,7 +22,8 @@ func importFixture(_ name: String, into scratch: ScratchDirectory) throws -> (mo
     return ("\(folder)/model.json", "\(folder)/weights.safetensors", result.stdout)
 }
 
-/// The routing fixture: per layer, nil for a dense layer, else each token's chosen experts (sorted).
+/// The routing fixture: per layer, nil for a dense layer, else each token's chosen experts
+/// (sorted; Switch's dropped tokens have [-1]).
 func expectedRouting(_ name: String) throws -> [[[Int]]?] {
     let document = try readJSONObject("\(repositoryRoot)/Tests/Fixtures/hf/\(name)/routing.json")
     let layers = try #require(document["layers"] as? [Any])
@@ -60,10 +67,11 @@ struct HuggingFaceTests {
         let fixture = "Tests/Fixtures/hf/\(name)"
         let expected = try #require(try NpyArray.load(path: "\(fixture)/expected.npy").float32Values)
         let routing = try expectedRouting(name)
+        let sequences = try sequenceArguments(name)
         for (ranks, topology) in [(1, nil), (2, nil), (4, "Topologies/2x2.json")] as [(Int, String?)] {
             let output = scratch.file("out-\(ranks).npy"), routes = scratch.file("routing-\(ranks).json")
             var arguments = ["run", "--model", model, "--weights", weights, "--input", "\(fixture)/input.npy", "--steps", "1",
-                             "--exchange", "all", "--quiet", "--output", output, "--routing-output", routes]
+                             "--exchange", "all", "--quiet", "--output", output, "--routing-output", routes] + sequences
             if let topology { arguments += ["--topology", topology] }
             let job = try runMPI(ranks: ranks, arguments)
             try #require(job.mpirunStatus == 0, "\(job)")
@@ -77,11 +85,32 @@ struct HuggingFaceTests {
             }
             // The reference of the same job: identical routing, outputs within 1e-5 relative.
             let reference = try runMoe(["reference", "--model", model, "--weights", weights, "--input", "\(fixture)/input.npy",
-                                        "--ranks", "\(ranks)", "--output", scratch.file("ref-\(ranks).npy")])
+                                        "--ranks", "\(ranks)", "--output", scratch.file("ref-\(ranks).npy")] + sequences)
             try #require(reference.status == 0, "\(reference.stderr)")
             let referenceOutput = try #require(try NpyArray.load(path: scratch.file("ref-\(ranks).npy")).float32Values)
             expectClose(distributed, referenceOutput, "\(name) distributed vs reference on \(ranks) ranks")
         }
+    }
+
+    @Test("Switch Transformers: capacity per sequence; a token count that is not whole sequences is refused")
+    func switchSequences() throws {
+        let scratch = try ScratchDirectory()
+        let (model, weights, _) = try importFixture("switch_transformers", into: scratch)
+        let input = "Tests/Fixtures/hf/switch_transformers/input.npy"
+        // Without --sequence-length the capacity counts the rank's whole batch: other drops, other output.
+        let perRank = try runMoe(["reference", "--model", model, "--weights", weights, "--input", input, "--ranks", "1",
+                                  "--output", scratch.file("batch.npy")])
+        try #require(perRank.status == 0, "\(perRank.stderr)")
+        let expected = try #require(try NpyArray.load(path: "\(repositoryRoot)/\(input.replacingOccurrences(of: "input", with: "expected"))").float32Values)
+        let batchOutput = try #require(try NpyArray.load(path: scratch.file("batch.npy")).float32Values)
+        #expect(zip(batchOutput, expected).contains { abs($0 - $1) > 1e-3 }, "capacity per batch should differ from per sequence")
+        // 48 tokens are not whole sequences of 10.
+        let job = try runMPI(ranks: 2, ["run", "--model", model, "--weights", weights, "--input", input, "--sequence-length", "10", "--steps", "1"])
+        #expect(job.mpirunStatus != 0)
+        #expect(job.ranks.contains { $0.stderr.contains("48 tokens are not a whole number of --sequence-length 10 sequences") }, "\(job)")
+        let generated = try runMoe(["reference", "--model", model, "--tokens-per-rank", "20", "--sequence-length", "12"])
+        #expect(generated.status == 2)
+        #expect(generated.stderr.contains("--tokens-per-rank 20 is not a whole number of --sequence-length 12 sequences"), "\(generated.stderr)")
     }
 }
 }
