@@ -90,9 +90,10 @@ public enum AtomicFileWriter {
         guard let folder = opendir(directory) else { return }
         defer { closedir(folder) }
         while let entry = readdir(folder) {
-            let file = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+            // Read the name in place: copying `entry.pointee` would read the whole declared
+            // `dirent` (280 bytes), past the end of a short record at the end of readdir's buffer.
+            let nameAddress = UnsafeRawPointer(entry) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+            let file = String(cString: nameAddress.assumingMemoryBound(to: CChar.self))
             guard file.hasPrefix(prefix), let pid = Int32(file.dropFirst(prefix.count)), pid != getpid() else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH { unlink("\(directory)/\(file)") }
         }

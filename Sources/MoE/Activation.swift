@@ -15,6 +15,10 @@ package enum Activation: String, CaseIterable, Sendable, Codable {
     /// The gated forms (a second projection W3 multiplies the activated first one).
     package var isGated: Bool { self == .swiglu || self == .clampedGLU }
 
+    /// Whether an FFN of this activation has biases unless the model says otherwise: relu, gelu
+    /// and the clamped GLU (GPT-OSS) do; SwiGLU (Shazeer 2020, Llama-family MoEs) does not.
+    package var hasBiasByDefault: Bool { self != .swiglu }
+
     /// Applies relu or gelu in place to `count` floats. (SwiGLU is applied by the expert, which
     /// holds the second projection.)
     ///

@@ -11,7 +11,7 @@ extension ModelConfiguration {
         ]
         if norm != .layer { members.append(("norm", .string(norm.rawValue))) }
         if normEpsilon != LayerNorm.defaultEpsilon { members.append(("norm_epsilon", .number(normEpsilon))) }
-        if ffnBias == activation.isGated { members.append(("ffn_bias", .bool(ffnBias))) }
+        if ffnBias != activation.hasBiasByDefault { members.append(("ffn_bias", .bool(ffnBias))) }
         if activation == .clampedGLU {
             members += [("glu_alpha", .number(Double(glu.alpha))), ("glu_limit", .number(Double(glu.limit)))]
         }

@@ -107,8 +107,8 @@ package struct ModelConfiguration: Equatable, Sendable {
     /// The normalisation before each layer's FFN, and its ε.
     package var norm: NormKind = .layer
     package var normEpsilon: Double = LayerNorm.defaultEpsilon
-    /// Whether FFNs (experts, shared, dense) carry biases; default: relu and gelu do, the gated
-    /// forms do not (`"ffn_bias"` overrides; GPT-OSS's clamped GLU has them).
+    /// Whether FFNs (experts, shared, dense) carry biases; default: relu, gelu and the clamped
+    /// GLU (GPT-OSS) do, SwiGLU does not (`"ffn_bias"` overrides).
     package var ffnBias: Bool
     /// The clamped GLU's constants (activation `clamped-glu`).
     package var glu = ClampedGLU()
@@ -126,7 +126,7 @@ package struct ModelConfiguration: Equatable, Sendable {
         self.activation = activation
         self.layers = layers
         self.taskExperts = taskExperts
-        ffnBias = !activation.isGated
+        ffnBias = activation.hasBiasByDefault
     }
 
     /// The FFN roles of a layer.
@@ -337,7 +337,7 @@ extension ModelConfiguration {
                                            activation: activation, layers: layers, taskExperts: taskExperts)
             model.norm = norm
             model.normEpsilon = normEpsilon
-            model.ffnBias = try root.optionalBool("ffn_bias") ?? !activation.isGated
+            model.ffnBias = try root.optionalBool("ffn_bias") ?? activation.hasBiasByDefault
             model.glu = ClampedGLU(alpha: Float(gluAlpha), limit: Float(gluLimit))
             model.origin = try root.optionalString("source")
             if !taskExperts.isEmpty, let index = layers.firstIndex(where: { $0.dense }) {

@@ -39,6 +39,23 @@ struct ReliabilityRoundTwoFileTests {
         #expect(try SafetensorsReader(path: path).entries.count == 3)
     }
 
+    @Test("BF16 and F16 tensors widen to float32 exactly")
+    func halfPrecisionWidening() throws {
+        // BF16 1.5 = 0x3FC0, −2 = 0xC000; F16 1.5 = 0x3E00, 2^-24 (smallest subnormal) = 0x0001, −inf = 0xFC00.
+        let bf16: [UInt16] = [0x3FC0, 0xC000]
+        let f16: [UInt16] = [0x3E00, 0x0001, 0xFC00]
+        let header = #"{"b": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}, "h": {"dtype": "F16", "shape": [3], "data_offsets": [4, 10]}}"#
+        let headerBytes = Array(header.utf8)
+        let data = (bf16 + f16).flatMap { withUnsafeBytes(of: $0.littleEndian) { Array($0) } }
+        let path = scratchPath("half.safetensors")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try AtomicFileWriter.write(withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { Array($0) } + headerBytes + data, to: path)
+        let reader = try SafetensorsReader(path: path)
+        #expect(try reader.readFloats("b", shape: [2]) == [1.5, -2])
+        #expect(try reader.readFloats("h", shape: [3]) == [1.5, 0x1p-24, -.infinity])
+        #expect { try reader.readFloat32("b", shape: [2]) } throws: { "\($0)".contains("dtype is BF16, expected F32") }
+    }
+
     @Test("entries are counted before the header is parsed")
     func entryCount() {
         #expect(SafetensorsReader.occurrences(of: Array("\"data_offsets\"".utf8), in: Array(#"{"a":{"data_offsets":[0,0]},"b":{"data_offsets":[0,0]}}"#.utf8)) == 2)

@@ -22,10 +22,10 @@ struct ModelConfigurationTests {
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2}]}"#,
          "m.json: field 'layers[0].top_k': missing (give it here or in layer_defaults)"),
         (#"{"d_model": 8, "d_ff": 16, "activation": "tanh", "layers": [{"experts": 2, "top_k": 1}]}"#,
-         "m.json: field 'activation': unknown activation 'tanh' (relu, gelu, swiglu)"),
+         "m.json: field 'activation': unknown activation 'tanh' (relu, gelu, swiglu, clamped-glu)"),
         (#"{"d_model": 0, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1}]}"#, "m.json: field 'd_model': must be in 1...65536, got 0"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1, "capacity": 2}]}"#,
-         "m.json: field 'layers[0].capacity': unknown field (allowed: experts, top_k, capacity_factor, min_capacity, drop_policy, priority, residual)"),
+         "m.json: field 'layers[0].capacity': unknown field (allowed: experts, top_k, capacity_factor, min_capacity, drop_policy, priority, residual, dense, expert_d_ff, dense_d_ff, shared_d_ff, shared_gate, expert_capacity, score, normalize_top_k, scaling_factor, router_bias, selection_bias, groups, top_groups, group_score)"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 2, "residual": true}]}"#,
          "m.json: field 'layers[0].top_k': a residual layer sends each token to one expert (top_k 1) beside its dense MLP, got 2"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "residual": 1}]}"#,
@@ -35,6 +35,20 @@ struct ModelConfigurationTests {
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 1, "drop_policy": "random"}]}"#,
          "m.json: field 'layers[0].drop_policy': unknown policy 'random' (in-order, batch-prioritized, none)"),
         (#"{"d_model": 8, "d_ff": 16, "layers": []}"#, "m.json: field 'layers': must hold 1...1024 layers, got 0"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 6, "top_k": 2, "groups": 4}]}"#,
+         "m.json: field 'layers[0].groups': must divide the layer's 6 experts into equal groups, got 4"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 8, "top_k": 3, "groups": 4, "top_groups": 1}]}"#,
+         "m.json: field 'layers[0].top_groups': 1 groups of 2 experts cannot supply top_k = 3 experts"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 8, "top_k": 2, "group_score": "max"}]}"#,
+         "m.json: field 'layers[0].groups': top_groups and group_score need groups"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 8, "top_k": 2, "score": "tanh"}]}"#,
+         "m.json: field 'layers[0].score': unknown score 'tanh' (softmax, sigmoid, softmax-top-k)"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"dense": true, "experts": 4}]}"#,
+         "m.json: field 'layers[0].experts': a dense layer has no gate or experts; only dense_d_ff applies"),
+        (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 1, "shared_gate": true}]}"#,
+         "m.json: field 'layers[0].shared_gate': gates a shared expert, but shared_d_ff is 0 (no shared expert)"),
+        (#"{"d_model": 8, "d_ff": 16, "norm": "batch", "layers": [{"experts": 4, "top_k": 1}]}"#,
+         "m.json: field 'norm': unknown norm 'batch' (layer, rms, none)"),
     ])
     func invalid(text: String, message: String) {
         #expect { try parse(text) } throws: { "\($0)" == message }
@@ -72,5 +86,37 @@ struct ModelConfigurationTests {
         let swiglu = try parse(#"{"d_model": 8, "d_ff": 16, "activation": "swiglu", "layers": [{"experts": 1, "top_k": 1}]}"#)
         #expect(ModelWeights.tensorShapes(swiglu).map(\.name).suffix(3) == ["layers.0.experts.0.w1", "layers.0.experts.0.w2", "layers.0.experts.0.w3"])
         #expect(ModelWeights.tensorShapes(swiglu).first { $0.name.hasSuffix("w2") }?.shape == [16, 8])
+    }
+
+    @Test("imported-architecture fields parse, name their tensors, and survive a round trip through the model file")
+    func architectureFields() throws {
+        let text = #"""
+            {"d_model": 8, "d_ff": 6, "activation": "clamped-glu", "norm": "rms", "norm_epsilon": 1e-6, "glu_limit": 3,
+             "layers": [{"dense": true, "dense_d_ff": 10},
+                        {"experts": 4, "top_k": 2, "capacity_factor": 0, "drop_policy": "none", "score": "sigmoid", "groups": 2,
+                         "top_groups": 1, "group_score": "top2-sum", "normalize_top_k": "chosen", "scaling_factor": 2.5,
+                         "selection_bias": true, "router_bias": true, "shared_d_ff": 12, "shared_gate": true, "expert_d_ff": 5},
+                        {"experts": 4, "top_k": 1, "expert_capacity": 3}]}
+            """#
+        let model = try parse(text)
+        #expect(model.norm == .rms && model.normEpsilon == 1e-6 && model.ffnBias && model.glu.limit == 3)
+        #expect(model.layers[0].dense && model.form(.dense, layer: 0).dFF == 10)
+        let layer = model.layers[1]
+        #expect(layer.gateRule == GateRule(score: .sigmoid, selection: .groupLimited(groups: 2, topGroups: 1, score: .topTwoSum),
+                                           normalization: .chosen, scalingFactor: 2.5))
+        #expect(layer.routerBias && layer.selectionBias && layer.sharedGate && layer.sharedDFF == 12)
+        #expect(model.form(.expert, layer: 1).dFF == 5 && model.form(.shared, layer: 1).dFF == 12 && model.form(.expert, layer: 2).dFF == 6)
+        #expect(model.layers[2].expertCapacity == 3 && !model.layers[2].isDropless)
+        let names = ModelWeights.tensorShapes(model).map(\.name)
+        #expect(names.prefix(7) == ["layers.0.norm.scale", "layers.0.dense.w1", "layers.0.dense.w2", "layers.0.dense.w3",
+                                    "layers.0.dense.b1", "layers.0.dense.b2", "layers.0.dense.b3"])
+        for name in ["layers.1.gate.bias", "layers.1.gate.selection_bias", "layers.1.shared.w3", "layers.1.shared_gate.weight",
+                     "layers.1.experts.3.b3"] {
+            #expect(names.contains(name), "\(name) missing")
+        }
+        #expect(!names.contains("layers.0.gate.weight") && !names.contains("layers.0.norm.shift"))
+        var again = try ModelConfiguration.parse(Array(model.document().serialized().utf8), path: "m.json")
+        again.name = model.name
+        #expect(again == model)
     }
 }

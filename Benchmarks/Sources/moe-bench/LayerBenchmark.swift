@@ -24,7 +24,11 @@ struct LayerBenchmark: JobCommand {
             layer, the part spent on routing, packing, exchanges, gathering rows per expert and
             combining. 'dispatch MiB' is the bytes of one dispatch exchange summed over ranks (the
             combine moves the same). With --residual each configuration runs a PR-MoE layer (top-1
-            expert + dense MLP, DeepSpeed-MoE) beside a top-2 layer of the same width.
+            expert + dense MLP, DeepSpeed-MoE) beside a top-2 layer of the same width. With --model
+            (an imported Hugging Face model, or any model file) every distinct layer of that model
+            is benchmarked with its own width, router, experts, shared expert or dense FFN (seeded
+            weights of the model's shapes), and --d-model, --d-ff, --activation, --experts, --top-k,
+            --capacity-factor and --residual do not apply; 'ffn' then includes the shared expert.
             """,
         options: TopologyOptions.specs + BLASThreadOptions.specs + Options.specs + TableOutputOptions.specs)
 
@@ -42,8 +46,9 @@ struct LayerBenchmark: JobCommand {
         static let seed = TypedOption<UInt64>.seed(default: 1, "seed of weights and inputs")
         static let residual = TypedOption<Bool>.flag(
             "residual", "compare a PR-MoE residual layer (top-1 expert + dense MLP) with a top-2 layer (ignores --top-k)")
+        static let model = TypedOption<String?>.string("model", "FILE", "benchmark the distinct layers of this model file instead")
         static let specs = [dModel.spec, dFF.spec, activation.spec, experts.spec, topK.spec, capacityFactor.spec, tokens.spec, exchange.spec,
-                            warmup.spec, repetitions.spec, seed.spec, residual.spec]
+                            warmup.spec, repetitions.spec, seed.spec, residual.spec, model.spec]
     }
 
     let dModel: Int, dFF: Int
@@ -56,8 +61,10 @@ struct LayerBenchmark: JobCommand {
     let output: TableOutputOptions.Values
     let residual: Bool
     let topologyOptions: TopologyOptions.Values
+    let modelPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
+        modelPath = try options.value(Options.model)
         dModel = try options.value(Options.dModel)
         dFF = try options.value(Options.dFF)
         activation = try options.value(Options.activation)
@@ -79,25 +86,28 @@ struct LayerBenchmark: JobCommand {
     func run(_ context: JobContext) throws {
         let harness = try BenchmarkHarness.start(context, outputs: [TableOutputOptions.csv.naming(output.csvPath), TableOutputOptions.json.naming(output.jsonPath)])
         let world = harness.world
+        let fileModel = try context.collectively { try modelPath.map { path throws in try ModelConfiguration.load(path: path) } }
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
         if world.rank == 0 {
             print(harness.environmentLine(blasThreads: threads, localRanks: localRanks))
             print("# topology \(topology.name) (\(topology.nodes.count) node(s))" + (links == nil ? "" : ", inter-node links SIMULATED (\(topology.interNode.latencyMicroseconds) µs, \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node)"))
-            print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
+            if let fileModel {
+                print("# moe-bench layer: model \(fileModel.name) (\(modelPath!)), d_model \(fileModel.dModel), \(fileModel.activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
+            } else {
+                print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
+            }
         }
         var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "layer", "capacity_factor", "layer_ms", "tokens_per_s",
                                           "gate_ms", "dense_ms", "pack_ms", "dispatch_ms", "experts_ms", "combine_ms", "ffn_ms", "gemm_ms",
                                           "gemm_share", "overhead_share", "dispatch_mib", "dropped"])
         // With --residual every configuration runs a PR-MoE layer and a top-2 layer side by side.
-        let variants: [(name: String, topK: Int, residual: Bool)] = residual
-            ? [("top-2", 2, false), ("pr-moe", 1, true)] : topKs.map { ("top-\($0)", $0, false) }
-        let configurations = tokens.flatMap { t in experts.flatMap { e in factors.flatMap { c in variants.map { (t, e, c, $0) } } } }
-        for (index, (tokenCount, expertCount, factor, variant)) in configurations.enumerated() {
-            harness.progress("[\(index + 1)/\(configurations.count)] tokens \(tokenCount), experts \(expertCount), \(variant.name), C \(factor)")
-            guard variant.topK <= expertCount else { continue }
-            let layer = LayerConfiguration(experts: expertCount, topK: variant.topK, capacityFactor: factor, minCapacity: 4, residual: variant.residual)
-            let model = ModelConfiguration(name: "bench", dModel: dModel, dFF: dFF, activation: activation, layers: [layer])
+        let configurations = layerModels(fileModel)
+        for (index, (tokenCount, variant, model)) in configurations.enumerated() {
+            let layer = model.layers[0]
+            let expertCount = layer.experts, factor = layer.capacityFactor, dModel = model.dModel
+            harness.progress("[\(index + 1)/\(configurations.count)] tokens \(tokenCount), experts \(expertCount), \(variant), C \(factor)")
+            guard layer.topK <= expertCount else { continue }
             let placement = ExpertPlacement(experts: expertCount, worldSize: world.size)
             let weights = try ModelWeights.load(model, heldExperts: { _ in placement.heldExperts(ofRank: world.rank) }, seed: seed, file: nil)
             let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) {
@@ -118,15 +128,17 @@ struct LayerBenchmark: JobCommand {
             }
             let phaseCount = PhaseTimes.names.count
             let phases = (0...phaseCount).map { phase in Statistics(phaseSamples.suffix(repetitions).map { $0[phase] }).median }
-            // The same GEMMs alone: each local expert's received row count (and the dense MLP
-            // over every local token in a residual layer), same shapes.
-            let gemmRows = moeLayer.receivedRowsPerExpert + (variant.residual ? [tokenCount] : [])
-            let gemmSamples = try gemmOnly(rows: gemmRows, harness: harness)
+            // The same GEMMs alone: each local expert's received row count (and the dense MLP or
+            // shared expert over every local token), same shapes.
+            var gemms = layer.dense ? [] : moeLayer.receivedRowsPerExpert.map { ($0, model.form(.expert, layer: 0)) }
+            if layer.residual || layer.dense { gemms.append((tokenCount, model.form(.dense, layer: 0))) }
+            if layer.sharedDFF > 0 { gemms.append((tokenCount, model.form(.shared, layer: 0))) }
+            let gemmSamples = try gemmOnly(gemms, dModel: dModel, harness: harness)
             let totals = try world.allReduce([lastPlan!.droppedRoutes, lastPlan!.expert.count, dispatchBytes], .sum)
             let layerTime = Statistics(layerSamples).median
             let gemmTime = Statistics(gemmSamples).median
             let ffnTime = phases[phaseCount] + phases[1]  // expert FFNs + dense MLP
-            table.append([String(world.size), String(tokenCount), String(expertCount), variant.name, String(factor),
+            table.append([String(world.size), String(tokenCount), layer.dense ? "dense" : String(expertCount), variant, String(factor),
                           format(layerTime * 1000), format(Double(tokenCount * world.size) / layerTime, 0)]
                          + phases.prefix(phaseCount).map { format($0 * 1000) }
                          + [format(ffnTime * 1000), format(gemmTime * 1000), format(gemmTime / layerTime),
@@ -138,28 +150,61 @@ struct LayerBenchmark: JobCommand {
         print(table.aligned)
         let metadata: [(String, JSONValue)] = [
             ("benchmark", .string("layer")), ("mpi", .string(MPIRuntime.libraryVersion())), ("blas_core", .string(BLAS.coreName)),
-            ("blas_threads_per_rank", .number(Double(threads))), ("d_model", .number(Double(dModel))), ("d_ff", .number(Double(dFF))),
-            ("activation", .string(activation.rawValue)), ("exchange", .string(algorithm.rawValue)),
+            ("blas_threads_per_rank", .number(Double(threads))), ("d_model", .number(Double(fileModel?.dModel ?? dModel))),
+            ("d_ff", .number(Double(fileModel?.dFF ?? dFF))), ("activation", .string((fileModel?.activation ?? activation).rawValue)),
+            ("exchange", .string(algorithm.rawValue)), ("model", modelPath.map { .string($0) } ?? .null),
         ]
         if let csvPath = output.csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
         if let jsonPath = output.jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
     }
 
-    /// Times the expert GEMMs alone for experts receiving `rows` rows each.
+    /// The one-layer models to benchmark, with their label and token count: every distinct layer
+    /// of `fileModel` (labelled by its first index and how many layers share it), or the
+    /// --experts × --top-k × --capacity-factor (× --residual) sweep.
+    private func layerModels(_ fileModel: ModelConfiguration?) -> [(tokens: Int, name: String, model: ModelConfiguration)] {
+        var variants: [(name: String, model: ModelConfiguration)] = []
+        if let fileModel {
+            var seen: [LayerConfiguration] = []
+            for layer in fileModel.layers where !seen.contains(layer) {
+                seen.append(layer)
+                var model = fileModel
+                model.layers = [layer]
+                let indices = fileModel.layers.indices.filter { fileModel.layers[$0] == layer }
+                let kind = layer.dense ? "dense" : "top-\(layer.topK)" + (layer.sharedDFF > 0 ? "+shared" : "")
+                variants.append(("layer \(indices[0])" + (indices.count > 1 ? " ×\(indices.count)" : "") + " \(kind)", model))
+            }
+        } else {
+            let shapes: [(name: String, topK: Int, residual: Bool)] = residual
+                ? [("top-2", 2, false), ("pr-moe", 1, true)] : topKs.map { ("top-\($0)", $0, false) }
+            for e in experts {
+                for c in factors {
+                    for shape in shapes {
+                        let layer = LayerConfiguration(experts: e, topK: shape.topK, capacityFactor: c, minCapacity: 4, residual: shape.residual)
+                        variants.append((shape.name, ModelConfiguration(name: "bench", dModel: dModel, dFF: dFF, activation: activation, layers: [layer])))
+                    }
+                }
+            }
+        }
+        return tokens.flatMap { t in variants.map { (t, $0.name, $0.model) } }
+    }
+
+    /// Times the FFN GEMMs alone: for each (rows, form), the form's two (gated: three) GEMMs
+    /// over that many rows.
     @MainActor
-    private func gemmOnly(rows: [Int], harness: BenchmarkHarness) throws -> [Double] {
-        let maximum = rows.max() ?? 0
-        let input = [Float](repeating: 0.5, count: max(1, maximum * dModel))
-        let w1 = [Float](repeating: 0.01, count: dModel * dFF)
-        let w2 = [Float](repeating: 0.01, count: dFF * dModel)
-        var hidden = [Float](repeating: 0, count: max(1, maximum * dFF))
-        var up = [Float](repeating: 0, count: activation == .swiglu ? max(1, maximum * dFF) : 1)
-        var output = [Float](repeating: 0, count: max(1, maximum * dModel))
+    private func gemmOnly(_ gemms: [(rows: Int, form: FFNForm)], dModel: Int, harness: BenchmarkHarness) throws -> [Double] {
+        let maximumRows = gemms.map(\.rows).max() ?? 0
+        let maximumWidth = gemms.map(\.form.dFF).max() ?? 1
+        let input = [Float](repeating: 0.5, count: max(1, maximumRows * dModel))
+        let w1 = [Float](repeating: 0.01, count: dModel * maximumWidth)
+        let w2 = [Float](repeating: 0.01, count: maximumWidth * dModel)
+        var hidden = [Float](repeating: 0, count: max(1, maximumRows * maximumWidth))
+        var up = [Float](repeating: 0, count: max(1, maximumRows * maximumWidth))
+        var output = [Float](repeating: 0, count: max(1, maximumRows * dModel))
         return try harness.measure(warmup: warmup, repetitions: repetitions) {
-            for count in rows where count > 0 {
-                BLAS.multiply(rows: count, columns: dFF, inner: dModel, input, w1, into: &hidden)
-                if activation == .swiglu { BLAS.multiply(rows: count, columns: dFF, inner: dModel, input, w1, into: &up) }
-                BLAS.multiply(rows: count, columns: dModel, inner: dFF, hidden, w2, into: &output)
+            for (count, form) in gemms where count > 0 {
+                BLAS.multiply(rows: count, columns: form.dFF, inner: dModel, input, w1, into: &hidden)
+                if form.activation.isGated { BLAS.multiply(rows: count, columns: form.dFF, inner: dModel, input, w1, into: &up) }
+                BLAS.multiply(rows: count, columns: dModel, inner: form.dFF, hidden, w2, into: &output)
             }
         }
     }
