@@ -70,6 +70,7 @@ let package = Package(
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "MoE"]),
         // Reads every module's imports and checks them against docs/ARCHITECTURE.md (no module deps).
         .testTarget(name: "ArchitectureTests"),
+        .testTarget(name: "CheckpointImportTests", dependencies: ["CheckpointImport"]),
         .testTarget(name: "ArgumentParsingTests", dependencies: ["ArgumentParsing"]),
         // Launches `mpirun -np N moe ...` as child processes; never calls MPI itself.
         .testTarget(name: "MultiRankTests", dependencies: ["moe", "moe-bench", "FileFormats", "Exchange"]),

@@ -24,6 +24,25 @@ package final class HuggingFaceCheckpoint {
     private let shardOf: [String: SafetensorsReader]
     /// The dtypes of the tensors read so far.
     package private(set) var dtypesRead: Set<String> = []
+    /// How the checkpoint's weights are quantised (`quantization_config`).
+    package let quantisation: Quantisation
+
+    /// The quantised formats the importer dequantises (`Dequantization`).
+    package enum Quantisation: Equatable, Sendable {
+        case none
+        /// `quant_method: fp8`, `fmt: e4m3`, block-scaled by `weight_scale_inv` (DeepSeek-V3).
+        case fp8(blockRows: Int, blockColumns: Int)
+        /// `quant_method: mxfp4` (GPT-OSS's experts).
+        case mxfp4
+
+        var name: String {
+            switch self {
+            case .none: return "none"
+            case let .fp8(rows, columns): return "FP8 E4M3, \(rows)×\(columns) blocks"
+            case .mxfp4: return "MXFP4"
+            }
+        }
+    }
 
     /// Largest config.json / index file accepted.
     static let jsonLimit = 16 << 20
@@ -74,6 +93,45 @@ package final class HuggingFaceCheckpoint {
         }
         self.shardOf = shardOf
         tensorNames = shardOf.keys.sorted()
+        quantisation = try Self.quantisation(config, path: configPath)
+    }
+
+    /// Reads `quantization_config`: absent → none; fp8 (e4m3, `weight_block_size` [r, c], default
+    /// 128×128) or mxfp4; anything else is refused naming the method.
+    private static func quantisation(_ config: JSONObjectReader, path: String) throws(ImportError) -> Quantisation {
+        guard let value = config.value("quantization_config"), value != .null else { return .none }
+        do {
+            let settings = try JSONObjectReader(value, path: "quantization_config")
+            let method = try settings.optionalString("quant_method") ?? "unknown"
+            switch method {
+            case "fp8":
+                let format = try settings.optionalString("fmt") ?? "e4m3"
+                guard format == "e4m3" else {
+                    throw ImportError("\(path): field 'quantization_config.fmt': FP8 format '\(format)' is not supported (e4m3)")
+                }
+                var block = [128, 128]
+                if let sizes = settings.value("weight_block_size"), sizes != .null {
+                    guard case let .array(items) = sizes, items.count == 2 else {
+                        throw ImportError("\(path): field 'quantization_config.weight_block_size' must be [rows, columns]")
+                    }
+                    block = try items.enumerated().map { (index, item) throws(JSONFieldError) in
+                        try JSONObjectReader.integer(item, path: "quantization_config.weight_block_size[\(index)]")
+                    }
+                    guard block.allSatisfy({ $0 >= 1 }) else {
+                        throw ImportError("\(path): field 'quantization_config.weight_block_size' must be positive, got \(block)")
+                    }
+                }
+                return .fp8(blockRows: block[0], blockColumns: block[1])
+            case "mxfp4":
+                return .mxfp4
+            default:
+                throw ImportError("\(path): field 'quantization_config': quantisation method '\(method)' is not supported (fp8 e4m3 block-scaled, mxfp4); dequantise the checkpoint to F32, BF16 or F16 first")
+            }
+        } catch let error as ImportError {
+            throw error
+        } catch {
+            throw ImportError("\(path): \(error)")
+        }
     }
 
     private static func readJSONObject(_ path: String) throws(ImportError) -> JSONObjectReader {
@@ -87,7 +145,8 @@ package final class HuggingFaceCheckpoint {
     /// The shape and dtype of a tensor, nil when absent.
     package func entry(_ name: String) -> SafetensorsEntry? { shardOf[name]?.entries[name] }
 
-    /// Reads `name` as float32, checking its shape (`[out, in]` as Hugging Face stores it).
+    /// Reads `name` as float32, checking its shape (`[out, in]` as Hugging Face stores it). An
+    /// FP8 weight of an fp8 checkpoint is dequantised with its `<name>_scale_inv`.
     package func read(_ name: String, shape: [Int]) throws(ImportError) -> [Float] {
         guard let shard = shardOf[name], let entry = shard.entries[name] else {
             throw ImportError("\(directory): tensor '\(name)' is missing (expected shape \(shape))")
@@ -95,11 +154,42 @@ package final class HuggingFaceCheckpoint {
         guard entry.shape == shape else {
             throw ImportError("\(shard.path): tensor '\(name)' has shape \(entry.shape), expected \(shape)")
         }
+        if entry.dtype == "F8_E4M3", case let .fp8(blockRows, blockColumns) = quantisation, shape.count == 2 {
+            let scaleName = "\(name)_scale_inv"
+            let scaleShape = [(shape[0] + blockRows - 1) / blockRows, (shape[1] + blockColumns - 1) / blockColumns]
+            guard has(scaleName) else {
+                throw ImportError("\(directory): tensor '\(scaleName)' (the FP8 scales of '\(name)') is missing (expected shape \(scaleShape))")
+            }
+            let scales = try read(scaleName, shape: scaleShape)
+            dtypesRead.insert(entry.dtype)
+            do {
+                let bytes = try shard.readBytes(name, shape: shape)
+                return Dequantization.fp8(bytes, scales: scales, rows: shape[0], columns: shape[1], blockRows: blockRows, blockColumns: blockColumns)
+            } catch { throw ImportError("\(error)") }
+        }
         guard SafetensorsReader.floatDTypes.contains(entry.dtype) else {
-            throw ImportError("\(shard.path): tensor '\(name)' has dtype \(entry.dtype); supported: \(SafetensorsReader.floatDTypes.joined(separator: ", ")) (quantised checkpoints are not supported)")
+            throw ImportError("\(shard.path): tensor '\(name)' has dtype \(entry.dtype); supported: \(SafetensorsReader.floatDTypes.joined(separator: ", ")), and F8_E4M3 with block scales in an fp8 checkpoint")
         }
         dtypesRead.insert(entry.dtype)
         do { return try shard.readFloats(name, shape: shape) } catch { throw ImportError("\(error)") }
+    }
+
+    /// Reads an MXFP4 expert tensor stored as `<base>_blocks` `U8 [experts, rows, groups, 16]`
+    /// and `<base>_scales` `U8 [experts, rows, groups]`, as float32 `[experts, groups·32, rows]`.
+    package func readMXFP4(_ base: String, experts: Int, rows: Int, columns: Int) throws(ImportError) -> [Float] {
+        guard columns % 32 == 0 else { throw ImportError("\(directory): '\(base)_blocks': MXFP4 needs a multiple of 32 columns, the model has \(columns)") }
+        let groups = columns / 32
+        var raw: [[UInt8]] = []
+        for (name, shape) in [("\(base)_blocks", [experts, rows, groups, 16]), ("\(base)_scales", [experts, rows, groups])] {
+            guard let shard = shardOf[name], let entry = shard.entries[name] else {
+                throw ImportError("\(directory): tensor '\(name)' is missing (expected shape \(shape))")
+            }
+            guard entry.shape == shape else { throw ImportError("\(shard.path): tensor '\(name)' has shape \(entry.shape), expected \(shape)") }
+            guard entry.dtype == "U8" else { throw ImportError("\(shard.path): tensor '\(name)' has dtype \(entry.dtype), expected U8 (MXFP4)") }
+            do { raw.append(try shard.readBytes(name, shape: shape)) } catch { throw ImportError("\(error)") }
+        }
+        dtypesRead.insert("MXFP4")
+        return Dequantization.mxfp4(blocks: raw[0], scales: raw[1], experts: experts, rows: rows, groups: groups)
     }
 
     // MARK: config.json values, each error naming the field.

@@ -47,15 +47,10 @@ package enum HuggingFaceImport {
         guard supportedTypes.contains(modelType) else {
             throw ImportError("\(configPath): model_type '\(modelType)' is not supported (supported: \(supportedTypes.joined(separator: ", ")))")
         }
-        if checkpoint.config.value("quantization_config") != nil {
-            let method: String
-            if case let .object(members)? = checkpoint.config.value("quantization_config"),
-               case let .string(name)? = members.first(where: { $0.key == "quant_method" })?.value {
-                method = name
-            } else {
-                method = "unknown"
-            }
-            throw checkpoint.unsupported("quantization_config", "quantisation method '\(method)' is not supported; dequantise the checkpoint to F32, BF16 or F16 first")
+        switch (checkpoint.quantisation, modelType) {
+        case (.none, _), (.fp8, "deepseek_v3"), (.mxfp4, "gpt_oss"): break
+        default:
+            throw checkpoint.unsupported("quantization_config", "\(checkpoint.quantisation.name) checkpoints of \(modelType) are not supported (fp8 is read for deepseek_v3, mxfp4 for gpt_oss)")
         }
         if modelType == "switch_transformers" { return try switchTransformers(checkpoint) }
         let hidden = try checkpoint.integer("hidden_size")
@@ -224,7 +219,8 @@ package enum HuggingFaceImport {
                 + "\(describe(rule))" + (routerBias ? ", router bias" : "") + (selectionBias ? ", selection-only correction bias" : ""),
             "shared experts: " + (shared.map { "d_ff \($0.width)" + ($0.gated ? ", sigmoid-gated" : ", weight 1") } ?? "none"),
             "expert activation: " + (activation == .clampedGLU ? "clamped GLU (α \(glu.alpha), limit \(glu.limit)), biased" : "SwiGLU, no biases"),
-            "dtype: " + checkpoint.dtypesRead.sorted().joined(separator: ", ") + " → float32",
+            "dtype: " + checkpoint.dtypesRead.sorted().joined(separator: ", ") + " → float32"
+                + (checkpoint.quantisation == .none ? "" : " (dequantised on import: \(checkpoint.quantisation.name))"),
         ]
         if !notes.isEmpty { summary.append("config values not applied: " + notes.joined(separator: "; ")) }
         return ImportedModel(model: model, tensors: ordered, summary: summary, ignored: ignoredLines(checkpoint, used: reader.used))
@@ -394,6 +390,7 @@ struct TensorReader {
 
     mutating func read(_ name: String, shape: [Int]) throws(ImportError) -> [Float] {
         used.insert(name)
+        if checkpoint.has("\(name)_scale_inv") { used.insert("\(name)_scale_inv") }
         return try checkpoint.read(name, shape: shape)
     }
 
@@ -435,10 +432,19 @@ struct TensorReader {
         }
         if naming.fusedIsGptOss {
             // [E, H, 2I] with gate at even and up at odd columns; [E, 2I] biases; [E, I, H] down.
-            let gateUp = try read(fusedName, shape: [count, hidden, 2 * width])
+            // MXFP4 checkpoints store the two matrices as blocks and scales of their transposes.
+            let downName = "\(block).experts.down_proj"
+            let gateUp: [Float], down: [Float]
+            if checkpoint.quantisation == .mxfp4, !checkpoint.has(fusedName) {
+                for base in [fusedName, downName] { used.formUnion(["\(base)_blocks", "\(base)_scales"]) }
+                gateUp = try checkpoint.readMXFP4(fusedName, experts: count, rows: 2 * width, columns: hidden)
+                down = try checkpoint.readMXFP4(downName, experts: count, rows: hidden, columns: width)
+            } else {
+                gateUp = try read(fusedName, shape: [count, hidden, 2 * width])
+                down = try read(downName, shape: [count, width, hidden])
+            }
             let gateUpBias = try read("\(fusedName)_bias", shape: [count, 2 * width])
-            let down = try read("\(block).experts.down_proj", shape: [count, width, hidden])
-            let downBias = try read("\(block).experts.down_proj_bias", shape: [count, hidden])
+            let downBias = try read("\(downName)_bias", shape: [count, hidden])
             for expert in 0..<count {
                 var w1 = [Float](repeating: 0, count: hidden * width), w3 = w1
                 let base = expert * hidden * 2 * width

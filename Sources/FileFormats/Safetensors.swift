@@ -39,6 +39,7 @@ public final class SafetensorsReader {
 
     public static let elementSizes: [String: Int] = [
         "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+        "F8_E4M3": 1, "F8_E5M2": 1,
     ]
 
     public init(path: String) throws(SafetensorsError) {
@@ -205,6 +206,26 @@ public final class SafetensorsReader {
                     return (0..<entry.elementCount).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
                 }
             }
+        } catch let error as SafetensorsError {
+            throw error
+        } catch {
+            throw SafetensorsError(path: path, tensor: name, problem: "cannot be read: \(error.localizedDescription)")
+        }
+    }
+
+    /// One tensor's raw bytes (any dtype), checking its expected shape first.
+    public func readBytes(_ name: String, shape expectedShape: [Int]) throws(SafetensorsError) -> [UInt8] {
+        guard let entry = entries[name] else { throw SafetensorsError(path: path, tensor: name, problem: "missing") }
+        guard entry.shape == expectedShape else {
+            throw SafetensorsError(path: path, tensor: name, problem: "shape is \(entry.shape), expected \(expectedShape)")
+        }
+        do {
+            try handle.seek(toOffset: dataStart + UInt64(entry.dataRange.lowerBound))
+            let data = try handle.read(upToCount: entry.dataRange.count) ?? Data()
+            guard data.count == entry.dataRange.count else {
+                throw SafetensorsError(path: path, tensor: name, problem: "file ends inside the tensor's data")
+            }
+            return [UInt8](data)
         } catch let error as SafetensorsError {
             throw error
         } catch {

@@ -5,7 +5,9 @@
 
 Each fixture is a tiny random-initialised model of one architecture, saved as transformers saves
 it (config.json + safetensors; one sharded, one in BF16, one in transformers 5's fused expert
-layout; Switch Transformers with its per-sequence capacity and dropped tokens), with `input.npy` (hidden states [tokens, hidden], float32), `expected.npy` (what
+layout; DeepSeek-V3 in block-scaled FP8 and GPT-OSS in MXFP4, quantised here and dequantised for
+the expected outputs by transformers' own functions; Switch Transformers with its per-sequence
+capacity and dropped tokens), with `input.npy` (hidden states [tokens, hidden], float32), `expected.npy` (what
 stacking each decoder layer's post_attention_layernorm and MLP gives: h <- h + mlp(norm(h)),
 computed by transformers' own modules in float32) and `routing.json` (each MoE layer's top-k
 expert choices per token, from the layer's own router module).
@@ -18,11 +20,15 @@ choice. The Swift test suite reads these files; it never runs Python.
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import torch
 import transformers as T
+from safetensors import safe_open
 from safetensors.torch import save_file
+from transformers.integrations.finegrained_fp8 import _dequantize_fp8_weight
+from transformers.integrations.mxfp4 import FP4_VALUES, convert_moe_packed_tensors
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf")
 TOKENS = 48          # divisible by 1, 2, 4 and 8 ranks
@@ -50,7 +56,92 @@ def configs():
                                            qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=8), "per-expert"),
         ("gpt_oss", T.GptOssConfig(**COMMON, intermediate_size=16, num_local_experts=8, num_experts_per_tok=2, head_dim=16,
                                    swiglu_limit=1.5), "per-expert"),
+        ("deepseek_v3_fp8", T.DeepseekV3Config(**COMMON, intermediate_size=40, moe_intermediate_size=16, n_routed_experts=16,
+                                               num_experts_per_tok=3, n_shared_experts=1, first_k_dense_replace=1, n_group=4, topk_group=2,
+                                               routed_scaling_factor=2.5, norm_topk_prob=True, kv_lora_rank=8, q_lora_rank=8,
+                                               qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=8), "fp8"),
+        ("gpt_oss_mxfp4", T.GptOssConfig(**COMMON, intermediate_size=32, num_local_experts=8, num_experts_per_tok=2, head_dim=16,
+                                         swiglu_limit=1.5), "mxfp4"),
     ]
+
+
+FP8_BLOCK = [16, 16]  # DeepSeek-V3 uses 128×128; smaller here so a matrix spans several blocks
+
+
+def quantise_fp8(weight):
+    """Block-scaled FP8 E4M3 as DeepSeek-V3 stores it: scale_inv = amax / 448 per block."""
+    rows, columns = weight.shape
+    scale_rows, scale_columns = -(-rows // FP8_BLOCK[0]), -(-columns // FP8_BLOCK[1])
+    scale_inv = torch.zeros(scale_rows, scale_columns)
+    quantised = torch.zeros_like(weight)
+    for i in range(scale_rows):
+        for j in range(scale_columns):
+            block = weight[i * FP8_BLOCK[0]:(i + 1) * FP8_BLOCK[0], j * FP8_BLOCK[1]:(j + 1) * FP8_BLOCK[1]]
+            scale = float(block.abs().max()) / 448 or 1.0
+            scale_inv[i, j] = scale
+            quantised[i * FP8_BLOCK[0]:(i + 1) * FP8_BLOCK[0], j * FP8_BLOCK[1]:(j + 1) * FP8_BLOCK[1]] = block / scale
+    return quantised.to(torch.float8_e4m3fn), scale_inv
+
+
+def quantise_mxfp4(weight):
+    """MXFP4 as GPT-OSS stores its experts: `weight` [E, in, out] is stored transposed,
+    [E, out, in/32, 16] bytes (two E2M1 codes each, low nibble first) and [E, out, in/32] E8M0
+    scales (2^(s−127)), the scale the smallest power of two that brings the block within ±6."""
+    transposed = weight.transpose(1, 2).contiguous()  # [E, rows, columns]
+    experts, rows, columns = transposed.shape
+    grouped = transposed.reshape(experts, rows, columns // 32, 32)
+    amax = grouped.abs().amax(dim=-1).clamp(min=1e-30)
+    exponent = torch.ceil(torch.log2(amax / 6)).clamp(-127, 127)
+    scaled = grouped / torch.pow(2.0, exponent).unsqueeze(-1)
+    values = torch.tensor(FP4_VALUES[:8])
+    magnitude = (scaled.abs().unsqueeze(-1) - values).abs().argmin(dim=-1)
+    codes = (magnitude + torch.where(scaled < 0, 8, 0)).to(torch.uint8)
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).contiguous()
+    scales = (exponent + 127).to(torch.uint8)
+    return blocks, scales
+
+
+def quantised_checkpoint(storage, source, target):
+    """Rewrites the float checkpoint in `source` as an fp8 or mxfp4 one in `target`; returns the
+    dequantised tensors (by checkpoint name), computed with transformers' own dequantisers."""
+    os.makedirs(target)
+    for name in os.listdir(source):
+        if not name.endswith(".safetensors"):
+            shutil.copy(os.path.join(source, name), target)
+    tensors, dequantised = {}, {}
+    with safe_open(os.path.join(source, "model.safetensors"), "pt") as file:
+        for name in file.keys():
+            tensor = file.get_tensor(name)
+            if storage == "fp8" and name.endswith("proj.weight") and ".mlp." in name:
+                weight, scale_inv = quantise_fp8(tensor)
+                tensors[name], tensors[name + "_scale_inv"] = weight, scale_inv
+                dequantised[name] = _dequantize_fp8_weight(weight, scale_inv, FP8_BLOCK, torch.float32)
+            elif storage == "mxfp4" and (name.endswith("experts.gate_up_proj") or name.endswith("experts.down_proj")):
+                blocks, scales = quantise_mxfp4(tensor)
+                tensors[name + "_blocks"], tensors[name + "_scales"] = blocks, scales
+                dequantised[name] = convert_moe_packed_tensors(blocks, scales, dtype=torch.float32)
+            else:
+                tensors[name] = tensor
+    save_file(tensors, os.path.join(target, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(target, "config.json")) as file:
+        config = json.load(file)
+    config["quantization_config"] = ({"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": FP8_BLOCK}
+                                     if storage == "fp8" else {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]})
+    with open(os.path.join(target, "config.json"), "w") as file:
+        json.dump(config, file, indent=2)
+    return dequantised
+
+
+def dequantised_model(config, source, dequantised):
+    """The model whose weights are the checkpoint in `source` with `dequantised` substituted."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name in os.listdir(source):
+            if not name.endswith(".safetensors"):
+                shutil.copy(os.path.join(source, name), folder)
+        with safe_open(os.path.join(source, "model.safetensors"), "pt") as file:
+            tensors = {name: dequantised.get(name, file.get_tensor(name)) for name in file.keys()}
+        save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+        return T.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
 SWITCH_SEQUENCE = 12  # tokens per sequence of the Switch fixture (its capacity is per sequence)
@@ -206,6 +297,12 @@ def main():
         if storage == "bf16":
             model = model.to(torch.bfloat16).float()   # the values a BF16 checkpoint holds, computed in float32
         directory = os.path.join(ROOT, name)
+        if storage in ("fp8", "mxfp4"):
+            # Quantise the saved checkpoint; the expected outputs use transformers' dequantisation of it.
+            with tempfile.TemporaryDirectory() as folder:
+                model.save_pretrained(folder)
+                dequantised = quantised_checkpoint(storage, folder, directory)
+                model = dequantised_model(config, folder, dequantised)
         with torch.no_grad():
             generator = torch.Generator().manual_seed(200 + index)
             candidates = torch.randn(CANDIDATES, config.hidden_size, generator=generator)
@@ -216,7 +313,9 @@ def main():
             hidden = candidates[chosen].contiguous()
             expected, choices, gaps = run_layers(name, model, hidden)
             smallest = min(float(g.min()) for g in gaps)
-        if storage == "bf16":
+        if storage in ("fp8", "mxfp4"):
+            pass  # written above
+        elif storage == "bf16":
             model.to(torch.bfloat16).save_pretrained(directory)
         elif storage == "sharded":
             model.save_pretrained(directory, max_shard_size="60KB")

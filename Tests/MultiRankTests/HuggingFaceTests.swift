@@ -6,7 +6,8 @@ import Testing
 /// The Hugging Face fixtures (Tests/Fixtures/make_hf.py writes them with transformers): each
 /// holds a tiny checkpoint, `input.npy`, `expected.npy` (transformers' output of the stacked FFN
 /// halves) and `routing.json` (each MoE layer's top-k choices per token).
-let huggingFaceFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "switch_transformers"]
+let huggingFaceFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "switch_transformers",
+                           "deepseek_v3_fp8", "gpt_oss_mxfp4"]
 
 /// `--sequence-length S` for fixtures whose capacity is per sequence (Switch), else nothing.
 func sequenceArguments(_ name: String) throws -> [String] {
@@ -220,8 +221,16 @@ struct HuggingFaceImportErrorTests {
         }
         try expectRefused(checkpoint, scratch: scratch, ["model.layers.0.mlp.experts.3.up_proj.weight", "dtype I16", "F32, BF16, F16"])
         let quantised = try copyFixture("mixtral", into: scratch)
+        try editConfig(quantised) { $0["quantization_config"] = ["quant_method": "gptq"] }
+        try expectRefused(quantised, scratch: scratch, ["quantization_config", "quantisation method 'gptq' is not supported"])
         try editConfig(quantised) { $0["quantization_config"] = ["quant_method": "mxfp4"] }
-        try expectRefused(quantised, scratch: scratch, ["quantization_config", "'mxfp4' is not supported"])
+        try expectRefused(quantised, scratch: scratch, ["quantization_config", "MXFP4 checkpoints of mixtral are not supported"])
+        // An FP8 weight whose block scales are missing.
+        let fp8 = try copyFixture("deepseek_v3_fp8", into: scratch)
+        try editSafetensorsHeader("\(fp8)/model.safetensors") { header in
+            header["renamed_scales"] = header.removeValue(forKey: "model.layers.2.mlp.experts.7.up_proj.weight_scale_inv")
+        }
+        try expectRefused(fp8, scratch: scratch, ["model.layers.2.mlp.experts.7.up_proj.weight_scale_inv", "FP8 scales", "missing", "[1, 2]"])
     }
 
     @Test("a truncated shard and an index naming a missing shard are refused")
