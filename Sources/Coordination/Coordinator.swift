@@ -60,6 +60,8 @@ package final class Coordinator {
     package let policy: CapacityPolicy
     private let world: Communicator
     private let experts: [Int]
+    /// Per layer, what the statistics do not count (a dense layer, a shared expert); "" otherwise.
+    private let layerNotes: [String]
     private var planner: CapacityPlanner
     package private(set) var accumulator = StatisticsAccumulator()
     private let statsPath: String?
@@ -86,6 +88,11 @@ package final class Coordinator {
         self.root = root
         self.policy = policy
         experts = model.layers.map(\.experts)
+        layerNotes = model.layers.map { layer in
+            if layer.dense { return " — dense layer, nothing routed" }
+            if layer.sharedDFF > 0 { return " — plus a shared expert on every token (not in the routes)" }
+            return ""
+        }
         planner = CapacityPlanner(policy: policy, layers: model.layers)
         plan = .configured(layers: model.layers.count)
         self.statsPath = statsPath
@@ -180,6 +187,6 @@ package final class Coordinator {
                 throw CoordinatorError(message: "cannot rename the stats log into \(statsPath): \(String(cString: strerror(errno)))", reportingRank: root)
             }
         }
-        return accumulator.summary(policy: policy.name)
+        return accumulator.summary(policy: policy.name, notes: layerNotes)
     }
 }

@@ -132,13 +132,14 @@ package struct StatisticsAccumulator: Sendable {
         return lines.joined(separator: "\n")
     }
 
-    /// Final summary lines.
-    package func summary(policy: String) -> [String] {
+    /// Final summary lines; `notes[l]` is appended to layer l's line.
+    package func summary(policy: String, notes: [String] = []) -> [String] {
         var lines = ["statistics over \(steps) step\(steps == 1 ? "" : "s"), policy \(policy): layer, routes, dropped, drop rate, mean imbalance, mean slots per step, dispatch MiB"]
         for index in routes.indices {
             lines.append(String(format: "  layer %d: %d routes, %d dropped (%.2f%%), imbalance %.2f, slots %.0f, %.2f MiB",
                                 index, routes[index], dropped[index], 100 * dropRate[index], imbalanceSum[index] / Double(max(1, steps)),
-                                Double(slots[index]) / Double(max(1, steps)), Double(bytes[index]) / 1_048_576))
+                                Double(slots[index]) / Double(max(1, steps)), Double(bytes[index]) / 1_048_576)
+                         + (index < notes.count ? notes[index] : ""))
         }
         let allRoutes = routes.reduce(0, +), allDropped = dropped.reduce(0, +)
         lines.append(String(format: "  all layers: %.2f%% of %d routes dropped", allRoutes == 0 ? 0 : 100 * Double(allDropped) / Double(allRoutes), allRoutes))

@@ -69,5 +69,18 @@ struct BenchmarkTests {
         let rows = try #require(try readJSONObject(scratch.file("k.json"))["rows"] as? [[String: Any]])
         #expect(rows.count == 1 && (rows[0]["pack_gb_per_s"] as? Double ?? 0) > 0 && (rows[0]["memcpy_gb_per_s"] as? Double ?? 0) > 0)
     }
+
+    @Test("layer --model: every distinct layer of an imported model, dense and shared included, against its GEMMs")
+    func layerOfImportedModel() throws {
+        let scratch = try ScratchDirectory()
+        let imported = try importFixture("qwen2_moe", into: scratch)
+        let job = try runMPI(ranks: 2, ["layer", "--model", imported.model, "--tokens", "32", "--warmup", "0", "--repetitions", "2",
+                                        "--json", scratch.file("l.json")], executable: benchExecutable)
+        try #require(job.mpirunStatus == 0, "\(job)")
+        let rows = try #require(try readJSONObject(scratch.file("l.json"))["rows"] as? [[String: Any]])
+        #expect(rows.map { $0["layer"] as? String } == ["layer 0 ×2 top-2+shared", "layer 1 dense"], "\(rows)")
+        #expect(rows.map { "\($0["experts"] ?? "")" } == ["8", "dense"], "\(rows)")
+        for row in rows { #expect((row["gemm_ms"] as? Double ?? 0) > 0 && (row["dense_ms"] as? Double ?? 0) > 0, "\(row)") }
+    }
 }
 }

@@ -93,6 +93,46 @@ struct HuggingFaceTests {
         }
     }
 
+    @Test("imported models keep working with replica groups, capacity policies, plan caching and the coordinator's statistics")
+    func runtimeFeatures() throws {
+        let scratch = try ScratchDirectory()
+        // Mixtral's 8 experts on 12 ranks: a replica group of 8 and an uneven one of 4.
+        let mixtral = try importFixture("mixtral", into: scratch)
+        let replicas = try runMPI(ranks: 12, ["run", "--model", mixtral.model, "--weights", mixtral.weights, "--input", "Tests/Fixtures/hf/mixtral/input.npy",
+                                              "--steps", "1", "--exchange", "all", "--output", scratch.file("replicas.npy")])
+        try #require(replicas.mpirunStatus == 0, "\(replicas)")
+        #expect(replicas.ranks[0].stdout.contains("1 replica groups of 8 ranks and one of 4"), "\(replicas)")
+        expectWithinImportBound(try #require(try NpyArray.load(path: scratch.file("replicas.npy")).float32Values),
+                                try #require(try NpyArray.load(path: "\(repositoryRoot)/Tests/Fixtures/hf/mixtral/expected.npy").float32Values),
+                                "mixtral on 12 ranks")
+        // Qwen2-MoE (dense layer, shared experts; dropless): adaptive capacity and observed plan caching change nothing.
+        let qwen = try importFixture("qwen2_moe", into: scratch)
+        let stats = scratch.file("stats.jsonl")
+        let cached = try runMPI(ranks: 4, ["run", "--model", qwen.model, "--weights", qwen.weights, "--input", "Tests/Fixtures/hf/qwen2_moe/input.npy",
+                                           "--steps", "3", "--policy", "adaptive-factor", "--plan-cache", "observed", "--stats", stats,
+                                           "--stats-every", "1", "--output", scratch.file("cached.npy")])
+        try #require(cached.mpirunStatus == 0, "\(cached)")
+        #expect(cached.ranks[0].stdout.contains("plan cache: "), "\(cached)")
+        expectWithinImportBound(try #require(try NpyArray.load(path: scratch.file("cached.npy")).float32Values),
+                                try #require(try NpyArray.load(path: "\(repositoryRoot)/Tests/Fixtures/hf/qwen2_moe/expected.npy").float32Values),
+                                "qwen2_moe with a capacity policy and plan caching")
+        let log = try String(contentsOfFile: stats, encoding: .utf8).split(separator: "\n")
+        #expect(log.count >= 3, "one statistics record per step")
+        // Switch (drops): the reallocate policy and capacity-mode plan caching equal the reference replaying the same plans.
+        let switchModel = try importFixture("switch_transformers", into: scratch)
+        let common = ["--model", switchModel.model, "--weights", switchModel.weights, "--input", "Tests/Fixtures/hf/switch_transformers/input.npy",
+                      "--sequence-length", "12", "--steps", "3", "--policy", "reallocate"]
+        let dropping = try runMPI(ranks: 4, ["run"] + common + ["--plan-cache", "capacity", "--exchange", "all", "--output", scratch.file("switch.npy"),
+                                                              "--routing-output", scratch.file("switch.json")])
+        try #require(dropping.mpirunStatus == 0, "\(dropping)")
+        let reference = try runMoe(["reference"] + common + ["--ranks", "4", "--output", scratch.file("switch-ref.npy"),
+                                                            "--routing-output", scratch.file("switch-ref.json")])
+        try #require(reference.status == 0, "\(reference.stderr)")
+        #expect(try routingDecisions(scratch.file("switch.json")) == routingDecisions(scratch.file("switch-ref.json")))
+        expectClose(try #require(try NpyArray.load(path: scratch.file("switch.npy")).float32Values),
+                    try #require(try NpyArray.load(path: scratch.file("switch-ref.npy")).float32Values), "switch with reallocate")
+    }
+
     @Test("Switch Transformers: capacity per sequence; a token count that is not whole sequences is refused")
     func switchSequences() throws {
         let scratch = try ScratchDirectory()

@@ -88,7 +88,9 @@ func runMPI(ranks: Int, _ arguments: [String], timeoutSeconds: Int = 120, extraM
 
     let ranksDirectory = directory + "/ranks/1"
     let outputs = (0..<ranks).map { rank -> RankOutput in
-        let read = { (name: String) in (try? String(contentsOfFile: "\(ranksDirectory)/rank.\(rank)/\(name)", encoding: .utf8)) ?? "" }
+        // OpenMPI pads rank numbers to the width of the largest one (rank.00 … rank.11 for 12 ranks).
+        let label = String(repeating: "0", count: max(0, String(ranks - 1).count - String(rank).count)) + String(rank)
+        let read = { (name: String) in (try? String(contentsOfFile: "\(ranksDirectory)/rank.\(label)/\(name)", encoding: .utf8)) ?? "" }
         var stdout = read("stdout")
         var exitStatus: Int32?
         if let marker = stdout.range(of: "@@rank-exit-status ", options: .backwards) {
