@@ -1,4 +1,4 @@
-import Glibc
+import Foundation
 import ArgumentParsing
 import CheckpointImport
 import FileFormats
@@ -37,28 +37,65 @@ struct ImportCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        let modelPath = "\(outputDirectory)/model.json"
-        let weightsPath = "\(outputDirectory)/weights.safetensors"
         let kind = FileKind.of(outputDirectory)
         guard kind == .directory || kind == .missing else {
             throw JobFailure(message: "--output \(outputDirectory): exists and is \(kind.phrase), not a folder", reportingRank: 0)
         }
         do {
-            // Everything is read, converted and checked in memory first; files are written last.
+            // Everything is read, converted and checked in memory first; then both files are
+            // written into a staging folder beside OUT_DIR and moved in by rename.
             let checkpoint = try HuggingFaceCheckpoint(directory: checkpointPath)
             let imported = try HuggingFaceImport.run(checkpoint)
             for line in imported.summary { print(line) }
             for line in imported.ignored { print(line) }
-            if kind == .missing, mkdir(outputDirectory, 0o777) != 0 {
-                throw ImportError("--output \(outputDirectory): cannot be created: \(String(cString: strerror(errno)))")
-            }
             let parameters = imported.tensors.reduce(0) { $0 + $1.values.count }
-            try SafetensorsWriter.write(imported.tensors, metadata: ["format": "swiftmoe", "model": imported.model.name,
-                                                                    "source": imported.model.origin ?? ""], to: weightsPath)
-            try AtomicFileWriter.write(imported.model.document().serialized() + "\n", to: modelPath)
-            print("wrote \(modelPath) and \(weightsPath): \(imported.tensors.count) tensors, \(parameters) parameters")
+            try Self.publish(into: outputDirectory, exists: kind == .directory) { staging throws in
+                try SafetensorsWriter.write(imported.tensors, metadata: ["format": "swiftmoe", "model": imported.model.name,
+                                                                        "source": imported.model.origin ?? ""], to: "\(staging)/weights.safetensors")
+                try AtomicFileWriter.write(imported.model.document().serialized() + "\n", to: "\(staging)/model.json")
+            }
+            print("wrote \(outputDirectory)/model.json and \(outputDirectory)/weights.safetensors: \(imported.tensors.count) tensors, \(parameters) parameters")
         } catch {
             throw JobFailure(message: "\(error)", reportingRank: 0)
+        }
+    }
+
+    /// Runs `write` on a staging folder `.NAME.partial-PID` beside `directory`, then moves its
+    /// files in: the whole staging folder by one rename when `directory` does not exist, else
+    /// each file by rename (replacing files of the same name). On any failure the staging folder
+    /// is removed and `directory` is untouched.
+    static func publish(into directory: String, exists: Bool, _ write: (String) throws -> Void) throws {
+        let trimmed = directory.hasSuffix("/") && directory.count > 1 ? String(directory.dropLast()) : directory
+        let parent = trimmed.contains("/") ? String(trimmed[..<trimmed.lastIndex(of: "/")!]) : "."
+        let name = trimmed.split(separator: "/").last.map(String.init) ?? trimmed
+        let staging = "\(parent.isEmpty ? "/" : parent)/.\(name).partial-\(getpid())"
+        func removeStaging() {
+            if let entries = try? FileManager.default.contentsOfDirectory(atPath: staging) {
+                for entry in entries { unlink("\(staging)/\(entry)") }
+            }
+            rmdir(staging)
+        }
+        removeStaging()
+        guard mkdir(staging, 0o777) == 0 else {
+            throw ImportError("--output \(directory): cannot create \(staging): \(String(cString: strerror(errno)))")
+        }
+        do {
+            try write(staging)
+            if !exists {
+                guard rename(staging, trimmed) == 0 else {
+                    throw ImportError("--output \(directory): cannot be created: \(String(cString: strerror(errno)))")
+                }
+                return
+            }
+            for file in try FileManager.default.contentsOfDirectory(atPath: staging).sorted() {
+                guard rename("\(staging)/\(file)", "\(trimmed)/\(file)") == 0 else {
+                    throw ImportError("--output \(directory)/\(file): cannot be written: \(String(cString: strerror(errno)))")
+                }
+            }
+            removeStaging()
+        } catch {
+            removeStaging()
+            throw error
         }
     }
 }

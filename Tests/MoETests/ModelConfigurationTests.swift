@@ -115,6 +115,13 @@ struct ModelConfigurationTests {
             #expect(names.contains(name), "\(name) missing")
         }
         #expect(!names.contains("layers.0.gate.weight") && !names.contains("layers.0.norm.shift"))
+        let plain = try parse(#"{"d_model": 8, "d_ff": 6, "norm": "none", "activation": "swiglu", "layers": [{"experts": 2, "top_k": 1}]}"#)
+        #expect(!ModelWeights.tensorShapes(plain).contains { $0.name.contains("norm") }, "no norm, no norm tensors")
+        let weights = try ModelWeights.load(plain, heldExperts: { _ in 0..<2 }, seed: 1, file: nil)
+        let x: [Float] = [1, -2, 3, 4, 5, 6, 7, 8]
+        var y = [Float](repeating: 0, count: 8)
+        x.withUnsafeBufferPointer { input in y.withUnsafeMutableBufferPointer { weights[0].norm.apply(input.baseAddress!, rows: 1, width: 8, into: $0.baseAddress!) } }
+        #expect(y == x, "norm none passes the hidden state through")
         var again = try ModelConfiguration.parse(Array(model.document().serialized().utf8), path: "m.json")
         again.name = model.name
         #expect(again == model)
