@@ -186,30 +186,20 @@ public final class SafetensorsReader {
         if let expectedShape, entry.shape != expectedShape {
             throw SafetensorsError(path: path, tensor: name, problem: "shape is \(entry.shape), expected \(expectedShape)")
         }
-        do {
-            try handle.seek(toOffset: dataStart + UInt64(entry.dataRange.lowerBound))
-            let data = try handle.read(upToCount: entry.dataRange.count) ?? Data()
-            guard data.count == entry.dataRange.count else {
-                throw SafetensorsError(path: path, tensor: name, problem: "file ends inside the tensor's data")
-            }
-            return data.withUnsafeBytes { raw in
-                switch entry.dtype {
-                case "BF16":
-                    return (0..<entry.elementCount).map {
-                        Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) << 16)
-                    }
-                case "F16":
-                    return (0..<entry.elementCount).map {
-                        Self.widenHalf(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))
-                    }
-                default:
-                    return (0..<entry.elementCount).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+        let data = try bytes(of: name, entry)
+        return data.withUnsafeBytes { raw in
+            switch entry.dtype {
+            case "BF16":
+                return (0..<entry.elementCount).map {
+                    Float(bitPattern: UInt32(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) << 16)
                 }
+            case "F16":
+                return (0..<entry.elementCount).map {
+                    Self.widenHalf(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)))
+                }
+            default:
+                return (0..<entry.elementCount).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
             }
-        } catch let error as SafetensorsError {
-            throw error
-        } catch {
-            throw SafetensorsError(path: path, tensor: name, problem: "cannot be read: \(error.localizedDescription)")
         }
     }
 
@@ -219,13 +209,18 @@ public final class SafetensorsReader {
         guard entry.shape == expectedShape else {
             throw SafetensorsError(path: path, tensor: name, problem: "shape is \(entry.shape), expected \(expectedShape)")
         }
+        return [UInt8](try bytes(of: name, entry))
+    }
+
+    /// The byte range of one entry, read with a seek.
+    private func bytes(of name: String, _ entry: SafetensorsEntry) throws(SafetensorsError) -> Data {
         do {
             try handle.seek(toOffset: dataStart + UInt64(entry.dataRange.lowerBound))
             let data = try handle.read(upToCount: entry.dataRange.count) ?? Data()
             guard data.count == entry.dataRange.count else {
                 throw SafetensorsError(path: path, tensor: name, problem: "file ends inside the tensor's data")
             }
-            return [UInt8](data)
+            return data
         } catch let error as SafetensorsError {
             throw error
         } catch {

@@ -37,25 +37,28 @@ package enum Router {
             }
             var sum = 0.0
             for expert in 0..<experts { sum += Double(expf(row[expert] - maximum)) }
-            // Top-k by insertion: `best` holds the k best so far, best first; a later expert
-            // enters only if strictly greater, so among equal logits the lower index wins.
             var filled = 0
-            for expert in 0..<experts {
-                let value = row[expert]
-                var position = filled
-                while position > 0 && row[best[position - 1]] < value { position -= 1 }
-                guard position < k else { continue }
-                var move = min(filled, k - 1)
-                while move > position { best[move] = best[move - 1]; move -= 1 }
-                best[position] = expert
-                filled = min(filled + 1, k)
-            }
+            for expert in 0..<experts { insertTopK(expert, keys: row, best: &best, filled: &filled, k: k) }
             for r in 0..<k {
                 choice[r * tokenCount + token] = best[r]
                 probability[r * tokenCount + token] = Float(Double(expf(row[best[r]] - maximum)) / sum)
             }
         }
         return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan)
+    }
+
+    /// Top-k by insertion: `best[0..<filled]` holds the best experts so far, best first; a later
+    /// expert enters only if its key is strictly greater, so among equal keys the lower index wins.
+    @inline(__always)
+    static func insertTopK(_ expert: Int, keys: UnsafePointer<Float>, best: inout [Int], filled: inout Int, k: Int) {
+        let value = keys[expert]
+        var position = filled
+        while position > 0 && keys[best[position - 1]] < value { position -= 1 }
+        guard position < k else { return }
+        var move = min(filled, k - 1)
+        while move > position { best[move] = best[move - 1]; move -= 1 }
+        best[position] = expert
+        filled = min(filled + 1, k)
     }
 
     /// The general rule (`docs/ROUTING.md` §1–3), per token:
@@ -119,15 +122,10 @@ package enum Router {
                 for expert in 0..<experts { allowed[expert] = kept.contains(expert / size) }
             }
             var filled = 0
-            for expert in 0..<experts where allowed[expert] {
-                let value = keys[expert]
-                var position = filled
-                while position > 0 && keys[best[position - 1]] < value { position -= 1 }
-                guard position < k else { continue }
-                var move = min(filled, k - 1)
-                while move > position { best[move] = best[move - 1]; move -= 1 }
-                best[position] = expert
-                filled = min(filled + 1, k)
+            keys.withUnsafeBufferPointer { keys in
+                for expert in 0..<experts where allowed[expert] {
+                    insertTopK(expert, keys: keys.baseAddress!, best: &best, filled: &filled, k: k)
+                }
             }
             precondition(filled == k, "the layer's validation guarantees k experts in the allowed groups")
             if rule.score == .softmaxOfChosen {
