@@ -160,9 +160,15 @@ extension JobContext {
 
     /// Sets OpenBLAS's threads for this rank — `requested`, else cores / ranks on this host (at
     /// least 1) — and returns them with the ranks on this host. Collective over the world.
+    /// Under Slurm, the CPUs the allocation gives each task (`--cpus-per-task`, exported by
+    /// srun and sbatch as `SLURM_CPUS_PER_TASK`); nil outside Slurm or when unset.
+    static var slurmCPUsPerTask: Int? {
+        ProcessInfo.processInfo.environment["SLURM_CPUS_PER_TASK"].flatMap(Int.init).flatMap { $0 >= 1 ? $0 : nil }
+    }
+
     package func configureBLASThreads(requested: Int?) throws -> (threads: Int, localRanks: Int) {
         let localRanks = try world().splitBySharedMemory().size
-        let threads = requested ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
+        let threads = requested ?? Self.slurmCPUsPerTask ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
         BLAS.setThreadCount(threads)
         return (threads, localRanks)
     }

@@ -22,7 +22,7 @@ package enum TopologyOptions {
 /// `--blas-threads N`, shared by the commands that run GEMMs (`JobContext.configureBLASThreads`).
 package enum BLASThreadOptions {
     package static let blasThreads = TypedOption<Int?>.integer(
-        "blas-threads", in: 1...1024, "OpenBLAS threads per rank (default: cores / ranks on this host, at least 1)")
+        "blas-threads", in: 1...1024, "OpenBLAS threads per rank (default: Slurm's --cpus-per-task, else cores / ranks on this host, at least 1)")
     package static let specs = [blasThreads.spec]
 }
 

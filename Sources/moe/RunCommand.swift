@@ -160,6 +160,10 @@ struct RunCommand: JobCommand {
         var lastBatch: TokenBatch?
         var lastPlans: [RoutingPlan] = []
         var fileBatch: TokenBatch?
+        // SIGTERM (Slurm's time limit, scancel, mpirun passing one on) ends the run after the
+        // step in flight: every rank agrees at the step's end, the outputs hold that step.
+        TerminationSignal.install()
+        var stopped: (signal: Int32, afterStep: Int)?
         for algorithm in algorithms {
             let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world, drift: capacity.drift,
                                                    planCache: planCache) {
@@ -180,6 +184,7 @@ struct RunCommand: JobCommand {
             var totalSeconds = 0.0
             var keptRoutes = 0
             var droppedRoutes = 0
+            var completedSteps = 0
             for step in 0..<steps {
                 watchdog?.beacon.enter(step: step, layer: 0, phase: "reading inputs")
                 testingAids.killIfDue(step: step, rank: here)
@@ -245,11 +250,17 @@ struct RunCommand: JobCommand {
                     ("dropped_routes_by_layer", .array(droppedByLayer.map { .number(Double($0)) })),
                     ("dispatch_bytes_by_layer", .array(bytesByLayer.map { .number(Double($0)) })),
                 ])) }
-                if step == steps - 1 { lastBatch = batch; lastPlans = result.plans }
+                completedSteps = step + 1
                 if step == 0 && algorithm == algorithms[0] { memoryAfterFirstStep = Self.residentMebibytes() }
+                let signal = try world.allReduce(TerminationSignal.pending, .maximum)
+                if step == steps - 1 || signal != 0 { lastBatch = batch; lastPlans = result.plans }
+                if signal != 0 {
+                    stopped = (signal, step + 1)
+                    break
+                }
             }
             // The exchange algorithm must never change the numbers.
-            if let referenceOutput, let lastBatch {
+            if stopped == nil, let referenceOutput, let lastBatch {
                 let same = lastBatch.hidden.withUnsafeBytes { a in referenceOutput.withUnsafeBytes { b in a.elementsEqual(b) } }
                 if let differing = try world.lowestFailingRank(failed: !same) {
                     throw JobFailure(message: "exchange \(algorithm.rawValue) produced other outputs than \(algorithms[0].rawValue) on rank \(differing)", reportingRank: 0)
@@ -265,31 +276,37 @@ struct RunCommand: JobCommand {
                 if here == 0 {
                     let perExchange = sums[2] > 0 ? sums[3] / sums[2] : 0  // mean seconds of one count exchange on one rank
                     let hitsPerRank = sums[0] / Double(ranks)
-                    print("[\(algorithm.rawValue)] plan cache: \(Int(hitsPerRank)) hits, \(Int(sums[1] / Double(ranks))) misses of \(configuration.layers.count * steps) layer-steps; "
+                    print("[\(algorithm.rawValue)] plan cache: \(Int(hitsPerRank)) hits, \(Int(sums[1] / Double(ranks))) misses of \(configuration.layers.count * completedSteps) layer-steps; "
                           + "count exchange avoided \(Int(hitsPerRank)) times, ≈ \(Self.milliseconds(hitsPerRank * perExchange)) ms saved "
                           + "(mean count exchange \(String(format: "%.1f", perExchange * 1e6)) µs); padding sent \(String(format: "%.2f", sums[4] / 1_048_576)) MiB")
                 }
             }
             if here == 0 {
                 let routes = keptRoutes + droppedRoutes
-                print("[\(algorithm.rawValue)] summary: \(plural(steps, "step")), \(Self.rate(Double(totalTokens) / totalSeconds)) tokens/s, mean step \(Self.milliseconds(totalSeconds / Double(steps))) ms; time share: " +
+                print("[\(algorithm.rawValue)] summary: \(plural(completedSteps, "step")), \(Self.rate(Double(totalTokens) / totalSeconds)) tokens/s, mean step \(Self.milliseconds(totalSeconds / Double(completedSteps))) ms; time share: " +
                       zip(PhaseTimes.names, totals.values).filter { $0.0 != "dense" || hasLocalFFNs }.map { "\($0) \(Self.percent($1, of: totals.total))" }.joined(separator: ", ") +
                       "; dropped \(Self.percent(droppedRoutes, of: routes)) of \(routes) routes")
             }
             reportRuns.append(.object([("exchange", .string(algorithm.rawValue)), ("steps", .array(stepReports)),
                                        ("tokens_per_second", .number(Double(totalTokens) / totalSeconds))]))
+            if stopped != nil { break }
         }
-        if algorithms.count > 1, here == 0 {
+        if algorithms.count > 1, stopped == nil, here == 0 {
             print("outputs identical across exchanges: \(algorithms.map(\.rawValue).joined(separator: ", "))")
         }
         let memory = try world.allReduce([memoryAfterFirstStep, Self.residentMebibytes(), Self.peakResidentMebibytes()], .maximum)
         if here == 0 {
-            print((steps > 1 ? String(format: "memory: resident %.1f MiB after step 1, %.1f MiB after step %d", memory[0], memory[1], steps)
+            let lastStep = stopped?.afterStep ?? steps
+            print((lastStep > 1 ? String(format: "memory: resident %.1f MiB after step 1, %.1f MiB after step %d", memory[0], memory[1], lastStep)
                              : String(format: "memory: resident %.1f MiB after the step", memory[0]))
                   + String(format: ", peak %.1f MiB (largest rank)", memory[2]))
         }
         try writeOutputs(context: context, world: world, configuration: configuration, batch: lastBatch!, plans: lastPlans,
                          runs: reportRuns, topology: topology, threads: threads)
+        if let stopped {
+            throw JobFailure(message: "stopped by \(TerminationSignal.name(stopped.signal)) after step \(stopped.afterStep) of \(steps); the outputs hold step \(stopped.afterStep)",
+                             reportingRank: 0, exitCode: 128 + stopped.signal)
+        }
     }
 
     private func writeOutputs(
