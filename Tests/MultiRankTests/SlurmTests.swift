@@ -19,7 +19,7 @@ private func slurm(_ arguments: [String]) throws -> (status: Int32, output: Stri
 
 /// Submits `Launch/slurm/moe.sbatch MOE-ARGS` on 2 nodes × 2 tasks; returns the job id.
 private func submit(_ moeArguments: [String], wait: Bool, name: String) throws -> (id: String, output: String) {
-    let result = try slurm(["sbatch", "--parsable", "--nodes", "2", "--ntasks-per-node", "2", "--output", "\(slurmJobs)/\(name).out",
+    let result = try slurm(["sbatch", "--parsable", "--nodes", "2", "--ntasks-per-node", "2", "--chdir", slurmJobs, "--output", "\(slurmJobs)/\(name).out",
                             "--error", "\(slurmJobs)/\(name).err", "--export", "ALL,MOE=\(moeExecutable)"] + (wait ? ["--wait"] : [])
                            + ["\(repositoryRoot)/Launch/slurm/moe.sbatch"] + moeArguments)
     let id = result.output.split(separator: "\n").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
@@ -45,7 +45,7 @@ extension MultiRankTests {
 @Suite("Under Slurm: sbatch and srun on a Slurm cluster of namespace nodes", .serialized,
        .enabled(if: slurmAvailable, "needs root, network namespaces and slurm-wlm (Launch/test installs it as root)"))
 struct SlurmTests {
-    @Test("sbatch exchange-check and run (equal to the reference), srun directly, scancel mid-run: clean stop, outputs intact, the exit code is moe's")
+    @Test("sbatch exchange-check and run (equal to the reference), srun directly, mpirun inside an allocation, scancel mid-run: clean stop, outputs intact, the exit code is moe's")
     func slurmCluster() throws {
         _ = try simCluster(["down"])
         defer {
@@ -70,10 +70,12 @@ struct SlurmTests {
         let report = try readJSONObject("\(slurmJobs)/check.json")
         #expect(report["passed"] as? Bool == true && report["nodes"] as? Int == 2, "\(check.output)")
 
-        // 2. A batch job of moe run, compared with the single-process reference of the same job.
+        // 2. A batch job of moe run, compared with the single-process reference of the same job;
+        //    relative paths land in the job's working folder (--chdir).
         let model = "\(repositoryRoot)/Models/test-gelu.json"
-        let run = try submit(["run", "--model", model, "--tokens-per-rank", "21", "--steps", "2", "--quiet", "--output", "\(slurmJobs)/run.npy",
-                              "--routing-output", "\(slurmJobs)/run.json"], wait: true, name: "run")
+        let run = try submit(["run", "--model", model, "--tokens-per-rank", "21", "--steps", "2", "--quiet", "--output", "run.npy",
+                              "--routing-output", "run.json", "--stats", "run-stats.jsonl"], wait: true, name: "run")
+        #expect(FileManager.default.fileExists(atPath: "\(slurmJobs)/run-stats.jsonl"), "the stats log is in the job's working folder")
         #expect(run.output.contains("moe exited with status 0"), "\(run.output)")
         let scratch = try ScratchDirectory()
         let reference = try runMoe(["reference", "--model", model, "--tokens-per-rank", "21", "--steps", "2", "--ranks", "4",
@@ -88,6 +90,10 @@ struct SlurmTests {
         #expect(direct.status == 0 && direct.output.contains("exchange check passed"), "\(direct.output)")
         let usage = try slurm(["srun", "--nodes", "2", "--ntasks-per-node", "1", moeExecutable, "run", "--steps", "0"])
         #expect(usage.status == 2, "srun's exit code is moe's: \(usage.status)\n\(usage.output)")
+
+        // mpirun inside an allocation: it starts its daemons through Slurm and places the ranks on the allocation's nodes.
+        let inside = try slurm(["salloc", "--nodes", "2", "--ntasks-per-node", "2", "mpirun", "--bind-to", "none", moeExecutable, "topology"])
+        #expect(inside.status == 0 && inside.output.contains("smoe-node0: ranks 0, 1") && inside.output.contains("smoe-node1: ranks 2, 3"), "\(inside.output)")
 
         // 4. scancel --signal=TERM mid-run (what --signal=TERM@T and mpirun forwarding deliver):
         //    every rank finishes its step, writes the outputs and exits 143; the job's exit code is 143.
