@@ -187,6 +187,12 @@ package final class Coordinator {
                 throw CoordinatorError(message: "cannot rename the stats log into \(statsPath): \(String(cString: strerror(errno)))", reportingRank: root)
             }
         }
-        return accumulator.summary(policy: policy.name, notes: layerNotes)
+        var lines = accumulator.summary(policy: policy.name, notes: layerNotes)
+        if case .dynamoe = policy {
+            lines.append("  dynamoe: capacity factor per layer now " + planner.dynamicFactors.map { String(format: "%.2f", $0) }.joined(separator: ", ")
+                         + "; buffer resizes (DynaMoE's recompilations) per layer " + planner.resizes.map(String.init).joined(separator: ", ")
+                         + ", \(planner.resizes.reduce(0, +)) in all")
+        }
+        return lines
     }
 }

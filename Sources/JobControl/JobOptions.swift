@@ -29,17 +29,17 @@ package enum BLASThreadOptions {
 /// Options of the capacity policy and the drifting workload, shared by `moe run` and `moe
 /// reference` (which replays the policy's plans).
 package enum CapacityOptions {
-    package enum PolicyName: String, CaseIterable, Sendable { case `static`, adaptiveFactor = "adaptive-factor", reallocate }
+    package enum PolicyName: String, CaseIterable, Sendable { case `static`, adaptiveFactor = "adaptive-factor", reallocate, dynamoe }
 
     package static let policy = TypedOption<PolicyName>.choice(
-        "policy", "NAME", default: .static, "capacity policy between steps: static, adaptive-factor, reallocate (docs/CAPACITY.md)")
+        "policy", "NAME", default: .static, "capacity policy between steps: static, adaptive-factor, reallocate, dynamoe (docs/CAPACITY.md)")
     package static let targetDropRate = TypedOption<Double>.number("target-drop-rate", "R", default: 0.01, in: 0...1,
                                                                   "adaptive-factor: drop rate to stay under")
     package static let window = TypedOption<Int>.integer("window", "STEPS", default: 4, in: 1...10_000, "adaptive-factor: steps of history")
     package static let floor = TypedOption<Double>.number("floor", "F", default: 0.25, in: 0...1,
                                                          "reallocate: each expert keeps at least this share of the uniform capacity")
     package static let smoothing = TypedOption<Double>.number("smoothing", "A", default: 0.5, in: 0.000001...1,
-                                                             "reallocate: weight of the newest step in the load average")
+                                                             "reallocate, dynamoe: weight of the newest step in the moving average")
     package static let drift = TypedOption<Double>.number("drift", "AMPLITUDE", default: 0, in: 0...100,
                                                          "drifting workload: peak router bias in logits (0 = off)")
     package static let driftPeriod = TypedOption<Double>.number("drift-period", "STEPS", default: 16, in: 0.001...1e9,
@@ -58,6 +58,7 @@ package enum CapacityOptions {
         case .static: chosen = .staticFactor
         case .adaptiveFactor: chosen = .adaptiveFactor(targetDropRate: try options.value(targetDropRate), window: try options.value(window))
         case .reallocate: chosen = .reallocate(floor: try options.value(floor), smoothing: try options.value(smoothing))
+        case .dynamoe: chosen = .dynamoe(smoothing: try options.value(smoothing))
         }
         let amplitude = try options.value(drift)
         return Values(policy: chosen,

@@ -53,14 +53,27 @@ package enum CapacityPolicy: Equatable, Sendable {
     /// `floor + (1 − floor) · E · load_e / Σ load`, with load the exponential moving average
     /// (weight `smoothing` on the newest step) of the routes that chose e.
     case reallocate(floor: Double, smoothing: Double)
+    /// DynaMoE's dynamic capacity factor (Kossmann et al. 2022, "Optimizing Mixture of Experts
+    /// using Dynamic Recompilations"; the thresholds are those of the authors' FlexFlow
+    /// implementation): per layer, `need` = the exponential moving average (weight `smoothing`
+    /// on the newest step) of the smallest capacity factor that would have dropped nothing that
+    /// step. With α the layer's current factor (at first the configured C): α ← 1.25 · need when
+    /// need < 0.6 α (shrink), α ← min(4, 1.25 · need) when need > 0.92 α (grow); otherwise α
+    /// stays. Every change is a buffer resize (DynaMoE's recompilation), counted.
+    case dynamoe(smoothing: Double)
 
     package var name: String {
         switch self {
         case .staticFactor: return "static"
         case .adaptiveFactor: return "adaptive-factor"
         case .reallocate: return "reallocate"
+        case .dynamoe: return "dynamoe"
         }
     }
+
+    /// DynaMoE's thresholds and bounds (see `dynamoe`).
+    package static let dynamoeShrinkBelow = 0.6, dynamoeGrowAbove = 0.92, dynamoeHeadroom = 1.25
+    package static let dynamoeMaximum = 4.0, dynamoeMinimum = 0.05
 
     /// The capacity-factor grid adaptive-factor searches.
     package static let factorGrid: [Double] = (1...160).map { Double($0) / 20 }
@@ -75,12 +88,32 @@ package struct CapacityPlanner: Sendable {
     private var history: [[LayerRoutingCounts]]
     /// Per layer, the moving average of routes per expert.
     private var load: [[Double]?]
+    /// dynamoe: per layer, the moving average of the no-drop factor, and the current factor α.
+    private var need: [Double?]
+    package private(set) var dynamicFactors: [Double]
+    /// dynamoe: per layer, how many times α changed (buffer resizes, DynaMoE's recompilations).
+    package private(set) var resizes: [Int]
 
     package init(policy: CapacityPolicy, layers: [LayerConfiguration]) {
         self.policy = policy
         self.layers = layers
         history = Array(repeating: [], count: layers.count)
         load = Array(repeating: nil, count: layers.count)
+        need = Array(repeating: nil, count: layers.count)
+        dynamicFactors = layers.map(\.capacityFactor)
+        resizes = Array(repeating: 0, count: layers.count)
+    }
+
+    /// The smallest capacity factor under which no route of this step would have been dropped:
+    /// max over source ranks s (with tokens) and experts e of `routed[s][e] · E / (k · T_s)`
+    /// (the `min_capacity` floor left aside); 0 for a step without routes.
+    package static func noDropFactor(_ counts: LayerRoutingCounts, layer: LayerConfiguration) -> Double {
+        var factor = 0.0
+        for (source, routed) in counts.routed.enumerated() where counts.tokens[source] > 0 {
+            let perExpert = Double(routed.max() ?? 0)
+            factor = max(factor, perExpert * Double(layer.experts) / (Double(layer.topK) * Double(counts.tokens[source])))
+        }
+        return factor
     }
 
     /// Records one step's counts (`counts[l]` for layer l).
@@ -94,6 +127,23 @@ package struct CapacityPlanner: Sendable {
             if case let .reallocate(_, smoothing) = policy {
                 let newest = layerCounts.routedPerExpert.map(Double.init)
                 load[index] = load[index].map { old in zip(old, newest).map { (1 - smoothing) * $0 + smoothing * $1 } } ?? newest
+            }
+            if case let .dynamoe(smoothing) = policy, !layers[index].isDropless {
+                let newest = Self.noDropFactor(layerCounts, layer: layers[index])
+                let average = need[index].map { (1 - smoothing) * $0 + smoothing * newest } ?? newest
+                need[index] = average
+                let alpha = dynamicFactors[index]
+                var next = alpha
+                if average < CapacityPolicy.dynamoeShrinkBelow * alpha {
+                    next = CapacityPolicy.dynamoeHeadroom * average
+                } else if average > CapacityPolicy.dynamoeGrowAbove * alpha {
+                    next = min(CapacityPolicy.dynamoeMaximum, CapacityPolicy.dynamoeHeadroom * average)
+                }
+                next = max(CapacityPolicy.dynamoeMinimum, next)
+                if next != alpha {
+                    dynamicFactors[index] = next
+                    resizes[index] += 1
+                }
             }
         }
     }
@@ -133,6 +183,8 @@ package struct CapacityPlanner: Sendable {
             guard total > 0 else { return .configured }
             let experts = Double(layer.experts)
             return .shares(load.map { floor + (1 - floor) * experts * $0 / total })
+        case .dynamoe:
+            return dynamicFactors[index] == layer.capacityFactor ? .configured : .factor(dynamicFactors[index])
         }
     }
 }

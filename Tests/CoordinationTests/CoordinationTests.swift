@@ -106,6 +106,30 @@ struct CoordinationTests {
         #expect(smooth.nextPlan() == CapacityPlan(layers: [.shares([1, 1])]))
     }
 
+    @Test("dynamoe: need = max routes·E/(k·T); shrink to 1.25·need below 0.6α, grow to min(4, 1.25·need) above 0.92α; resizes counted")
+    func dynamoe() {
+        // E 2, k 1, C 1. Step 1: sources of 10 tokens route [9, 1] and [5, 5]: need = 9·2/10 = 1.8 > 0.92
+        // → α = 1.25 · 1.8 = 2.25.
+        var planner = CapacityPlanner(policy: .dynamoe(smoothing: 1), layers: [layer(experts: 2)])
+        planner.record([LayerRoutingCounts(tokens: [10, 10], routed: [[9, 1], [5, 5]])])
+        #expect(planner.nextPlan() == CapacityPlan(layers: [.factor(2.25)]))
+        // Step 2: [5, 5] everywhere: need 1.0 < 0.6 · 2.25 = 1.35: shrink to 1.25 · 1.0.
+        planner.record([LayerRoutingCounts(tokens: [10, 10], routed: [[5, 5], [5, 5]])])
+        #expect(planner.nextPlan() == CapacityPlan(layers: [.factor(1.25)]))
+        // Step 3: need 6·2/10 = 1.2 > 0.92 · 1.25 = 1.15: grow to 1.5.
+        planner.record([LayerRoutingCounts(tokens: [10], routed: [[6, 4]])])
+        #expect(planner.nextPlan() == CapacityPlan(layers: [.factor(1.5)]))
+        planner.record([LayerRoutingCounts(tokens: [10], routed: [[6, 4]])])  // need 1.2, within [0.9, 1.38]: stays
+        #expect(planner.nextPlan() == CapacityPlan(layers: [.factor(1.5)]))
+        #expect(planner.resizes == [3])
+        // Growth is capped at 4; smoothing averages the need.
+        var capped = CapacityPlanner(policy: .dynamoe(smoothing: 0.5), layers: [layer(experts: 8)])
+        capped.record([LayerRoutingCounts(tokens: [8], routed: [[8, 0, 0, 0, 0, 0, 0, 0]])])  // need 8
+        #expect(capped.nextPlan() == CapacityPlan(layers: [.factor(4)]))
+        capped.record([LayerRoutingCounts(tokens: [8], routed: [[1, 1, 1, 1, 1, 1, 1, 1]])])  // need (8 + 1) / 2 = 4.5: stays at the cap
+        #expect(capped.nextPlan() == CapacityPlan(layers: [.factor(4)]) && capped.resizes == [1])
+    }
+
     @Test("a dropless layer is never re-planned; an idle layer keeps the configured capacity")
     func droplessAndIdle() {
         var planner = CapacityPlanner(policy: .reallocate(floor: 0.25, smoothing: 1),

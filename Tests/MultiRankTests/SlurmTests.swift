@@ -11,7 +11,7 @@ let slurmAvailable: Bool = {
     }
 }()
 
-/// The Slurm cluster's job folder: outside /tmp, which every node has to itself.
+/// The Slurm cluster's job folder (removed by `down`).
 private let slurmJobs = "/run/swiftmoe-sim-cluster/slurm/jobs"
 
 /// `Launch/sim-cluster slurm ARGS` (a Slurm client in node 0).

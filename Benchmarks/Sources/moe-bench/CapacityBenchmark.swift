@@ -13,7 +13,7 @@ import MoE
 struct CapacityBenchmark: JobCommand {
     static let spec = CommandSpec(
         name: "capacity",
-        summary: "Drop rate and buffer size of the capacity policies (static, adaptive-factor, reallocate) on a drifting workload.",
+        summary: "Drop rate and buffer size of the capacity policies (static, adaptive-factor, reallocate, dynamoe) on a drifting workload.",
         discussion: """
             Builds one model (--layers layers of --experts experts, top --top-k, capacity factor
             --capacity-factor, seeded weights) and runs --steps steps of the drifting workload (router
@@ -43,7 +43,7 @@ struct CapacityBenchmark: JobCommand {
         static let targetDropRate = TypedOption<Double>.number("target-drop-rate", "R", default: 0.01, in: 0...1, "adaptive-factor target")
         static let window = TypedOption<Int>.integer("window", "STEPS", default: 4, in: 1...10_000, "adaptive-factor window")
         static let floor = TypedOption<Double>.number("floor", "F", default: 0.25, in: 0...1, "reallocate floor share")
-        static let smoothing = TypedOption<Double>.number("smoothing", "A", default: 0.5, in: 0.000001...1, "reallocate load smoothing")
+        static let smoothing = TypedOption<Double>.number("smoothing", "A", default: 0.5, in: 0.000001...1, "reallocate and dynamoe: weight of the newest step in their moving averages")
         static let seed = TypedOption<UInt64>.seed(default: 1, "seed of weights, inputs and drift")
         static let specs = [layers.spec, dModel.spec, dFF.spec, experts.spec, topK.spec, capacityFactor.spec, tokens.spec, steps.spec, skip.spec,
                             drift.spec, driftPeriod.spec, targetDropRate.spec, window.spec, floor.spec, smoothing.spec, seed.spec]
@@ -72,7 +72,8 @@ struct CapacityBenchmark: JobCommand {
         drift = RouterDrift(amplitude: try options.value(Options.drift), period: try options.value(Options.driftPeriod), seed: seed)
         policies = [.staticFactor,
                     .adaptiveFactor(targetDropRate: try options.value(Options.targetDropRate), window: try options.value(Options.window)),
-                    .reallocate(floor: try options.value(Options.floor), smoothing: try options.value(Options.smoothing))]
+                    .reallocate(floor: try options.value(Options.floor), smoothing: try options.value(Options.smoothing)),
+                    .dynamoe(smoothing: try options.value(Options.smoothing))]
         let output = try TableOutputOptions.read(options)
         (csvPath, jsonPath) = (output.csvPath, output.jsonPath)
     }
@@ -93,11 +94,14 @@ struct CapacityBenchmark: JobCommand {
             print("# moe-bench capacity: \(world.size) ranks, \(layerCount) layers × \(experts) experts, top-\(topK), C \(factor), \(tokens) tokens per rank, "
                   + "\(steps) steps (first \(skip) left out), drift \(drift.amplitude) logits / \(drift.period) steps")
         }
-        var table = ResultTable(columns: ["policy", "dropped_routes", "drop_rate", "slots_per_step", "slots_vs_static", "mean_imbalance", "tokens_per_s"])
+        var table = ResultTable(columns: ["policy", "dropped_routes", "drop_rate", "slots_per_step", "slots_vs_static", "mean_imbalance", "tokens_per_s",
+                                          "layer_plan_changes"])
         var staticSlots: Double?
         for policy in policies {
             let coordinator = try Coordinator(world: world, root: 0, model: model, policy: policy, statsPath: nil, liveEvery: 0)
             var dropped = 0, routes = 0, slots = 0, seconds = 0.0, imbalance = 0.0, tokenCount = 0
+            // Buffer resizes (DynaMoE's "recompilations"): layer plans that differ from the step before's.
+            var planChanges = 0
             for step in 0..<steps {
                 harness.progress("\(policy.name): step \(step + 1)/\(steps)")
                 var batch = TokenBatch.seeded(range: world.rank * tokens..<(world.rank + 1) * tokens, dModel: dModel,
@@ -106,8 +110,10 @@ struct CapacityBenchmark: JobCommand {
                 let start = MPIRuntime.wallTime()
                 let result = try distributed.forward(&batch, capacity: coordinator.plan, step: step)
                 let elapsed = try world.allReduce(MPIRuntime.wallTime() - start, .maximum)
+                let planBefore = coordinator.plan
                 _ = try coordinator.finishStep(step, result: result, tokens: tokens)
                 guard step >= skip, let report = coordinator.lastReport else { continue }
+                planChanges += zip(planBefore.layers, coordinator.plan.layers).filter { $0 != $1 }.count
                 dropped += report.layers.reduce(0) { $0 + $1.dropped.reduce(0, +) }
                 routes += report.layers.reduce(0) { $0 + $1.routes }
                 slots += report.layers.reduce(0) { $0 + ($1.slots ?? 0) }
@@ -120,7 +126,8 @@ struct CapacityBenchmark: JobCommand {
             let slotsPerStep = Double(slots) / measured
             if policy == .staticFactor { staticSlots = slotsPerStep }
             table.append([policy.name, String(dropped), format(Double(dropped) / Double(max(1, routes)), 4), format(slotsPerStep, 1),
-                          format(slotsPerStep / (staticSlots ?? slotsPerStep)), format(imbalance / measured), format(Double(tokenCount) / seconds, 0)])
+                          format(slotsPerStep / (staticSlots ?? slotsPerStep)), format(imbalance / measured), format(Double(tokenCount) / seconds, 0),
+                          String(planChanges)])
         }
         harness.endProgress()
         guard world.rank == 0 else { return }
