@@ -23,10 +23,11 @@ package final class DistributedModel {
     /// experts are fewer than the ranks split it into groups (one `MPI_Comm_split` per distinct
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
     /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
-    /// logits; `planCache` the plan-caching strategy of every layer's dispatcher.
+    /// logits; `planCache` the plan-caching strategy of every layer's dispatcher; `trace`, when
+    /// given, replaces every gate's choices with recorded ones.
     package init(
         configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
-        planCache: PlanCacheMode = .off, makeExchange: (Communicator) throws -> any AllToAll
+        planCache: PlanCacheMode = .off, trace: RoutingTrace? = nil, makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
         self.configuration = configuration
         placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
@@ -43,7 +44,7 @@ package final class DistributedModel {
             layers.append(MoELayer(index: index, configuration: layer, model: configuration, weights: weights[index],
                                    placement: placement.blocks(ofGroup: group), exchange: exchanges[placement.groupSize]!,
                                    groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
-                                   gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift),
+                                   gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift, trace: trace),
                                    planCache: planCache))
         }
         self.layers = layers
@@ -67,7 +68,8 @@ package final class DistributedModel {
             var times = PhaseTimes()
             var volume = ExchangeVolume()
             result.plans.append(try layer.forward(&batch.hidden, taskIds: batch.taskIds, step: step,
-                                                  capacity: capacity?.layers[index] ?? .configured, times: &times, volume: &volume))
+                                                  capacity: capacity?.layers[index] ?? .configured, firstToken: batch.firstToken,
+                                                  times: &times, volume: &volume))
             result.times.append(times)
             result.volumes.append(volume)
         }

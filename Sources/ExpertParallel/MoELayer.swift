@@ -73,7 +73,7 @@ package final class MoELayer {
     /// the step's number (the gate's drifting workload follows it), `capacity` this step's
     /// capacity plan for the layer.
     package func forward(
-        _ hidden: inout [Float], taskIds: [Int], step: Int = 0, capacity: LayerCapacity = .configured,
+        _ hidden: inout [Float], taskIds: [Int], step: Int = 0, capacity: LayerCapacity = .configured, firstToken: Int = 0,
         times: inout PhaseTimes, volume: inout ExchangeVolume
     ) throws(MoELayerError) -> RoutingPlan {
         let d = model.dModel
@@ -97,7 +97,8 @@ package final class MoELayer {
         }
         let routing = normed.withUnsafeBufferPointer { rows in
             Result { () throws(RoutingError) in
-                try gate.route(normalized: rows, tokenCount: tokens, taskIds: taskIds, step: step, capacity: capacity, logits: &logits)
+                try gate.route(normalized: rows, tokenCount: tokens, taskIds: taskIds, step: step, capacity: capacity, logits: &logits,
+                               firstToken: firstToken)
             }
         }
         if let residual {

@@ -90,9 +90,11 @@ package struct Gate: Sendable {
     package let rule: GateRule
     /// The synthetic drifting workload's bias, added to every token's logits; nil = none.
     package let drift: RouterDrift?
+    /// Recorded routing that replaces the gate's choices (`moe run --routing-trace`); nil = none.
+    package let trace: RoutingTrace?
 
     package init(layerIndex: Int, layer: LayerConfiguration, dModel: Int, source: GateSource, rule: GateRule = GateRule(),
-                drift: RouterDrift? = nil) {
+                drift: RouterDrift? = nil, trace: RoutingTrace? = nil) {
         if case let .learned(weights, bias, selectionBias) = source {
             precondition(weights.count == dModel * layer.experts, "gate weights are [dModel, E]")
             precondition(bias.isEmpty || bias.count == layer.experts, "a gate bias is [E]")
@@ -104,27 +106,35 @@ package struct Gate: Sendable {
         self.source = source
         self.rule = rule
         self.drift = drift
+        self.trace = trace
     }
 
     /// The gate of layer `layerIndex` of `model`: by task when the model has `task_experts`,
     /// else learned from `weights.gate` (with its bias and selection bias), by the layer's rule.
-    package init(layerIndex: Int, model: ModelConfiguration, weights: LayerWeights, drift: RouterDrift? = nil) {
+    package init(layerIndex: Int, model: ModelConfiguration, weights: LayerWeights, drift: RouterDrift? = nil, trace: RoutingTrace? = nil) {
         let layer = model.layers[layerIndex]
         self.init(layerIndex: layerIndex, layer: layer, dModel: model.dModel,
                   source: layer.dense ? .none : model.taskExperts.isEmpty
                       ? .learned(weights: weights.gate, bias: weights.gateBias, selectionBias: weights.selectionBias)
                       : .tasks(model.taskExperts),
-                  rule: layer.gateRule, drift: drift)
+                  rule: layer.gateRule, drift: drift, trace: trace)
     }
 
     /// Routes `tokenCount` tokens at `step`. `normalized` is row-major `[tokenCount, dModel]`
     /// (the layer's norm already applied; unused by task routing); `taskIds` has one id per token
     /// for task routing (ignored otherwise); `capacity` is this step's capacity plan for the
     /// layer. `logits` is scratch the caller reuses across steps (grown to `[tokenCount, E]`).
+    /// `firstToken` is the global index of the rank's first token (a routing trace is indexed by
+    /// global token).
     package func route(
         normalized: UnsafeBufferPointer<Float>, tokenCount: Int, taskIds: [Int], step: Int, capacity: LayerCapacity,
-        logits: inout [Float]
+        logits: inout [Float], firstToken: Int = 0
     ) throws(RoutingError) -> RoutingPlan {
+        if let trace, !layer.dense {
+            let recorded = trace.choices(step: step, layer: layerIndex, k: layer.topK, tokens: firstToken..<firstToken + tokenCount)
+            return Router.route(recordedChoice: recorded.choice, probability: recorded.probability, tokenCount: tokenCount, layer: layer,
+                                capacity: capacity, rule: rule)
+        }
         switch source {
         case .none:
             return .denseLayer(tokenCount: tokenCount)
@@ -155,10 +165,12 @@ package struct Gate: Sendable {
     }
 
     /// `route` over an array of normalised rows (allocates its logits; for tools and tests).
-    package func route(normalized: [Float], taskIds: [Int] = [], step: Int = 0, capacity: LayerCapacity = .configured) throws(RoutingError) -> RoutingPlan {
+    package func route(normalized: [Float], taskIds: [Int] = [], step: Int = 0, capacity: LayerCapacity = .configured,
+                       firstToken: Int = 0) throws(RoutingError) -> RoutingPlan {
         var logits: [Float] = []
         return try normalized.withUnsafeBufferPointer { (rows) throws(RoutingError) in
-            try route(normalized: rows, tokenCount: normalized.count / dModel, taskIds: taskIds, step: step, capacity: capacity, logits: &logits)
+            try route(normalized: rows, tokenCount: normalized.count / dModel, taskIds: taskIds, step: step, capacity: capacity, logits: &logits,
+                      firstToken: firstToken)
         }
     }
 }

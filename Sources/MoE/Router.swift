@@ -141,6 +141,15 @@ package enum Router {
         return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan, rule: rule)
     }
 
+    /// Routes tokens by recorded choices (`RoutingTrace.choices`): `choice` and `probability` in
+    /// the plan's `[r * T + t]` layout; capacity, drops and the rule's normalisation apply.
+    package static func route(
+        recordedChoice choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration,
+        capacity plan: LayerCapacity = .configured, rule: GateRule = GateRule()
+    ) -> RoutingPlan {
+        applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan, rule: rule)
+    }
+
     /// Routes tokens by task id: token t goes to `taskExperts[taskIds[t]]` (in that choice
     /// order) with probability 1/k per route, no gate. Capacity and drops apply as usual.
     package static func route(

@@ -23,6 +23,9 @@ package struct TokenBatch: Equatable, Sendable {
     /// One task id per token, or empty when the model routes by gate.
     package var taskIds: [Int]
     package let dModel: Int
+    /// The global index of the first token (the job's tokens in rank order; a routing trace is
+    /// indexed by it).
+    package var firstToken = 0
 
     package var tokenCount: Int { hidden.count / dModel }
 
@@ -44,7 +47,9 @@ package struct TokenBatch: Equatable, Sendable {
             for _ in 0..<dModel { hidden.append(random.nextSignedUnitFloat()) }
             if !tasks.isEmpty { taskIds.append(tasks[Int(random.next() % UInt64(tasks.count))]) }
         }
-        return TokenBatch(hidden: hidden, taskIds: taskIds, dModel: dModel)
+        var batch = TokenBatch(hidden: hidden, taskIds: taskIds, dModel: dModel)
+        batch.firstToken = range.lowerBound
+        return batch
     }
 
     /// The first non-finite value, as (token, feature), if any.

@@ -21,12 +21,12 @@ package struct ReferenceModel {
     package let gates: [Gate]
 
     /// `drift`, when given, is the drifting workload the gates add to their logits.
-    package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil) {
+    package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil, trace: RoutingTrace? = nil) {
         precondition(layers.count == model.layers.count)
         precondition(zip(layers, model.layers).allSatisfy { $0.heldExperts == 0..<$1.experts || $1.dense }, "the reference holds every expert")
         self.model = model
         self.layers = layers
-        gates = layers.indices.map { Gate(layerIndex: $0, model: model, weights: layers[$0], drift: drift) }
+        gates = layers.indices.map { Gate(layerIndex: $0, model: model, weights: layers[$0], drift: drift, trace: trace) }
     }
 
     /// Runs the model on each rank's batch (`batches[r]` is rank r's tokens) and returns each
@@ -58,7 +58,7 @@ package struct ReferenceModel {
                     continue
                 }
                 let plan = try gates[layerIndex].route(normalized: normedRows, taskIds: batch.taskIds, step: step,
-                                                       capacity: capacity?.layers[layerIndex] ?? .configured)
+                                                       capacity: capacity?.layers[layerIndex] ?? .configured, firstToken: batch.firstToken)
                 normed.append(normedRows)
                 layerPlans.append(plan)
             }

@@ -18,7 +18,12 @@ enum ModelOptions {
     static let sequenceLength = TypedOption<Int?>.integer(
         "sequence-length", in: 1...(1 << 24),
         "capacity per sequence of this many tokens (Switch Transformers): inputs are split over ranks in whole sequences")
-    static let specs = [model.spec, weights.spec, tokensPerRank.spec, input.spec, taskIds.spec, seed.spec, sequenceLength.spec]
+    static let routingTrace = TypedOption<String?>.string(
+        "routing-trace", "FILE", "replay recorded routing instead of the gate: int32/int64 .npy [steps, layers, tokens, k] of expert ids (docs/MODEL.md)")
+    static let routingTraceWeights = TypedOption<String?>.string(
+        "routing-trace-weights", "FILE", "float32 .npy of the trace's shape: each route's weight before normalisation (default 1/k)")
+    static let specs = [model.spec, weights.spec, tokensPerRank.spec, input.spec, taskIds.spec, seed.spec, sequenceLength.spec,
+                        routingTrace.spec, routingTraceWeights.spec]
 
     struct Values {
         let modelPath: String?
@@ -28,6 +33,8 @@ enum ModelOptions {
         let taskIdsPath: String?
         let seed: UInt64
         let sequenceLength: Int?
+        let routingTracePath: String?
+        let routingTraceWeightsPath: String?
     }
 
     static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
@@ -37,7 +44,11 @@ enum ModelOptions {
         let values = Values(modelPath: try options.value(model), weightsPath: try options.value(weights),
                             tokensPerRank: try options.value(tokensPerRank), inputPath: try options.value(input),
                             taskIdsPath: try options.value(taskIds), seed: try options.value(seed),
-                            sequenceLength: try options.value(sequenceLength))
+                            sequenceLength: try options.value(sequenceLength), routingTracePath: try options.value(routingTrace),
+                            routingTraceWeightsPath: try options.value(routingTraceWeights))
+        if values.routingTraceWeightsPath != nil, values.routingTracePath == nil {
+            throw .conflict(command: options.command, detail: "--routing-trace-weights gives the weights of a --routing-trace; give the trace too")
+        }
         if let length = values.sequenceLength, values.inputPath == nil, values.tokensPerRank % length != 0 {
             throw .conflict(command: options.command, detail: "--tokens-per-rank \(values.tokensPerRank) is not a whole number of --sequence-length \(length) sequences")
         }
@@ -65,7 +76,8 @@ extension ModelOptions.Values {
     /// The files the run reads, by option (for the output checks).
     var inputPaths: [(option: String, path: String?)] {
         [ModelOptions.model.naming(modelPath), ModelOptions.weights.naming(weightsPath), ModelOptions.input.naming(inputPath),
-         ModelOptions.taskIds.naming(taskIdsPath)]
+         ModelOptions.taskIds.naming(taskIdsPath), ModelOptions.routingTrace.naming(routingTracePath),
+         ModelOptions.routingTraceWeights.naming(routingTraceWeightsPath)]
     }
 
     /// The most tokens one of `ranks` ranks holds per step: `--tokens-per-rank`, or its share of
@@ -97,6 +109,19 @@ extension ModelOptions.Values {
         return try SafetensorsReader(path: weightsPath)
     }
 
+    /// The routing trace of `--routing-trace`, checked against the model and the job (`ranks`
+    /// ranks, `steps` steps), or nil.
+    func loadTrace(model configuration: ModelConfiguration, ranks: Int, steps: Int) throws -> RoutingTrace? {
+        guard let routingTracePath else { return nil }
+        let globalTokens = try inputPath.map { path throws in try NpyArray.header(path: path).shape.first ?? 0 } ?? tokensPerRank * ranks
+        do {
+            return try RoutingTrace.load(expertsPath: routingTracePath, weightsPath: routingTraceWeightsPath, model: configuration,
+                                         globalTokens: globalTokens, steps: steps)
+        } catch {
+            throw InputError(description: error.description)
+        }
+    }
+
     /// The inputs of `step` for the global tokens `range` of a job with `ranks` ranks: from
     /// `--input` (the same every step) or seeded per step. Rejects NaN and infinities.
     func batch(model: ModelConfiguration, rank: Int, ranks: Int, step: Int) throws -> TokenBatch {
@@ -118,6 +143,7 @@ extension ModelOptions.Values {
                 throw InputError(description: "\(inputPath): expected float32 [tokens, \(model.dModel)] (d_model of the model), got \(slice.elementType.rawValue) \(fileShape)")
             }
             batch = TokenBatch(hidden: values, taskIds: [], dModel: model.dModel)
+            batch.firstToken = range.lowerBound
             if !tasks.isEmpty {
                 guard let taskIdsPath else {
                     throw InputError(description: "the model routes by task (task_experts) but no --task-ids file was given for \(inputPath)")

@@ -55,7 +55,11 @@ struct ReferenceCommand: JobCommand {
             if let problem = estimate.problem(processes: 1) { throw InputError(description: problem) }
             let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },
                                                 seed: model.seed, file: try model.openWeights())
-            let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift)
+            let trace = try model.loadTrace(model: configuration, ranks: ranks, steps: steps)
+            if trace != nil, !configuration.taskExperts.isEmpty {
+                throw JobFailure(message: "reference: --routing-trace replaces a gate's choices, but the model '\(configuration.name)' routes by task", reportingRank: 0, exitCode: 2)
+            }
+            let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace)
             var planner = CapacityPlanner(policy: capacity.policy, layers: configuration.layers)
             var plan = CapacityPlan.configured(layers: configuration.layers.count)
             var batches: [TokenBatch] = []

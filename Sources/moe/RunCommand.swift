@@ -58,9 +58,14 @@ struct RunCommand: JobCommand {
         static let routingOutput = TypedOption<String?>.string(
             "routing-output", "FILE", "write the last step's routing decisions as JSON (rank 0 gathers)")
         static let report = TypedOption<String?>.string("report", "FILE", "write a JSON report of every step (rank 0)")
+        static let routingTraceOutput = TypedOption<String?>.string(
+            "routing-trace-output", "FILE", "record every step's routing as a trace for --routing-trace: int32 .npy [steps, layers, tokens, k]")
+        static let routingTraceWeightsOutput = TypedOption<String?>.string(
+            "routing-trace-weights-output", "FILE", "record the routes' weights before normalisation for --routing-trace-weights (float32 .npy)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
         static let specs = [stats.spec, statsEvery.spec, coordinator.spec, planCache.spec, planCacheHeadroom.spec, timeout.spec,
-                            steps.spec, exchange.spec, output.spec, routingOutput.spec, report.spec, quiet.spec]
+                            steps.spec, exchange.spec, output.spec, routingOutput.spec, report.spec, routingTraceOutput.spec,
+                            routingTraceWeightsOutput.spec, quiet.spec]
     }
 
     let model: ModelOptions.Values
@@ -77,6 +82,8 @@ struct RunCommand: JobCommand {
     let outputPath: String?
     let routingPath: String?
     let reportPath: String?
+    let traceOutputPath: String?
+    let traceWeightsOutputPath: String?
     let quiet: Bool
     let testingAids: TestingAids
 
@@ -95,6 +102,11 @@ struct RunCommand: JobCommand {
         outputPath = try options.value(Options.output)
         routingPath = try options.value(Options.routingOutput)
         reportPath = try options.value(Options.report)
+        traceOutputPath = try options.value(Options.routingTraceOutput)
+        traceWeightsOutputPath = try options.value(Options.routingTraceWeightsOutput)
+        if traceWeightsOutputPath != nil, traceOutputPath == nil {
+            throw .conflict(command: "run", detail: "--routing-trace-weights-output records the weights of a --routing-trace-output; give both")
+        }
         quiet = try options.value(Options.quiet)
         testingAids = try TestingAids(options: options)
     }
@@ -102,6 +114,7 @@ struct RunCommand: JobCommand {
     func run(_ context: JobContext) throws {
         let world = try context.world()
         try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.routingOutput.naming(routingPath), Options.report.naming(reportPath),
+                                         Options.routingTraceOutput.naming(traceOutputPath), Options.routingTraceWeightsOutput.naming(traceWeightsOutputPath),
                                          Options.stats.naming(statsPath), Options.stats.naming(statsPath.map { $0 + ".partial" })],
                                inputs: model.inputPaths + [TopologyOptions.topology.naming(topologyOptions.topologyPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
@@ -137,6 +150,11 @@ struct RunCommand: JobCommand {
         // differ between hosts.
         try context.agree(on: [("model", ModelOptions.canonical(configuration)), ("weights", weightsIdentity)], what: "model")
         if let problem = model.problem(with: configuration) { throw JobFailure(message: "run: \(problem)", reportingRank: 0, exitCode: 2) }
+        let trace = try context.collectively { try model.loadTrace(model: configuration, ranks: ranks, steps: steps) }
+        if trace != nil, !configuration.taskExperts.isEmpty {
+            throw JobFailure(message: "run: --routing-trace replaces a gate's choices, but the model '\(configuration.name)' routes by task", reportingRank: 0, exitCode: 2)
+        }
+        var recorder = traceOutputPath.map { _ in RoutingTraceRecorder(layers: configuration.layers.count, topK: configuration.layers.map(\.topK).max() ?? 1) }
 
         if here == 0 {
             let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
@@ -166,7 +184,7 @@ struct RunCommand: JobCommand {
         var stopped: (signal: Int32, afterStep: Int)?
         for algorithm in algorithms {
             let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world, drift: capacity.drift,
-                                                   planCache: planCache) {
+                                                   planCache: planCache, trace: trace) {
                 try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
             }
             if let watchdog { distributed.attach(watchdog.beacon) }
@@ -250,6 +268,7 @@ struct RunCommand: JobCommand {
                     ("dropped_routes_by_layer", .array(droppedByLayer.map { .number(Double($0)) })),
                     ("dispatch_bytes_by_layer", .array(bytesByLayer.map { .number(Double($0)) })),
                 ])) }
+                if algorithm == algorithms[0], recorder != nil { try recorder!.record(result.plans, world: world) }
                 completedSteps = step + 1
                 if step == 0 && algorithm == algorithms[0] { memoryAfterFirstStep = Self.residentMebibytes() }
                 let signal = try world.allReduce(TerminationSignal.pending, .maximum)
@@ -303,6 +322,12 @@ struct RunCommand: JobCommand {
         }
         try writeOutputs(context: context, world: world, configuration: configuration, batch: lastBatch!, plans: lastPlans,
                          runs: reportRuns, topology: topology, threads: threads)
+        if let recorder, let traceOutputPath {
+            try context.collectively {
+                guard world.rank == 0 else { return }
+                try recorder.write(experts: traceOutputPath, weights: traceWeightsOutputPath)
+            }
+        }
         if let stopped {
             throw JobFailure(message: "stopped by \(TerminationSignal.name(stopped.signal)) after step \(stopped.afterStep) of \(steps); the outputs hold step \(stopped.afterStep)",
                              reportingRank: 0, exitCode: 128 + stopped.signal)
