@@ -18,13 +18,13 @@ private let slurmJobs = "/run/swiftmoe-sim-cluster/slurm/jobs"
 private func slurm(_ arguments: [String]) throws -> (status: Int32, output: String) { try simCluster(["slurm"] + arguments) }
 
 /// Submits `Launch/slurm/moe.sbatch MOE-ARGS` on 2 nodes × 2 tasks; returns the job id.
-private func submit(_ moeArguments: [String], wait: Bool, name: String) throws -> (id: String, output: String) {
-    let result = try slurm(["sbatch", "--parsable", "--nodes", "2", "--ntasks-per-node", "2", "--chdir", slurmJobs, "--output", "\(slurmJobs)/\(name).out",
+private func submit(_ moeArguments: [String], wait: Bool, name: String, sbatch extra: [String] = []) throws -> (id: String, output: String, status: Int32) {
+    let result = try slurm(["sbatch", "--parsable", "--nodes", "2", "--ntasks-per-node", "2", "--chdir", slurmJobs] + extra + ["--output", "\(slurmJobs)/\(name).out",
                             "--error", "\(slurmJobs)/\(name).err", "--export", "ALL,MOE=\(moeExecutable)"] + (wait ? ["--wait"] : [])
                            + ["\(repositoryRoot)/Launch/slurm/moe.sbatch"] + moeArguments)
     let id = result.output.split(separator: "\n").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? ""
     return (id, result.output + ((try? String(contentsOfFile: "\(slurmJobs)/\(name).out", encoding: .utf8)) ?? "")
-                + ((try? String(contentsOfFile: "\(slurmJobs)/\(name).err", encoding: .utf8)) ?? ""))
+                + ((try? String(contentsOfFile: "\(slurmJobs)/\(name).err", encoding: .utf8)) ?? ""), result.status)
 }
 
 /// Waits up to `seconds` for `condition`; returns whether it held.
@@ -45,7 +45,7 @@ extension MultiRankTests {
 @Suite("Under Slurm: sbatch and srun on a Slurm cluster of namespace nodes", .serialized,
        .enabled(if: slurmAvailable, "needs root, network namespaces and slurm-wlm (Launch/test installs it as root)"))
 struct SlurmTests {
-    @Test("sbatch exchange-check and run (equal to the reference), srun directly, mpirun inside an allocation, scancel mid-run: clean stop, outputs intact, the exit code is moe's")
+    @Test("sbatch exchange-check and run (equal to the reference), srun directly, mpirun inside an allocation, scancel mid-run and the time limit: clean stop, outputs intact, the exit code is moe's")
     func slurmCluster() throws {
         _ = try simCluster(["down"])
         defer {
@@ -127,6 +127,15 @@ struct SlurmTests {
         }
         let partials = (try FileManager.default.contentsOfDirectory(atPath: slurmJobs)).filter { $0.contains(".partial-") }
         #expect(partials.isEmpty, "half-written files: \(partials)")
+
+        // 6. The time limit: with the early SIGTERM the batch script asks for (--signal=TERM@T),
+        //    a one-minute job stops itself cleanly before its limit; sbatch --wait returns 143.
+        let started = Date()
+        let limited = try submit(long + ["--output", "limited.npy"], wait: true, name: "limited", sbatch: ["--time", "1", "--signal", "TERM@50"])
+        #expect(limited.status == 143, "sbatch --wait returned \(limited.status): \(limited.output)")
+        #expect(Date().timeIntervalSince(started) < 70, "the job ran to its limit")
+        #expect(limited.output.contains("stopped by SIGTERM after step") && limited.output.contains("moe exited with status 143"), "\(limited.output)")
+        #expect(try NpyArray.load(path: "\(slurmJobs)/limited.npy").shape == [64, 32])
     }
 }
 }
