@@ -4,7 +4,7 @@ import JobControl
 @MainActor
 let allSubcommands: [CommandEntry] = [
     .of(RunCommand.self), .of(TopologyCommand.self), .of(ExchangeCheckCommand.self), .of(RouteCommand.self),
-    .of(InitWeightsCommand.self), .of(ImportCommand.self), .of(ReferenceCommand.self), .of(StatsCommand.self),
+    .of(InitWeightsCommand.self), .of(ImportCommand.self), .of(ReferenceCommand.self), .of(StatsCommand.self), .of(PlacementCommand.self),
 ]
 
 /// "1 rank", "4 ranks".

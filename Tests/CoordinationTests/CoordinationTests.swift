@@ -130,6 +130,25 @@ struct CoordinationTests {
         #expect(capped.nextPlan() == CapacityPlan(layers: [.factor(4)]) && capped.resizes == [1])
     }
 
+    @Test("EPLB placement: replicas to the highest load per replica, heaviest first onto the least-loaded rank with room")
+    func replicaPlacement() {
+        // Loads 8, 2, 1, 1 on 2 ranks with 1 redundant slot each: 6 replicas, 3 slots per rank.
+        // Expert 0 gets both extra replicas (8/1, then 8/2 = 4 > 2); weights 8/3 ×3, 2, 1, 1.
+        // Packing: e0 → rank 0, e0 → rank 1 (rank 0 holds it), e0 → rank 0 (tie, lower rank),
+        // e1 → rank 1, e2 → rank 1 (5.67 after, now full), e3 → rank 0.
+        let balanced = ReplicaPlacement.balanced(load: [8, 2, 1, 1], ranks: 2, redundant: 1)
+        #expect(balanced.replicas == [[0, 1, 0], [1], [1], [0]])
+        #expect(balanced.slots == [[0, 0, 3], [0, 1, 2]])
+        #expect(abs(balanced.imbalance - (19.0 / 3) / 6) < 1e-12)
+        let blocks = ReplicaPlacement.contiguous(load: [8, 2, 1, 1], ranks: 2)
+        #expect(blocks.rankLoad == [10, 2] && abs(blocks.imbalance - 10.0 / 6) < 1e-12)
+        #expect(ReplicaPlacement.slotsPerRank(experts: 16, ranks: 8, redundant: 1) == 3)
+        // Without redundancy every expert keeps one replica, packed greedily.
+        let plain = ReplicaPlacement.balanced(load: [5, 4, 3, 2, 1, 1], ranks: 3, redundant: 0)
+        #expect(plain.replicas.allSatisfy { $0.count == 1 } && plain.slots.allSatisfy { $0.count == 2 })
+        #expect(plain.rankLoad == [6, 5, 5])
+    }
+
     @Test("a dropless layer is never re-planned; an idle layer keeps the configured capacity")
     func droplessAndIdle() {
         var planner = CapacityPlanner(policy: .reallocate(floor: 0.25, smoothing: 1),

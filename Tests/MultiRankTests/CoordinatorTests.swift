@@ -78,6 +78,17 @@ struct CoordinatorTests {
         let rendered = try runMoe(["stats", scratch.file("s.jsonl"), "--svg", scratch.file("plot")])
         #expect(rendered.status == 0, "\(rendered.stderr)")
         #expect(rendered.stdout.contains("4 steps, 4 layers, policy reallocate"), "\(rendered.stdout)")
+        // moe placement plans from it: every layer is balanced at least as well as the static blocks.
+        let planned = try runMoe(["placement", scratch.file("s.jsonl"), "--ranks", "4", "--redundant-experts", "1", "--json", scratch.file("p.json")])
+        #expect(planned.status == 0, "\(planned.stderr)")
+        let placements = try #require(try readJSONObject(scratch.file("p.json"))["layers"] as? [[String: Any]])
+        #expect(placements.count == 4)
+        for layer in placements {
+            let before = try #require(layer["static_imbalance"] as? Double), after = try #require(layer["balanced_imbalance"] as? Double)
+            #expect(after <= before + 1e-9, "\(layer)")
+            let slots = try #require(layer["slots"] as? [[Int]])
+            #expect(slots.allSatisfy { Set($0).count == $0.count }, "no rank holds an expert twice: \(slots)")
+        }
         for name in ["plot-drop.svg", "plot-load-layer0.svg", "plot-load-layer3.svg"] {
             #expect(try String(contentsOfFile: scratch.file(name), encoding: .utf8).contains("<polyline"), "\(name)")
         }
