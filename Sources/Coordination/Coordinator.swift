@@ -60,6 +60,8 @@ package final class Coordinator {
     package let policy: CapacityPolicy
     private let world: Communicator
     private let experts: [Int]
+    /// Bytes of one dispatched row (d_model floats).
+    private let rowBytes: Int
     /// Per layer, what the statistics do not count (a dense layer, a shared expert); "" otherwise.
     private let layerNotes: [String]
     private var planner: CapacityPlanner
@@ -88,6 +90,7 @@ package final class Coordinator {
         self.root = root
         self.policy = policy
         experts = model.layers.map(\.experts)
+        rowBytes = model.dModel * MemoryLayout<Float>.stride
         layerNotes = model.layers.map { layer in
             if layer.dense { return " — dense layer, nothing routed" }
             if layer.sharedDFF > 0 { return " — plus a shared expert on every token (not in the routes)" }
@@ -153,7 +156,7 @@ package final class Coordinator {
         planner.record(report.layers.map(\.counts))
         let next = planner.nextPlan()
         if let log, let statsPath {
-            let line = Array((report.jsonLine(policy: policy.name, plan: next) + "\n").utf8)
+            let line = Array((report.jsonLine(policy: policy.name, plan: next, rowBytes: rowBytes) + "\n").utf8)
             do { try AtomicFileWriter.writeAll(line, to: log, path: statsPath + ".partial") } catch {
                 // Keep only complete lines, then stop every rank with one line.
                 _ = ftruncate(log, off_t(logBytes))

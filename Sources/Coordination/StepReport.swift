@@ -34,11 +34,15 @@ package struct StepReport: Equatable, Sendable {
     package var layers: [Layer]
     /// Slowest rank per phase (`PhaseTimes.names`).
     package var phaseSeconds: [Double]
+    /// Each world rank's seconds in the experts phase (summed over layers): where imbalance shows.
+    package var expertSecondsByRank: [Double]
 
     package init(step: Int, ranks: [RankStatistics]) {
         precondition(!ranks.isEmpty)
         self.step = step
         phaseSeconds = ranks.dropFirst().reduce(ranks[0].phaseSeconds) { zip($0, $1.phaseSeconds).map(max) }
+        let expertsPhase = PhaseTimes.names.firstIndex(of: "experts")!
+        expertSecondsByRank = ranks.map { $0.phaseSeconds[expertsPhase] }
         layers = ranks[0].layers.indices.map { index in
             let perRank = ranks.map { $0.layers[index] }
             func sum(_ arrays: [[Int]]) -> [Int] { arrays.dropFirst().reduce(arrays[0]) { zip($0, $1).map(+) } }
@@ -52,7 +56,8 @@ package struct StepReport: Equatable, Sendable {
     }
 
     /// One line of the stats log.
-    package func jsonLine(policy: String, plan: CapacityPlan) -> String {
+    /// `rowBytes`: bytes of one dispatched row (`rows_by_rank` = bytes received / rowBytes).
+    package func jsonLine(policy: String, plan: CapacityPlan, rowBytes: Int) -> String {
         func numbers(_ values: [Int]) -> JSONValue { .array(values.map { .number(Double($0)) }) }
         let layerValues: [JSONValue] = layers.enumerated().map { index, layer in
             var members: [(String, JSONValue)] = [
@@ -61,6 +66,7 @@ package struct StepReport: Equatable, Sendable {
                 ("drop_rate", .number(layer.dropRate)), ("imbalance", .number(layer.imbalance)),
                 ("dispatch_bytes", .number(Double(layer.dispatchBytes))),
                 ("bytes_sent_by_rank", numbers(layer.bytesSentByRank)), ("bytes_received_by_rank", numbers(layer.bytesReceivedByRank)),
+                ("rows_by_rank", numbers(layer.bytesReceivedByRank.map { $0 / max(1, rowBytes) })),
             ]
             members.append(("next_capacity", Self.describe(plan.layers[index])))
             return .object(members)
@@ -68,6 +74,7 @@ package struct StepReport: Equatable, Sendable {
         return JSONValue.object([
             ("step", .number(Double(step))), ("policy", .string(policy)),
             ("phase_seconds_slowest_rank", .object(zip(PhaseTimes.names, phaseSeconds).map { ($0, .number($1)) })),
+            ("expert_seconds_by_rank", .array(expertSecondsByRank.map { .number($0) })),
             ("layers", .array(layerValues)),
         ]).serialized(pretty: false)
     }
@@ -142,7 +149,7 @@ package struct StatisticsAccumulator: Sendable {
                          + (index < notes.count ? notes[index] : ""))
         }
         let allRoutes = routes.reduce(0, +), allDropped = dropped.reduce(0, +)
-        lines.append(String(format: "  all layers: %.2f%% of %d routes dropped", allRoutes == 0 ? 0 : 100 * Double(allDropped) / Double(allRoutes), allRoutes))
+        lines.append(String(format: "  all layers: %.2f%% of %d routes dropped", allRoutes == 0 ? 0.0 : 100 * Double(allDropped) / Double(allRoutes), allRoutes))
         return lines
     }
 }

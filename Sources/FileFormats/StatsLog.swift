@@ -29,6 +29,11 @@ public struct StatsLog: Equatable, Sendable {
         public var imbalance: [Double]
         public var bytes: [Int]
         public var dropped: [Int]
+        /// Rows each world rank's experts received, per layer (`[layer][rank]`); empty in logs
+        /// written before the field existed.
+        public var rowsByRank: [[Int]] = []
+        /// Each world rank's seconds in the experts phase; empty in older logs.
+        public var expertSecondsByRank: [Double] = []
     }
 
     /// Parses a log's bytes; errors name `path`, the line and (for syntax) the column. A last
@@ -77,6 +82,19 @@ public struct StatsLog: Equatable, Sendable {
                         throw JSONFieldError(path: "\(layerPath).dispatch_bytes", problem: "must be in 0...\(StatsLog.byteLimit), got \(bytes)")
                     }
                     step.bytes.append(bytes)
+                    if layer.value("rows_by_rank") != nil {
+                        step.rowsByRank.append(try layer.array("rows_by_rank").map { try count($0.value, $0.path) })
+                    }
+                }
+                if root.value("expert_seconds_by_rank") != nil {
+                    step.expertSecondsByRank = try root.array("expert_seconds_by_rank").map { (path, value) in
+                        let seconds = try JSONObjectReader.number(value, path: path)
+                        guard seconds.isFinite, seconds >= 0 else { throw JSONFieldError(path: path, problem: "must be a finite number ≥ 0, got \(seconds)") }
+                        return seconds
+                    }
+                }
+                guard step.rowsByRank.isEmpty || step.rowsByRank.count == step.routed.count else {
+                    throw JSONFieldError(path: "layers", problem: "rows_by_rank is given for some layers only")
                 }
                 if let first = steps.first, first.routed.count != step.routed.count {
                     throw JSONFieldError(path: "layers", problem: "has \(step.routed.count) layers, line 1 has \(first.routed.count)")

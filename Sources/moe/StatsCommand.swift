@@ -13,9 +13,12 @@ struct StatsCommand: JobCommand {
         discussion: """
             Prints, per layer, the steps, routes, drop rate (over all steps and the worst step), load
             imbalance (max/mean routes per expert; mean and worst) and dispatch bytes, then the drop
-            rate of every layer per step. With --svg PREFIX it writes PREFIX-drop.svg (drop rate per
-            layer over steps) and PREFIX-load-layerL.svg (routes per expert over steps, one line per
-            expert) for every layer.
+            rate of every layer per step, and per rank the rows its experts received and its seconds
+            in the experts phase (mean per step; max/mean is the compute imbalance between ranks).
+            With --svg PREFIX it writes PREFIX-drop.svg (drop rate per layer over steps),
+            PREFIX-load-layerL.svg (routes per expert over steps, one line per expert) for every
+            layer, and PREFIX-ranks.svg and PREFIX-rank-time.svg (rows and expert seconds per rank
+            over steps).
             """,
         options: [Options.svg.spec, Options.every.spec],
         positional: "FILE")
@@ -64,9 +67,27 @@ struct StatsCommand: JobCommand {
             let worstDrop = steps.map { $0.dropRate[layer] }.max() ?? 0
             let imbalances = steps.map { $0.imbalance[layer] }
             print(String(format: "%5d  %5d  %9d  %8.2f%%  %9.2f%%  %9.2f  %5.2f  %12.2f", layer, steps.count, routes,
-                         routes == 0 ? 0 : 100 * Double(dropped) / Double(routes), 100 * worstDrop,
+                         routes == 0 ? 0.0 : 100 * Double(dropped) / Double(routes), 100 * worstDrop,
                          imbalances.reduce(0, +) / Double(imbalances.count), imbalances.max() ?? 0,
                          steps.reduce(0.0) { $0 + Double($1.bytes[layer]) } / 1_048_576))
+        }
+        let perRankRows = steps.filter { !$0.rowsByRank.isEmpty }.map { step in
+            step.rowsByRank.dropFirst().reduce(step.rowsByRank[0]) { zip($0, $1).map(+) }
+        }
+        let perRankSeconds = steps.map(\.expertSecondsByRank).filter { !$0.isEmpty }
+        if let ranks = perRankRows.first?.count, ranks > 0 {
+            let meanRows = (0..<ranks).map { rank in Double(perRankRows.reduce(0) { $0 + $1[rank] }) / Double(perRankRows.count) }
+            let meanSeconds = (0..<ranks).map { rank in perRankSeconds.isEmpty ? 0 : perRankSeconds.reduce(0) { $0 + $1[rank] } / Double(perRankSeconds.count) }
+            func imbalance(_ values: [Double]) -> Double {
+                let mean = values.reduce(0, +) / Double(values.count)
+                return mean > 0 ? values.max()! / mean : 1
+            }
+            print("rank  rows per step (all layers)  share of mean  expert s per step")
+            let rowMean = meanRows.reduce(0, +) / Double(ranks)
+            for rank in 0..<ranks {
+                print(String(format: "%4d  %26.1f  %13.2f  %17.4f", rank, meanRows[rank], rowMean > 0 ? meanRows[rank] / rowMean : 0, meanSeconds[rank]))
+            }
+            print(String(format: "ranks: max/mean rows %.2f, max/mean expert time %.2f", imbalance(meanRows), imbalance(meanSeconds)))
         }
         print("step  " + (0..<layers).map { "drop L\($0)".padding(toLength: 9, withPad: " ", startingAt: 0) }.joined(separator: " "))
         for step in steps where step.step % every == 0 || step.step == steps.last!.step {
@@ -92,7 +113,24 @@ struct StatsCommand: JobCommand {
                 }
                 try AtomicFileWriter.write(load.render(bytesOnX: false), to: "\(svgPrefix)-load-layer\(layer).svg")
             }
+            let withRanks = steps.filter { !$0.rowsByRank.isEmpty }
+            if let ranks = withRanks.first?.rowsByRank.first?.count {
+                var rows = SVGPlot(title: "rows received per rank over steps, all layers (\(policy))", xLabel: "step", yLabel: "rows")
+                var time = SVGPlot(title: "seconds in the experts phase per rank over steps (\(policy))", xLabel: "step", yLabel: "seconds")
+                for plot in [\SVGPlot.logX, \SVGPlot.logY] { rows[keyPath: plot] = false; time[keyPath: plot] = false }
+                for rank in 0..<ranks {
+                    let color = SVGPlot.palette[rank % SVGPlot.palette.count], dashed = rank >= SVGPlot.palette.count
+                    rows.series.append(.init(name: "rank \(rank)", points: withRanks.map { step in
+                        (Double(step.step + 1), Double(step.rowsByRank.reduce(0) { $0 + $1[rank] }))
+                    }, color: color, dashed: dashed))
+                    time.series.append(.init(name: "rank \(rank)", points: withRanks.filter { $0.expertSecondsByRank.count == ranks }.map { step in
+                        (Double(step.step + 1), step.expertSecondsByRank[rank])
+                    }, color: color, dashed: dashed))
+                }
+                try AtomicFileWriter.write(rows.render(bytesOnX: false), to: "\(svgPrefix)-ranks.svg")
+                try AtomicFileWriter.write(time.render(bytesOnX: false), to: "\(svgPrefix)-rank-time.svg")
+            }
         } catch { throw JobFailure(message: "\(error)", reportingRank: 0) }
-        print("wrote \(svgPrefix)-drop.svg and \(svgPrefix)-load-layer{0..\(layers - 1)}.svg")
+        print("wrote \(svgPrefix)-drop.svg, \(svgPrefix)-load-layer{0..\(layers - 1)}.svg, \(svgPrefix)-ranks.svg and \(svgPrefix)-rank-time.svg")
     }
 }

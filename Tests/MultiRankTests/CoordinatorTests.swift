@@ -47,6 +47,8 @@ struct CoordinatorTests {
         for (index, line) in lines.enumerated() {
             let step = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
             #expect(step["step"] as? Int == index && step["policy"] as? String == "reallocate")
+            let expertSeconds = try #require(step["expert_seconds_by_rank"] as? [Double])
+            #expect(expertSeconds.count == 4 && expertSeconds.allSatisfy { $0 > 0 })
             let layers = try #require(step["layers"] as? [[String: Any]])
             for (layer, entry) in layers.enumerated() {
                 let routed = try #require(entry["routed"] as? [Int]), kept = try #require(entry["kept"] as? [Int])
@@ -61,6 +63,9 @@ struct CoordinatorTests {
                 #expect(sentTotal == receivedTotal)
                 #expect(sentTotal == keptRowBytes, "layer \(layer)")
                 #expect(entry["dispatch_bytes"] as? Int == sentTotal)
+                // Rows each rank's experts received: its received bytes / row bytes; they add up to the kept routes.
+                let rows = try #require(entry["rows_by_rank"] as? [Int])
+                #expect(rows.count == 4 && rows.reduce(0, +) == kept.reduce(0, +), "layer \(layer): \(rows)")
             }
         }
         // The reallocated budget equals the static one in every step (slots summed over ranks).
@@ -78,6 +83,8 @@ struct CoordinatorTests {
         let rendered = try runMoe(["stats", scratch.file("s.jsonl"), "--svg", scratch.file("plot")])
         #expect(rendered.status == 0, "\(rendered.stderr)")
         #expect(rendered.stdout.contains("4 steps, 4 layers, policy reallocate"), "\(rendered.stdout)")
+        #expect(rendered.stdout.contains("ranks: max/mean rows"), "\(rendered.stdout)")
+        #expect(FileManager.default.fileExists(atPath: scratch.file("plot-ranks.svg")) && FileManager.default.fileExists(atPath: scratch.file("plot-rank-time.svg")))
         // moe placement plans from it: every layer is balanced at least as well as the static blocks.
         let planned = try runMoe(["placement", scratch.file("s.jsonl"), "--ranks", "4", "--redundant-experts", "1", "--json", scratch.file("p.json")])
         #expect(planned.status == 0, "\(planned.stderr)")

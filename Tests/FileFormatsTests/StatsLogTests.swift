@@ -1,0 +1,29 @@
+import Testing
+@testable import FileFormats
+
+@Suite("Stats log: per-rank rows and expert time")
+struct StatsLogTests {
+    let layer = #"{"routed":[3,1],"dropped":[0,0],"drop_rate":0,"imbalance":1.5,"dispatch_bytes":64"#
+
+    func parse(_ lines: [String]) throws(StatsLogError) -> StatsLog {
+        try StatsLog.parse(Array((lines.joined(separator: "\n") + "\n").utf8), path: "s.jsonl")
+    }
+
+    @Test("rows_by_rank and expert_seconds_by_rank are read when present, and older logs without them still parse")
+    func perRankFields() throws {
+        let log = try parse([#"{"step":0,"policy":"static","expert_seconds_by_rank":[0.5,0.25],"layers":[\#(layer),"rows_by_rank":[3,1]}]}"#])
+        #expect(log.steps[0].rowsByRank == [[3, 1]] && log.steps[0].expertSecondsByRank == [0.5, 0.25])
+        let older = try parse([#"{"step":0,"policy":"static","layers":[\#(layer)}]}"#])
+        #expect(older.steps[0].rowsByRank.isEmpty && older.steps[0].expertSecondsByRank.isEmpty)
+    }
+
+    @Test("per-rank fields that cannot be right are refused, naming the line and field")
+    func badPerRankFields() {
+        #expect { try parse([#"{"step":0,"policy":"static","expert_seconds_by_rank":[-1],"layers":[\#(layer)}]}"#]) } throws: {
+            "\($0)".contains("line 1") && "\($0)".contains("expert_seconds_by_rank[0]")
+        }
+        #expect { try parse([#"{"step":0,"policy":"static","layers":[\#(layer),"rows_by_rank":[1]},\#(layer)}]}"#]) } throws: {
+            "\($0)".contains("rows_by_rank is given for some layers only")
+        }
+    }
+}
