@@ -96,6 +96,13 @@ package struct ParsedOptions: Equatable {
     /// Names of the options the command declares.
     let declared: Set<String>
 
+    /// The one positional argument of a command that takes exactly one; a usage error naming
+    /// `what` (e.g. "stats log file (moe stats FILE)") otherwise.
+    package func singlePositional(_ what: String) throws(UsageError) -> String {
+        guard positional.count == 1 else { throw .conflict(command: command, detail: "give exactly one \(what), got \(positional.count)") }
+        return positional[0]
+    }
+
     /// Parses `arguments` (everything after the subcommand name). Accepts `--name value` and
     /// `--name=value`; a repeated option keeps its last value, as most Unix tools do.
     package init(arguments: [String], spec: CommandSpec) throws(UsageError) {

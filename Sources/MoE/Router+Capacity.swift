@@ -60,12 +60,16 @@ extension Router {
     static func claimOrder(probability: [Float], tokenCount: Int, layer: LayerConfiguration, tokens: Range<Int>? = nil) -> [Int] {
         let group = tokens ?? 0..<tokenCount
         guard layer.dropPolicy == .batchPrioritized else { return Array(group) }
-        var priority = [Float](repeating: 0, count: tokenCount)
-        for token in group {
+        // Indexed from the group's first token: a rank with many sequences sorts each in its own space.
+        let priority = group.map { token -> Float in
             let probabilities = (0..<layer.topK).map { probability[$0 * tokenCount + token] }
-            priority[token] = layer.priority == .max ? probabilities.max()! : probabilities.reduce(0, +)
+            return layer.priority == .max ? probabilities.max()! : probabilities.reduce(0, +)
         }
-        return group.sorted { priority[$0] != priority[$1] ? priority[$0] > priority[$1] : $0 < $1 }
+        let first = group.lowerBound
+        return group.sorted { a, b in
+            let (pa, pb) = (priority[a - first], priority[b - first])
+            return pa != pb ? pa > pb : a < b
+        }
     }
 
     /// Claims slots choice by choice (every token's first choice before any second choice), in

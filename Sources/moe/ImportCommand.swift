@@ -29,10 +29,7 @@ struct ImportCommand: JobCommand {
     let outputDirectory: String
 
     init(options: ParsedOptions) throws(UsageError) {
-        guard options.positional.count == 1, let path = options.positional.first else {
-            throw .conflict(command: "import-hf", detail: "give exactly one checkpoint directory (moe import-hf CHECKPOINT_DIR --output OUT_DIR), got \(options.positional.count)")
-        }
-        checkpointPath = path
+        checkpointPath = try options.singlePositional("checkpoint directory (moe import-hf CHECKPOINT_DIR --output OUT_DIR)")
         outputDirectory = try options.value(Options.output)
     }
 

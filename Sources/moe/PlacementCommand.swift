@@ -38,10 +38,7 @@ struct PlacementCommand: JobCommand {
     let jsonPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
-        guard let path = options.positional.first, options.positional.count == 1 else {
-            throw .conflict(command: "placement", detail: "give exactly one stats log file (moe placement FILE), got \(options.positional.count)")
-        }
-        self.path = path
+        path = try options.singlePositional("stats log file (moe placement FILE)")
         ranks = try options.value(Options.ranks)
         redundant = try options.value(Options.redundant)
         ranksPerNode = try options.value(Options.ranksPerNode)

@@ -33,10 +33,7 @@ struct StatsCommand: JobCommand {
     let every: Int
 
     init(options: ParsedOptions) throws(UsageError) {
-        guard let path = options.positional.first, options.positional.count == 1 else {
-            throw .conflict(command: "stats", detail: "give exactly one stats log file (moe stats FILE), got \(options.positional.count)")
-        }
-        self.path = path
+        path = try options.singlePositional("stats log file (moe stats FILE)")
         svgPrefix = try options.value(Options.svg)
         every = try options.value(Options.every)
     }
