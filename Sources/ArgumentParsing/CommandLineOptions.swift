@@ -89,6 +89,8 @@ package struct ParsedOptions: Equatable {
     package let command: String
     package private(set) var values: [String: String] = [:]
     package private(set) var flags: Set<String> = []
+    /// The options the command line named (values and flags), before defaults were filled in.
+    private var given: Set<String> = []
     /// True when `--help` was given: the caller prints help and runs nothing.
     package private(set) var helpRequested = false
     /// Arguments that are not options, in order (only for commands that declare `positional`).
@@ -149,12 +151,16 @@ package struct ParsedOptions: Equatable {
                 flags.insert(name)
             }
         }
+        given = Set(values.keys).union(flags)
         for option in spec.options where option.valueName != nil && values[option.name] == nil {
             if let defaultValue = option.defaultValue { values[option.name] = defaultValue }
         }
     }
 
     package func flag(_ name: String) -> Bool { flags.contains(name) }
+
+    /// Whether the command line gave option `name` (not just its default).
+    package func isGiven(_ name: String) -> Bool { given.contains(name) }
 
     package func string(_ name: String) -> String? { values[name] }
 

@@ -52,8 +52,9 @@ package enum CapacityPlanCodec {
 /// The coordinator (DynaMoE-style): after every step it gathers each rank's routing statistics
 /// (`MPI_Gatherv` to the coordinator rank), checks them, keeps running aggregates, writes one
 /// JSON line per step to the stats log, prints a live table every few steps, asks the capacity
-/// policy for the next step's plan and broadcasts it (`MPI_Bcast`), so every rank routes the
-/// next step under the same plan. All collective: every rank calls `finishStep` once per step.
+/// policy for the next step's plan and the placement policy for placement changes, and
+/// broadcasts both (`MPI_Bcast`), so every rank routes the next step under the same plan and
+/// migrates the same experts. All collective: every rank calls `finishStep` once per step.
 @MainActor
 package final class Coordinator {
     package let root: Int
@@ -62,9 +63,16 @@ package final class Coordinator {
     private let experts: [Int]
     /// Bytes of one dispatched row (d_model floats).
     private let rowBytes: Int
+    /// Bytes of one expert's parameters, per layer (what a migration moves per expert).
+    private let parameterBytes: [Int]
     /// Per layer, what the statistics do not count (a dense layer, a shared expert); "" otherwise.
     private let layerNotes: [String]
     private var planner: CapacityPlanner
+    /// Every layer's placement per group. The coordinator rank plans with it; the others apply
+    /// the changes it broadcasts, so all hold the same placements.
+    package private(set) var placementPlanner: PlacementPlanner
+    /// The placement changes decided at the end of the last step (to migrate before the next).
+    package private(set) var placementChanges: [PlacementChange] = []
     package private(set) var accumulator = StatisticsAccumulator()
     private let statsPath: String?
     /// The stats log's descriptor (coordinator rank, when logging), and the bytes of complete
@@ -82,8 +90,8 @@ package final class Coordinator {
     /// the run ends. `liveEvery`: print the live table every that many steps (0: never).
     /// `corruptStatistics`: testing aid — this rank sends a malformed report.
     package init(
-        world: Communicator, root: Int, model: ModelConfiguration, policy: CapacityPolicy, statsPath: String?,
-        liveEvery: Int, corruptStatistics: Bool = false
+        world: Communicator, root: Int, model: ModelConfiguration, policy: CapacityPolicy, placement: PlacementPolicy = .contiguous,
+        nodeOfRank: [Int]? = nil, statsPath: String?, liveEvery: Int, corruptStatistics: Bool = false
     ) throws {
         precondition((0..<world.size).contains(root))
         self.world = world
@@ -97,6 +105,8 @@ package final class Coordinator {
             return ""
         }
         planner = CapacityPlanner(policy: policy, layers: model.layers)
+        placementPlanner = PlacementPlanner(policy: placement, layers: model.layers, worldSize: world.size, nodeOfRank: nodeOfRank)
+        parameterBytes = model.layers.indices.map { model.form(.expert, layer: $0).parameterCount(dModel: model.dModel) * MemoryLayout<Float>.stride }
         plan = .configured(layers: model.layers.count)
         self.statsPath = statsPath
         self.liveEvery = liveEvery
@@ -120,6 +130,7 @@ package final class Coordinator {
         var local = RankStatistics(step: result, tokens: tokens, worldSize: world.size)
         if corruptStatistics, !local.layers.isEmpty, !local.layers[0].kept.isEmpty { local.layers[0].kept[0] += 1 }
         let bytes = local.encoded().withUnsafeBytes { Array($0) }
+        let placementsBefore = placementPlanner.slots  // the coordinator's planner moves on in `coordinate`
         let gathered = try world.gatherBytes(bytes, root: root)
         var payload: [UInt8] = []
         if let gathered {
@@ -130,9 +141,13 @@ package final class Coordinator {
             throw CoordinatorError(message: String(decoding: answer.dropFirst(), as: UTF8.self), reportingRank: root)
         }
         let values = Self.doubles(answer.dropFirst())
-        guard let next = CapacityPlanCodec.decode(values) else {
+        let planLength = values.first.map { Int(exactly: $0) ?? -1 } ?? -1
+        guard planLength >= 0, planLength < values.count, let next = CapacityPlanCodec.decode(Array(values[1...planLength])),
+              let changes = PlacementChangeCodec.decode(values[(planLength + 1)...], current: placementsBefore) else {
             throw CoordinatorError(message: "the coordinator's capacity plan could not be decoded", reportingRank: root)
         }
+        if world.rank != root { placementPlanner.apply(changes) }
+        placementChanges = changes
         plan = next
         return next
     }
@@ -155,8 +170,14 @@ package final class Coordinator {
         accumulator.add(report)
         planner.record(report.layers.map(\.counts))
         let next = planner.nextPlan()
+        let changes = placementPlanner.record(step: step, report.layers.map(\.counts))
         if let log, let statsPath {
-            let line = Array((report.jsonLine(policy: policy.name, plan: next, rowBytes: rowBytes) + "\n").utf8)
+            let placementLog = changes.map { change in
+                StepReport.PlacementLogEntry(layer: change.layer, group: change.group, before: change.before, after: change.after,
+                                             movedExperts: change.movedSlots.count,
+                                             migrationBytes: change.movedSlots.count * parameterBytes[change.layer])
+            }
+            let line = Array((report.jsonLine(policy: policy.name, plan: next, rowBytes: rowBytes, placementChanges: placementLog) + "\n").utf8)
             do { try AtomicFileWriter.writeAll(line, to: log, path: statsPath + ".partial") } catch {
                 // Keep only complete lines, then stop every rank with one line.
                 _ = ftruncate(log, off_t(logBytes))
@@ -167,7 +188,8 @@ package final class Coordinator {
         if liveEvery > 0, (step + 1) % liveEvery == 0 {
             print(accumulator.liveTable(step: step, latest: report))
         }
-        return [0] + CapacityPlanCodec.encode(next).withUnsafeBytes { Array($0) }
+        let plan = CapacityPlanCodec.encode(next)
+        return [0] + ([Double(plan.count)] + plan + PlacementChangeCodec.encode(changes)).withUnsafeBytes { Array($0) }
     }
 
     /// Doubles from bytes at any alignment.

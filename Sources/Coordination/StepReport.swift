@@ -55,9 +55,31 @@ package struct StepReport: Equatable, Sendable {
         }
     }
 
+    /// A placement change decided at this step, as the stats log records it.
+    package struct PlacementLogEntry: Equatable, Sendable {
+        package var layer: Int
+        package var group: Int
+        /// Predicted max/mean rank load before and after, under the load that decided it.
+        package var before: Double
+        package var after: Double
+        package var movedExperts: Int
+        package var migrationBytes: Int
+
+        package init(layer: Int, group: Int, before: Double, after: Double, movedExperts: Int, migrationBytes: Int) {
+            self.layer = layer
+            self.group = group
+            self.before = before
+            self.after = after
+            self.movedExperts = movedExperts
+            self.migrationBytes = migrationBytes
+        }
+    }
+
     /// One line of the stats log.
     /// `rowBytes`: bytes of one dispatched row (`rows_by_rank` = bytes received / rowBytes).
-    package func jsonLine(policy: String, plan: CapacityPlan, rowBytes: Int) -> String {
+    /// `placementChanges`: the placement changes decided at this step (applied before the next),
+    /// written as `placement_changes` when there are any.
+    package func jsonLine(policy: String, plan: CapacityPlan, rowBytes: Int, placementChanges: [PlacementLogEntry] = []) -> String {
         func numbers(_ values: [Int]) -> JSONValue { .array(values.map { .number(Double($0)) }) }
         let layerValues: [JSONValue] = layers.enumerated().map { index, layer in
             var members: [(String, JSONValue)] = [
@@ -71,12 +93,20 @@ package struct StepReport: Equatable, Sendable {
             members.append(("next_capacity", Self.describe(plan.layers[index])))
             return .object(members)
         }
-        return JSONValue.object([
+        var members: [(String, JSONValue)] = [
             ("step", .number(Double(step))), ("policy", .string(policy)),
             ("phase_seconds_slowest_rank", .object(zip(PhaseTimes.names, phaseSeconds).map { ($0, .number($1)) })),
             ("expert_seconds_by_rank", .array(expertSecondsByRank.map { .number($0) })),
             ("layers", .array(layerValues)),
-        ]).serialized(pretty: false)
+        ]
+        if !placementChanges.isEmpty {
+            members.append(("placement_changes", .array(placementChanges.map { change in
+                .object([("layer", .number(Double(change.layer))), ("group", .number(Double(change.group))),
+                         ("predicted_imbalance_before", .number(change.before)), ("predicted_imbalance_after", .number(change.after)),
+                         ("moved_experts", .number(Double(change.movedExperts))), ("migration_bytes", .number(Double(change.migrationBytes)))])
+            })))
+        }
+        return JSONValue.object(members).serialized(pretty: false)
     }
 
     static func describe(_ capacity: LayerCapacity) -> JSONValue {

@@ -8,8 +8,10 @@ import MoE
 package final class DistributedModel {
     package let configuration: ModelConfiguration
     package let layers: [MoELayer]
-    /// Each layer's placement over the world.
+    /// Each layer's groups over the world.
     package let placements: [ExpertPlacement]
+    /// This rank's world rank.
+    package let worldRank: Int
 
     /// One step's results on this rank.
     package struct StepResult {
@@ -18,8 +20,10 @@ package final class DistributedModel {
         package var volumes: [ExchangeVolume]
     }
 
-    /// Builds the layers. `weights[l]` must hold `ExpertPlacement(experts: E_l, worldSize:
-    /// world.size).heldExperts(ofRank: world.rank)`. Collective over `world`: layers whose
+    /// Builds the layers. `weights[l]` must hold this rank's slots of layer l: those of
+    /// `placement.slots[l][g]` for this rank's group g, or without a planner the static
+    /// placement (`ExpertPlacement(experts: E_l, worldSize: world.size).heldExperts(ofRank:
+    /// world.rank)`). Collective over `world`: layers whose
     /// experts are fewer than the ranks split it into groups (one `MPI_Comm_split` per distinct
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
     /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
@@ -27,9 +31,11 @@ package final class DistributedModel {
     /// given, replaces every gate's choices with recorded ones.
     package init(
         configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
-        planCache: PlanCacheMode = .off, trace: RoutingTrace? = nil, makeExchange: (Communicator) throws -> any AllToAll
+        planCache: PlanCacheMode = .off, trace: RoutingTrace? = nil, placement planner: PlacementPlanner? = nil,
+        makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
         self.configuration = configuration
+        worldRank = world.rank
         placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
         var exchanges: [Int: any AllToAll] = [:]  // by group size
         var layers: [MoELayer] = []
@@ -41,8 +47,10 @@ package final class DistributedModel {
                     ? world : try world.split(color: group, key: world.rank)!
                 exchanges[placement.groupSize] = try makeExchange(communicator)
             }
+            let slots = planner?.slots[index][group] ?? ExpertSlots(placement.blocks(ofGroup: group))
             layers.append(MoELayer(index: index, configuration: layer, model: configuration, weights: weights[index],
-                                   placement: placement.blocks(ofGroup: group), exchange: exchanges[placement.groupSize]!,
+                                   slots: slots, maxSlotsPerRank: planner?.maxSlotsPerRank(layer: index, group: group),
+                                   exchange: exchanges[placement.groupSize]!,
                                    groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
                                    gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift, trace: trace),
                                    planCache: planCache))

@@ -5,12 +5,12 @@ import MoE
 /// layer, over the rows the dispatcher delivered. It is where a new precision backend or a
 /// grouped GEMM goes: the dispatcher and the layer only see `forward` and `dense`.
 ///
-/// Each expert's rows (from every source, source by source, slot order) are gathered into one
+/// Each slot's rows (from every source, source by source, slot order) are gathered into one
 /// contiguous buffer for one GEMM per weight matrix — the order the reference feeds the expert,
 /// which keeps the outputs bitwise equal — and scattered back in place. Buffers grow to the
 /// largest step seen and are reused.
 final class LocalExperts {
-    let weights: LayerWeights
+    private(set) var weights: LayerWeights
     let dModel: Int
     /// The forms of the routed experts, and of the dense FFN (a dense layer's, or a residual
     /// layer's MLP) and the shared expert.
@@ -29,14 +29,21 @@ final class LocalExperts {
         sharedForm = model.form(.shared, layer: layerIndex)
     }
 
-    /// The experts this rank holds (global expert indices, ascending).
-    var heldExperts: Range<Int> { weights.heldExperts }
+    /// The logical expert in each of this rank's slots, in slot order.
+    var slotExperts: [Int] { weights.slotExperts }
+
+    /// Holds `experts` (the weights of `slotExperts`, slot by slot) from now on.
+    func adopt(slotExperts: [Int], experts: [ExpertWeights]) {
+        precondition(slotExperts.count == experts.count)
+        weights.slotExperts = slotExperts
+        weights.experts = experts
+    }
 
     private static func grow(_ buffer: inout [Float], to count: Int) {
         if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
     }
 
-    /// Runs every local expert over its rows of `received` (the dispatch's receive layout,
+    /// Runs every local slot's expert over its rows of `received` (the dispatch's receive layout,
     /// `arrival`), replacing each row by the expert's output for it. Returns the seconds spent
     /// inside the FFNs themselves (GEMMs, bias, activation), without gathering and scattering.
     func forward(received: UnsafeMutableBufferPointer<Float>, arrival: TokenDispatcher.Arrival) -> Double {

@@ -26,8 +26,8 @@ package final class MoELayer {
     private let hasShared: Bool
     /// Where the watchdog learns this rank's phase (nil: no watchdog).
     package var beacon: ProgressBeacon?
-    /// Rows each of this rank's experts received in the last step (its GEMM row counts), in
-    /// expert order.
+    /// Rows each of this rank's slots received in the last step (its GEMM row counts), in
+    /// slot order.
     package private(set) var receivedRowsPerExpert: [Int] = []
 
     // Reused buffers (row-major).
@@ -37,18 +37,20 @@ package final class MoELayer {
     private var coefficients: [Float] = []  // [T, 2]: (a_mlp, a_expert)
     private var sharedOutput: [Float] = []  // [T, dModel]
 
-    /// How this rank's group spreads the layer's experts over the group's ranks.
-    package var placement: ExpertBlocks { dispatcher.placement }
+    /// Which expert every slot of every rank of this rank's group holds.
+    package var slots: ExpertSlots { dispatcher.slots }
     /// Plan-cache outcomes of this layer on this rank.
     package var planCacheTotals: PlanCacheTotals { dispatcher.planCache.totals }
 
-    /// `exchange` runs on the group communicator; `placement` is the group's blocks, and
-    /// `weights` must hold exactly this rank's block (and the residual weights for a residual
-    /// layer). `gate` routes the layer (`Gate(layerIndex:model:weights:drift:)` by default).
+    /// `exchange` runs on the group communicator; `slots` is the group's placement (the static
+    /// one: `ExpertSlots(blocks)`), and `weights` must hold exactly this rank's slots (and the
+    /// residual weights for a residual layer); `maxSlotsPerRank` bounds any placement adopted
+    /// later (default: the slots now). `gate` routes the layer
+    /// (`Gate(layerIndex:model:weights:drift:)` by default).
     package init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
-                placement: ExpertBlocks, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil,
+                slots: ExpertSlots, maxSlotsPerRank: Int? = nil, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil,
                 gate: Gate? = nil, planCache: PlanCacheMode = .off) {
-        precondition(weights.heldExperts == placement.experts(of: exchange.communicator.rank))
+        precondition(weights.slotExperts == slots.slots[exchange.communicator.rank])
         precondition(configuration.residual == (weights.residual != nil))
         precondition(configuration.dense == (weights.dense != nil))
         self.index = index
@@ -59,9 +61,23 @@ package final class MoELayer {
         residual = weights.residual
         hasShared = weights.shared != nil
         experts = LocalExperts(weights: weights, model: model, layerIndex: index)
-        dispatcher = TokenDispatcher(layerIndex: index, layer: configuration, width: model.dModel, placement: placement, exchange: exchange,
+        dispatcher = TokenDispatcher(layerIndex: index, layer: configuration, width: model.dModel, slots: slots,
+                                     maxSlotsPerRank: maxSlotsPerRank ?? slots.slots.map(\.count).max() ?? 0, exchange: exchange,
                                      groupWorldRanks: groupWorldRanks ?? Array(0..<exchange.communicator.size),
                                      worldSize: worldSize ?? exchange.communicator.size, planCache: planCache)
+    }
+
+    /// The logical expert in each of this rank's slots, and their weights.
+    package var slotExperts: [Int] { experts.slotExperts }
+    package var slotWeights: [ExpertWeights] { experts.weights.experts }
+
+    /// Adopts a new placement of the group (`slots`) with this rank's weights for its slots in
+    /// it, from the next step on. Every rank of the group must adopt it before that step.
+    package func adopt(_ slots: ExpertSlots, weights: [ExpertWeights]) {
+        let here = dispatcher.groupRank
+        precondition(weights.count == slots.slots[here].count)
+        experts.adopt(slotExperts: slots.slots[here], experts: weights)
+        dispatcher.adopt(slots)
     }
 
     private static func grow(_ buffer: inout [Float], to count: Int) {

@@ -56,20 +56,21 @@ final class PlanCache {
     /// Block sizes (rows, without the header row) to and from every group rank under the cached
     /// plan, or nil when there is none (mode off, or no step yet). Capacity mode: source s can
     /// send expert e at most its capacity for s's token count, so the block s → d is Σ over d's
-    /// experts of that capacity — computed alike on both sides and never exceeded unless s's
-    /// token count changed; a dropless layer has no such bound, so capacity mode never caches it
+    /// slots of that capacity's share bound (`ExpertSlots.shareBound`: the capacity itself with
+    /// one replica) — computed alike on both sides and never exceeded unless s's token count
+    /// changed; a dropless layer has no such bound, so capacity mode never caches it
     /// (it runs the count exchange every step).
-    func blocks(layer: LayerConfiguration, capacity: LayerCapacity, placement: ExpertBlocks, here: Int) -> (to: [Int], from: [Int])? {
+    func blocks(layer: LayerConfiguration, capacity: LayerCapacity, slots: ExpertSlots, here: Int) -> (to: [Int], from: [Int])? {
         switch mode {
         case .off: return nil
         case .capacity where !layer.isDropless:
             guard let tokensOf else { return nil }
             func block(source: Int, destination: Int) -> Int {
                 let capacities = Router.capacities(tokenCount: tokensOf[source], layer: layer, plan: capacity) ?? []
-                return placement.experts(of: destination).reduce(0) { $0 + capacities[$1] }
+                return slots.slots[destination].reduce(0) { $0 + ExpertSlots.shareBound(of: slots.replicas[$1].count, capacity: capacities[$1]) }
             }
-            return ((0..<placement.ranks).map { block(source: here, destination: $0) },
-                    (0..<placement.ranks).map { block(source: $0, destination: here) })
+            return ((0..<slots.ranks).map { block(source: here, destination: $0) },
+                    (0..<slots.ranks).map { block(source: $0, destination: here) })
         case .capacity, .observed:
             guard let rowsTo, let rowsFrom else { return nil }
             return (rowsTo, rowsFrom)

@@ -5,30 +5,76 @@ import MoE
 //
 // Layouts (all row-major Float32, `width` = d_model floats per row):
 // - token rows: `[tokenCount, width]`, the rank's normalised hidden states;
-// - a pack: for each expert of a list, in list order, that expert's slots in slot order (one
-//   row per kept route, the token's row);
+// - a pack: the token row of each kept route in `PackOrder` (by destination, slot, then the
+//   source's share of the slot's expert in slot order);
 // - received rows: blocks by source rank at `receiveDisplacements[source]`; inside a block, the
-//   source's rows for each local expert in expert order (`rowsFrom[source][localExpert]` rows);
-// - an expert's gathered rows: its rows from every source, source by source, slot order.
+//   source's rows for each local slot in slot order (`rowsFrom[source][localSlot]` rows);
+// - a slot's gathered rows: its rows from every source, source by source, slot order.
 extension TokenDispatcher {
-    /// Copies, for each expert of `experts` in order, the token row of each of its slots
-    /// (`slotRoutes[e][s]` is the route `r · tokenCount + t` holding slot s) to consecutive rows
-    /// of `destination`. Returns the rows written. Rows leave in expert order, slot order within
-    /// an expert — with experts placed in contiguous blocks by rank, that is destination-rank
-    /// order, which is the dispatch layout.
+    /// Where this rank's kept routes go and in which order they leave: destination by
+    /// destination (group ranks ascending), inside a destination slot by slot, inside a slot the
+    /// source's share of that expert's slots in slot order (`ExpertSlots.share`). With one
+    /// replica per expert in contiguous blocks this is expert order, slot order — the layout
+    /// before expert slots existed.
+    struct PackOrder: Equatable {
+        /// The route (`r · tokenCount + t`) of each packed row, in pack order.
+        var routes: [Int]
+        /// Rows to each group rank.
+        var sendCounts: [Int]
+        /// `rowsPerSlot[d][j]`: rows to slot j of group rank d (what d's header says).
+        var rowsPerSlot: [[Int]]
+        /// The packed row of each route (indexed `r · tokenCount + t`), -1 for a dropped route.
+        var rowOfRoute: [Int]
+
+        /// `slotRoutes[e]` and `kept[e]` as `RoutingPlan.slotRoutes()` and `keptPerExpert` give
+        /// them (empty and zeros when routing failed); `routeCount` = tokens · k.
+        init(slotRoutes: [[Int]], kept: [Int], slots: ExpertSlots, routeCount: Int) {
+            routes = []
+            routes.reserveCapacity(kept.reduce(0, +))
+            rowOfRoute = [Int](repeating: -1, count: routeCount)
+            sendCounts = []
+            rowsPerSlot = []
+            for destination in 0..<slots.ranks {
+                let first = routes.count
+                var perSlot: [Int] = []
+                for (slot, expert) in slots.slots[destination].enumerated() {
+                    let replica = slots.replicaIndex(rank: destination, slot: slot)
+                    let share = ExpertSlots.share(replica: replica, of: slots.replicas[expert].count, rows: kept[expert])
+                    for route in slotRoutes.isEmpty ? [] : slotRoutes[expert][share] {
+                        rowOfRoute[route] = routes.count
+                        routes.append(route)
+                    }
+                    perSlot.append(share.count)
+                }
+                sendCounts.append(routes.count - first)
+                rowsPerSlot.append(perSlot)
+            }
+        }
+    }
+
+    /// Copies the token row of each route of `routes` (`r · tokenCount + t` → row t) to
+    /// consecutive rows of `destination`. Returns the rows written.
+    @discardableResult
+    package nonisolated static func pack<Routes: Sequence<Int>>(
+        tokenRows source: UnsafePointer<Float>, width: Int, tokenCount: Int, routes: Routes,
+        into destination: UnsafeMutablePointer<Float>
+    ) -> Int {
+        var row = 0
+        for route in routes {
+            (destination + row * width).update(from: source + (route % tokenCount) * width, count: width)
+            row += 1
+        }
+        return row
+    }
+
+    /// `pack` of every slot of each expert of `experts` in order (`slotRoutes[e][s]` is the
+    /// route holding slot s of expert e): expert order, slot order within an expert.
     @discardableResult
     package nonisolated static func pack<Experts: Sequence<Int>>(
         tokenRows source: UnsafePointer<Float>, width: Int, tokenCount: Int, slotRoutes: [[Int]], experts: Experts,
         into destination: UnsafeMutablePointer<Float>
     ) -> Int {
-        var row = 0
-        for expert in experts {
-            for route in slotRoutes[expert] {
-                (destination + row * width).update(from: source + (route % tokenCount) * width, count: width)
-                row += 1
-            }
-        }
-        return row
+        pack(tokenRows: source, width: width, tokenCount: tokenCount, routes: experts.lazy.flatMap { slotRoutes[$0] }, into: destination)
     }
 
     /// The first received row of local expert `localExpert` from each source: its block's start
@@ -80,28 +126,24 @@ extension TokenDispatcher {
     /// Adds each token's weighted expert outputs to its hidden state, in original token order:
     /// `hidden[t] += Σ_r g_r · combined[row of route r of t]` summed in choice order (a residual
     /// layer: `Σ_r (a_expert · g_r) · row + a_mlp · dense[t]`). `combined` holds the combine's
-    /// result in pack order (all experts, slot order), so route (t, r) is at row
-    /// `Σ_{e < expert} kept[e] + slot`. `scratch` holds `width` floats.
+    /// result in pack order, so route (t, r) is at row `rowOfRoute[r · T + t]` (`PackOrder`).
+    /// `scratch` holds `width` floats.
     ///
     /// The sum is accumulated in `scratch` and added once, with the scalar operation order of
     /// the reference (`accumulate`), so the result is bitwise the reference's.
     nonisolated static func weightedSum(
-        combined: UnsafePointer<Float>, width: Int, plan: RoutingPlan, residual: ResidualShare?,
+        combined: UnsafePointer<Float>, width: Int, plan: RoutingPlan, rowOfRoute: [Int], residual: ResidualShare?,
         scratch: UnsafeMutablePointer<Float>, into hidden: UnsafeMutablePointer<Float>
     ) {
         let tokens = plan.tokenCount
-        let kept = plan.keptPerExpert
-        var expertStart = [Int](repeating: 0, count: plan.expertCount)  // first packed row of each expert
-        for expert in 1..<max(plan.expertCount, 1) { expertStart[expert] = expertStart[expert - 1] + kept[expert - 1] }
         for token in 0..<tokens {
             scratch.update(repeating: 0, count: width)
             // Expert scale: the combine weight, times a_expert in a residual layer.
             let expertScale = residual.map { $0.coefficients[2 * token + 1] } ?? 1
             for r in 0..<plan.topK {
                 let route = r * tokens + token
-                let expert = plan.expert[route]
-                guard expert >= 0 else { continue }
-                let row = combined + (expertStart[expert] + plan.slot[route]) * width
+                guard plan.expert[route] >= 0 else { continue }
+                let row = combined + rowOfRoute[route] * width
                 let weight = residual == nil ? plan.gate[route] : expertScale * plan.gate[route]
                 accumulate(scratch, plus: weight, times: row, count: width)
             }

@@ -23,8 +23,9 @@ package enum MoELayerError: Error, CustomStringConvertible {
 /// the ranks that hold their experts, and after the experts combine them back and add each
 /// token's weighted expert outputs to its hidden state in original token order.
 ///
-/// Wire layout, both exchanges: the block for rank d holds d's local experts in order, each
-/// expert's kept rows in slot order. Before the rows, every rank learns what it will receive
+/// Wire layout, both exchanges: the block for rank d holds d's expert slots in slot order, each
+/// slot's share of this rank's kept rows of its expert in slot order (`PackOrder`; with the
+/// static placement, d's experts in order with all their kept rows). Before the rows, every rank learns what it will receive
 /// either from a count message (`DispatchHeader` to every rank: its size is known to both sides
 /// from the placement, so it is itself a fixed-layout exchange) or, under a cached plan, from a
 /// header row at the front of each block (`PlanCache`). The header's status word lets every rank
@@ -37,12 +38,15 @@ package enum MoELayerError: Error, CustomStringConvertible {
 package final class TokenDispatcher {
     package let layerIndex: Int
     let layer: LayerConfiguration
-    /// How this rank's group spreads the layer's experts over the group's ranks.
-    package let placement: ExpertBlocks
+    /// Which logical expert every slot of every group rank holds (changed between steps by
+    /// `adopt`, on every rank of the group at the same step).
+    package private(set) var slots: ExpertSlots
     /// Floats per token row (d_model).
     let width: Int
     private let exchange: any AllToAll
     private var communicator: Communicator { exchange.communicator }
+    /// This rank's rank in the layer's group.
+    var groupRank: Int { communicator.rank }
     /// World rank of every rank of the layer's group, and the world size (for per-peer volumes).
     private let groupWorldRanks: [Int]
     private let worldSize: Int
@@ -60,29 +64,39 @@ package final class TokenDispatcher {
 
     /// What a dispatch delivered to this rank's experts.
     struct Arrival {
-        /// `rowsFrom[s][j]`: rows source s sent local expert j.
+        /// `rowsFrom[s][j]`: rows source s sent local slot j.
         let rowsFrom: [[Int]]
         /// The exact dispatch layout (rows to and from every group rank).
         let layout: ExchangeLayout
-        /// Rows each local expert received, in expert order (its GEMM row count).
+        /// Where each of this rank's routes left in the pack (`PackOrder.rowOfRoute`): the
+        /// combine brings the outputs back in that order.
+        let rowOfRoute: [Int]
+        /// Rows each local slot received, in slot order (its GEMM row count).
         var rowsPerExpert: [Int] { rowsFrom.first.map { $0.indices.map { local in rowsFrom.reduce(0) { $0 + $1[local] } } } ?? [] }
     }
 
-    /// `exchange` runs on the layer's group communicator; `placement` is the group's blocks.
-    init(layerIndex: Int, layer: LayerConfiguration, width: Int, placement: ExpertBlocks, exchange: any AllToAll,
+    /// `exchange` runs on the layer's group communicator; `slots` is the group's placement now;
+    /// `maxSlotsPerRank` bounds the slots of any placement the layer will adopt.
+    init(layerIndex: Int, layer: LayerConfiguration, width: Int, slots: ExpertSlots, maxSlotsPerRank: Int, exchange: any AllToAll,
          groupWorldRanks: [Int], worldSize: Int, planCache: PlanCacheMode) {
-        precondition(placement.ranks == exchange.communicator.size && placement.experts == layer.experts)
+        precondition(slots.ranks == exchange.communicator.size && slots.experts == layer.experts)
         precondition(groupWorldRanks.count == exchange.communicator.size)
+        precondition(slots.slots.allSatisfy { $0.count <= maxSlotsPerRank })
         self.layerIndex = layerIndex
         self.layer = layer
         self.width = width
-        self.placement = placement
+        self.slots = slots
         self.exchange = exchange
         self.groupWorldRanks = groupWorldRanks
         self.worldSize = worldSize
         self.planCache = PlanCache(mode: planCache)
-        let most = (0..<placement.ranks).map { placement.experts(of: $0).count }.max() ?? 0
-        headerRowFits = DispatchHeader.bytes(experts: most) <= width * MemoryLayout<Float>.stride
+        headerRowFits = DispatchHeader.bytes(experts: maxSlotsPerRank) <= width * MemoryLayout<Float>.stride
+    }
+
+    /// Takes a new placement from the next dispatch on (every group rank at the same step).
+    func adopt(_ slots: ExpertSlots) {
+        precondition(slots.ranks == self.slots.ranks && slots.experts == self.slots.experts)
+        self.slots = slots
     }
 
     private static func grow(_ buffer: inout [Float], to count: Int) {
@@ -110,15 +124,15 @@ package final class TokenDispatcher {
         let here = communicator.rank
         let plan = try? routing.get()
         let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: layer.experts)
-        let sendCounts = (0..<placement.ranks).map { placement.experts(of: $0).reduce(0) { $0 + kept[$1] } }
-        let slotRoutes = plan?.slotRoutes() ?? []
+        let order = PackOrder(slotRoutes: plan?.slotRoutes() ?? [], kept: kept, slots: slots, routeCount: plan.map { $0.tokenCount * $0.topK } ?? 0)
+        let sendCounts = order.sendCounts
 
         var rowsFrom: [[Int]]?
         var failedRank: Int?
         var dispatched = false
-        if headerRowFits, let blocks = planCache.blocks(layer: layer, capacity: capacity, placement: placement, here: here) {
-            switch try dispatchUnderCachedPlan(tokenRows: tokenRows, tokenCount: tokenCount, routed: plan != nil, slotRoutes: slotRoutes,
-                                               kept: kept, sendCounts: sendCounts, blocks: blocks, clock: &clock, times: &times) {
+        if headerRowFits, let blocks = planCache.blocks(layer: layer, capacity: capacity, slots: slots, here: here) {
+            switch try dispatchUnderCachedPlan(tokenRows: tokenRows, tokenCount: tokenCount, routed: plan != nil, order: order,
+                                               blocks: blocks, clock: &clock, times: &times) {
             case let .hit(counts):
                 rowsFrom = counts
                 dispatched = true
@@ -127,7 +141,7 @@ package final class TokenDispatcher {
             }
         }
         if rowsFrom == nil && failedRank == nil {
-            (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: plan != nil, kept: kept)
+            (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: plan != nil, rowsPerSlot: order.rowsPerSlot)
             clock.charge(\.dispatch, to: &times)
         }
         if let failedRank {
@@ -143,10 +157,8 @@ package final class TokenDispatcher {
             tokenRows.withUnsafeBufferPointer { source in
                 sendRows.withUnsafeMutableBufferPointer { destination in
                     guard layout.sendRows > 0 else { return }
-                    // Experts are placed in contiguous blocks by rank, so every expert's slots
-                    // in expert order is the destination-rank order of the layout.
-                    Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, slotRoutes: slotRoutes,
-                              experts: 0..<layer.experts, into: destination.baseAddress!)
+                    Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, routes: order.routes,
+                              into: destination.baseAddress!)
                 }
             }
             clock.charge(\.pack, to: &times)
@@ -156,22 +168,21 @@ package final class TokenDispatcher {
         }
         planCache.record(layout: layout)
         account(layout: layout, volume: &volume)
-        return Arrival(rowsFrom: rowsFrom, layout: layout)
+        return Arrival(rowsFrom: rowsFrom, layout: layout, rowOfRoute: order.rowOfRoute)
     }
 
     /// The count exchange: a `DispatchHeader` to every group rank. Returns what every source
-    /// sends this rank's experts and the lowest rank whose router failed, if any.
-    private func exchangeCounts(tokenCount: Int, routed: Bool, kept: [Int]) throws(MoELayerError) -> ([[Int]], Int?) {
+    /// sends this rank's slots and the lowest rank whose router failed, if any.
+    private func exchangeCounts(tokenCount: Int, routed: Bool, rowsPerSlot: [[Int]]) throws(MoELayerError) -> ([[Int]], Int?) {
         let start = MPIRuntime.wallTime()
-        let ranks = placement.ranks
-        let localCount = placement.experts(of: communicator.rank).count
-        let sendWords = (0..<ranks).map { DispatchHeader.words(experts: placement.experts(of: $0).count) }
+        let ranks = slots.ranks
+        let localCount = slots.slots[communicator.rank].count
+        let sendWords = (0..<ranks).map { DispatchHeader.words(experts: slots.slots[$0].count) }
         var message = [Int](repeating: 0, count: sendWords.reduce(0, +))
         message.withUnsafeMutableBytes { raw in
             var offset = 0
             for destination in 0..<ranks {
-                DispatchHeader(status: routed ? .ready : .routingFailed, tokens: tokenCount,
-                               rowsPerExpert: placement.experts(of: destination).map { kept[$0] })
+                DispatchHeader(status: routed ? .ready : .routingFailed, tokens: tokenCount, rowsPerExpert: rowsPerSlot[destination])
                     .write(to: raw.baseAddress! + offset * MemoryLayout<Int>.stride)
                 offset += sendWords[destination]
             }
@@ -202,10 +213,11 @@ package final class TokenDispatcher {
     /// back to the count exchange), otherwise the rows are compacted into the exact layout and
     /// the count exchange is skipped.
     private func dispatchUnderCachedPlan(
-        tokenRows: [Float], tokenCount: Int, routed: Bool, slotRoutes: [[Int]], kept: [Int], sendCounts: [Int],
+        tokenRows: [Float], tokenCount: Int, routed: Bool, order: PackOrder,
         blocks: (to: [Int], from: [Int]), clock: inout PhaseClock, times: inout PhaseTimes
     ) throws(MoELayerError) -> CachedOutcome {
-        let ranks = placement.ranks
+        let ranks = slots.ranks
+        let sendCounts = order.sendCounts
         let overflow = routed && zip(sendCounts, blocks.to).contains { $0 > $1 }
         let status: DispatchStatus = !routed ? .routingFailed : (overflow ? .overflow : .ready)
         let layout = ExchangeLayout(sendCounts: blocks.to.map { $0 + 1 }, receiveCounts: blocks.from.map { $0 + 1 })!
@@ -214,19 +226,21 @@ package final class TokenDispatcher {
         let rowBytes = rowBytes
         tokenRows.withUnsafeBufferPointer { source in
             sendRows.withUnsafeMutableBufferPointer { destination in
+                var packed = 0  // rows of `order.routes` before this peer's
                 for peer in 0..<ranks {
                     let base = layout.sendDisplacements[peer]
-                    DispatchHeader(status: status, tokens: tokenCount, rowsPerExpert: placement.experts(of: peer).map { kept[$0] })
+                    DispatchHeader(status: status, tokens: tokenCount, rowsPerExpert: order.rowsPerSlot[peer])
                         .write(to: UnsafeMutableRawPointer(destination.baseAddress!) + base * rowBytes)
+                    defer { packed += sendCounts[peer] }
                     guard status == .ready, sendCounts[peer] > 0 else { continue }
-                    Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, slotRoutes: slotRoutes,
-                              experts: placement.experts(of: peer), into: destination.baseAddress! + (base + 1) * width)
+                    Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount,
+                              routes: order.routes[packed..<packed + sendCounts[peer]], into: destination.baseAddress! + (base + 1) * width)
                 }
             }
         }
         clock.charge(\.pack, to: &times)
         try exchanging { () throws(ExchangeError) in try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) }
-        let localCount = placement.experts(of: communicator.rank).count
+        let localCount = slots.slots[communicator.rank].count
         let headers = receiveRows.withUnsafeBytes { raw in
             (0..<ranks).map { DispatchHeader.read(from: raw.baseAddress! + layout.receiveDisplacements[$0] * rowBytes, experts: localCount) }
         }
@@ -298,7 +312,8 @@ package final class TokenDispatcher {
                         dense.withUnsafeBufferPointer { dense in
                             guard plan.tokenCount > 0 else { return }
                             let share = residual == nil ? nil : ResidualShare(coefficients: coefficients.baseAddress!, dense: dense.baseAddress!)
-                            Self.weightedSum(combined: UnsafePointer(rows.baseAddress!), width: width, plan: plan, residual: share,
+                            Self.weightedSum(combined: UnsafePointer(rows.baseAddress!), width: width, plan: plan,
+                                             rowOfRoute: arrival.rowOfRoute, residual: share,
                                              scratch: scratch.baseAddress!, into: output.baseAddress!)
                         }
                     }

@@ -65,3 +65,30 @@ package enum CapacityOptions {
                       drift: amplitude > 0 ? RouterDrift(amplitude: amplitude, period: try options.value(driftPeriod), seed: seed) : nil)
     }
 }
+
+/// Options of expert placement (redundant slots and rebalancing), shared by `moe run` and `moe
+/// reference` (which replays the placement decisions).
+package enum PlacementOptions {
+    package static let placement = TypedOption<PlacementPolicy.Kind>.choice(
+        "placement", "POLICY", default: .static,
+        "expert placement: static, balanced (EPLB from the moving-average load every --rebalance-every steps) or balanced-node (docs/CAPACITY.md)")
+    package static let redundantExperts = TypedOption<Int>.integer(
+        "redundant-experts", "R", default: 0, in: 0...4096, "redundant expert slots per rank, filled with replicas of the hottest experts")
+    package static let rebalanceEvery = TypedOption<Int>.integer(
+        "rebalance-every", "K", default: 10, in: 1...10_000_000, "balanced placement: re-plan after every K-th step")
+    package static let rebalanceThreshold = TypedOption<Double>.number(
+        "rebalance-threshold", "X", default: 0.05, in: 0...100,
+        "balanced placement: move experts only when the predicted max/mean rank load improves by more than this fraction")
+    package static let specs = [placement.spec, redundantExperts.spec, rebalanceEvery.spec, rebalanceThreshold.spec]
+
+    package static func read(_ options: ParsedOptions) throws(UsageError) -> PlacementPolicy {
+        let kind = try options.value(placement)
+        if kind == .static {
+            for option in [rebalanceEvery.spec.name, rebalanceThreshold.spec.name] where options.isGiven(option) {
+                throw .conflict(command: options.command, detail: "--\(option) applies to --placement balanced or balanced-node; the static placement never moves")
+            }
+        }
+        return PlacementPolicy(kind: kind, redundant: try options.value(redundantExperts), rebalanceEvery: try options.value(rebalanceEvery),
+                               threshold: try options.value(rebalanceThreshold))
+    }
+}

@@ -20,6 +20,30 @@ package struct ExpertWeights: Equatable, Sendable {
         self.w3 = w3
         self.b3 = b3
     }
+
+    /// Every parameter in one buffer, in the order w1, b1, w2, b2, w3, b3 (what an expert
+    /// migration sends; `init(flattened:form:dModel:)` reads it back).
+    package var flattened: [Float] { w1 + b1 + w2 + b2 + w3 + b3 }
+
+    /// The weights of an FFN of `form` from `flattened` (exactly `form.parameterCount(dModel:)`
+    /// floats, in `flattened`'s order), or nil when the count is wrong.
+    package init?(flattened values: [Float], form: FFNForm, dModel: Int) {
+        guard values.count == form.parameterCount(dModel: dModel) else { return nil }
+        let hidden = dModel * form.dFF
+        let bias = form.hasBias
+        let gated = form.activation.isGated
+        var cursor = 0
+        func take(_ count: Int) -> [Float] {
+            defer { cursor += count }
+            return Array(values[cursor..<cursor + count])
+        }
+        w1 = take(hidden)
+        b1 = take(bias ? form.dFF : 0)
+        w2 = take(hidden)
+        b2 = take(bias ? dModel : 0)
+        w3 = take(gated ? hidden : 0)
+        b3 = take(bias && gated ? form.dFF : 0)
+    }
 }
 
 /// The shape of one FFN: its activation, hidden width and whether it has biases. Experts, shared

@@ -15,10 +15,11 @@ package struct MemoryEstimate: Equatable, Sendable {
     package var bufferBytes = 0
     package var totalBytes: Int { weightBytes + bufferBytes }
 
-    /// `heldExperts(l)`: the experts of layer l this process holds; `tokens`: tokens per step on
+    /// `expertSlots(l)`: the expert slots of layer l this process may hold (its experts, or the
+    /// slots per rank with redundant experts); `tokens`: tokens per step on
     /// this process; `sourceRanks`: ranks whose tokens reach this process's experts.
     package static func of(
-        model: ModelConfiguration, heldExperts: (Int) -> Range<Int>, tokens: Int, sourceRanks: Int, capacityPlanCache: Bool
+        model: ModelConfiguration, expertSlots: (Int) -> Int, tokens: Int, sourceRanks: Int, capacityPlanCache: Bool
     ) -> MemoryEstimate {
         let d = model.dModel
         let gated = model.activation.isGated
@@ -33,7 +34,7 @@ package struct MemoryEstimate: Equatable, Sendable {
             }
             let expert = model.form(.expert, layer: index)
             let dFF = expert.dFF
-            floats.weights += 2 * d + d * layer.experts + heldExperts(index).count * expert.parameterCount(dModel: d)
+            floats.weights += 2 * d + d * layer.experts + expertSlots(index) * expert.parameterCount(dModel: d)
             if layer.residual { floats.weights += dense.parameterCount(dModel: d) + 2 * d + 2 }
             if layer.sharedDFF > 0 {
                 floats.weights += model.form(.shared, layer: index).parameterCount(dModel: d) + d

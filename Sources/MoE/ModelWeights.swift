@@ -2,7 +2,7 @@ import FileFormats
 import RandomStreams
 
 /// One layer's parameters as one rank holds them: the norm, gate, shared expert and dense FFN
-/// (every rank) and the experts in `heldExperts` only.
+/// (every rank) and the experts of its expert slots only (`slotExperts`).
 package struct LayerWeights: Sendable {
     package var norm: TokenNorm
     /// `[dModel, E]` row-major (empty for a dense layer).
@@ -17,13 +17,15 @@ package struct LayerWeights: Sendable {
     package var sharedGate: [Float] = []
     /// A dense layer's FFN (every rank); nil for MoE layers.
     package var dense: ExpertWeights?
-    package var heldExperts: Range<Int>
-    /// `experts[i]` is expert `heldExperts.lowerBound + i`.
+    /// The logical expert in each of this rank's expert slots, in slot order (`ExpertSlots`).
+    package var slotExperts: [Int]
+    /// `experts[i]` is expert `slotExperts[i]`.
     package var experts: [ExpertWeights]
     /// The dense MLP and coefficient of a residual layer (every rank holds them); nil otherwise.
     package var residual: ResidualWeights?
 
-    package func expert(_ index: Int) -> ExpertWeights { experts[index - heldExperts.lowerBound] }
+    /// The weights of logical expert `index`, which one of the slots must hold.
+    package func expert(_ index: Int) -> ExpertWeights { experts[slotExperts.firstIndex(of: index)!] }
 }
 
 /// Why weights could not be had.
@@ -113,10 +115,10 @@ package enum ModelWeights {
     }
 
     /// A rank's share of the weights: every layer's norm and gate (and a residual layer's dense
-    /// MLP and coefficient), and the experts `held(l)` of each layer, from the seed or from a
-    /// safetensors file (reading only those tensors).
+    /// MLP and coefficient), and the experts `held(l)` of each layer (in slot order), from the
+    /// seed or from a safetensors file (reading only those tensors).
     package static func load(
-        _ model: ModelConfiguration, heldExperts held: (Int) -> Range<Int>, seed: UInt64, file: SafetensorsReader?
+        _ model: ModelConfiguration, heldExperts held: (Int) -> [Int], seed: UInt64, file: SafetensorsReader?
     ) throws(WeightsError) -> [LayerWeights] {
         func tensor(_ name: String, _ shape: [Int]) throws(WeightsError) -> [Float] {
             let values: [Float]
@@ -145,23 +147,23 @@ package enum ModelWeights {
                 return ExpertWeights(w1: parts["w1"]!, b1: parts["b1"] ?? [], w2: parts["w2"]!, b2: parts["b2"] ?? [], w3: parts["w3"] ?? [],
                                      b3: parts["b3"] ?? [])
             }
-            let range = held(index)
             if layer.dense {
-                var weights = LayerWeights(norm: norm, gate: [], heldExperts: range, experts: [], residual: nil)
+                var weights = LayerWeights(norm: norm, gate: [], slotExperts: [], experts: [], residual: nil)
                 weights.dense = try ffn("\(prefix).dense", model.form(.dense, layer: index))
                 layers.append(weights)
                 continue
             }
             let gate = try tensor("\(prefix).gate.weight", [model.dModel, layer.experts])
             var experts: [ExpertWeights] = []
-            for expert in range { experts.append(try ffn("\(prefix).experts.\(expert)", model.form(.expert, layer: index))) }
+            let slotExperts = held(index)
+            for expert in slotExperts { experts.append(try ffn("\(prefix).experts.\(expert)", model.form(.expert, layer: index))) }
             var residual: ResidualWeights?
             if layer.residual {
                 residual = ResidualWeights(dense: try ffn("\(prefix).dense", model.form(.dense, layer: index)),
                                            coefficientWeight: try tensor("\(prefix).coefficient.weight", [model.dModel, 2]),
                                            coefficientBias: try tensor("\(prefix).coefficient.bias", [2]))
             }
-            var weights = LayerWeights(norm: norm, gate: gate, heldExperts: range, experts: experts, residual: residual)
+            var weights = LayerWeights(norm: norm, gate: gate, slotExperts: slotExperts, experts: experts, residual: residual)
             if layer.routerBias { weights.gateBias = try tensor("\(prefix).gate.bias", [layer.experts]) }
             if layer.selectionBias { weights.selectionBias = try tensor("\(prefix).gate.selection_bias", [layer.experts]) }
             if layer.sharedDFF > 0 {

@@ -23,7 +23,7 @@ package struct ReferenceModel {
     /// `drift`, when given, is the drifting workload the gates add to their logits.
     package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil, trace: RoutingTrace? = nil) {
         precondition(layers.count == model.layers.count)
-        precondition(zip(layers, model.layers).allSatisfy { $0.heldExperts == 0..<$1.experts || $1.dense }, "the reference holds every expert")
+        precondition(zip(layers, model.layers).allSatisfy { $0.slotExperts == Array(0..<$1.experts) || $1.dense }, "the reference holds every expert")
         self.model = model
         self.layers = layers
         gates = layers.indices.map { Gate(layerIndex: $0, model: model, weights: layers[$0], drift: drift, trace: trace) }

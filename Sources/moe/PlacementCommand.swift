@@ -6,7 +6,7 @@ import MoE
 /// `moe placement`: what EPLB-style redundant placement would do with a recorded workload — reads
 /// a stats log (`moe run --stats`), takes each layer's moving-average load per expert, and prints
 /// the static placement's rank imbalance beside the balanced one's (`ReplicaPlacement`). No MPI;
-/// the runtime does not re-place experts yet.
+/// `moe run --placement balanced` does the same online and migrates the experts.
 struct PlacementCommand: JobCommand {
     static let spec = CommandSpec(
         name: "placement",
@@ -17,7 +17,8 @@ struct PlacementCommand: JobCommand {
             the balanced one gives --redundant-experts extra slots to every rank, replicates the experts with
             the highest load per replica, and packs replicas heaviest first onto the least-loaded rank with
             a free slot (docs/CAPACITY.md, "Placement"). 'imbalance' is max / mean predicted rank load.
-            The runtime does not migrate experts or route to replicas yet: this is a planning tool.
+            This is the offline planner; 'moe run --placement balanced --redundant-experts R' re-places
+            online from the coordinator's statistics and migrates the experts between steps.
             """,
         options: [Options.ranks.spec, Options.redundant.spec, Options.ranksPerNode.spec, Options.smoothing.spec, Options.json.spec],
         positional: "FILE")
@@ -85,6 +86,30 @@ struct PlacementCommand: JobCommand {
         if let jsonPath {
             try AtomicFileWriter.write(JSONValue.object([("ranks", .number(Double(ranks))), ("redundant_experts", .number(Double(redundant))),
                                                          ("layers", .array(layers))]).serialized() + "\n", to: jsonPath)
+        }
+    }
+}
+
+/// The lines `moe run` and `moe reference` print about placement: both print the same change
+/// lines for the same job, so a test can compare the reference's replay with the run.
+enum PlacementReport {
+    /// The policy, when it is not the plain static placement.
+    static func policyLine(_ policy: PlacementPolicy, planner: PlacementPlanner) -> String? {
+        guard policy != .contiguous else { return nil }
+        let slots = planner.layers.indices.filter { !planner.layers[$0].dense }.map { layer in
+            planner.maxSlotsPerRank(layer: layer, group: 0)
+        }
+        let moves = policy.kind == .static ? "never moved"
+            : "re-planned every \(plural(policy.rebalanceEvery, "step")) when the predicted max/mean rank load improves by more than \(policy.threshold * 100)%"
+        return "placement \(policy.kind.rawValue): \(policy.redundant) redundant expert slot\(policy.redundant == 1 ? "" : "s") per rank "
+            + "(slots per rank by layer: \(slots.map(String.init).joined(separator: ","))), \(moves)"
+    }
+
+    /// One line per change decided after `afterStep` (0-based).
+    static func changeLines(_ changes: [PlacementChange], afterStep step: Int) -> [String] {
+        changes.map { change in
+            "placement change after step \(step + 1): layer \(change.layer) group \(change.group): predicted max/mean rank load "
+                + String(format: "%.3f → %.3f", change.before, change.after) + ", \(plural(change.movedSlots.count, "slot")) refilled"
         }
     }
 }

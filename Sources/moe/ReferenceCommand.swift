@@ -50,10 +50,10 @@ struct ReferenceCommand: JobCommand {
         do {
             let configuration = try model.loadModel()
             if let problem = model.problem(with: configuration) { throw JobFailure(message: "reference: \(problem)", reportingRank: 0, exitCode: 2) }
-            let estimate = MemoryEstimate.of(model: configuration, heldExperts: { 0..<configuration.layers[$0].experts },
+            let estimate = MemoryEstimate.of(model: configuration, expertSlots: { configuration.layers[$0].experts },
                                              tokens: ranks * (try model.tokensPerRank(ranks: ranks)), sourceRanks: 1, capacityPlanCache: false)
             if let problem = estimate.problem(processes: 1) { throw InputError(description: problem) }
-            let weights = try ModelWeights.load(configuration, heldExperts: { 0..<configuration.layers[$0].experts },
+            let weights = try ModelWeights.load(configuration, heldExperts: { Array(0..<configuration.layers[$0].experts) },
                                                 seed: model.seed, file: try model.openWeights())
             let trace = try model.loadTrace(model: configuration, ranks: ranks, steps: steps)
             if trace != nil, !configuration.taskExperts.isEmpty {

@@ -21,7 +21,7 @@ struct RunCommand: JobCommand {
             --exchange algorithms the same steps run once per algorithm and the outputs must be
             bitwise identical (the algorithm never changes the numbers).
             """,
-        options: ModelOptions.specs + CapacityOptions.specs + Options.specs + TopologyOptions.specs + BLASThreadOptions.specs
+        options: ModelOptions.specs + CapacityOptions.specs + PlacementOptions.specs + Options.specs + TopologyOptions.specs + BLASThreadOptions.specs
             + TestingAids.specs)
 
     /// `moe run`'s own options (the shared groups are declared in ModelOptions, CapacityOptions,
@@ -70,6 +70,7 @@ struct RunCommand: JobCommand {
 
     let model: ModelOptions.Values
     let capacity: CapacityOptions.Values
+    let placementPolicy: PlacementPolicy
     let statsPath: String?
     let statsEvery: Int
     let coordinatorRank: Int
@@ -90,6 +91,7 @@ struct RunCommand: JobCommand {
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
         capacity = try CapacityOptions.read(options, seed: model.seed)
+        placementPolicy = try PlacementOptions.read(options)
         statsPath = try options.value(Options.stats)
         statsEvery = try options.value(Options.statsEvery)
         coordinatorRank = try options.value(Options.coordinator)
@@ -133,18 +135,27 @@ struct RunCommand: JobCommand {
 
         // Everything a rank reads is checked before the first exchange, and the ranks agree.
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
-        let (configuration, weights, weightsIdentity) = try context.collectively { () throws -> (ModelConfiguration, [LayerWeights], String) in
-            let configuration = try model.loadModel()
+        let configuration = try context.collectively { try model.loadModel() }
+        if let problem = placementPolicy.problem(layers: configuration.layers, worldSize: ranks) {
+            throw JobFailure(message: "run: \(problem)", reportingRank: 0, exitCode: 2)
+        }
+        // The first placement (the same on every rank and in every coordinator: it depends on
+        // the policy alone) says which experts this rank loads.
+        let firstPlacement = PlacementPlanner(policy: placementPolicy, layers: configuration.layers, worldSize: ranks, nodeOfRank: topology.nodeOfRank)
+        func slotExperts(_ layer: Int) -> [Int] {
+            let placement = firstPlacement.placements[layer]
+            return firstPlacement.slots[layer][placement.group(ofRank: here)].slots[placement.rankInGroup(here)]
+        }
+        let (weights, weightsIdentity) = try context.collectively { () throws -> ([LayerWeights], String) in
             // Before any weight or buffer is allocated: does this fit the node?
             let estimate = MemoryEstimate.of(
-                model: configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, worldSize: ranks).heldExperts(ofRank: here) },
+                model: configuration,
+                expertSlots: { firstPlacement.maxSlotsPerRank(layer: $0, group: firstPlacement.placements[$0].group(ofRank: here)) },
                 tokens: try model.tokensPerRank(ranks: ranks), sourceRanks: ranks, capacityPlanCache: planCache == .capacity)
             if let problem = estimate.problem(processes: localRanks) { throw InputError(description: problem) }
             let file = try model.openWeights()
-            let weights = try ModelWeights.load(
-                configuration, heldExperts: { ExpertPlacement(experts: configuration.layers[$0].experts, worldSize: ranks).heldExperts(ofRank: here) },
-                seed: model.seed, file: file)
-            return (configuration, weights, file.map(ModelOptions.identity) ?? "seeded from \(model.seed)")
+            let weights = try ModelWeights.load(configuration, heldExperts: slotExperts, seed: model.seed, file: file)
+            return (weights, file.map(ModelOptions.identity) ?? "seeded from \(model.seed)")
         }
         // Every rank must run the same model: the same command line can still name files that
         // differ between hosts.
@@ -160,6 +171,7 @@ struct RunCommand: JobCommand {
             let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
             print("model \(configuration.name): \(configuration.layers.count) layers, d_model \(configuration.dModel), d_ff \(configuration.dFF), \(configuration.activation.rawValue); experts per layer \(configuration.layers.map { $0.dense ? "dense" : String($0.experts) }.joined(separator: ","))")
             for line in Self.placementSummary(configuration, ranks: ranks) { print(line) }
+            if let line = PlacementReport.policyLine(placementPolicy, planner: firstPlacement) { print(line) }
             if links != nil {
                 print("simulated inter-node links: \(topology.interNode.latencyMicroseconds) µs + bytes at \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node uplink/downlink")
             }
@@ -183,19 +195,22 @@ struct RunCommand: JobCommand {
         TerminationSignal.install()
         var stopped: (signal: Int32, afterStep: Int)?
         for algorithm in algorithms {
-            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world, drift: capacity.drift,
-                                                   planCache: planCache, trace: trace) {
-                try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
-            }
-            if let watchdog { distributed.attach(watchdog.beacon) }
             let coordinator: Coordinator
             do {
                 coordinator = try Coordinator(world: world, root: coordinatorRank, model: configuration, policy: capacity.policy,
+                                              placement: placementPolicy, nodeOfRank: topology.nodeOfRank,
                                               statsPath: algorithm == algorithms[0] ? statsPath : nil, liveEvery: quiet ? 0 : statsEvery,
                                               corruptStatistics: testingAids.corruptStatsRank == here)
             } catch let error as CoordinatorError {
                 throw JobFailure(message: error.message, reportingRank: error.reportingRank)
             }
+            let distributed = try DistributedModel(configuration: configuration, weights: weights, world: world, drift: capacity.drift,
+                                                   planCache: planCache, trace: trace, placement: coordinator.placementPlanner) {
+                try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
+            }
+            if let watchdog { distributed.attach(watchdog.beacon) }
+            var migrations = MigrationOutcome()
+            var migrationCount = 0
             var stepReports: [JSONValue] = []
             var totals = PhaseTimes()
             var totalTokens = 0
@@ -236,6 +251,20 @@ struct RunCommand: JobCommand {
                 do { _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount) } catch let error as CoordinatorError {
                     throw JobFailure(message: error.message, reportingRank: error.reportingRank)
                 }
+                var migration: MigrationOutcome?
+                let changes = coordinator.placementChanges
+                if !changes.isEmpty {
+                    watchdog?.beacon.enter(phase: "expert migration")
+                    do {
+                        migration = try distributed.migrate(changes, world: world, step: step, failHere: testingAids.failMigrationIsDue(step: step, rank: here))
+                    } catch let error as MigrationError {
+                        throw JobFailure(message: "\(error)", reportingRank: error.rank)
+                    }
+                    migrations.experts += migration!.experts
+                    migrations.bytes += migration!.bytes
+                    migrations.seconds += migration!.seconds
+                    migrationCount += 1
+                }
                 let stepTimes = result.times.reduce(PhaseTimes(), +)
                 // Slowest rank per phase; tokens and routes summed over ranks.
                 let slowest = try world.allReduce(stepTimes.values + [elapsed], .maximum)
@@ -267,7 +296,15 @@ struct RunCommand: JobCommand {
                     ("kept_routes_by_layer", .array(keptByLayer.map { .number(Double($0)) })),
                     ("dropped_routes_by_layer", .array(droppedByLayer.map { .number(Double($0)) })),
                     ("dispatch_bytes_by_layer", .array(bytesByLayer.map { .number(Double($0)) })),
+                    ("migration", migration.map { .object([("experts", .number(Double($0.experts))), ("bytes", .number(Double($0.bytes))),
+                                                           ("seconds", .number($0.seconds))]) } ?? .null),
                 ])) }
+                if here == 0, let migration {
+                    for line in PlacementReport.changeLines(changes, afterStep: step) { print("[\(algorithm.rawValue)] " + line) }
+                    print("[\(algorithm.rawValue)] migration after step \(step + 1): \(plural(migration.experts, "expert")) copied, "
+                          + String(format: "%.2f MiB in %.1f ms", Double(migration.bytes) / 1_048_576, migration.seconds * 1000)
+                          + "; every rank switched to the new placement at step \(step + 2)")
+                }
                 if algorithm == algorithms[0], recorder != nil { try recorder!.record(result.plans, world: world) }
                 completedSteps = step + 1
                 if step == 0 && algorithm == algorithms[0] { memoryAfterFirstStep = Self.residentMebibytes() }
@@ -288,6 +325,10 @@ struct RunCommand: JobCommand {
                 referenceOutput = lastBatch?.hidden
             }
             for line in try coordinator.finish() { print("[\(algorithm.rawValue)] " + line) }
+            if here == 0, placementPolicy.kind != .static {
+                print("[\(algorithm.rawValue)] placement: \(plural(migrationCount, "migration")), \(plural(migrations.experts, "expert")) copied, "
+                      + String(format: "%.2f MiB, %.1f ms in all", Double(migrations.bytes) / 1_048_576, migrations.seconds * 1000))
+            }
             if planCache != .off {
                 let cache = distributed.planCacheTotals
                 let sums = try world.allReduce([Double(cache.hits), Double(cache.misses), Double(cache.countExchanges), cache.countExchangeSeconds,

@@ -27,21 +27,25 @@ struct TestingAids {
     static let hangRank = rankAtStep("hang-rank", "testing aid: that rank stops making progress (sleeps forever) at the start of that step")
     static let corruptStats = TypedOption<Int?>.integer(
         "corrupt-stats", "RANK", in: 0...1_000_000, "testing aid: this rank sends malformed statistics, to show the job ends cleanly")
-    static let specs = [corruptStats.spec, hangRank.spec, killRank.spec]
+    static let failMigration = rankAtStep(
+        "fail-migration", "testing aid: that rank reports a failed expert migration after that step (1-based; needs a placement change then)")
+    static let specs = [corruptStats.spec, hangRank.spec, killRank.spec, failMigration.spec]
 
     let killAt: RankAtStep?
     let hangAt: RankAtStep?
     let corruptStatsRank: Int?
+    let failMigrationAt: RankAtStep?
 
     init(options: ParsedOptions) throws(UsageError) {
         killAt = try options.value(Self.killRank)
         hangAt = try options.value(Self.hangRank)
         corruptStatsRank = try options.value(Self.corruptStats)
+        failMigrationAt = try options.value(Self.failMigration)
     }
 
     /// Why an aid cannot apply to a job of `ranks` ranks and `steps` steps, if it cannot.
     func problem(ranks: Int, steps: Int) -> String? {
-        for (name, aid) in [("kill-rank", killAt), ("hang-rank", hangAt)] {
+        for (name, aid) in [("kill-rank", killAt), ("hang-rank", hangAt), ("fail-migration", failMigrationAt)] {
             guard let aid else { continue }
             if aid.rank >= ranks { return "--\(name) \(aid.rank)@\(aid.step): the job has ranks 0...\(ranks - 1)" }
             if aid.step > steps { return "--\(name) \(aid.rank)@\(aid.step): the job runs \(steps) step\(steps == 1 ? "" : "s")" }
@@ -49,6 +53,9 @@ struct TestingAids {
         if let rank = corruptStatsRank, rank >= ranks { return "--corrupt-stats \(rank): the job has ranks 0...\(ranks - 1)" }
         return nil
     }
+
+    /// Whether `rank` fails the migration after step `step` (0-based).
+    func failMigrationIsDue(step: Int, rank: Int) -> Bool { failMigrationAt == RankAtStep(rank: rank, step: step + 1) }
 
     /// At the start of step `step` (0-based) on `rank`, before its inputs are read.
     func killIfDue(step: Int, rank: Int) {

@@ -85,7 +85,7 @@ struct CapacityBenchmark: JobCommand {
         let layer = LayerConfiguration(experts: experts, topK: topK, capacityFactor: factor, minCapacity: 1)
         let model = ModelConfiguration(name: "capacity-bench", dModel: dModel, dFF: dFF, activation: .gelu,
                                        layers: Array(repeating: layer, count: layerCount))
-        let weights = try ModelWeights.load(model, heldExperts: { ExpertPlacement(experts: model.layers[$0].experts, worldSize: world.size).heldExperts(ofRank: world.rank) },
+        let weights = try ModelWeights.load(model, heldExperts: { Array(ExpertPlacement(experts: model.layers[$0].experts, worldSize: world.size).heldExperts(ofRank: world.rank)) },
                                             seed: seed, file: nil)
         let distributed = try DistributedModel(configuration: model, weights: weights, world: world, drift: drift) {
             try makeAllToAll(.linear, communicator: $0, worldRank: world.rank, topology: topology)

@@ -109,7 +109,7 @@ struct LayerBenchmark: JobCommand {
             harness.progress("[\(index + 1)/\(configurations.count)] tokens \(tokenCount), experts \(expertCount), \(variant), C \(factor)")
             guard layer.topK <= expertCount else { continue }
             let placement = ExpertPlacement(experts: expertCount, worldSize: world.size)
-            let weights = try ModelWeights.load(model, heldExperts: { _ in placement.heldExperts(ofRank: world.rank) }, seed: seed, file: nil)
+            let weights = try ModelWeights.load(model, heldExperts: { _ in Array(placement.heldExperts(ofRank: world.rank)) }, seed: seed, file: nil)
             let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) {
                 try makeAllToAll(algorithm, communicator: $0, worldRank: world.rank, topology: topology, links: links)
             }.layers[0]
