@@ -34,6 +34,10 @@ public struct StatsLog: Equatable, Sendable {
         public var rowsByRank: [[Int]] = []
         /// Each world rank's seconds in the experts phase; empty in older logs.
         public var expertSecondsByRank: [Double] = []
+        /// Layers whose placement changed after this step (experts migrated before the next).
+        public var placementChangedLayers: [Int] = []
+        /// Bytes of expert weights the changes after this step moved.
+        public var migrationBytes = 0
     }
 
     /// Parses a log's bytes; errors name `path`, the line and (for syntax) the column. A last
@@ -91,6 +95,17 @@ public struct StatsLog: Equatable, Sendable {
                         let seconds = try JSONObjectReader.number(value, path: path)
                         guard seconds.isFinite, seconds >= 0 else { throw JSONFieldError(path: path, problem: "must be a finite number ≥ 0, got \(seconds)") }
                         return seconds
+                    }
+                }
+                if root.value("placement_changes") != nil {
+                    for (changePath, value) in try root.array("placement_changes") {
+                        let change = try JSONObjectReader(value, path: changePath)
+                        let layer = try count(change, "layer", "\(changePath).layer")
+                        guard layer < step.routed.count else {
+                            throw JSONFieldError(path: "\(changePath).layer", problem: "names layer \(layer) of \(step.routed.count)")
+                        }
+                        if !step.placementChangedLayers.contains(layer) { step.placementChangedLayers.append(layer) }
+                        step.migrationBytes += try count(change, "migration_bytes", "\(changePath).migration_bytes")
                     }
                 }
                 guard step.rowsByRank.isEmpty || step.rowsByRank.count == step.routed.count else {

@@ -2,13 +2,14 @@
 /// greedy rule (DeepSeek-V3 technical report, §3.4 "redundant experts"; the rule as the issue
 /// that asked for it states it): with E logical experts on G ranks and R redundant slots per rank,
 /// 1. **replicate**: every expert starts with one replica; each of the G·R extra replicas goes to
-///    the expert with the highest load per replica (ties to the lower expert);
+///    the expert with the highest load per replica (ties to the lower expert) that has fewer
+///    replicas than there are ranks;
 /// 2. **pack**: the replicas, each weighing its expert's load / replicas, heaviest first (ties by
 ///    expert, then replica), go to the least-loaded rank (ties to the lower rank) that has a free
 ///    slot and does not hold that expert yet — in the node-aware variant, ranks of a node that
 ///    already holds a replica of the expert come first.
-/// Every rank has ⌈(E + G·R)/G⌉ slots. Pure and deterministic (`moe placement` plans from a stats
-/// log; the runtime does not migrate experts yet — docs/CAPACITY.md says what exists).
+/// Every rank has ⌈(E + G·R)/G⌉ slots. Pure and deterministic: `moe placement` plans from a stats
+/// log, `PlacementPlanner` online (docs/CAPACITY.md, "Placement").
 package struct ReplicaPlacement: Equatable, Sendable {
     /// `replicas[e]`: the ranks holding expert e, in the order they were placed.
     package let replicas: [[Int]]
@@ -47,8 +48,13 @@ package struct ReplicaPlacement: Equatable, Sendable {
         // 1. Replicate.
         var counts = [Int](repeating: 1, count: experts)
         for _ in 0..<(ranks * redundant) {
-            var best = 0
-            for expert in 1..<experts where load[expert] / Double(counts[expert]) > load[best] / Double(counts[best]) { best = expert }
+            // An expert never gets more replicas than there are ranks (a second copy on one rank
+            // would halve nothing).
+            var best: Int?
+            for expert in 0..<experts where counts[expert] < ranks {
+                if best == nil || load[expert] / Double(counts[expert]) > load[best!] / Double(counts[best!]) { best = expert }
+            }
+            guard let best else { break }
             counts[best] += 1
         }
         // 2. Pack, heaviest replica first.

@@ -1,4 +1,5 @@
 import ArgumentParsing
+import ClusterTopology
 import FileFormats
 import JobControl
 import Foundation
@@ -15,9 +16,12 @@ struct ReferenceCommand: JobCommand {
             runs every expert in this process. Its --output and --routing-output match those of
             'moe run' with the same model, weights, inputs, seed, rank count, capacity policy, drift
             and --steps (the last step of each). Between steps it replays the coordinator's
-            capacity policy on the same statistics.
+            capacity policy on the same statistics, and its placement policy: it prints the same
+            'placement change' lines as 'moe run' (placement never changes the numbers). For
+            --placement balanced-node give the job's --topology.
             """,
-        options: ModelOptions.specs + CapacityOptions.specs + [Options.ranks, Options.steps].map(\.spec)
+        options: ModelOptions.specs + CapacityOptions.specs + PlacementOptions.specs + [TopologyOptions.topology.spec]
+            + [Options.ranks, Options.steps].map(\.spec)
             + [Options.output, Options.routingOutput].map(\.spec))
 
     enum Options {
@@ -31,6 +35,8 @@ struct ReferenceCommand: JobCommand {
 
     let model: ModelOptions.Values
     let capacity: CapacityOptions.Values
+    let placementPolicy: PlacementPolicy
+    let topologyPath: String?
     let steps: Int
     let ranks: Int
     let outputPath: String?
@@ -39,6 +45,11 @@ struct ReferenceCommand: JobCommand {
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
         capacity = try CapacityOptions.read(options, seed: model.seed)
+        placementPolicy = try PlacementOptions.read(options)
+        topologyPath = try options.value(TopologyOptions.topology)
+        if placementPolicy.kind == .balancedNode, topologyPath == nil {
+            throw .conflict(command: "reference", detail: "--placement balanced-node packs by node: give the job's --topology")
+        }
         steps = try options.value(Options.steps)
         ranks = try options.value(Options.ranks)
         outputPath = try options.value(Options.output)
@@ -46,10 +57,17 @@ struct ReferenceCommand: JobCommand {
     }
 
     func run(_ context: JobContext) throws {
-        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.routingOutput.naming(routingPath)], inputs: model.inputPaths)
+        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.routingOutput.naming(routingPath)], inputs: model.inputPaths + [TopologyOptions.topology.naming(topologyPath)])
         do {
             let configuration = try model.loadModel()
-            if let problem = model.problem(with: configuration) { throw JobFailure(message: "reference: \(problem)", reportingRank: 0, exitCode: 2) }
+            if let problem = model.problem(with: configuration) ?? placementPolicy.problem(layers: configuration.layers, worldSize: ranks) {
+                throw JobFailure(message: "reference: \(problem)", reportingRank: 0, exitCode: 2)
+            }
+            let nodeOfRank = try topologyPath.map { path throws in try Topology.load(path: path).nodeOfRank }
+            if let nodeOfRank, nodeOfRank.count != ranks {
+                throw JobFailure(message: "reference: --topology \(topologyPath!) describes \(nodeOfRank.count) ranks, not --ranks \(ranks)", reportingRank: 0, exitCode: 2)
+            }
+            var placement = PlacementPlanner(policy: placementPolicy, layers: configuration.layers, worldSize: ranks, nodeOfRank: nodeOfRank)
             let estimate = MemoryEstimate.of(model: configuration, expertSlots: { configuration.layers[$0].experts },
                                              tokens: ranks * (try model.tokensPerRank(ranks: ranks)), sourceRanks: 1, capacityPlanCache: false)
             if let problem = estimate.problem(processes: 1) { throw InputError(description: problem) }
@@ -68,10 +86,12 @@ struct ReferenceCommand: JobCommand {
             for step in 0..<steps {
                 batches = try (0..<ranks).map { try model.batch(model: configuration, rank: $0, ranks: ranks, step: step) }
                 (outputs, plans) = try reference.forward(batches, capacity: plan, step: step)
-                planner.record(plans.map { layerPlans in
+                let counts = plans.map { layerPlans in
                     LayerRoutingCounts(tokens: layerPlans.map(\.tokenCount), routed: layerPlans.map(\.routedPerExpert))
-                })
+                }
+                planner.record(counts)
                 plan = planner.nextPlan()
+                for line in PlacementReport.changeLines(placement.record(step: step, counts), afterStep: step) { print(line) }
             }
             if let outputPath {
                 let values = outputs.flatMap { $0 }

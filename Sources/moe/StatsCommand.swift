@@ -18,7 +18,8 @@ struct StatsCommand: JobCommand {
             With --svg PREFIX it writes PREFIX-drop.svg (drop rate per layer over steps),
             PREFIX-load-layerL.svg (routes per expert over steps, one line per expert) for every
             layer, and PREFIX-ranks.svg and PREFIX-rank-time.svg (rows and expert seconds per rank
-            over steps).
+            over steps, with a marker after every step whose placement changed). A log of a run with
+            --placement balanced also lists its placement changes.
             """,
         options: [Options.svg.spec, Options.every.spec],
         positional: "FILE")
@@ -86,6 +87,11 @@ struct StatsCommand: JobCommand {
             }
             print(String(format: "ranks: max/mean rows %.2f, max/mean expert time %.2f", imbalance(meanRows), imbalance(meanSeconds)))
         }
+        let changes = steps.filter { !$0.placementChangedLayers.isEmpty }
+        if !changes.isEmpty {
+            print("placement changes: \(changes.count), \(String(format: "%.2f", Double(changes.reduce(0) { $0 + $1.migrationBytes }) / 1_048_576)) MiB of experts moved; after step "
+                  + changes.map { "\($0.step + 1) (layers \($0.placementChangedLayers.map(String.init).joined(separator: ",")))" }.joined(separator: ", "))
+        }
         print("step  " + (0..<layers).map { "drop L\($0)".padding(toLength: 9, withPad: " ", startingAt: 0) }.joined(separator: " "))
         for step in steps where step.step % every == 0 || step.step == steps.last!.step {
             print(String(format: "%4d  ", step.step + 1) + step.dropRate.map { String(format: "%7.2f%% ", 100 * $0) }.joined(separator: " "))
@@ -115,6 +121,10 @@ struct StatsCommand: JobCommand {
                 var rows = SVGPlot(title: "rows received per rank over steps, all layers (\(policy))", xLabel: "step", yLabel: "rows")
                 var time = SVGPlot(title: "seconds in the experts phase per rank over steps (\(policy))", xLabel: "step", yLabel: "seconds")
                 for plot in [\SVGPlot.logX, \SVGPlot.logY] { rows[keyPath: plot] = false; time[keyPath: plot] = false }
+                // A placement change after step s takes effect at step s + 1.
+                let marks = changes.map { (x: Double($0.step + 1) + 0.5, label: "placement") }
+                rows.markers = marks
+                time.markers = marks
                 for rank in 0..<ranks {
                     let color = SVGPlot.palette[rank % SVGPlot.palette.count], dashed = rank >= SVGPlot.palette.count
                     rows.series.append(.init(name: "rank \(rank)", points: withRanks.map { step in

@@ -133,13 +133,16 @@ struct CoordinationTests {
     @Test("EPLB placement: replicas to the highest load per replica, heaviest first onto the least-loaded rank with room")
     func replicaPlacement() {
         // Loads 8, 2, 1, 1 on 2 ranks with 1 redundant slot each: 6 replicas, 3 slots per rank.
-        // Expert 0 gets both extra replicas (8/1, then 8/2 = 4 > 2); weights 8/3 ×3, 2, 1, 1.
-        // Packing: e0 → rank 0, e0 → rank 1 (rank 0 holds it), e0 → rank 0 (tie, lower rank),
-        // e1 → rank 1, e2 → rank 1 (5.67 after, now full), e3 → rank 0.
+        // Expert 0 gets one extra replica (8/1), then is capped at 2 (= ranks), so expert 1 gets
+        // the other (2/1 > 1); weights 4, 4, 1, 1, 1, 1. Packing: e0 → rank 0, e0 → rank 1 (rank
+        // 0 holds it), e1 → rank 0 (tie, lower rank), e1 → rank 1, e2 → rank 0, e3 → rank 1.
         let balanced = ReplicaPlacement.balanced(load: [8, 2, 1, 1], ranks: 2, redundant: 1)
-        #expect(balanced.replicas == [[0, 1, 0], [1], [1], [0]])
-        #expect(balanced.slots == [[0, 0, 3], [0, 1, 2]])
-        #expect(abs(balanced.imbalance - (19.0 / 3) / 6) < 1e-12)
+        #expect(balanced.replicas == [[0, 1], [0, 1], [0], [1]])
+        #expect(balanced.slots == [[0, 1, 2], [0, 1, 3]])
+        #expect(balanced.imbalance == 1)
+        // Replicas are capped at the ranks: one very hot expert on 3 ranks with R = 2.
+        let capped = ReplicaPlacement.balanced(load: [100, 1, 1], ranks: 3, redundant: 2)
+        #expect(capped.replicas.map(\.count) == [3, 3, 3], "3 + 6 replicas: expert 0 capped at 3, the rest spread")
         let blocks = ReplicaPlacement.contiguous(load: [8, 2, 1, 1], ranks: 2)
         #expect(blocks.rankLoad == [10, 2] && abs(blocks.imbalance - 10.0 / 6) < 1e-12)
         #expect(ReplicaPlacement.slotsPerRank(experts: 16, ranks: 8, redundant: 1) == 3)

@@ -12,6 +12,13 @@ func seededPlan(tokens: Int, experts: Int, topK: Int, capacityFactor: Double = 0
     return try logits.withUnsafeBufferPointer { try Router.route(logits: $0, tokenCount: tokens, layer: layer) }
 }
 
+/// Each route's packed row with one rank holding every expert (expert order, slot order).
+func expertMajorRows(_ plan: RoutingPlan) -> [Int] {
+    TokenDispatcher.PackOrder(slotRoutes: plan.slotRoutes(), kept: plan.keptPerExpert,
+                              slots: ExpertSlots(ExpertBlocks(experts: plan.expertCount, ranks: 1)),
+                              routeCount: plan.tokenCount * plan.topK).rowOfRoute
+}
+
 /// `[count]` seeded floats.
 func seededRows(_ count: Int, seed: UInt64) -> [Float] {
     var random = SeededGenerator(seed: seed, stream: 2)
@@ -46,6 +53,43 @@ struct TokenDispatcherKernelTests {
         #expect(written == plan.keptPerExpert.reduce(0, +))
         #expect(Array(packed[..<expected.count]) == expected)
         #expect(packed[expected.count...].allSatisfy { $0.isNaN }, "nothing written past the packed rows")
+    }
+
+    @Test("pack order with replicas: destination by destination, slot by slot, each replica its contiguous share of a source's slots",
+          arguments: [1, 2, 4])
+    func packOrderWithReplicas(topK: Int) throws {
+        let (tokens, experts) = (41, 5)
+        let plan = try seededPlan(tokens: tokens, experts: experts, topK: topK)
+        // Expert 0 on three ranks, expert 3 on two; rank 2 holds expert 0 in its second slot.
+        let slots = try ExpertSlots(experts: experts, slots: [[0, 1], [3, 0, 4], [2, 0], [3]])
+        let order = TokenDispatcher.PackOrder(slotRoutes: plan.slotRoutes(), kept: plan.keptPerExpert, slots: slots,
+                                              routeCount: tokens * topK)
+        // The plain reading: for each destination and slot, this replica's share of the slots.
+        var expected: [Int] = []
+        var perSlot: [[Int]] = []
+        for (rank, held) in slots.slots.enumerated() {
+            var rows: [Int] = []
+            for (slot, expert) in held.enumerated() {
+                let replicas = slots.replicas[expert]
+                let index = replicas.firstIndex { $0.rank == rank && $0.slot == slot }!
+                let kept = plan.keptPerExpert[expert]
+                let share = (kept * index / replicas.count)..<(kept * (index + 1) / replicas.count)
+                for s in share { expected.append(plan.expert.indices.first { plan.expert[$0] == expert && plan.slot[$0] == s }!) }
+                rows.append(share.count)
+            }
+            perSlot.append(rows)
+        }
+        #expect(order.routes == expected)
+        #expect(order.rowsPerSlot == perSlot)
+        #expect(order.sendCounts == perSlot.map { $0.reduce(0, +) })
+        #expect(order.routes.count == plan.keptPerExpert.reduce(0, +), "every kept route leaves exactly once")
+        for route in 0..<tokens * topK {
+            #expect(order.rowOfRoute[route] == (order.routes.firstIndex(of: route) ?? -1))
+        }
+        // With the contiguous blocks the order is expert order, slot order.
+        let blocks = TokenDispatcher.PackOrder(slotRoutes: plan.slotRoutes(), kept: plan.keptPerExpert,
+                                               slots: ExpertSlots(ExpertBlocks(experts: experts, ranks: 2)), routeCount: tokens * topK)
+        #expect(blocks.routes == plan.slotRoutes().flatMap { $0 })
     }
 
     @Test("gather takes a local expert's rows source by source; scatter puts outputs back where they came from")
@@ -114,7 +158,7 @@ struct TokenDispatcherKernelTests {
         combined.withUnsafeBufferPointer { rows in
             scratch.withUnsafeMutableBufferPointer { scratch in
                 output.withUnsafeMutableBufferPointer { target in
-                    TokenDispatcher.weightedSum(combined: rows.baseAddress!, width: width, plan: plan, residual: nil,
+                    TokenDispatcher.weightedSum(combined: rows.baseAddress!, width: width, plan: plan, rowOfRoute: expertMajorRows(plan), residual: nil,
                                                 scratch: scratch.baseAddress!, into: target.baseAddress!)
                 }
             }
@@ -142,7 +186,7 @@ struct TokenDispatcherKernelTests {
                     scratch.withUnsafeMutableBufferPointer { scratch in
                         output.withUnsafeMutableBufferPointer { target in
                             TokenDispatcher.weightedSum(
-                                combined: rows.baseAddress!, width: width, plan: plan,
+                                combined: rows.baseAddress!, width: width, plan: plan, rowOfRoute: expertMajorRows(plan),
                                 residual: .init(coefficients: coefficients.baseAddress!, dense: dense.baseAddress!),
                                 scratch: scratch.baseAddress!, into: target.baseAddress!)
                         }
@@ -198,33 +242,33 @@ struct DispatchHeaderAndPlanCacheTests {
     @Test("off never caches; observed keeps last step's rows × (1 + headroom) + 1")
     func observedAndOff() {
         let layer = LayerConfiguration(experts: 4, topK: 2, capacityFactor: 1, minCapacity: 0)
-        let placement = ExpertBlocks(experts: 4, ranks: 2)
+        let placement = ExpertSlots(ExpertBlocks(experts: 4, ranks: 2))
         let layout = ExchangeLayout(sendCounts: [10, 3], receiveCounts: [10, 0])!
         let off = PlanCache(mode: .off)
         off.record(layout: layout)
         off.record(tokensOf: [8, 8])
-        #expect(off.blocks(layer: layer, capacity: .configured, placement: placement, here: 0) == nil)
+        #expect(off.blocks(layer: layer, capacity: .configured, slots: placement, here: 0) == nil)
         let observed = PlanCache(mode: .observed(headroom: 0.25))
-        #expect(observed.blocks(layer: layer, capacity: .configured, placement: placement, here: 0) == nil, "nothing before the first step")
+        #expect(observed.blocks(layer: layer, capacity: .configured, slots: placement, here: 0) == nil, "nothing before the first step")
         observed.record(layout: layout)
-        let blocks = observed.blocks(layer: layer, capacity: .configured, placement: placement, here: 0)
+        let blocks = observed.blocks(layer: layer, capacity: .configured, slots: placement, here: 0)
         #expect(blocks?.to == [14, 5] && blocks?.from == [14, 1])  // ceil(10·1.25)+1, ceil(3·1.25)+1, ceil(0)+1
     }
 
     @Test("capacity mode: block s → d is the sum of s's capacities for d's experts; dropless layers are not cached")
     func capacityMode() {
         let layer = LayerConfiguration(experts: 4, topK: 2, capacityFactor: 1, minCapacity: 0)
-        let placement = ExpertBlocks(experts: 4, ranks: 2)  // rank 0 holds 0, 1; rank 1 holds 2, 3
+        let placement = ExpertSlots(ExpertBlocks(experts: 4, ranks: 2))  // rank 0 holds 0, 1; rank 1 holds 2, 3
         let cache = PlanCache(mode: .capacity)
-        #expect(cache.blocks(layer: layer, capacity: .configured, placement: placement, here: 1) == nil)
+        #expect(cache.blocks(layer: layer, capacity: .configured, slots: placement, here: 1) == nil)
         cache.record(tokensOf: [8, 6])  // capacities: ceil(2·8/4) = 4 and ceil(2·6/4) = 3 per expert
-        let blocks = cache.blocks(layer: layer, capacity: .configured, placement: placement, here: 1)
+        let blocks = cache.blocks(layer: layer, capacity: .configured, slots: placement, here: 1)
         #expect(blocks?.to == [6, 6] && blocks?.from == [8, 6])
-        let shares = cache.blocks(layer: layer, capacity: .shares([2, 0, 1, 1]), placement: placement, here: 1)
+        let shares = cache.blocks(layer: layer, capacity: .shares([2, 0, 1, 1]), slots: placement, here: 1)
         // rank 1's budget 12 over shares 2:0:1:1 → 6, 0, 3, 3; rank 0's budget 16 → 8, 0, 4, 4.
         #expect(shares?.to == [6, 6] && shares?.from == [8, 6])
         var dropless = layer
         dropless.capacityFactor = 0
-        #expect(cache.blocks(layer: dropless, capacity: .configured, placement: placement, here: 1) == nil)
+        #expect(cache.blocks(layer: dropless, capacity: .configured, slots: placement, here: 1) == nil)
     }
 }

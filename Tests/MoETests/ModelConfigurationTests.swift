@@ -69,7 +69,7 @@ struct ModelConfigurationTests {
         #expect(shapes.map(\.name).suffix(6) == ["layers.0.dense.w1", "layers.0.dense.w2", "layers.0.dense.b1", "layers.0.dense.b2",
                                                  "layers.0.coefficient.weight", "layers.0.coefficient.bias"])
         #expect(shapes.suffix(2).map(\.shape) == [[8, 2], [2]])
-        let weights = try ModelWeights.load(model, heldExperts: { _ in 0..<1 }, seed: 3, file: nil)
+        let weights = try ModelWeights.load(model, heldExperts: { _ in [0] }, seed: 3, file: nil)
         let residual = try #require(weights[0].residual)
         #expect(residual.coefficientBias.allSatisfy { abs($0) <= 0.1 })
         #expect(residual.dense.w1 == ModelWeights.seededTensor(name: "layers.0.dense.w1", shape: [8, 16], seed: 3))
@@ -117,7 +117,7 @@ struct ModelConfigurationTests {
         #expect(!names.contains("layers.0.gate.weight") && !names.contains("layers.0.norm.shift"))
         let plain = try parse(#"{"d_model": 8, "d_ff": 6, "norm": "none", "activation": "swiglu", "layers": [{"experts": 2, "top_k": 1}]}"#)
         #expect(!ModelWeights.tensorShapes(plain).contains { $0.name.contains("norm") }, "no norm, no norm tensors")
-        let weights = try ModelWeights.load(plain, heldExperts: { _ in 0..<2 }, seed: 1, file: nil)
+        let weights = try ModelWeights.load(plain, heldExperts: { _ in [0, 1] }, seed: 1, file: nil)
         let x: [Float] = [1, -2, 3, 4, 5, 6, 7, 8]
         var y = [Float](repeating: 0, count: 8)
         x.withUnsafeBufferPointer { input in y.withUnsafeMutableBufferPointer { weights[0].norm.apply(input.baseAddress!, rows: 1, width: 8, into: $0.baseAddress!) } }
