@@ -50,7 +50,7 @@ package final class MoELayer {
     package init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
                 slots: ExpertSlots, maxSlotsPerRank: Int? = nil, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil,
                 gate: Gate? = nil, planCache: PlanCacheMode = .off) {
-        precondition(weights.slotExperts == slots.slots[exchange.communicator.rank])
+        precondition(configuration.dense || weights.slotExperts == slots.slots[exchange.communicator.rank])
         precondition(configuration.residual == (weights.residual != nil))
         precondition(configuration.dense == (weights.dense != nil))
         self.index = index

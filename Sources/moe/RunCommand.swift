@@ -15,7 +15,9 @@ struct RunCommand: JobCommand {
         name: "run",
         summary: "Run the expert-parallel MoE model: route, dispatch, experts, combine; timed per phase.",
         discussion: """
-            Every rank holds a contiguous block of each layer's experts and routes its own tokens.
+            Every rank holds a contiguous block of each layer's experts and routes its own tokens
+            (with --redundant-experts and --placement balanced, replicas of the hot experts, moved
+            between steps from the coordinator's statistics).
             Each step prints the slowest rank's time per phase (gate, pack, dispatch, experts,
             combine), tokens/s over all ranks and the share of routes dropped. With several
             --exchange algorithms the same steps run once per algorithm and the outputs must be
