@@ -3,7 +3,7 @@
 placement against `--placement balanced` with R = 1 and 2, on the workloads
 `make_placement_workloads.py` writes, interleaved in rounds. Prints one markdown table.
 
-usage: placement_bench.py MOE WORKDIR [--rounds N] [--quick]
+usage: placement_bench.py MOE WORKDIR [--rounds N] [--quick] [--two-ranks]
 Environment: MPIRUN_EXTRA (extra mpirun arguments), STEPS (default 20), K (rebalance every, 5).
 Per run it reads the stats log and the --report JSON and reports, over the steps after the
 first rebalance (steps K+1..): max/mean expert rows per rank (mean over steps and layers), the
@@ -34,6 +34,8 @@ for capacity in ("dropless", "c125"):
 cases += [(8, 32, "dropless", "zipf", None), (8, 32, "c125", "zipf", None),
           (4, 16, "dropless", "zipf", None), (4, 16, "c125", "zipf", None),
           (8, 16, "dropless", "zipf", "Topologies/2x4.json")]
+if "--two-ranks" in sys.argv:  # one core per rank on this 2-core machine: imbalance costs wall time directly
+    cases = [(2, 16, "dropless", "zipf", None), (2, 16, "c125", "zipf", None), (2, 16, "dropless", "drift", None)]
 if "--quick" in sys.argv:
     cases = cases[:1]
 

@@ -51,7 +51,7 @@ package struct StepReport: Equatable, Sendable {
                          dropped: sum(perRank.map(\.dropped)), capacity: unlimited ? nil : sum(perRank.map(\.capacity)),
                          bytesSentByRank: perRank.map { $0.bytesSentTo.reduce(0, +) },
                          bytesReceivedByRank: perRank.map { $0.bytesReceivedFrom.reduce(0, +) },
-                         counts: LayerRoutingCounts(tokens: perRank.map(\.tokens), routed: perRank.map(\.routed)))
+                         counts: LayerRoutingCounts(tokens: perRank.map(\.tokens), routed: perRank.map(\.routed), kept: perRank.map(\.kept)))
         }
     }
 

@@ -22,16 +22,20 @@ package struct CapacityPlan: Equatable, Sendable {
 }
 
 /// What the policies need to know about one step of one layer: for every source rank, its token
-/// count and the routes that chose each expert (before drops).
+/// count, the routes that chose each expert (before drops) and the rows each expert kept.
 package struct LayerRoutingCounts: Equatable, Sendable {
     /// `tokens[s]`: tokens of source rank s.
     package var tokens: [Int]
     /// `routed[s][e]`: routes of rank s that chose expert e.
     package var routed: [[Int]]
+    /// `kept[s][e]`: of those, the rows expert e kept (computes); `routed` when nothing dropped.
+    package var kept: [[Int]]
 
-    package init(tokens: [Int], routed: [[Int]]) {
+    /// `kept` defaults to `routed` (a dropless layer).
+    package init(tokens: [Int], routed: [[Int]], kept: [[Int]]? = nil) {
         self.tokens = tokens
         self.routed = routed
+        self.kept = kept ?? routed
     }
 
     /// Routes per expert over all ranks.

@@ -88,7 +88,9 @@ package struct PlacementPlanner: Sendable {
     private let nodeOfRank: [Int]?
     /// `slots[l][g]`: layer l's placement in group g now.
     package private(set) var slots: [[ExpertSlots]]
-    /// `load[l][g]`: the moving average of routes per expert from group g's ranks.
+    /// `load[l][g]`: the moving average of the rows each expert kept from group g's ranks — the
+    /// rows its replicas compute. (Routes before drops would over-replicate an expert whose
+    /// capacity already caps it; in a dropless layer the two are the same.)
     private var load: [[[Double]]?]
 
     package init(policy: PlacementPolicy, layers: [LayerConfiguration], worldSize: Int, nodeOfRank: [Int]? = nil) {
@@ -149,7 +151,7 @@ package struct PlacementPlanner: Sendable {
         for change in changes { slots[change.layer][change.group] = change.new }
     }
 
-    /// Records step `step`'s counts (`counts[l]`, `routed[s]` per world rank s; 0-based step) and
+    /// Records step `step`'s counts (`counts[l]`, `kept[s]` per world rank s; 0-based step) and
     /// returns the placement changes to apply before the next step (none unless the policy
     /// re-places and `(step + 1)` is a multiple of K).
     package mutating func record(step: Int, _ counts: [LayerRoutingCounts]) -> [PlacementChange] {
@@ -161,7 +163,7 @@ package struct PlacementPlanner: Sendable {
             let placement = placements[index]
             let newest = (0..<placement.groupCount).map { group in
                 placement.ranks(ofGroup: group).reduce(into: [Double](repeating: 0, count: layers[index].experts)) { sum, source in
-                    for (expert, routes) in layerCounts.routed[source].enumerated() { sum[expert] += Double(routes) }
+                    for (expert, rows) in layerCounts.kept[source].enumerated() { sum[expert] += Double(rows) }
                 }
             }
             let smoothing = PlacementPolicy.smoothing

@@ -87,7 +87,8 @@ struct ReferenceCommand: JobCommand {
                 batches = try (0..<ranks).map { try model.batch(model: configuration, rank: $0, ranks: ranks, step: step) }
                 (outputs, plans) = try reference.forward(batches, capacity: plan, step: step)
                 let counts = plans.map { layerPlans in
-                    LayerRoutingCounts(tokens: layerPlans.map(\.tokenCount), routed: layerPlans.map(\.routedPerExpert))
+                    LayerRoutingCounts(tokens: layerPlans.map(\.tokenCount), routed: layerPlans.map(\.routedPerExpert),
+                                       kept: layerPlans.map(\.keptPerExpert))
                 }
                 planner.record(counts)
                 plan = planner.nextPlan()

@@ -53,7 +53,7 @@ struct CoordinationTests {
         #expect(step.routes == 16 && abs(step.dropRate - 3.0 / 16) < 1e-12)
         #expect(step.bytesSentByRank.reduce(0, +) == step.bytesReceivedByRank.reduce(0, +))
         #expect(step.imbalance == 1 && step.slots == 20)
-        #expect(step.counts == LayerRoutingCounts(tokens: [7, 9], routed: [[6, 1], [2, 7]]))
+        #expect(step.counts == LayerRoutingCounts(tokens: [7, 9], routed: [[6, 1], [2, 7]], kept: [[5, 1], [2, 5]]))
     }
 
     @Test("capacity plans cross the wire bit for bit; garbage is refused")

@@ -76,6 +76,19 @@ struct PlacementPlannerTests {
         #expect(strict.record(step: 0, [hot]).isEmpty)
     }
 
+    @Test("the load is the rows each expert kept, not the routes that chose it (capacity already caps a hot expert)")
+    func keptRowsAreTheLoad() {
+        let policy = PlacementPolicy(kind: .balanced, redundant: 1, rebalanceEvery: 1, threshold: 0)
+        var planner = PlacementPlanner(policy: policy, layers: [layer], worldSize: 2)
+        // Expert 2 was chosen 40 times but kept 4 (capacity); expert 3 kept all its 12 routes.
+        let capped = LayerRoutingCounts(tokens: [30, 30], routed: [[0, 0, 20, 6], [0, 0, 20, 6]], kept: [[0, 0, 2, 6], [0, 0, 2, 6]])
+        let change = planner.record(step: 0, [capped]).first
+        // The first placement [[0, 1, 2], [0, 1, 3]] under the kept rows 0, 0, 4, 12 loads the
+        // ranks 4 and 12: max/mean 1.5 (the routes 0, 0, 40, 12 would say 40 and 12: 1.54).
+        #expect(change?.before == 1.5)
+        #expect(change?.new.replicas[3].count == 2 && change?.after == 1)
+    }
+
     @Test("a new placement keeps each rank's experts in the slots they were in")
     func keepingPositions() {
         #expect(PlacementPlanner.keepingPositions(of: [5, 2, 7], new: [1, 2, 5]) == [5, 2, 1])
