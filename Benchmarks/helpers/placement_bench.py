@@ -3,8 +3,9 @@
 placement against `--placement balanced` with R = 1 and 2, on the workloads
 `make_placement_workloads.py` writes, interleaved in rounds. Prints one markdown table.
 
-usage: placement_bench.py MOE WORKDIR [--rounds N] [--quick] [--two-ranks]
-Environment: MPIRUN_EXTRA (extra mpirun arguments), STEPS (default 20), K (rebalance every, 5).
+usage: placement_bench.py MOE WORKDIR [--rounds N] [--quick] [--two-ranks] [--only WORKLOAD]
+Environment: MPIRUN_EXTRA (extra mpirun arguments), STEPS (default 20), K (rebalance every, 5),
+DRIFT_PERIOD (the drifting workload's period in steps, 16).
 Per run it reads the stats log and the --report JSON and reports, over the steps after the
 first rebalance (steps K+1..): max/mean expert rows per rank (mean over steps and layers), the
 slowest rank's expert seconds per step, the step time and tokens/s (medians), the drop rate, and
@@ -36,6 +37,9 @@ cases += [(8, 32, "dropless", "zipf", None), (8, 32, "c125", "zipf", None),
           (8, 16, "dropless", "zipf", "Topologies/2x4.json")]
 if "--two-ranks" in sys.argv:  # one core per rank on this 2-core machine: imbalance costs wall time directly
     cases = [(2, 16, "dropless", "zipf", None), (2, 16, "c125", "zipf", None), (2, 16, "dropless", "drift", None)]
+if "--only" in sys.argv:  # --only WORKLOAD: the 8-rank E = 16 cases of one workload
+    only = sys.argv[sys.argv.index("--only") + 1]
+    cases = [case for case in cases if case[3] == only and case[0] == 8 and case[1] == 16 and case[4] is None]
 if "--quick" in sys.argv:
     cases = cases[:1]
 
@@ -50,7 +54,7 @@ def run(case, placement, index):
         moe, "run", "--model", f"{work}/placement-e{experts}-{capacity}.json", "--tokens-per-rank", str(8192 // ranks),
         "--steps", str(steps), "--quiet", "--stats", stats, "--report", report] + placements[placement]
     if workload == "drift":
-        arguments += ["--drift", "3", "--drift-period", "16"]
+        arguments += ["--drift", "3", "--drift-period", os.environ.get("DRIFT_PERIOD", "16")]
     else:
         arguments += ["--routing-trace", f"{work}/{workload}-e{experts}.npy"]
     if topology:
