@@ -25,6 +25,9 @@ public struct StatsLog: Equatable, Sendable {
     public struct Step: Equatable, Sendable {
         public var step: Int
         public var routed: [[Int]]      // [layer][expert]
+        /// Rows each expert kept, `[layer][expert]` (routed less dropped; `routed` in a log
+        /// without the field).
+        public var kept: [[Int]] = []
         public var dropRate: [Double]
         public var imbalance: [Double]
         public var bytes: [Int]
@@ -72,6 +75,11 @@ public struct StatsLog: Equatable, Sendable {
                 for (layerPath, value) in try root.array("layers") {
                     let layer = try JSONObjectReader(value, path: layerPath)
                     step.routed.append(try layer.array("routed").map { try count($0.value, $0.path) })
+                    let kept = layer.value("kept") == nil ? step.routed.last! : try layer.array("kept").map { try count($0.value, $0.path) }
+                    guard kept.count == step.routed.last!.count, zip(kept, step.routed.last!).allSatisfy({ $0 <= $1 }) else {
+                        throw JSONFieldError(path: "\(layerPath).kept", problem: "must have one count per expert, each at most its routes")
+                    }
+                    step.kept.append(kept)
                     var dropped = 0
                     for (path, value) in try layer.array("dropped") { dropped += try count(value, path) }
                     step.dropped.append(dropped)

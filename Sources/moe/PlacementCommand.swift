@@ -13,8 +13,8 @@ struct PlacementCommand: JobCommand {
         summary: "Plan redundant expert placement (DeepSeek's EPLB greedy rule) from a stats log and predict the rank imbalance (no MPI).",
         discussion: """
             Each layer's load per expert is the moving average (weight --smoothing on the newer step) of the
-            routes that chose it over the log's steps. The static placement is SwiftMoE's contiguous blocks;
-            the balanced one gives --redundant-experts extra slots to every rank, replicates the experts with
+            rows it kept (the routes that chose it, less drops) over the log's steps. The static placement
+            is SwiftMoE's contiguous blocks; the balanced one gives --redundant-experts extra slots to every rank, replicates the experts with
             the highest load per replica, and packs replicas heaviest first onto the least-loaded rank with
             a free slot (docs/CAPACITY.md, "Placement"). 'imbalance' is max / mean predicted rank load.
             This is the offline planner; 'moe run --placement balanced --redundant-experts R' re-places
@@ -56,9 +56,10 @@ struct PlacementCommand: JobCommand {
               + (ranksPerNode.map { ", nodes of \($0) ranks (node-aware)" } ?? ""))
         var layers: [JSONValue] = []
         for layer in steps[0].routed.indices {
-            var load = steps[0].routed[layer].map(Double.init)
+            // The rows each expert kept, as the runtime's planner balances them.
+            var load = steps[0].kept[layer].map(Double.init)
             for step in steps.dropFirst() {
-                load = zip(load, step.routed[layer]).map { (1 - smoothing) * $0 + smoothing * Double($1) }
+                load = zip(load, step.kept[layer]).map { (1 - smoothing) * $0 + smoothing * Double($1) }
             }
             guard load.reduce(0, +) > 0 else {
                 print("layer \(layer): no routes (a dense layer, or nothing routed)")

@@ -26,4 +26,19 @@ struct StatsLogTests {
             "\($0)".contains("rows_by_rank is given for some layers only")
         }
     }
+
+    @Test("kept rows and placement changes are read when present; kept defaults to routed; bad ones are refused")
+    func keptAndPlacementChanges() throws {
+        let change = #""placement_changes":[{"layer":0,"group":0,"moved_experts":2,"migration_bytes":4096}]"#
+        let log = try parse([#"{"step":0,"policy":"static",\#(change),"layers":[\#(layer),"kept":[2,1]}]}"#])
+        #expect(log.steps[0].kept == [[2, 1]] && log.steps[0].placementChangedLayers == [0] && log.steps[0].migrationBytes == 4096)
+        let older = try parse([#"{"step":0,"policy":"static","layers":[\#(layer)}]}"#])
+        #expect(older.steps[0].kept == [[3, 1]] && older.steps[0].placementChangedLayers.isEmpty)
+        #expect { try parse([#"{"step":0,"policy":"static","layers":[\#(layer),"kept":[4,1]}]}"#]) } throws: {
+            "\($0)".contains("line 1") && "\($0)".contains("layers[0].kept")
+        }
+        #expect { try parse([#"{"step":0,"policy":"static","placement_changes":[{"layer":3,"migration_bytes":0}],"layers":[\#(layer)}]}"#]) } throws: {
+            "\($0)".contains("placement_changes[0].layer")
+        }
+    }
 }
