@@ -126,7 +126,8 @@ package final class Coordinator {
     }
 
     /// Gathers this step's statistics, and returns (and keeps) the plan for the next step.
-    package func finishStep(_ step: Int, result: DistributedModel.StepResult, tokens: Int) throws -> CapacityPlan {
+    /// `lastStep`: no step follows, so no placement change is planned (nothing would use it).
+    package func finishStep(_ step: Int, result: DistributedModel.StepResult, tokens: Int, lastStep: Bool = false) throws -> CapacityPlan {
         var local = RankStatistics(step: result, tokens: tokens, worldSize: world.size)
         if corruptStatistics, !local.layers.isEmpty, !local.layers[0].kept.isEmpty { local.layers[0].kept[0] += 1 }
         let bytes = local.encoded().withUnsafeBytes { Array($0) }
@@ -134,7 +135,7 @@ package final class Coordinator {
         let gathered = try world.gatherBytes(bytes, root: root)
         var payload: [UInt8] = []
         if let gathered {
-            payload = coordinate(step: step, reports: gathered)
+            payload = coordinate(step: step, reports: gathered, lastStep: lastStep)
         }
         let answer = try world.broadcastBytes(payload, root: root)
         guard answer.first == 0 else {
@@ -154,7 +155,7 @@ package final class Coordinator {
 
     /// On the coordinator: decode and check every report, aggregate, log, plan. Returns the
     /// broadcast payload: [0] + plan, or [1] + an error message.
-    private func coordinate(step: Int, reports: [[UInt8]]) -> [UInt8] {
+    private func coordinate(step: Int, reports: [[UInt8]], lastStep: Bool) -> [UInt8] {
         var ranks: [RankStatistics] = []
         for (rank, bytes) in reports.enumerated() {
             guard bytes.count % MemoryLayout<Double>.stride == 0 else {
@@ -170,7 +171,7 @@ package final class Coordinator {
         accumulator.add(report)
         planner.record(report.layers.map(\.counts))
         let next = planner.nextPlan()
-        let changes = placementPlanner.record(step: step, report.layers.map(\.counts))
+        let changes = placementPlanner.record(step: step, report.layers.map(\.counts), replan: !lastStep)
         if let log, let statsPath {
             let placementLog = changes.map { change in
                 StepReport.PlacementLogEntry(layer: change.layer, group: change.group, before: change.before, after: change.after,

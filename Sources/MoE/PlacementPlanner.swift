@@ -153,12 +153,13 @@ package struct PlacementPlanner: Sendable {
 
     /// Records step `step`'s counts (`counts[l]`, `kept[s]` per world rank s; 0-based step) and
     /// returns the placement changes to apply before the next step (none unless the policy
-    /// re-places and `(step + 1)` is a multiple of K).
-    package mutating func record(step: Int, _ counts: [LayerRoutingCounts]) -> [PlacementChange] {
+    /// re-places, `(step + 1)` is a multiple of K and `replan` — false after the last step,
+    /// when a change would only cost a migration).
+    package mutating func record(step: Int, _ counts: [LayerRoutingCounts], replan: Bool = true) -> [PlacementChange] {
         precondition(counts.count == layers.count)
         guard policy.kind != .static else { return [] }
         var changes: [PlacementChange] = []
-        let due = (step + 1) % policy.rebalanceEvery == 0
+        let due = replan && (step + 1) % policy.rebalanceEvery == 0
         for (index, layerCounts) in counts.enumerated() where !layers[index].dense {
             let placement = placements[index]
             let newest = (0..<placement.groupCount).map { group in

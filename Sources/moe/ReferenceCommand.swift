@@ -92,7 +92,7 @@ struct ReferenceCommand: JobCommand {
                 }
                 planner.record(counts)
                 plan = planner.nextPlan()
-                for line in PlacementReport.changeLines(placement.record(step: step, counts), afterStep: step) { print(line) }
+                for line in PlacementReport.changeLines(placement.record(step: step, counts, replan: step < steps - 1), afterStep: step) { print(line) }
             }
             if let outputPath {
                 let values = outputs.flatMap { $0 }

@@ -250,7 +250,7 @@ struct RunCommand: JobCommand {
                     throw JobFailure(message: "step \(step + 1): the model's output on rank \(badRank) is not finite\(detail) [rank \(badRank)]", reportingRank: badRank)
                 }
                 watchdog?.beacon.enter(phase: "statistics")
-                do { _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount) } catch let error as CoordinatorError {
+                do { _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount, lastStep: step == steps - 1) } catch let error as CoordinatorError {
                     throw JobFailure(message: error.message, reportingRank: error.reportingRank)
                 }
                 var migration: MigrationOutcome?

@@ -74,6 +74,11 @@ struct PlacementPlannerTests {
         var strict = PlacementPlanner(policy: PlacementPolicy(kind: .balanced, redundant: 1, rebalanceEvery: 1, threshold: 10),
                                       layers: [layer], worldSize: 2)
         #expect(strict.record(step: 0, [hot]).isEmpty)
+        // After the last step nothing is planned, though the step is due.
+        var last = PlacementPlanner(policy: PlacementPolicy(kind: .balanced, redundant: 1, rebalanceEvery: 1, threshold: 0),
+                                    layers: [layer], worldSize: 2)
+        #expect(last.record(step: 0, [hot], replan: false).isEmpty)
+        #expect(!last.record(step: 1, [hot]).isEmpty)
     }
 
     @Test("the load is the rows each expert kept, not the routes that chose it (capacity already caps a hot expert)")
