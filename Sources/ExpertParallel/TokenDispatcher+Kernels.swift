@@ -67,16 +67,6 @@ extension TokenDispatcher {
         return row
     }
 
-    /// `pack` of every slot of each expert of `experts` in order (`slotRoutes[e][s]` is the
-    /// route holding slot s of expert e): expert order, slot order within an expert.
-    @discardableResult
-    package nonisolated static func pack<Experts: Sequence<Int>>(
-        tokenRows source: UnsafePointer<Float>, width: Int, tokenCount: Int, slotRoutes: [[Int]], experts: Experts,
-        into destination: UnsafeMutablePointer<Float>
-    ) -> Int {
-        pack(tokenRows: source, width: width, tokenCount: tokenCount, routes: experts.lazy.flatMap { slotRoutes[$0] }, into: destination)
-    }
-
     /// The first received row of local expert `localExpert` from each source: its block's start
     /// plus the rows the source sent the local experts before it.
     nonisolated static func expertOffsets(receiveDisplacements: [Int], rowsFrom: [[Int]], localExpert: Int) -> [Int] {

@@ -27,7 +27,8 @@ func seededRows(_ count: Int, seed: UInt64) -> [Float] {
 
 @Suite("Token dispatcher kernels (pure, no MPI)")
 struct TokenDispatcherKernelTests {
-    @Test("pack copies each expert's slots in slot order, experts in the order given", arguments: [1, 2, 4])
+    @Test("pack copies the token row of each route in the order given (here: each expert's slots, experts in a shuffled order)",
+          arguments: [1, 2, 4])
     func packOrder(topK: Int) throws {
         let (tokens, experts, width) = (37, 6, 5)
         let plan = try seededPlan(tokens: tokens, experts: experts, topK: topK)
@@ -37,8 +38,8 @@ struct TokenDispatcherKernelTests {
         var packed = [Float](repeating: .nan, count: (plan.keptPerExpert.reduce(0, +) + 1) * width)
         let written = rows.withUnsafeBufferPointer { source in
             packed.withUnsafeMutableBufferPointer { destination in
-                TokenDispatcher.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokens, slotRoutes: slotRoutes,
-                                     experts: order, into: destination.baseAddress!)
+                TokenDispatcher.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokens,
+                                     routes: order.flatMap { slotRoutes[$0] }, into: destination.baseAddress!)
             }
         }
         // The plain reading of the rule: for each expert, its tokens by slot.

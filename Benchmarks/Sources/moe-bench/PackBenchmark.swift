@@ -59,14 +59,15 @@ struct PackBenchmark: JobCommand {
                 // (top-1 routes: route index = token).
                 var slotRoutes = [[Int]](repeating: [], count: peers)
                 for (token, peer) in destination.enumerated() { slotRoutes[peer].append(token) }
+                let routes = slotRoutes.flatMap { $0 }  // the pack order: destination by destination
                 let source = (0..<tokenCount * width).map { Float($0 % 251) }
                 var packed = [Float](repeating: 0, count: tokenCount * width)
                 let bytes = Double(tokenCount * width * MemoryLayout<Float>.stride)
                 let packTime = try source.withUnsafeBufferPointer { input in
                     try packed.withUnsafeMutableBufferPointer { output in
                         Statistics(try harness.measure(warmup: warmup, repetitions: repetitions) {
-                            TokenDispatcher.pack(tokenRows: input.baseAddress!, width: width, tokenCount: tokenCount, slotRoutes: slotRoutes,
-                                                 experts: 0..<peers, into: output.baseAddress!)
+                            TokenDispatcher.pack(tokenRows: input.baseAddress!, width: width, tokenCount: tokenCount, routes: routes,
+                                                 into: output.baseAddress!)
                         }).median
                     }
                 }
