@@ -79,14 +79,6 @@ package struct ExpertSlots: Equatable, Sendable {
         replicas[slots[rank][slot]].firstIndex(of: Address(rank: rank, slot: slot))!
     }
 
-    /// Rows a source sends each of `rank`'s slots when it kept `kept[e]` rows of each expert e.
-    package func rowsPerSlot(of rank: Int, kept: [Int]) -> [Int] {
-        slots[rank].indices.map { slot in
-            let expert = slots[rank][slot]
-            return Self.share(replica: replicaIndex(rank: rank, slot: slot), of: replicas[expert].count, rows: kept[expert]).count
-        }
-    }
-
     /// The predicted load of every rank when expert e carries `load[e]` split evenly over its
     /// replicas (what the planner balances).
     package func rankLoad(_ load: [Double]) -> [Double] {
