@@ -87,7 +87,13 @@ public enum ExchangeError: Error, Equatable, CustomStringConvertible {
 /// every message) and states which cost-model schedule it follows (`modeledSchedule`), so the
 /// benchmarks and any new tool ask the algorithm rather than keep a table of their own.
 ///
-/// `exchange` is collective: every rank of the communicator calls it with the same `rowBytes`,
+/// Every algorithm is nonblocking at heart: `post` starts an exchange and returns it pending;
+/// `test` moves it on (posting its next stage when the last one has completed) and `wait`
+/// finishes it. The blocking `exchange` is `post` then `wait`. Exchanges on different
+/// `channel`s may be in flight at once (a pipelined layer posts one per chunk); on one channel,
+/// one at a time. Every rank must post the same exchanges on the same channels in the same order.
+///
+/// Exchanges are collective: every rank of the communicator posts them with the same `rowBytes`,
 /// and `layout.sendCounts[p]` here equals `layout.receiveCounts[here]` on rank p (use
 /// `exchangeCounts` when the receiving side does not know its counts). Rows from rank p arrive
 /// at `layout.receiveDisplacements[p]`, in the order p packed them. Rows sent to oneself are a
@@ -99,12 +105,114 @@ public protocol AllToAll: AnyObject {
     var modeledSchedule: ModeledSchedule { get }
     var transport: ExchangeTransport { get }
 
-    func exchange(
-        send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, layout: ExchangeLayout, rowBytes: Int
-    ) throws(ExchangeError)
+    /// Starts an exchange on `channel` (`0..<ExchangeChannel.limit`). `send` and `receive` must
+    /// stay valid, and `send` unchanged, until the returned exchange completes; the previous
+    /// exchange on `channel` must have completed.
+    func post(
+        send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, layout: ExchangeLayout, rowBytes: Int, channel: Int
+    ) throws(ExchangeError) -> any PendingExchange
+}
+
+/// The channels of in-flight exchanges: each has its own MPI tags, so messages of exchanges in
+/// flight at once never match each other's receives.
+public enum ExchangeChannel {
+    /// Channels per algorithm object.
+    public static let limit = 1024
+    /// The MPI tag of an algorithm's message kind `base` (7000..<7400, distinct per kind) on
+    /// `channel`: `base + 16·channel`, so the tags of different channels never collide and all
+    /// stay below 7400 + 16·1024 < 32767, the upper bound MPI guarantees.
+    static func tag(_ base: Int, channel: Int) -> Int {
+        precondition((0..<limit).contains(channel), "exchange channel \(channel) outside 0..<\(limit)")
+        return base + 16 * channel
+    }
+}
+
+/// An exchange that has been posted and not yet completed.
+@MainActor
+public protocol PendingExchange: AnyObject {
+    /// Whether every row has arrived (and, under simulated links, been delivered).
+    var isComplete: Bool { get }
+    /// Moves the exchange on without blocking — completes what MPI has finished and posts the
+    /// next stage — and returns whether it is complete. Calls after completion return true.
+    func test() throws(ExchangeError) -> Bool
+    /// Completes the exchange, blocking as needed.
+    func wait() throws(ExchangeError)
+}
+
+/// The stage machine every algorithm's pending exchange runs: a stage is a set of transfers in
+/// one `TransportRequests`; when they complete, `advance` posts the next stage or finishes.
+@MainActor
+class StagedExchange: PendingExchange {
+    let transport: ExchangeTransport
+    /// The transfers of the stage in flight.
+    var stage: TransportRequests
+    private(set) var isComplete = true
+
+    init(transport: ExchangeTransport, stage: TransportRequests) {
+        self.transport = transport
+        self.stage = stage
+    }
+
+    /// Marks the exchange started (its first stage posted into `stage`).
+    func begin() {
+        precondition(isComplete, "an exchange was posted on a channel whose previous exchange is still in flight")
+        isComplete = false
+    }
+
+    /// Called when the stage in flight has completed: posts the next stage (into `stage`) and
+    /// returns true, or does the final local work and returns false.
+    func advance() throws(MPIError) -> Bool { false }
+
+    final func test() throws(ExchangeError) -> Bool {
+        do {
+            while !isComplete {
+                guard try transport.test(stage) else { return false }
+                if try !advance() { isComplete = true }
+            }
+        } catch {
+            isComplete = true
+            throw .mpi(error)
+        }
+        return true
+    }
+
+    final func wait() throws(ExchangeError) {
+        do {
+            while !isComplete {
+                try transport.wait(stage)
+                if try !advance() { isComplete = true }
+            }
+        } catch {
+            isComplete = true
+            throw .mpi(error)
+        }
+    }
+}
+
+/// One reusable pending exchange per channel, made on first use.
+@MainActor
+final class ChannelOperations<Operation: StagedExchange> {
+    private var operations: [Int: Operation] = [:]
+    private let make: () -> Operation
+
+    init(_ make: @escaping () -> Operation) { self.make = make }
+
+    subscript(channel: Int) -> Operation {
+        if let operation = operations[channel] { return operation }
+        let operation = make()
+        operations[channel] = operation
+        return operation
+    }
 }
 
 extension AllToAll {
+    /// Exchanges and waits for completion (`post` on channel 0, then `wait`).
+    public func exchange(
+        send: UnsafeRawBufferPointer, receive: UnsafeMutableRawBufferPointer, layout: ExchangeLayout, rowBytes: Int
+    ) throws(ExchangeError) {
+        try post(send: send, receive: receive, layout: layout, rowBytes: rowBytes, channel: 0).wait()
+    }
+
     /// The communicator the algorithm exchanges over.
     public var communicator: Communicator { transport.communicator }
 

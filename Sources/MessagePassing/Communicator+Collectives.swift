@@ -145,6 +145,36 @@ extension Communicator {
             MPI_Alltoallv(send.baseAddress, sc, sd, datatype, receive.baseAddress, rc, rd, datatype, handle), call)
     }
 
+    /// Wraps `MPI_Ialltoallv` (the nonblocking `allToAllV`); the request joins `requests`. The
+    /// buffers must stay valid until `requests` completes; the count and displacement arrays the
+    /// library reads meanwhile are kept by `arguments`, which the caller holds as long.
+    public func allToAllVNonblocking(
+        send: UnsafeRawBufferPointer, sendCounts: [Int], sendDisplacements: [Int],
+        receive: UnsafeMutableRawBufferPointer, receiveCounts: [Int], receiveDisplacements: [Int],
+        rowBytes: Int, arguments: AllToAllVArguments, into requests: RequestList
+    ) throws(MPIError) {
+        let call = "MPI_Ialltoallv"
+        try Self.checkExtents(counts: sendCounts, displacements: sendDisplacements, rowBytes: rowBytes,
+                              bufferBytes: send.count, peers: size, call: call, side: "send")
+        try Self.checkExtents(counts: receiveCounts, displacements: receiveDisplacements, rowBytes: rowBytes,
+                              bufferBytes: receive.count, peers: size, call: call, side: "receive")
+        let datatype = try rowDatatype(bytes: rowBytes)
+        try arguments.fill(sendCounts, sendDisplacements, receiveCounts, receiveDisplacements, call: call)
+        // libnbc (OpenMPI 4.1) treats send == receive as MPI_IN_PLACE and then runs an in-place
+        // algorithm whose messages do not match the other ranks' (the job hangs, measured here).
+        // Empty Swift arrays share one address, so an empty send and receive would alias: give
+        // the send side a distinct address when they do (no byte is read at a zero count).
+        let sendAddress = send.baseAddress == UnsafeRawPointer(receive.baseAddress) ? Self.distinctEmptySend : send.baseAddress
+        var request: OpaquePointer? = cmpi_request_null()
+        try MPIError.check(
+            MPI_Ialltoallv(sendAddress, arguments.sendCounts.baseAddress, arguments.sendDisplacements.baseAddress, datatype,
+                           receive.baseAddress, arguments.receiveCounts.baseAddress, arguments.receiveDisplacements.baseAddress,
+                           datatype, handle, &request), call)
+        requests.append(request)
+    }
+
+    private static let distinctEmptySend = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64))
+
     static func checkExtents(
         counts: [Int], displacements: [Int], rowBytes: Int, bufferBytes: Int, peers: Int, call: String, side: String
     ) throws(MPIError) {
@@ -168,5 +198,35 @@ extension Communicator {
     public func lowestFailingRank(failed: Bool) throws(MPIError) -> Int? {
         let lowest = try allReduce(failed ? rank : size, .minimum)
         return lowest < size ? lowest : nil
+    }
+}
+
+/// The `int` count and displacement arrays of one `MPI_Ialltoallv`, which the library may read
+/// until the request completes: fixed addresses, reused by the next call once it has.
+@MainActor
+public final class AllToAllVArguments {
+    fileprivate private(set) var sendCounts = UnsafeMutableBufferPointer<Int32>(start: nil, count: 0)
+    fileprivate private(set) var sendDisplacements = UnsafeMutableBufferPointer<Int32>(start: nil, count: 0)
+    fileprivate private(set) var receiveCounts = UnsafeMutableBufferPointer<Int32>(start: nil, count: 0)
+    fileprivate private(set) var receiveDisplacements = UnsafeMutableBufferPointer<Int32>(start: nil, count: 0)
+
+    public init() {}
+
+    isolated deinit {
+        for buffer in [sendCounts, sendDisplacements, receiveCounts, receiveDisplacements] { buffer.deallocate() }
+    }
+
+    fileprivate func fill(_ sc: [Int], _ sd: [Int], _ rc: [Int], _ rd: [Int], call: String) throws(MPIError) {
+        func copy(_ values: [Int], into buffer: inout UnsafeMutableBufferPointer<Int32>, what: String) throws(MPIError) {
+            if buffer.count != values.count {
+                buffer.deallocate()
+                buffer = .allocate(capacity: values.count)
+            }
+            for (index, value) in values.enumerated() { buffer[index] = try MPIError.int32(value, call, what) }
+        }
+        try copy(sc, into: &sendCounts, what: "count")
+        try copy(sd, into: &sendDisplacements, what: "displacement")
+        try copy(rc, into: &receiveCounts, what: "count")
+        try copy(rd, into: &receiveDisplacements, what: "displacement")
     }
 }

@@ -24,6 +24,21 @@ public final class RequestList {
         requests.removeAll(keepingCapacity: true)
         try MPIError.check(code, "MPI_Waitall")
     }
+
+    /// Wraps `MPI_Testall`: true (and the list emptied) when every request has completed; false
+    /// leaves every request outstanding. Each call also lets the library progress messages.
+    public func testAll() throws(MPIError) -> Bool {
+        guard !requests.isEmpty else { return true }
+        let count = Int32(requests.count)
+        var flag: Int32 = 0
+        let code = requests.withUnsafeMutableBufferPointer {
+            MPI_Testall(count, $0.baseAddress, &flag, cmpi_statuses_ignore())
+        }
+        try MPIError.check(code, "MPI_Testall")
+        guard flag != 0 else { return false }
+        requests.removeAll(keepingCapacity: true)
+        return true
+    }
 }
 
 extension Communicator {

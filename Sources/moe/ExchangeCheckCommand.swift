@@ -34,7 +34,10 @@ struct ExchangeCheckCommand: JobCommand {
         static let json = TypedOption<String?>.string("json", "FILE", "write the results as JSON (rank 0)")
         static let corrupt = TypedOption<AllToAllAlgorithm?>.choice(
             "corrupt", "ALGORITHM", "testing aid: flip one received byte of ALGORITHM on the last rank, to show a mismatch is caught")
-        static let specs = [algorithms.spec, trials.spec, maxRows.spec, seed.spec, json.spec, corrupt.spec]
+        static let inFlight = TypedOption<Int>.integer(
+            "in-flight", default: 1, in: 1...SimulatedLinks.maxInFlightPerPair,
+            "nonblocking exchanges of each trial in flight at once (1: the blocking exchange)")
+        static let specs = [algorithms.spec, trials.spec, maxRows.spec, seed.spec, inFlight.spec, json.spec, corrupt.spec]
     }
 
     let topologyOptions: TopologyOptions.Values
@@ -44,6 +47,7 @@ struct ExchangeCheckCommand: JobCommand {
     let seed: UInt64
     let jsonPath: String?
     let corrupted: AllToAllAlgorithm?
+    let inFlight: Int
 
     init(options: ParsedOptions) throws(UsageError) {
         topologyOptions = try TopologyOptions.read(options)
@@ -53,6 +57,7 @@ struct ExchangeCheckCommand: JobCommand {
         seed = try options.value(Options.seed)
         jsonPath = try options.value(Options.json)
         corrupted = try options.value(Options.corrupt)
+        inFlight = try options.value(Options.inFlight)
     }
 
     /// One algorithm's tally on this rank.
@@ -98,14 +103,8 @@ struct ExchangeCheckCommand: JobCommand {
                 if oracleFirstProblem == nil { oracleFirstProblem = "trial \(trial) (\(traffic.shape.rawValue)): \(problem)" }
             }
             for (index, exchange) in exchanges.enumerated() {
-                var received = [UInt8](repeating: 0xA5, count: layout.receiveRows * rowBytes)
-                let start = MPIRuntime.wallTime()
-                try send.withUnsafeBytes { sendBuffer in
-                    try received.withUnsafeMutableBytes { receiveBuffer in
-                        try exchange.exchange(send: sendBuffer, receive: receiveBuffer, layout: layout, rowBytes: rowBytes)
-                    }
-                }
-                tallies[index].seconds += MPIRuntime.wallTime() - start
+              for var received in try Self.run(exchange, send: send, layout: layout, rowBytes: rowBytes, inFlight: inFlight,
+                                               seconds: &tallies[index].seconds) {
                 tallies[index].bytesReceived += received.count
                 if exchange.algorithm == corrupted, here == world.size - 1, !received.isEmpty {
                     received[received.count / 2] ^= 0xFF
@@ -118,12 +117,41 @@ struct ExchangeCheckCommand: JobCommand {
                         tallies[index].firstMismatch = "trial \(trial) (\(traffic.shape.rawValue), \(rowBytes)-byte rows): rank \(here) byte \(offset) (row \(row), from rank \(source)) differs from MPI_Alltoallv"
                     }
                 }
+              }
             }
         }
         let simulated = try world.allReduce(links?.simulatedMessages ?? 0, .sum)
         try report(context: context, world: world, topology: topology, tallies: tallies,
                    oracleProblems: oracleProblems, oracleFirstProblem: oracleFirstProblem,
                    simulatedMessages: links == nil ? nil : simulated)
+    }
+
+    /// Runs one trial's exchange: blocking when `inFlight` is 1, else `inFlight` nonblocking
+    /// exchanges on channels 1…K, tested in turn (with a little work between tests, as a pipeline
+    /// computes) until all complete. Returns each receive buffer, and adds the time to `seconds`.
+    static func run(_ exchange: any AllToAll, send: [UInt8], layout: ExchangeLayout, rowBytes: Int, inFlight: Int,
+                    seconds: inout Double) throws -> [[UInt8]] {
+        let bytes = layout.receiveRows * rowBytes
+        let buffers = (0..<inFlight).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: max(bytes, 1), alignment: 64) }
+        defer { buffers.forEach { $0.deallocate() } }
+        for buffer in buffers { buffer.initializeMemory(as: UInt8.self, repeating: 0xA5) }
+        let start = MPIRuntime.wallTime()
+        try send.withUnsafeBytes { sendBuffer in
+            if inFlight == 1 {
+                try exchange.exchange(send: sendBuffer, receive: buffers[0], layout: layout, rowBytes: rowBytes)
+                return
+            }
+            let pending = try buffers.enumerated().map { channel, buffer in
+                try exchange.post(send: sendBuffer, receive: buffer, layout: layout, rowBytes: rowBytes, channel: channel + 1)
+            }
+            var work = 0.0
+            while try !pending.reduce(true, { try $1.test() && $0 }) {
+                for value in 0..<2000 { work += Double(value).squareRoot() }  // stands in for a GEMM tile
+            }
+            if work < 0 { print(work) }
+        }
+        seconds += MPIRuntime.wallTime() - start
+        return buffers.map { Array($0[0..<bytes]) }
     }
 
     /// Compares the oracle's receive buffer with what each source must have sent; nil if equal.
