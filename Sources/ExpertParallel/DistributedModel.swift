@@ -58,6 +58,11 @@ package final class DistributedModel {
         self.layers = layers
     }
 
+    /// Sets every MoE layer's overlap degree (`degrees[l]` for layer l; dense layers ignore it).
+    package func setOverlapDegrees(_ degrees: [Int]) {
+        for (layer, degree) in zip(layers, degrees) { layer.overlapDegree = degree }
+    }
+
     /// Reports every layer's phase to `beacon` (for the watchdog).
     package func attach(_ beacon: ProgressBeacon) {
         for layer in layers { layer.beacon = beacon }

@@ -46,7 +46,8 @@ final class LocalExperts {
     /// Runs every local slot's expert over its rows of `received` (the dispatch's receive layout,
     /// `arrival`), replacing each row by the expert's output for it. Returns the seconds spent
     /// inside the FFNs themselves (GEMMs, bias, activation), without gathering and scattering.
-    func forward(received: UnsafeMutableBufferPointer<Float>, arrival: TokenDispatcher.Arrival) -> Double {
+    /// `between` runs after every matrix product and every slot (a pipelined layer's progress).
+    func forward(received: UnsafeMutableBufferPointer<Float>, arrival: TokenDispatcher.Arrival, between: ProgressHook? = nil) -> Double {
         var computeSeconds = 0.0
         let displacements = arrival.layout.receiveDisplacements
         for (local, rows) in arrival.rowsPerExpert.enumerated() where rows > 0 {
@@ -60,7 +61,8 @@ final class LocalExperts {
             expertInput.withUnsafeBufferPointer { input in
                 expertOutput.withUnsafeMutableBufferPointer { output in
                     ExpertFFN.forward(weights.experts[local], form: expertForm, dModel: dModel,
-                                      input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
+                                      input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace,
+                                      between: between)
                 }
             }
             computeSeconds += MPIRuntime.wallTime() - start
@@ -68,19 +70,20 @@ final class LocalExperts {
                 TokenDispatcher.scatter(expertRows: output.baseAddress!, width: dModel, receiveDisplacements: displacements,
                                         rowsFrom: arrival.rowsFrom, localExpert: local, into: received.baseAddress!)
             }
+            between?()
         }
         return computeSeconds
     }
 
     /// The dense FFN — a residual layer's MLP or a dense layer's FFN — over `rows` token rows
     /// of `input` (`[rows, dModel]`), into `output` (grown to `[rows, dModel]`). Requires one.
-    func dense(input: [Float], rows: Int, into output: inout [Float]) {
+    func dense(input: [Float], rows: Int, into output: inout [Float], between: ProgressHook? = nil) {
         guard let dense = weights.residual?.dense ?? weights.dense, rows > 0 else { return }
         Self.grow(&output, to: rows * dModel)
         input.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { output in
                 ExpertFFN.forward(dense, form: denseForm, dModel: dModel,
-                                  input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
+                                  input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace, between: between)
             }
         }
     }
@@ -88,13 +91,14 @@ final class LocalExperts {
     /// The shared expert over `rows` token rows of `input`, each output row scaled by its
     /// `SharedExpert.gateValues` (nil: 1), into `output` (grown to `[rows, dModel]`). Requires
     /// a shared expert.
-    func shared(input: [Float], rows: Int, into output: inout [Float]) {
+    func shared(input: [Float], rows: Int, into output: inout [Float], between: ProgressHook? = nil) {
         guard let shared = weights.shared, rows > 0 else { return }
         Self.grow(&output, to: rows * dModel)
         input.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { output in
                 SharedExpert.forward(shared, form: sharedForm, gate: weights.sharedGate, dModel: dModel,
-                                     input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace)
+                                     input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace,
+                                     between: between)
             }
         }
     }

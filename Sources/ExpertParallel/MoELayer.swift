@@ -26,6 +26,9 @@ package final class MoELayer {
     private let hasShared: Bool
     /// Where the watchdog learns this rank's phase (nil: no watchdog).
     package var beacon: ProgressBeacon?
+    /// Chunks per step: 1 runs dispatch, experts and combine in turn; N > 1 pipelines them
+    /// (`TokenDispatcher.pipelinedStep`). Every rank of the group must hold the same value.
+    package var overlapDegree = 1
     /// Rows each of this rank's slots received in the last step (its GEMM row counts), in
     /// slot order.
     package private(set) var receivedRowsPerExpert: [Int] = []
@@ -124,6 +127,9 @@ package final class MoELayer {
         }
         clock.charge(\.gate, to: &times)
 
+        if overlapDegree > 1 {
+            return try pipelinedForward(&hidden, normedTokens: tokens, routing: routing, times: &times, volume: &volume)
+        }
         beacon?.enter(phase: "dispatch")
         let arrival = try dispatcher.dispatch(tokenRows: normed, tokenCount: tokens, routing: routing, capacity: capacity,
                                               times: &times, volume: &volume)
@@ -150,6 +156,37 @@ package final class MoELayer {
                                into: &hidden, times: &times, volume: &volume)
         if hasShared {
             clock = PhaseClock()
+            Self.add(sharedOutput, count: tokens * d, to: &hidden)
+            clock.charge(\.dense, to: &times)
+        }
+        return plan
+    }
+
+    /// The pipelined step (`overlapDegree` > 1): the residual MLP and shared expert run while the
+    /// first dispatch chunks travel, each chunk's experts as soon as its rows are in.
+    private func pipelinedForward(
+        _ hidden: inout [Float], normedTokens tokens: Int, routing: Result<RoutingPlan, RoutingError>,
+        times: inout PhaseTimes, volume: inout ExchangeVolume
+    ) throws(MoELayerError) -> RoutingPlan {
+        let d = model.dModel
+        beacon?.enter(phase: "pipeline")
+        var denseSeconds = 0.0
+        let work = TokenDispatcher.PipelineWork(
+            whileDispatching: { progress in
+                let start = MPIRuntime.wallTime()
+                if self.residual != nil { self.experts.dense(input: self.normed, rows: tokens, into: &self.denseOutput, between: progress) }
+                if self.hasShared { self.experts.shared(input: self.normed, rows: tokens, into: &self.sharedOutput, between: progress) }
+                denseSeconds += MPIRuntime.wallTime() - start
+            },
+            computeChunk: { rows, arrival, progress in self.experts.forward(received: rows, arrival: arrival, between: progress) })
+        let (plan, rowsPerSlot) = try dispatcher.pipelinedStep(
+            tokenRows: normed, tokenCount: tokens, routing: routing, degree: overlapDegree, work: work,
+            residual: { self.residual == nil ? nil : (self.coefficients, self.denseOutput) }, into: &hidden, times: &times, volume: &volume)
+        // The dense work ran while the dispatches travelled (charged to no exchange phase).
+        times.dense += denseSeconds
+        receivedRowsPerExpert = rowsPerSlot
+        if hasShared {
+            var clock = PhaseClock()
             Self.add(sharedOutput, count: tokens * d, to: &hidden)
             clock.charge(\.dense, to: &times)
         }

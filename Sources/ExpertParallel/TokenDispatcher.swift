@@ -43,8 +43,8 @@ package final class TokenDispatcher {
     package private(set) var slots: ExpertSlots
     /// Floats per token row (d_model).
     let width: Int
-    private let exchange: any AllToAll
-    private var communicator: Communicator { exchange.communicator }
+    let exchange: any AllToAll
+    var communicator: Communicator { exchange.communicator }
     /// This rank's rank in the layer's group.
     var groupRank: Int { communicator.rank }
     /// World rank of every rank of the layer's group, and the world size (for per-peer volumes).
@@ -56,11 +56,11 @@ package final class TokenDispatcher {
     private let headerRowFits: Bool
 
     // Reused buffers, row-major `width` floats per row.
-    private var sendRows: [Float] = []      // dispatch send = combine receive layout
-    private var receiveRows: [Float] = []   // dispatch receive = combine send layout
+    var sendRows: [Float] = []      // dispatch send = combine receive layout
+    var receiveRows: [Float] = []   // dispatch receive = combine send layout
     private var compactRows: [Float] = []   // a cached plan's padded blocks, compacted
-    private var combined: [Float] = []      // combine receive
-    private var scratchRow: [Float] = []    // one row of the weighted sum
+    var combined: [Float] = []      // combine receive
+    var scratchRow: [Float] = []    // one row of the weighted sum
 
     /// What a dispatch delivered to this rank's experts.
     struct Arrival {
@@ -99,13 +99,13 @@ package final class TokenDispatcher {
         self.slots = slots
     }
 
-    private static func grow(_ buffer: inout [Float], to count: Int) {
+    static func grow(_ buffer: inout [Float], to count: Int) {
         if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
     }
 
-    private var rowBytes: Int { width * MemoryLayout<Float>.stride }
+    var rowBytes: Int { width * MemoryLayout<Float>.stride }
 
-    private func exchanging<T>(_ body: () throws(ExchangeError) -> T) throws(MoELayerError) -> T {
+    func exchanging<T>(_ body: () throws(ExchangeError) -> T) throws(MoELayerError) -> T {
         do { return try body() } catch { throw .exchange(layer: layerIndex, error) }
     }
 
@@ -173,7 +173,7 @@ package final class TokenDispatcher {
 
     /// The count exchange: a `DispatchHeader` to every group rank. Returns what every source
     /// sends this rank's slots and the lowest rank whose router failed, if any.
-    private func exchangeCounts(tokenCount: Int, routed: Bool, rowsPerSlot: [[Int]]) throws(MoELayerError) -> ([[Int]], Int?) {
+    func exchangeCounts(tokenCount: Int, routed: Bool, rowsPerSlot: [[Int]]) throws(MoELayerError) -> ([[Int]], Int?) {
         let start = MPIRuntime.wallTime()
         let ranks = slots.ranks
         let localCount = slots.slots[communicator.rank].count
@@ -269,7 +269,7 @@ package final class TokenDispatcher {
     }
 
     /// Bytes of the dispatch, in total and per world rank.
-    private func account(layout: ExchangeLayout, volume: inout ExchangeVolume) {
+    func account(layout: ExchangeLayout, volume: inout ExchangeVolume) {
         volume.dispatchBytesSent += layout.sendRows * rowBytes
         if volume.dispatchBytesSentTo.count != worldSize {
             volume.dispatchBytesSentTo = [Int](repeating: 0, count: worldSize)

@@ -102,7 +102,8 @@ package enum ExpertFFN {
     /// `output[rows, dModel] = FFN(input[rows, dModel])` for an FFN of shape `form`.
     package static func forward(
         _ weights: ExpertWeights, form: FFNForm, dModel: Int,
-        input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace
+        input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
+        between: ProgressHook? = nil
     ) {
         guard rows > 0 else { return }
         let dFF = form.dFF
@@ -112,12 +113,14 @@ package enum ExpertFFN {
             let hidden = hiddenBuffer.baseAddress!
             weights.w1.withUnsafeBufferPointer { w1 in
                 BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w1.baseAddress!, into: hidden)
+                between?()
                 if gated {
                     workspace.up.withUnsafeMutableBufferPointer { upBuffer in
                         let up = upBuffer.baseAddress!
                         weights.w3.withUnsafeBufferPointer { w3 in
                             BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w3.baseAddress!, into: up)
                         }
+                        between?()
                         if form.hasBias {
                             weights.b1.withUnsafeBufferPointer { b1 in Activation.addBias(hidden, rows: rows, bias: b1.baseAddress!, width: dFF) }
                             weights.b3.withUnsafeBufferPointer { b3 in Activation.addBias(up, rows: rows, bias: b3.baseAddress!, width: dFF) }
@@ -151,6 +154,18 @@ package enum ExpertFFN {
     }
 }
 
+/// Work to run between an FFN's matrix products: a pipelined layer moves its in-flight
+/// exchanges on there, since MPI (`MPI_THREAD_FUNNELED`) moves messages only inside MPI calls
+/// made by the main thread — which is also the thread that runs the FFNs.
+package struct ProgressHook: @unchecked Sendable {
+    private let body: @MainActor () -> Void
+
+    package init(_ body: @escaping @MainActor () -> Void) { self.body = body }
+
+    /// Runs the work; must be called on the main thread (checked at run time).
+    package func callAsFunction() { MainActor.assumeIsolated { body() } }
+}
+
 /// A shared expert (Qwen2-MoE, DeepSeek): an FFN every token goes through on its own rank, no
 /// exchange, added to the routed sum. Qwen2-MoE scales it per token by `σ(x · w_g)` (its
 /// `shared_expert_gate`); DeepSeek's weight is 1.
@@ -159,9 +174,10 @@ package enum SharedExpert {
     /// `rows` rows of `input` (`[rows, dModel]`). The gate's dot product is accumulated in Double.
     package static func forward(
         _ weights: ExpertWeights, form: FFNForm, gate: [Float], dModel: Int,
-        input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace
+        input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
+        between: ProgressHook? = nil
     ) {
-        ExpertFFN.forward(weights, form: form, dModel: dModel, input: input, rows: rows, output: output, workspace: workspace)
+        ExpertFFN.forward(weights, form: form, dModel: dModel, input: input, rows: rows, output: output, workspace: workspace, between: between)
         guard !gate.isEmpty else { return }
         precondition(gate.count == dModel)
         for row in 0..<rows {

@@ -16,6 +16,11 @@ extension ModelConfiguration {
             members += [("glu_alpha", .number(Double(glu.alpha))), ("glu_limit", .number(Double(glu.limit)))]
         }
         if let origin { members.append(("source", .string(origin))) }
+        switch overlapDegree {
+        case .fixed(1): break
+        case let .fixed(degree): members.append(("overlap_degree", .number(Double(degree))))
+        case .auto: members.append(("overlap_degree", .string("auto")))
+        }
         members.append(("layers", .array(layers.map(Self.layerDocument))))
         if !taskExperts.isEmpty {
             members.append(("task_experts", .object(taskExperts.sorted { $0.key < $1.key }.map {

@@ -64,10 +64,21 @@ struct RunCommand: JobCommand {
             "routing-trace-output", "FILE", "record every step's routing as a trace for --routing-trace: int32 .npy [steps, layers, tokens, k]")
         static let routingTraceWeightsOutput = TypedOption<String?>.string(
             "routing-trace-weights-output", "FILE", "record the routes' weights before normalisation for --routing-trace-weights (float32 .npy)")
+        static let overlapDegree = TypedOption<OverlapDegree?>(spec: .value(
+            "overlap-degree", "N|auto",
+            "split each layer step into N chunks so exchanges overlap the experts (1: sequential; auto: from the cost model); default: the model's overlap_degree, else 1")
+        ) { (options) throws(UsageError) in
+            guard let text = options.string("overlap-degree") else { return nil }
+            switch OverlapDegree.parse(text) {
+            case let .success(degree): return degree
+            case let .failure(error):
+                throw .invalidValue(command: options.command, option: "overlap-degree", value: text, expected: "an integer in 1...\(OverlapDegree.limit) or auto (\(error.detail))")
+            }
+        }
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
         static let specs = [stats.spec, statsEvery.spec, coordinator.spec, planCache.spec, planCacheHeadroom.spec, timeout.spec,
                             steps.spec, exchange.spec, output.spec, routingOutput.spec, report.spec, routingTraceOutput.spec,
-                            routingTraceWeightsOutput.spec, quiet.spec]
+                            routingTraceWeightsOutput.spec, overlapDegree.spec, quiet.spec]
     }
 
     let model: ModelOptions.Values
@@ -88,6 +99,7 @@ struct RunCommand: JobCommand {
     let traceOutputPath: String?
     let traceWeightsOutputPath: String?
     let quiet: Bool
+    let overlapDegree: OverlapDegree?
     let testingAids: TestingAids
 
     init(options: ParsedOptions) throws(UsageError) {
@@ -112,6 +124,7 @@ struct RunCommand: JobCommand {
             throw .conflict(command: "run", detail: "--routing-trace-weights-output records the weights of a --routing-trace-output; give both")
         }
         quiet = try options.value(Options.quiet)
+        overlapDegree = try options.value(Options.overlapDegree)
         testingAids = try TestingAids(options: options)
     }
 
@@ -167,6 +180,11 @@ struct RunCommand: JobCommand {
         if trace != nil, !configuration.taskExperts.isEmpty {
             throw JobFailure(message: "run: --routing-trace replaces a gate's choices, but the model '\(configuration.name)' routes by task", reportingRank: 0, exitCode: 2)
         }
+        let overlap = overlapDegree ?? configuration.overlapDegree
+        let tokensPerRank = try model.tokensPerRank(ranks: ranks)
+        if case let .fixed(degree) = overlap, degree > max(tokensPerRank, 1) {
+            throw JobFailure(message: "run: --overlap-degree \(degree) is larger than the rows allow: each rank has \(tokensPerRank) tokens per step, so at most \(max(tokensPerRank, 1)) chunks", reportingRank: 0, exitCode: 2)
+        }
         var recorder = traceOutputPath.map { _ in RoutingTraceRecorder(layers: configuration.layers.count, topK: configuration.layers.map(\.topK).max() ?? 1) }
 
         if here == 0 {
@@ -211,6 +229,20 @@ struct RunCommand: JobCommand {
                 try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
             }
             if let watchdog { distributed.attach(watchdog.beacon) }
+            switch overlap {
+            case let .fixed(degree):
+                distributed.setOverlapDegrees(Array(repeating: degree, count: configuration.layers.count))
+                if degree > 1, here == 0, algorithm == algorithms[0] {
+                    print("overlap degree \(degree): each layer step runs as \(degree) chunks, exchanges overlapping the experts")
+                }
+            case .auto:
+                let choices = try OverlapPlanner.choose(model: configuration, layers: distributed.layers, world: world, topology: topology,
+                                                        tokensPerRank: tokensPerRank)
+                var degrees = Array(repeating: 1, count: configuration.layers.count)
+                for choice in choices { degrees[choice.layer] = choice.degree }
+                distributed.setOverlapDegrees(degrees)
+                if here == 0 { for choice in choices { print("\(algorithm): " + choice.reason) } }
+            }
             var migrations = MigrationOutcome()
             var migrationCount = 0
             var stepReports: [JSONValue] = []

@@ -1,0 +1,139 @@
+import ClusterTopology
+import Exchange
+import MessagePassing
+import MoE
+
+/// The pipelined layer's cost as a function of its degree N, and the choice of N
+/// (`--overlap-degree auto`).
+///
+/// Per chunk, the dispatch and the combine each move 1/N of the step's rows: their time is the
+/// cost model's prediction for that traffic (`CostModel`, which includes α per message — the
+/// chunk's fixed communication cost) plus `postSeconds` of software per posted exchange; the
+/// experts take `gemmFixedSeconds` per FFN call plus the rows' FLOPs at the measured rate. With
+/// d, c and b the per-chunk dispatch, compute and combine times, the pipeline takes
+///
+///     T(N) = d + c + b + (N − 1) · max(d + b, c)
+///
+/// (the first chunk's dispatch and the last chunk's combine cannot overlap anything; in between
+/// the slower of the link — dispatch and combine share it — and the CPU sets the pace). N = 1 is
+/// the sequential layer. The candidate with the smallest T wins; ties go to the smaller N.
+package struct OverlapCostModel {
+    /// Seconds one chunk's dispatch (= combine) takes at degree N, for N = 1, 2, 4, ….
+    package var exchangeSeconds: (Int) -> Double
+    /// Seconds one chunk's expert work takes at degree N.
+    package var computeSeconds: (Int) -> Double
+
+    /// The predicted layer time (exchanges and experts) at degree `degree`.
+    package func predictedSeconds(degree: Int) -> Double {
+        let d = exchangeSeconds(degree), c = computeSeconds(degree)
+        return 2 * d + c + Double(degree - 1) * max(2 * d, c)
+    }
+
+    /// The best of `candidates` and its predicted time.
+    package func best(of candidates: [Int]) -> (degree: Int, seconds: Double) {
+        var best = (degree: 1, seconds: predictedSeconds(degree: 1))
+        for degree in candidates where degree > 1 {
+            let seconds = predictedSeconds(degree: degree)
+            if seconds < best.seconds * 0.98 { best = (degree, seconds) }
+        }
+        return best
+    }
+}
+
+/// Chooses every layer's overlap degree for `auto`, from the cost model and this job's GEMM rate.
+@MainActor
+package enum OverlapPlanner {
+    /// Software cost of posting, testing and completing one nonblocking exchange, seconds
+    /// (measured here: 10–30 µs per chunk exchange between 2–8 ranks on one host).
+    package static let postSeconds = 20e-6
+    /// The degrees `auto` considers.
+    package static let candidates = [1, 2, 4, 8, 16]
+
+    /// One layer's choice, with what it was based on (printed by `moe run`).
+    package struct Choice: Sendable {
+        package var layer: Int
+        package var degree: Int
+        package var exchangeSecondsPerChunk: Double
+        package var computeSecondsPerChunk: Double
+        package var predictedSeconds: Double
+        package var sequentialSeconds: Double
+
+        package var reason: String {
+            func ms(_ seconds: Double) -> String { String(format: "%.2f ms", seconds * 1e3) }
+            let pace = degree == 1 ? "no degree beats the sequential layer by 2%"
+                : (2 * exchangeSecondsPerChunk > computeSecondsPerChunk ? "the link sets the pace" : "the experts set the pace")
+            return "layer \(layer): overlap degree \(degree) (auto): per chunk dispatch \(ms(exchangeSecondsPerChunk)), combine \(ms(exchangeSecondsPerChunk)), experts \(ms(computeSecondsPerChunk)); predicted \(ms(predictedSeconds)) against \(ms(sequentialSeconds)) sequential; \(pace)"
+        }
+    }
+
+    /// Measures this rank's FFN rate on `layer`'s expert shape and returns the choice for every
+    /// MoE layer. Collective over `world` (one allreduce: the slowest rank's GEMMs count, and
+    /// every rank chooses the same degrees). `tokensPerRank` is the step's tokens on each rank.
+    package static func choose(
+        model: ModelConfiguration, layers: [MoELayer], world: Communicator, topology: Topology, tokensPerRank: Int
+    ) throws(MPIError) -> [Choice] {
+        // GEMM rate: one expert of each distinct shape, timed at two row counts (fixed + per-row cost).
+        var perRowAndFixed: [(perRow: Double, fixed: Double)] = []
+        for layer in layers {
+            guard !layer.configuration.dense, let weights = layer.slotWeights.first else {
+                perRowAndFixed.append((0, 0))
+                continue
+            }
+            let form = model.form(.expert, layer: layer.index)
+            perRowAndFixed.append(timeFFN(weights, form: form, dModel: model.dModel))
+        }
+        let slowest = try world.allReduce(perRowAndFixed.flatMap { [$0.perRow, $0.fixed] }, .maximum)
+        let costModel = CostModel(topology: topology)
+        var choices: [Choice] = []
+        for layer in layers where !layer.configuration.dense {
+            let perRow = slowest[2 * layer.index], fixed = slowest[2 * layer.index + 1]
+            let slotsHere = max(1, layer.slots.slots.map(\.count).max() ?? 1)  // the same on every rank
+            let rowsPerRank = Double(tokensPerRank * layer.configuration.topK)
+            let groupSize = layer.slots.ranks
+            let rowBytes = model.dModel * MemoryLayout<Float>.stride
+            let schedule = layer.dispatcher.exchange.modeledSchedule
+            let worldSize = topology.worldSize
+            let cost = OverlapCostModel(
+                exchangeSeconds: { degree in
+                    // Every rank sends each group peer ≈ rows/G of its rows, 1/N per chunk; the
+                    // world-wide uniform traffic stands for the group's (exact when G = world).
+                    let bytesPerPeer = Int(rowsPerRank / Double(groupSize) / Double(degree)) * rowBytes
+                    return costModel.predict(schedule, traffic: .uniform(ranks: worldSize, bytesPerPeer: bytesPerPeer)).seconds + postSeconds
+                },
+                computeSeconds: { degree in
+                    let rowsPerSlot = rowsPerRank / Double(slotsHere) / Double(degree)
+                    return Double(slotsHere) * (fixed + perRow * rowsPerSlot)
+                })
+            let usable = candidates.filter { $0 <= max(1, tokensPerRank) && $0 <= OverlapDegree.limit }
+            let best = cost.best(of: usable)
+            choices.append(Choice(layer: layer.index, degree: best.degree, exchangeSecondsPerChunk: cost.exchangeSeconds(best.degree),
+                                  computeSecondsPerChunk: cost.computeSeconds(best.degree), predictedSeconds: best.seconds,
+                                  sequentialSeconds: cost.predictedSeconds(degree: 1)))
+        }
+        return choices
+    }
+
+    /// Seconds per row and fixed seconds per call of one FFN of `form` (medians of 3, at 16 and
+    /// 256 rows of random input).
+    static func timeFFN(_ weights: ExpertWeights, form: FFNForm, dModel: Int) -> (perRow: Double, fixed: Double) {
+        let workspace = ExpertWorkspace()
+        func seconds(rows: Int) -> Double {
+            let input = (0..<(rows * dModel)).map { Float(($0 * 7919) % 997) / 997 - 0.5 }
+            var output = [Float](repeating: 0, count: rows * dModel)
+            var samples: [Double] = []
+            for _ in 0..<3 {
+                let start = MPIRuntime.wallTime()
+                input.withUnsafeBufferPointer { x in
+                    output.withUnsafeMutableBufferPointer { y in
+                        ExpertFFN.forward(weights, form: form, dModel: dModel, input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
+                    }
+                }
+                samples.append(MPIRuntime.wallTime() - start)
+            }
+            return samples.sorted()[1]
+        }
+        let small = seconds(rows: 16), large = seconds(rows: 256)
+        let perRow = max(0, (large - small) / 240)
+        return (perRow, max(0, small - 16 * perRow))
+    }
+}
