@@ -29,6 +29,9 @@ package final class MoELayer {
     /// Chunks per step: 1 runs dispatch, experts and combine in turn; N > 1 pipelines them
     /// (`TokenDispatcher.pipelinedStep`). Every rank of the group must hold the same value.
     package var overlapDegree = 1
+    /// Whether a pipelined step lets MPI progress between every GEMM (true) or only between
+    /// chunks (false: the alternative the benchmarks compare against).
+    package var progressBetweenGEMMs = true
     /// Rows each of this rank's slots received in the last step (its GEMM row counts), in
     /// slot order.
     package private(set) var receivedRowsPerExpert: [Int] = []
@@ -174,11 +177,14 @@ package final class MoELayer {
         let work = TokenDispatcher.PipelineWork(
             whileDispatching: { progress in
                 let start = MPIRuntime.wallTime()
-                if self.residual != nil { self.experts.dense(input: self.normed, rows: tokens, into: &self.denseOutput, between: progress) }
-                if self.hasShared { self.experts.shared(input: self.normed, rows: tokens, into: &self.sharedOutput, between: progress) }
+                let between = self.progressBetweenGEMMs ? progress : nil
+                if self.residual != nil { self.experts.dense(input: self.normed, rows: tokens, into: &self.denseOutput, between: between) }
+                if self.hasShared { self.experts.shared(input: self.normed, rows: tokens, into: &self.sharedOutput, between: between) }
                 denseSeconds += MPIRuntime.wallTime() - start
             },
-            computeChunk: { rows, arrival, progress in self.experts.forward(received: rows, arrival: arrival, between: progress) })
+            computeChunk: { rows, arrival, progress in
+                self.experts.forward(received: rows, arrival: arrival, between: self.progressBetweenGEMMs ? progress : nil)
+            })
         let (plan, rowsPerSlot) = try dispatcher.pipelinedStep(
             tokenRows: normed, tokenCount: tokens, routing: routing, degree: overlapDegree, work: work,
             residual: { self.residual == nil ? nil : (self.coefficients, self.denseOutput) }, into: &hidden, times: &times, volume: &volume)

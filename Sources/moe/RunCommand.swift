@@ -75,10 +75,20 @@ struct RunCommand: JobCommand {
                 throw .invalidValue(command: options.command, option: "overlap-degree", value: text, expected: "an integer in 1...\(OverlapDegree.limit) or auto (\(error.detail))")
             }
         }
+        static let overlapProgress = TypedOption<Bool>(spec: .value(
+            "overlap-progress", "WHERE", default: "gemms",
+            "when a pipelined layer lets MPI move its exchanges: gemms (between every GEMM, the default) or chunks (only between chunks; for comparison)")
+        ) { (options) throws(UsageError) in
+            switch options.string("overlap-progress") ?? "gemms" {
+            case "gemms": return true
+            case "chunks": return false
+            case let other: throw .invalidValue(command: options.command, option: "overlap-progress", value: other, expected: "gemms or chunks")
+            }
+        }
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
         static let specs = [stats.spec, statsEvery.spec, coordinator.spec, planCache.spec, planCacheHeadroom.spec, timeout.spec,
                             steps.spec, exchange.spec, output.spec, routingOutput.spec, report.spec, routingTraceOutput.spec,
-                            routingTraceWeightsOutput.spec, overlapDegree.spec, quiet.spec]
+                            routingTraceWeightsOutput.spec, overlapDegree.spec, overlapProgress.spec, quiet.spec]
     }
 
     let model: ModelOptions.Values
@@ -100,6 +110,7 @@ struct RunCommand: JobCommand {
     let traceWeightsOutputPath: String?
     let quiet: Bool
     let overlapDegree: OverlapDegree?
+    let progressBetweenGEMMs: Bool
     let testingAids: TestingAids
 
     init(options: ParsedOptions) throws(UsageError) {
@@ -125,6 +136,7 @@ struct RunCommand: JobCommand {
         }
         quiet = try options.value(Options.quiet)
         overlapDegree = try options.value(Options.overlapDegree)
+        progressBetweenGEMMs = try options.value(Options.overlapProgress)
         testingAids = try TestingAids(options: options)
     }
 
@@ -229,6 +241,7 @@ struct RunCommand: JobCommand {
                 try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
             }
             if let watchdog { distributed.attach(watchdog.beacon) }
+            for layer in distributed.layers { layer.progressBetweenGEMMs = progressBetweenGEMMs }
             switch overlap {
             case let .fixed(degree):
                 distributed.setOverlapDegrees(Array(repeating: degree, count: configuration.layers.count))
@@ -381,7 +394,9 @@ struct RunCommand: JobCommand {
                       zip(PhaseTimes.names, totals.values).filter { $0.0 != "dense" || hasLocalFFNs }.map { "\($0) \(Self.percent($1, of: totals.total))" }.joined(separator: ", ") +
                       "; dropped \(Self.percent(droppedRoutes, of: routes)) of \(routes) routes")
             }
-            reportRuns.append(.object([("exchange", .string(algorithm.rawValue)), ("steps", .array(stepReports)),
+            reportRuns.append(.object([("exchange", .string(algorithm.rawValue)),
+                                       ("overlap_degree_by_layer", .array(distributed.layers.map { .number(Double($0.overlapDegree)) })),
+                                       ("steps", .array(stepReports)),
                                        ("tokens_per_second", .number(Double(totalTokens) / totalSeconds))]))
             if stopped != nil { break }
         }
