@@ -38,7 +38,7 @@ let package = Package(
         // Pure MoE compute: router, experts (the one file that imports COpenBLAS), weights. No MPI.
         .target(name: "MoE", dependencies: ["COpenBLAS", "FileFormats", "RandomStreams"]),
         // The distributed layer: dispatcher, MoE layer, model over a Communicator.
-        .target(name: "ExpertParallel", dependencies: ["MoE", "Exchange", "MessagePassing"]),
+        .target(name: "ExpertParallel", dependencies: ["MoE", "Exchange", "MessagePassing", "ClusterTopology"]),
         // The single-process oracle the tests compare the distributed model with.
         .target(name: "MoEReference", dependencies: ["MoE"]),
         // Hugging Face checkpoints to SwiftMoE's model format.

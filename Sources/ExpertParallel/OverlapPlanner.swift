@@ -101,8 +101,8 @@ package enum OverlapPlanner {
                     return costModel.predict(schedule, traffic: .uniform(ranks: worldSize, bytesPerPeer: bytesPerPeer)).seconds + postSeconds
                 },
                 computeSeconds: { degree in
-                    let rowsPerSlot = rowsPerRank / Double(slotsHere) / Double(degree)
-                    return Double(slotsHere) * (fixed + perRow * rowsPerSlot)
+                    // `ChunkPlan`: max(S, N) FFN calls per step, the rows spread evenly over N chunks.
+                    (Double(max(slotsHere, degree)) * fixed + perRow * rowsPerRank) / Double(degree)
                 })
             let usable = candidates.filter { $0 <= max(1, tokensPerRank) && $0 <= OverlapDegree.limit }
             let best = cost.best(of: usable)
@@ -113,15 +113,15 @@ package enum OverlapPlanner {
         return choices
     }
 
-    /// Seconds per row and fixed seconds per call of one FFN of `form` (medians of 3, at 16 and
-    /// 256 rows of random input).
+    /// Seconds per row and fixed seconds per call of one FFN of `form` (the fastest of 5, at 32
+    /// and 256 rows of synthetic input: the minimum, since ranks sharing cores are preempted).
     static func timeFFN(_ weights: ExpertWeights, form: FFNForm, dModel: Int) -> (perRow: Double, fixed: Double) {
         let workspace = ExpertWorkspace()
         func seconds(rows: Int) -> Double {
             let input = (0..<(rows * dModel)).map { Float(($0 * 7919) % 997) / 997 - 0.5 }
             var output = [Float](repeating: 0, count: rows * dModel)
             var samples: [Double] = []
-            for _ in 0..<3 {
+            for _ in 0..<5 {
                 let start = MPIRuntime.wallTime()
                 input.withUnsafeBufferPointer { x in
                     output.withUnsafeMutableBufferPointer { y in
@@ -130,10 +130,10 @@ package enum OverlapPlanner {
                 }
                 samples.append(MPIRuntime.wallTime() - start)
             }
-            return samples.sorted()[1]
+            return samples.min()!
         }
-        let small = seconds(rows: 16), large = seconds(rows: 256)
-        let perRow = max(0, (large - small) / 240)
-        return (perRow, max(0, small - 16 * perRow))
+        let small = seconds(rows: 32), large = seconds(rows: 256)
+        let perRow = max(0, (large - small) / 224)
+        return (perRow, max(0, small - 32 * perRow))
     }
 }
