@@ -10,6 +10,8 @@ SETTING: sim-2x4   8 ranks on 2 simulated nodes (Topologies/2x4.json: 50 us, 1 G
          host      2 ranks on one host, no simulation (target: no slower than degree 1)
          netns     2 ranks on 2 namespace nodes (Launch/sim-cluster up 2 --rate R --ranks-per-node 1
                    must be up; MOE is then the word 'moe', run through Launch/sim-cluster run)
+Environment: RUN_EXTRA (extra `moe run` arguments, e.g. "--overlap-progress chunks"), SUFFIX
+(appended to the plot's name).
 Per run it reads the --report JSON and takes medians over the steps after the first two:
 layer time = step time - gate time (the norm and router, which nothing overlaps);
 at degree 1 also exchange alone = pack + dispatch + combine and experts alone = experts, of the
@@ -45,11 +47,13 @@ def run(layer, degree, index):
     if os.path.exists(report):
         os.remove(report)
     job = [moe, "run", "--model", f"{work}/overlap-{layer}.json", "--tokens-per-rank", str(tokens[layer]), "--steps", str(steps),
-           "--quiet", "--report", report, "--overlap-degree", degree]
+           "--quiet", "--report", report, "--overlap-degree", degree] + os.environ.get("RUN_EXTRA", "").split()
     if setting == "sim-2x4":
         job += ["--topology", f"{root}/Topologies/2x4.json", "--simulate-links", "on"]
     elif setting == "sim-2x1":
         job += ["--topology", f"{work}/2x1.json", "--simulate-links", "on"]
+    if setting == "netns" and os.path.exists("/run/swiftmoe-sim-cluster/topology.json"):
+        job += ["--topology", "/run/swiftmoe-sim-cluster/topology.json"]
     if setting == "netns":
         arguments = ["bash", f"{root}/Launch/sim-cluster", "run", "-np", str(ranks), "--"] + job
     else:
@@ -75,7 +79,7 @@ for round_ in range(rounds):
             results[(layer, degree)].append(run(layer, degree, index))
             index += 1
 
-print(f"### {setting}: {ranks} ranks, {rounds} rounds interleaved, {steps} steps each (medians of steps 3..{steps}, then of rounds)\n")
+print(f"### {setting}{' ' + os.environ['RUN_EXTRA'] if os.environ.get('RUN_EXTRA') else ''}: {ranks} ranks, {rounds} rounds interleaved, {steps} steps each (medians of steps 3..{steps}, then of rounds)\n")
 print("| layer | tokens/rank | exchange alone (ms) | experts alone (ms) | degree | layer (ms) | ÷ max(exchange, experts) | ÷ degree 1 |")
 print("|---|---|---|---|---|---|---|---|")
 svg_series = {}
@@ -123,5 +127,6 @@ for (layer, series), colour in zip(svg_series.items(), ("#c0392b", "#2471a3")):
     parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
     parts.append(f'<text x="{width - 120}" y="{y(series[-1][1] / base) - 6:.1f}" fill="{colour}">{layer}</text>')
 parts.append("</svg>")
-open(f"{work}/overlap-{setting}.svg", "w").write("\n".join(parts))
-print(f"\nplot: {work}/overlap-{setting}.svg")
+name = f"overlap-{setting}{os.environ.get('SUFFIX', '')}.svg"
+open(f"{work}/{name}", "w").write("\n".join(parts))
+print(f"\nplot: {name}")

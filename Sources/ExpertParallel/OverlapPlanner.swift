@@ -6,35 +6,42 @@ import MoE
 /// The pipelined layer's cost as a function of its degree N, and the choice of N
 /// (`--overlap-degree auto`).
 ///
-/// Per chunk, the dispatch and the combine each move 1/N of the step's rows: their time is the
-/// cost model's prediction for that traffic (`CostModel`, which includes α per message — the
-/// chunk's fixed communication cost) plus `postSeconds` of software per posted exchange; the
-/// experts take `gemmFixedSeconds` per FFN call plus the rows' FLOPs at the measured rate. With
-/// d, c and b the per-chunk dispatch, compute and combine times, the pipeline takes
+/// Per chunk, the dispatch and the combine each move 1/N of the step's rows. The cost model
+/// (`CostModel`, α per message included: the chunk's fixed communication cost) splits their
+/// time into the inter-node part — the network is busy, the CPU is free to compute — and the
+/// rest: shared-memory copies and posting (plus `postSeconds` of software per posted exchange),
+/// which run on the same cores as the GEMMs and cannot overlap them. The experts take a fixed
+/// cost per FFN call (max(S, N) calls per step on a rank with S slots, `ChunkPlan`) plus a cost
+/// per row, both measured. With l the link time and u the CPU time of one chunk (u = experts +
+/// the exchanges' CPU part), the pipeline takes
 ///
-///     T(N) = d + c + b + (N − 1) · max(d + b, c)
+///     T(N) = u + l + (N − 1) · max(l, u)
 ///
 /// (the first chunk's dispatch and the last chunk's combine cannot overlap anything; in between
-/// the slower of the link — dispatch and combine share it — and the CPU sets the pace). N = 1 is
-/// the sequential layer. The candidate with the smallest T wins; ties go to the smaller N.
+/// the slower of link and CPU sets the pace). N = 1 is the sequential layer; without inter-node
+/// links l = 0 and T(N) = N·u, which more chunks only make larger. The candidate with the
+/// smallest T wins if it beats N = 1 by 2%.
 package struct OverlapCostModel {
-    /// Seconds one chunk's dispatch (= combine) takes at degree N, for N = 1, 2, 4, ….
-    package var exchangeSeconds: (Int) -> Double
+    /// Seconds one chunk's dispatch and combine keep the inter-node links busy, at degree N.
+    package var linkSeconds: (Int) -> Double
+    /// Seconds one chunk's dispatch and combine cost the CPU (copies, posting), at degree N.
+    package var exchangeCPUSeconds: (Int) -> Double
     /// Seconds one chunk's expert work takes at degree N.
     package var computeSeconds: (Int) -> Double
 
     /// The predicted layer time (exchanges and experts) at degree `degree`.
     package func predictedSeconds(degree: Int) -> Double {
-        let d = exchangeSeconds(degree), c = computeSeconds(degree)
-        return 2 * d + c + Double(degree - 1) * max(2 * d, c)
+        let link = linkSeconds(degree), cpu = computeSeconds(degree) + exchangeCPUSeconds(degree)
+        return cpu + link + Double(degree - 1) * max(link, cpu)
     }
 
     /// The best of `candidates` and its predicted time.
     package func best(of candidates: [Int]) -> (degree: Int, seconds: Double) {
         var best = (degree: 1, seconds: predictedSeconds(degree: 1))
+        let sequential = best.seconds
         for degree in candidates where degree > 1 {
             let seconds = predictedSeconds(degree: degree)
-            if seconds < best.seconds * 0.98 { best = (degree, seconds) }
+            if seconds < best.seconds, seconds < sequential * 0.98 { best = (degree, seconds) }
         }
         return best
     }
@@ -53,16 +60,19 @@ package enum OverlapPlanner {
     package struct Choice: Sendable {
         package var layer: Int
         package var degree: Int
-        package var exchangeSecondsPerChunk: Double
+        package var linkSecondsPerChunk: Double
+        package var exchangeCPUSecondsPerChunk: Double
         package var computeSecondsPerChunk: Double
         package var predictedSeconds: Double
         package var sequentialSeconds: Double
 
         package var reason: String {
             func ms(_ seconds: Double) -> String { String(format: "%.2f ms", seconds * 1e3) }
-            let pace = degree == 1 ? "no degree beats the sequential layer by 2%"
-                : (2 * exchangeSecondsPerChunk > computeSecondsPerChunk ? "the link sets the pace" : "the experts set the pace")
-            return "layer \(layer): overlap degree \(degree) (auto): per chunk dispatch \(ms(exchangeSecondsPerChunk)), combine \(ms(exchangeSecondsPerChunk)), experts \(ms(computeSecondsPerChunk)); predicted \(ms(predictedSeconds)) against \(ms(sequentialSeconds)) sequential; \(pace)"
+            let cpu = computeSecondsPerChunk + exchangeCPUSecondsPerChunk
+            let pace = degree == 1
+                ? (linkSecondsPerChunk == 0 ? "no inter-node links to overlap (shared-memory exchanges use the same cores)" : "no degree beats the sequential layer by 2%")
+                : (linkSecondsPerChunk > cpu ? "the link sets the pace" : "the CPU sets the pace")
+            return "layer \(layer): overlap degree \(degree) (auto): per chunk dispatch + combine \(ms(linkSecondsPerChunk)) on the links and \(ms(exchangeCPUSecondsPerChunk)) of CPU, experts \(ms(computeSecondsPerChunk)); predicted \(ms(predictedSeconds)) against \(ms(sequentialSeconds)) sequential; \(pace)"
         }
     }
 
@@ -93,20 +103,25 @@ package enum OverlapPlanner {
             let rowBytes = model.dModel * MemoryLayout<Float>.stride
             let schedule = layer.dispatcher.exchange.modeledSchedule
             let worldSize = topology.worldSize
+            func exchange(_ degree: Int) -> (link: Double, cpu: Double) {
+                // Every rank sends each group peer ≈ rows/G of its rows, 1/N per chunk; the
+                // world-wide uniform traffic stands for the group's (exact when G = world).
+                let bytesPerPeer = Int(rowsPerRank / Double(groupSize) / Double(degree)) * rowBytes
+                let prediction = costModel.predict(schedule, traffic: .uniform(ranks: worldSize, bytesPerPeer: bytesPerPeer))
+                let link = prediction.stages.filter { $0.resource == .interNode }.reduce(0) { $0 + $1.seconds }
+                return (2 * min(link, prediction.seconds), 2 * (max(0, prediction.seconds - link) + postSeconds))
+            }
             let cost = OverlapCostModel(
-                exchangeSeconds: { degree in
-                    // Every rank sends each group peer ≈ rows/G of its rows, 1/N per chunk; the
-                    // world-wide uniform traffic stands for the group's (exact when G = world).
-                    let bytesPerPeer = Int(rowsPerRank / Double(groupSize) / Double(degree)) * rowBytes
-                    return costModel.predict(schedule, traffic: .uniform(ranks: worldSize, bytesPerPeer: bytesPerPeer)).seconds + postSeconds
-                },
+                linkSeconds: { exchange($0).link },
+                exchangeCPUSeconds: { exchange($0).cpu },
                 computeSeconds: { degree in
                     // `ChunkPlan`: max(S, N) FFN calls per step, the rows spread evenly over N chunks.
                     (Double(max(slotsHere, degree)) * fixed + perRow * rowsPerRank) / Double(degree)
                 })
             let usable = candidates.filter { $0 <= max(1, tokensPerRank) && $0 <= OverlapDegree.limit }
             let best = cost.best(of: usable)
-            choices.append(Choice(layer: layer.index, degree: best.degree, exchangeSecondsPerChunk: cost.exchangeSeconds(best.degree),
+            choices.append(Choice(layer: layer.index, degree: best.degree, linkSecondsPerChunk: cost.linkSeconds(best.degree),
+                                  exchangeCPUSecondsPerChunk: cost.exchangeCPUSeconds(best.degree),
                                   computeSecondsPerChunk: cost.computeSeconds(best.degree), predictedSeconds: best.seconds,
                                   sequentialSeconds: cost.predictedSeconds(degree: 1)))
         }

@@ -210,29 +210,6 @@ extension TokenDispatcher {
         for pending in inFlight.combines { try inFlight.complete(pending, layer: layerIndex) }
         clock.charge(\.combine, to: &times)
     }
-
-    /// `hidden[t] += Σ_r g_r · combined[rowOfRoute[r]]` (and a residual layer's mixture), as
-    /// `combine` does after its exchange.
-    func weightedSum(plan: RoutingPlan, rowOfRoute: [Int], residual: (coefficients: [Float], dense: [Float])?, into hidden: inout [Float]) {
-        Self.grow(&scratchRow, to: width)
-        let coefficients = residual?.coefficients ?? []
-        let dense = residual?.dense ?? []
-        combined.withUnsafeBufferPointer { rows in
-            scratchRow.withUnsafeMutableBufferPointer { scratch in
-                hidden.withUnsafeMutableBufferPointer { output in
-                    coefficients.withUnsafeBufferPointer { coefficients in
-                        dense.withUnsafeBufferPointer { dense in
-                            guard plan.tokenCount > 0 else { return }
-                            let share = residual == nil ? nil : ResidualShare(coefficients: coefficients.baseAddress!, dense: dense.baseAddress!)
-                            Self.weightedSum(combined: UnsafePointer(rows.baseAddress!), width: width, plan: plan,
-                                             rowOfRoute: rowOfRoute, residual: share,
-                                             scratch: scratch.baseAddress!, into: output.baseAddress!)
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The exchanges of one pipelined step that are in flight, moved on together.

@@ -302,6 +302,14 @@ package final class TokenDispatcher {
         Self.grow(&combined, to: layout.receiveRows * width)
         try exchanging { () throws(ExchangeError) in try exchange.exchange(receiveRows, into: &combined, layout: layout, rowBytes: rowBytes) }
         volume.combineBytesSent += layout.sendRows * rowBytes
+        weightedSum(plan: plan, rowOfRoute: arrival.rowOfRoute, residual: residual, into: &hidden)
+        clock.charge(\.combine, to: &times)
+    }
+
+    /// Adds every token's weighted expert outputs from the combine's receive buffer to `hidden`:
+    /// `hidden[t] += Σ_r g_r · combined[rowOfRoute[r]]` (a residual layer: its mixture), in
+    /// token order. The sequential and the pipelined combine both end here.
+    func weightedSum(plan: RoutingPlan, rowOfRoute: [Int], residual: (coefficients: [Float], dense: [Float])?, into hidden: inout [Float]) {
         Self.grow(&scratchRow, to: width)
         let coefficients = residual?.coefficients ?? []
         let dense = residual?.dense ?? []
@@ -313,13 +321,12 @@ package final class TokenDispatcher {
                             guard plan.tokenCount > 0 else { return }
                             let share = residual == nil ? nil : ResidualShare(coefficients: coefficients.baseAddress!, dense: dense.baseAddress!)
                             Self.weightedSum(combined: UnsafePointer(rows.baseAddress!), width: width, plan: plan,
-                                             rowOfRoute: arrival.rowOfRoute, residual: share,
+                                             rowOfRoute: rowOfRoute, residual: share,
                                              scratch: scratch.baseAddress!, into: output.baseAddress!)
                         }
                     }
                 }
             }
         }
-        clock.charge(\.combine, to: &times)
     }
 }

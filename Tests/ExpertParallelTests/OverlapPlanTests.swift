@@ -49,17 +49,24 @@ struct OverlapPlanTests {
         #expect((0..<7).map { three.chunkRowOfPackedRow[$0] } == Array(0..<7))
     }
 
-    @Test("the pipeline's time: sequential at N = 1, the slower of link and CPU sets the pace, fixed costs stop large N")
+    @Test("the pipeline's time: sequential at N = 1, the slower of link and CPU sets the pace, no links no overlap")
     func costModel() {
-        // Exchange 10 ms, experts 40 ms in all; 1 ms fixed per chunk exchange, none for the GEMMs.
-        let model = OverlapCostModel(exchangeSeconds: { 0.010 / Double($0) + 0.001 }, computeSeconds: { 0.040 / Double($0) })
-        #expect(abs(model.predictedSeconds(degree: 1) - 0.062) < 1e-12)
-        // N = 4: d = b = 3.5 ms, c = 10 ms: 7 + 10 + 3 · max(7, 10) = 47 ms.
-        #expect(abs(model.predictedSeconds(degree: 4) - 0.047) < 1e-12)
-        #expect(model.best(of: [1, 2, 4, 8, 16]).degree == 8)
-        // When the fixed costs dominate, N = 1 stays.
-        let tiny = OverlapCostModel(exchangeSeconds: { 0.0001 / Double($0) + 0.001 }, computeSeconds: { 0.0005 / Double($0) })
-        #expect(tiny.best(of: [1, 2, 4, 8, 16]).degree == 1)
+        // Links 10 ms for dispatch + combine in all, 1 ms fixed per chunk; experts 40 ms; no CPU part.
+        let model = OverlapCostModel(linkSeconds: { 0.010 / Double($0) + 0.001 }, exchangeCPUSeconds: { _ in 0 },
+                                     computeSeconds: { 0.040 / Double($0) })
+        #expect(abs(model.predictedSeconds(degree: 1) - 0.051) < 1e-12)
+        // N = 4: l = 3.5 ms, u = 10 ms: 13.5 + 3 · 10 = 43.5 ms.
+        #expect(abs(model.predictedSeconds(degree: 4) - 0.0435) < 1e-12)
+        #expect(model.best(of: [1, 2, 4, 8, 16]).degree == 16)
+        // Shared memory only: the exchange is CPU work, more chunks only add fixed costs.
+        let host = OverlapCostModel(linkSeconds: { _ in 0 }, exchangeCPUSeconds: { 0.010 / Double($0) + 0.0001 },
+                                    computeSeconds: { 0.040 / Double($0) })
+        #expect(host.best(of: [1, 2, 4, 8, 16]).degree == 1)
+        // Link-bound: 40 ms of link against 10 ms of experts; chunk fixed costs stop large N.
+        let linkBound = OverlapCostModel(linkSeconds: { 0.040 / Double($0) + 0.002 }, exchangeCPUSeconds: { _ in 0 },
+                                         computeSeconds: { 0.010 / Double($0) })
+        let best = linkBound.best(of: [1, 2, 4, 8, 16])
+        #expect(best.degree == 2 && abs(best.seconds - 0.049) < 1e-12)
     }
 
     @Test("overlap degrees parse: integers 1…32 and auto; anything else names the problem")
