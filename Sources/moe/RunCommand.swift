@@ -197,6 +197,9 @@ struct RunCommand: JobCommand {
         if case let .fixed(degree) = overlap, degree > max(tokensPerRank, 1) {
             throw JobFailure(message: "run: --overlap-degree \(degree) is larger than the rows allow: each rank has \(tokensPerRank) tokens per step, so at most \(max(tokensPerRank, 1)) chunks", reportingRank: 0, exitCode: 2)
         }
+        if overlap != .fixed(1), planCache != .off {
+            throw JobFailure(message: "run: --plan-cache applies to the sequential layer; with --overlap-degree \(overlap) every step runs the count exchange (give --overlap-degree 1 or drop --plan-cache)", reportingRank: 0, exitCode: 2)
+        }
         var recorder = traceOutputPath.map { _ in RoutingTraceRecorder(layers: configuration.layers.count, topK: configuration.layers.map(\.topK).max() ?? 1) }
 
         if here == 0 {

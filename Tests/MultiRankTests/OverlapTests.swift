@@ -79,6 +79,7 @@ struct OverlapTests {
         (["--overlap-degree", "33"], "outside 1...32"),
         (["--overlap-degree", "fast"], "neither an integer nor 'auto'"),
         (["--overlap-degree", "20"], "--overlap-degree 20 is larger than the rows allow: each rank has 16 tokens per step"),
+        (["--overlap-degree", "auto", "--plan-cache", "capacity"], "--plan-cache applies to the sequential layer"),
     ] as [([String], String)])
     func badDegrees(options: [String], message: String) throws {
         let job = try runMPI(ranks: 2, ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "16"] + options,
