@@ -137,6 +137,12 @@ public protocol PendingExchange: AnyObject {
     func test() throws(ExchangeError) -> Bool
     /// Completes the exchange, blocking as needed.
     func wait() throws(ExchangeError)
+    /// Under simulated links, once MPI has completed the stage in flight and only its modelled
+    /// delivery is left: that delivery time (`ExchangeTransport.now()` seconds). Nil otherwise
+    /// (MPI still has work to do, or no simulation).
+    var deliveredAt: Double? { get }
+    /// Sleeps until `deadline` (`ExchangeTransport.now()` seconds), counted as held by the links.
+    func sleep(until deadline: Double)
 }
 
 /// The stage machine every algorithm's pending exchange runs: a stage is a set of transfers in
@@ -158,6 +164,10 @@ class StagedExchange: PendingExchange {
         precondition(isComplete, "an exchange was posted on a channel whose previous exchange is still in flight")
         isComplete = false
     }
+
+    var deliveredAt: Double? { isComplete ? nil : transport.deliveredAt(stage) }
+
+    func sleep(until deadline: Double) { transport.hold(until: deadline) }
 
     /// Called when the stage in flight has completed: posts the next stage (into `stage`) and
     /// returns true, or does the final local work and returns false.

@@ -93,6 +93,17 @@ public final class ExchangeTransport {
         requests.reset()
     }
 
+    /// The stage's simulated delivery time once MPI has completed it; nil before, or without links.
+    func deliveredAt(_ requests: TransportRequests) -> Double? {
+        links != nil && requests.transferred ? requests.deliveredAt : nil
+    }
+
+    /// Sleeps until `deadline` under simulated links (counted as held); without links, returns.
+    func hold(until deadline: Double) { links?.hold(until: deadline) }
+
+    /// Seconds on the clock simulated delivery times use (the host's monotonic clock).
+    public static func now() -> Double { LinkSimulator.now() }
+
     /// MPI completed the stage: learn the simulated delivery time of its slowest message.
     private func settleTransfers(_ requests: TransportRequests) {
         requests.transferred = true

@@ -231,14 +231,25 @@ private final class InFlightExchanges {
         } catch { failure = error }
     }
 
-    /// Moves everything on until `pending` completes, yielding the core between rounds.
+    /// Moves everything on until `pending` completes, yielding the core between rounds — or,
+    /// when every exchange in flight waits only for its simulated delivery (MPI has nothing left
+    /// to do), sleeping until the earliest, so ranks sharing cores get them.
     func complete(_ pending: any PendingExchange, layer: Int) throws(MoELayerError) {
         try rethrow(layer: layer)
         do throws(ExchangeError) {
             while try !pending.test() {
                 progress()
                 if let failure { throw failure }
-                sched_yield()
+                var earliest = Double.infinity
+                var onlyDeliveriesLeft = true
+                for other in dispatches + combines where !other.isComplete {
+                    guard let time = other.deliveredAt else {
+                        onlyDeliveriesLeft = false
+                        break
+                    }
+                    earliest = min(earliest, time)
+                }
+                if onlyDeliveriesLeft, earliest.isFinite { pending.sleep(until: earliest) } else { sched_yield() }
             }
         } catch { throw .exchange(layer: layer, error) }
     }
