@@ -115,18 +115,11 @@ extension TokenDispatcher {
         times: inout PhaseTimes, volume: inout ExchangeVolume
     ) throws(MoELayerError) -> (plan: RoutingPlan, rowsPerSlot: [Int]) {
         var clock = PhaseClock()
-        let here = communicator.rank
         let plan = try? routing.get()
-        let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: layer.experts)
-        let order = PackOrder(slotRoutes: plan?.slotRoutes() ?? [], kept: kept, slots: slots, routeCount: plan.map { $0.tokenCount * $0.topK } ?? 0)
+        let order = packOrder(plan)
         let (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: plan != nil, rowsPerSlot: order.rowsPerSlot)
         clock.charge(\.dispatch, to: &times)
-        if let failedRank {
-            if case let .failure(error) = routing, failedRank == here {
-                throw .routingFailed(layer: layerIndex, rank: failedRank, detail: error)
-            }
-            throw .routingFailed(layer: layerIndex, rank: failedRank, detail: nil)
-        }
+        if let failedRank { throw routingFailure(rank: failedRank, routing: routing) }
         guard let plan else { preconditionFailure("no failure and no plan") }
         let chunks = ChunkPlan(degree: degree, rowsPerSlotTo: order.rowsPerSlot, rowsFrom: rowsFrom)
         let layout = ExchangeLayout(sendCounts: order.sendCounts, receiveCounts: rowsFrom.map { $0.reduce(0, +) })!

@@ -123,8 +123,7 @@ package final class TokenDispatcher {
         var clock = PhaseClock()
         let here = communicator.rank
         let plan = try? routing.get()
-        let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: layer.experts)
-        let order = PackOrder(slotRoutes: plan?.slotRoutes() ?? [], kept: kept, slots: slots, routeCount: plan.map { $0.tokenCount * $0.topK } ?? 0)
+        let order = packOrder(plan)
         let sendCounts = order.sendCounts
 
         var rowsFrom: [[Int]]?
@@ -144,12 +143,7 @@ package final class TokenDispatcher {
             (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: plan != nil, rowsPerSlot: order.rowsPerSlot)
             clock.charge(\.dispatch, to: &times)
         }
-        if let failedRank {
-            if case let .failure(error) = routing, failedRank == here {
-                throw .routingFailed(layer: layerIndex, rank: failedRank, detail: error)
-            }
-            throw .routingFailed(layer: layerIndex, rank: failedRank, detail: nil)
-        }
+        if let failedRank { throw routingFailure(rank: failedRank, routing: routing) }
         guard let rowsFrom else { preconditionFailure("no failure and no counts") }
         let layout = ExchangeLayout(sendCounts: sendCounts, receiveCounts: rowsFrom.map { $0.reduce(0, +) })!
         if !dispatched {
@@ -169,6 +163,21 @@ package final class TokenDispatcher {
         planCache.record(layout: layout)
         account(layout: layout, volume: &volume)
         return Arrival(rowsFrom: rowsFrom, layout: layout, rowOfRoute: order.rowOfRoute)
+    }
+
+    /// Where this rank's kept rows go under the current placement (no rows when routing failed).
+    func packOrder(_ plan: RoutingPlan?) -> PackOrder {
+        let kept = plan?.keptPerExpert ?? [Int](repeating: 0, count: layer.experts)
+        return PackOrder(slotRoutes: plan?.slotRoutes() ?? [], kept: kept, slots: slots, routeCount: plan.map { $0.tokenCount * $0.topK } ?? 0)
+    }
+
+    /// The error every rank throws when the lowest failing router was `rank`'s (with the cause
+    /// on that rank itself).
+    func routingFailure(rank: Int, routing: Result<RoutingPlan, RoutingError>) -> MoELayerError {
+        if case let .failure(error) = routing, rank == communicator.rank {
+            return .routingFailed(layer: layerIndex, rank: rank, detail: error)
+        }
+        return .routingFailed(layer: layerIndex, rank: rank, detail: nil)
     }
 
     /// The count exchange: a `DispatchHeader` to every group rank. Returns what every source

@@ -132,10 +132,8 @@ extension Communicator {
         rowBytes: Int
     ) throws(MPIError) {
         let call = "MPI_Alltoallv"
-        try Self.checkExtents(counts: sendCounts, displacements: sendDisplacements, rowBytes: rowBytes,
-                              bufferBytes: send.count, peers: size, call: call, side: "send")
-        try Self.checkExtents(counts: receiveCounts, displacements: receiveDisplacements, rowBytes: rowBytes,
-                              bufferBytes: receive.count, peers: size, call: call, side: "receive")
+        try checkExtents(send: send, sendCounts: sendCounts, sendDisplacements: sendDisplacements,
+                         receive: receive, receiveCounts: receiveCounts, receiveDisplacements: receiveDisplacements, rowBytes: rowBytes, call: call)
         let datatype = try rowDatatype(bytes: rowBytes)
         let sc = try sendCounts.map { (value: Int) throws(MPIError) in try MPIError.int32(value, call, "count") }
         let sd = try sendDisplacements.map { (value: Int) throws(MPIError) in try MPIError.int32(value, call, "displacement") }
@@ -154,10 +152,8 @@ extension Communicator {
         rowBytes: Int, arguments: AllToAllVArguments, into requests: RequestList
     ) throws(MPIError) {
         let call = "MPI_Ialltoallv"
-        try Self.checkExtents(counts: sendCounts, displacements: sendDisplacements, rowBytes: rowBytes,
-                              bufferBytes: send.count, peers: size, call: call, side: "send")
-        try Self.checkExtents(counts: receiveCounts, displacements: receiveDisplacements, rowBytes: rowBytes,
-                              bufferBytes: receive.count, peers: size, call: call, side: "receive")
+        try checkExtents(send: send, sendCounts: sendCounts, sendDisplacements: sendDisplacements,
+                         receive: receive, receiveCounts: receiveCounts, receiveDisplacements: receiveDisplacements, rowBytes: rowBytes, call: call)
         let datatype = try rowDatatype(bytes: rowBytes)
         try arguments.fill(sendCounts, sendDisplacements, receiveCounts, receiveDisplacements, call: call)
         // libnbc (OpenMPI 4.1) treats send == receive as MPI_IN_PLACE and then runs an in-place
@@ -174,6 +170,17 @@ extension Communicator {
     }
 
     private static let distinctEmptySend = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64))
+
+    /// Both sides of an all-to-all-v checked against their buffers (`checkExtents`).
+    private func checkExtents(
+        send: UnsafeRawBufferPointer, sendCounts: [Int], sendDisplacements: [Int],
+        receive: UnsafeMutableRawBufferPointer, receiveCounts: [Int], receiveDisplacements: [Int], rowBytes: Int, call: String
+    ) throws(MPIError) {
+        try Self.checkExtents(counts: sendCounts, displacements: sendDisplacements, rowBytes: rowBytes,
+                              bufferBytes: send.count, peers: size, call: call, side: "send")
+        try Self.checkExtents(counts: receiveCounts, displacements: receiveDisplacements, rowBytes: rowBytes,
+                              bufferBytes: receive.count, peers: size, call: call, side: "receive")
+    }
 
     static func checkExtents(
         counts: [Int], displacements: [Int], rowBytes: Int, bufferBytes: Int, peers: Int, call: String, side: String
