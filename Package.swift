@@ -50,15 +50,19 @@ let package = Package(
         // and the executables' common main.
         .target(name: "JobControl",
                 dependencies: ["ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE"]),
+        // The library session: one run loop (`InferenceSession`, `StepLoop`) built from a
+        // `RunConfiguration`, with step observers; `moe run`, `moe-bench layer` and a decoder share it.
+        .target(name: "Session",
+                dependencies: ["JobControl", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "Coordination"]),
         // The command-line tool.
         .executableTarget(
             name: "moe",
             dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference",
-                           "Coordination", "Plotting", "CheckpointImport"]),
+                           "Coordination", "Plotting", "CheckpointImport", "Session"]),
         // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
         .executableTarget(
             name: "moe-bench",
-            dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "RandomStreams", "Plotting", "Coordination"],
+            dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "RandomStreams", "Plotting", "Coordination", "Session"],
             path: "Benchmarks/Sources/moe-bench"),
 
         .testTarget(name: "FileFormatsTests", dependencies: ["FileFormats"]),

@@ -1,3 +1,4 @@
+import ClusterTopology
 import Exchange
 import MessagePassing
 import MoE
@@ -20,6 +21,18 @@ package final class DistributedModel {
         package var volumes: [ExchangeVolume]
     }
 
+    /// How every layer's dispatcher runs its steps.
+    package enum Dispatch {
+        /// Every layer in `mode`.
+        case fixed(DispatchMode)
+        /// A degree per layer chosen by the cost model (`OverlapPlanner`) for `tokensPerRank`
+        /// tokens on `topology`, counted every step, progress at `progress`.
+        case autoDegree(progress: OverlapProgress, topology: Topology, tokensPerRank: Int)
+    }
+
+    /// The auto degree's choice for every MoE layer (empty unless `Dispatch.autoDegree`).
+    package let overlapChoices: [OverlapPlanner.Choice]
+
     /// Builds the layers. `weights[l]` must hold this rank's slots of layer l: those of
     /// `placement.slots[l][g]` for this rank's group g, or without a planner the static
     /// placement (`ExpertPlacement(experts: E_l, worldSize: world.size).heldExperts(ofRank:
@@ -27,40 +40,58 @@ package final class DistributedModel {
     /// experts are fewer than the ranks split it into groups (one `MPI_Comm_split` per distinct
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
     /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
-    /// logits; `planCache` the plan-caching strategy of every layer's dispatcher; `trace`, when
-    /// given, replaces every gate's choices with recorded ones.
+    /// logits; `kernels` the backend every FFN runs on; `dispatch` how every layer's steps count
+    /// and chunk; `trace`, when given, replaces every gate's choices with recorded ones.
     package init(
         configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
-        planCache: PlanCacheMode = .off, trace: RoutingTrace? = nil, placement planner: PlacementPlanner? = nil,
-        makeExchange: (Communicator) throws -> any AllToAll
+        kernels: any ExpertKernels = OpenBLASKernels(), dispatch: Dispatch = .fixed(.sequential), trace: RoutingTrace? = nil,
+        placement planner: PlacementPlanner? = nil, makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
         self.configuration = configuration
         worldRank = world.rank
-        placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
+        let placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
+        self.placements = placements
         var exchanges: [Int: any AllToAll] = [:]  // by group size
-        var layers: [MoELayer] = []
-        for (index, layer) in configuration.layers.enumerated() {
+        for placement in placements where exchanges[placement.groupSize] == nil {
+            let communicator = placement.groupCount == 1
+                ? world : try world.split(color: placement.group(ofRank: world.rank), key: world.rank)!
+            exchanges[placement.groupSize] = try makeExchange(communicator)
+        }
+        let slots = placements.indices.map { index in
+            planner?.slots[index][placements[index].group(ofRank: world.rank)]
+                ?? ExpertSlots(placements[index].blocks(ofGroup: placements[index].group(ofRank: world.rank)))
+        }
+        let modes: [DispatchMode]
+        let overlapChoices: [OverlapPlanner.Choice]
+        switch dispatch {
+        case let .fixed(mode):
+            modes = Array(repeating: mode, count: configuration.layers.count)
+            overlapChoices = []
+        case let .autoDegree(progress, topology, tokensPerRank):
+            let form = { configuration.form(.expert, layer: $0) }
+            let inputs = configuration.layers.indices.map { index in
+                OverlapPlanner.LayerInput(
+                    index: index, configuration: configuration.layers[index],
+                    sampleExpert: weights[index].experts.first.map { kernels.prepare($0, form: form(index), dModel: configuration.dModel) },
+                    maxSlotsPerRank: slots[index].slots.map(\.count).max() ?? 1, groupSize: placements[index].groupSize,
+                    schedule: exchanges[placements[index].groupSize]!.modeledSchedule)
+            }
+            overlapChoices = try OverlapPlanner.choose(model: configuration, layers: inputs, world: world, topology: topology, tokensPerRank: tokensPerRank)
+            var degrees = Array(repeating: 1, count: configuration.layers.count)
+            for choice in overlapChoices { degrees[choice.layer] = choice.degree }
+            modes = degrees.map { .counted(degree: $0, progress: progress) }
+        }
+        self.overlapChoices = overlapChoices
+        layers = configuration.layers.indices.map { index in
             let placement = placements[index]
             let group = placement.group(ofRank: world.rank)
-            if exchanges[placement.groupSize] == nil {
-                let communicator = placement.groupCount == 1
-                    ? world : try world.split(color: group, key: world.rank)!
-                exchanges[placement.groupSize] = try makeExchange(communicator)
-            }
-            let slots = planner?.slots[index][group] ?? ExpertSlots(placement.blocks(ofGroup: group))
-            layers.append(MoELayer(index: index, configuration: layer, model: configuration, weights: weights[index],
-                                   slots: slots, maxSlotsPerRank: planner?.maxSlotsPerRank(layer: index, group: group),
-                                   exchange: exchanges[placement.groupSize]!,
-                                   groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
-                                   gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift, trace: trace),
-                                   planCache: planCache))
+            return MoELayer(index: index, configuration: configuration.layers[index], model: configuration, weights: weights[index],
+                            slots: slots[index], maxSlotsPerRank: planner?.maxSlotsPerRank(layer: index, group: group),
+                            exchange: exchanges[placement.groupSize]!,
+                            groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
+                            gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift, trace: trace),
+                            kernels: kernels, mode: modes[index])
         }
-        self.layers = layers
-    }
-
-    /// Sets every MoE layer's overlap degree (`degrees[l]` for layer l; dense layers ignore it).
-    package func setOverlapDegrees(_ degrees: [Int]) {
-        for (layer, degree) in zip(layers, degrees) { layer.overlapDegree = degree }
     }
 
     /// Reports every layer's phase to `beacon` (for the watchdog).

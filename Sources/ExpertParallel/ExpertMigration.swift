@@ -51,7 +51,7 @@ struct ExpertTransfer: Equatable {
 
 extension DistributedModel {
     /// Applies placement changes between steps: sends every expert copy they need rank to rank
-    /// (`MPI_Isend`/`MPI_Irecv` of the flattened weights, one tag per layer; only slots whose
+    /// (`MPI_Isend`/`MPI_Irecv` of the expert backend's own weight bytes, `PreparedFFN.wireBytes`, one tag per layer; only slots whose
     /// rank does not hold their expert move), checks what arrived, agrees on the outcome over
     /// `world`, and only then lets every changed layer adopt its new placement — all ranks at
     /// once, or none (`MigrationError`). Collective over `world`; every rank passes the same
@@ -62,47 +62,46 @@ extension DistributedModel {
         var outcome = MigrationOutcome()
         let requests = RequestList()
         // Buffers live until waitAll (and the checks after it).
-        var outgoing: [UnsafeMutableBufferPointer<Float>] = []
-        var incoming: [(layer: Int, slot: Int, values: UnsafeMutableBufferPointer<Float>)] = []
+        var outgoing: [UnsafeMutableRawBufferPointer] = []
+        var incoming: [(layer: Int, slot: Int, bytes: UnsafeMutableRawBufferPointer)] = []
         defer {
             for buffer in outgoing { buffer.deallocate() }
-            for buffer in incoming { buffer.values.deallocate() }
+            for buffer in incoming { buffer.bytes.deallocate() }
         }
         for change in changes {
             let placement = placements[change.layer]
             let first = placement.ranks(ofGroup: change.group).lowerBound
-            let form = configuration.form(.expert, layer: change.layer)
-            let count = form.parameterCount(dModel: configuration.dModel)
+            let layer = layers[change.layer]
+            let count = layer.kernels.wireByteCount(form: configuration.form(.expert, layer: change.layer), dModel: configuration.dModel)
             for transfer in ExpertTransfer.needed(by: change, firstWorldRank: first) {
                 outcome.experts += 1
-                outcome.bytes += count * MemoryLayout<Float>.stride
+                outcome.bytes += count
                 if transfer.source == worldRank {
-                    let layer = layers[change.layer]
-                    let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
-                    _ = buffer.initialize(from: layer.slotWeights[layer.slotExperts.firstIndex(of: transfer.expert)!].flattened)
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
+                    layer.slotFFNs[layer.slotExperts.firstIndex(of: transfer.expert)!].wireBytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
                     outgoing.append(buffer)
-                    try world.sendNonblocking(UnsafeRawPointer(buffer.baseAddress), rows: count, rowBytes: MemoryLayout<Float>.stride,
-                                              to: transfer.destination, tag: change.layer, into: requests)
+                    try world.sendNonblocking(UnsafeRawPointer(buffer.baseAddress!), rows: count, rowBytes: 1, to: transfer.destination, tag: change.layer, into: requests)
                 }
                 if transfer.destination == worldRank {
-                    let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
                     incoming.append((change.layer, transfer.slot, buffer))
-                    try world.receiveNonblocking(UnsafeMutableRawPointer(buffer.baseAddress), rows: count, rowBytes: MemoryLayout<Float>.stride,
-                                                 from: transfer.source, tag: change.layer, into: requests)
+                    try world.receiveNonblocking(buffer.baseAddress!, rows: count, rowBytes: 1, from: transfer.source, tag: change.layer, into: requests)
                 }
             }
         }
         try requests.waitAll()
-        // What arrived, checked; then every rank's verdict before anyone adopts.
-        var received: [Int: [Int: ExpertWeights]] = [:]  // layer → slot → weights
+        // What arrived, restored in the backend's form and checked; then every rank's verdict
+        // before anyone adopts.
+        var received: [Int: [Int: any PreparedFFN]] = [:]  // layer → slot → FFN
         var problem: String? = failHere ? "testing aid --fail-migration" : nil
-        for (layer, slot, values) in incoming where problem == nil {
+        for (layer, slot, bytes) in incoming where problem == nil {
             let form = configuration.form(.expert, layer: layer)
-            guard values.allSatisfy(\.isFinite), let weights = ExpertWeights(flattened: Array(values), form: form, dModel: configuration.dModel) else {
+            let count = layers[layer].kernels.wireByteCount(form: form, dModel: configuration.dModel)
+            guard let ffn = layers[layer].kernels.restore(wireBytes: UnsafeRawBufferPointer(rebasing: bytes[..<count]), form: form, dModel: configuration.dModel) else {
                 problem = "layer \(layer) slot \(slot): the received expert weights are not finite"
                 break
             }
-            received[layer, default: [:]][slot] = weights
+            received[layer, default: [:]][slot] = ffn
         }
         if let failed = try world.lowestFailingRank(failed: problem != nil) {
             throw MigrationError(step: step, rank: failed, detail: failed == worldRank ? problem : nil)
@@ -110,10 +109,10 @@ extension DistributedModel {
         for change in changes where placements[change.layer].group(ofRank: worldRank) == change.group {
             let layer = layers[change.layer]
             let here = placements[change.layer].rankInGroup(worldRank)
-            let weights = change.new.slots[here].enumerated().map { slot, expert in
-                received[change.layer]?[slot] ?? layer.slotWeights[layer.slotExperts.firstIndex(of: expert)!]
+            let ffns = change.new.slots[here].enumerated().map { slot, expert in
+                received[change.layer]?[slot] ?? layer.slotFFNs[layer.slotExperts.firstIndex(of: expert)!]
             }
-            layer.adopt(change.new, weights: weights)
+            layer.adopt(change.new, experts: ffns)
         }
         outcome.seconds = try world.allReduce(MPIRuntime.wallTime() - start, .maximum)
         return outcome

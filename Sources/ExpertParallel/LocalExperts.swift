@@ -2,42 +2,52 @@ import MessagePassing
 import MoE
 
 /// This rank's experts of one layer, and a residual layer's dense MLP: the compute phase of the
-/// layer, over the rows the dispatcher delivered. It is where a new precision backend or a
-/// grouped GEMM goes: the dispatcher and the layer only see `forward` and `dense`.
+/// layer, over the rows the dispatcher delivered. Every FFN runs through the layer's
+/// `ExpertKernels` backend (the precision seam), prepared once at construction or on arrival
+/// by migration; the dispatcher and the layer only see `forward`, `dense` and `shared`.
 ///
 /// Each slot's rows (from every source, source by source, slot order) are gathered into one
 /// contiguous buffer for one GEMM per weight matrix — the order the reference feeds the expert,
 /// which keeps the outputs bitwise equal — and scattered back in place. Buffers grow to the
 /// largest step seen and are reused.
 final class LocalExperts {
-    private(set) var weights: LayerWeights
     let dModel: Int
-    /// The forms of the routed experts, and of the dense FFN (a dense layer's, or a residual
-    /// layer's MLP) and the shared expert.
-    let expertForm: FFNForm
-    let denseForm: FFNForm
-    let sharedForm: FFNForm
+    /// The backend every FFN of this layer runs on (the precision seam).
+    let kernels: any ExpertKernels
+    /// The logical expert in each of this rank's slots, in slot order.
+    private(set) var slotExperts: [Int]
+    /// `slotFFNs[i]` is expert `slotExperts[i]`, in the backend's form.
+    private(set) var slotFFNs: [any PreparedFFN]
+    /// The dense FFN (a dense layer's, or a residual layer's MLP), the shared expert and its
+    /// gate vector (`[dModel]`, or empty), in the backend's form.
+    private let denseFFN: (any PreparedFFN)?
+    private let sharedFFN: (any PreparedFFN)?
+    private let sharedGate: [Float]
     private let workspace = ExpertWorkspace()
     private var expertInput: [Float] = []   // [rows, dModel]
     private var expertOutput: [Float] = []  // [rows, dModel]
 
-    init(weights: LayerWeights, model: ModelConfiguration, layerIndex: Int) {
-        self.weights = weights
+    /// Prepares every FFN of `weights` once with `kernels`.
+    init(weights: LayerWeights, model: ModelConfiguration, layerIndex: Int, kernels: any ExpertKernels) {
         dModel = model.dModel
-        expertForm = model.form(.expert, layer: layerIndex)
-        denseForm = model.form(.dense, layer: layerIndex)
-        sharedForm = model.form(.shared, layer: layerIndex)
+        self.kernels = kernels
+        let expertForm = model.form(.expert, layer: layerIndex)
+        slotExperts = weights.slotExperts
+        slotFFNs = weights.experts.map { kernels.prepare($0, form: expertForm, dModel: model.dModel) }
+        denseFFN = (weights.residual?.dense ?? weights.dense).map { kernels.prepare($0, form: model.form(.dense, layer: layerIndex), dModel: model.dModel) }
+        sharedFFN = weights.shared.map { kernels.prepare($0, form: model.form(.shared, layer: layerIndex), dModel: model.dModel) }
+        sharedGate = weights.sharedGate
     }
 
-    /// The logical expert in each of this rank's slots, in slot order.
-    var slotExperts: [Int] { weights.slotExperts }
-
-    /// Holds `experts` (the weights of `slotExperts`, slot by slot) from now on.
-    func adopt(slotExperts: [Int], experts: [ExpertWeights]) {
+    /// Holds `experts` (the FFNs of `slotExperts`, slot by slot) from now on.
+    func adopt(slotExperts: [Int], experts: [any PreparedFFN]) {
         precondition(slotExperts.count == experts.count)
-        weights.slotExperts = slotExperts
-        weights.experts = experts
+        self.slotExperts = slotExperts
+        slotFFNs = experts
     }
+
+    /// Bytes of weights this rank holds for the layer in the backend's form.
+    var bytesHeld: Int { (slotFFNs + [denseFFN, sharedFFN].compactMap { $0 }).reduce(0) { $0 + $1.bytesHeld } }
 
     private static func grow(_ buffer: inout [Float], to count: Int) {
         if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
@@ -60,9 +70,8 @@ final class LocalExperts {
             let start = MPIRuntime.wallTime()
             expertInput.withUnsafeBufferPointer { input in
                 expertOutput.withUnsafeMutableBufferPointer { output in
-                    ExpertFFN.forward(weights.experts[local], form: expertForm, dModel: dModel,
-                                      input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace,
-                                      between: between)
+                    slotFFNs[local].forward(input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace,
+                                            between: between)
                 }
             }
             computeSeconds += MPIRuntime.wallTime() - start
@@ -78,12 +87,11 @@ final class LocalExperts {
     /// The dense FFN — a residual layer's MLP or a dense layer's FFN — over `rows` token rows
     /// of `input` (`[rows, dModel]`), into `output` (grown to `[rows, dModel]`). Requires one.
     func dense(input: [Float], rows: Int, into output: inout [Float], between: ProgressHook? = nil) {
-        guard let dense = weights.residual?.dense ?? weights.dense, rows > 0 else { return }
+        guard let denseFFN, rows > 0 else { return }
         Self.grow(&output, to: rows * dModel)
         input.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { output in
-                ExpertFFN.forward(dense, form: denseForm, dModel: dModel,
-                                  input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace, between: between)
+                denseFFN.forward(input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace, between: between)
             }
         }
     }
@@ -92,11 +100,11 @@ final class LocalExperts {
     /// `SharedExpert.gateValues` (nil: 1), into `output` (grown to `[rows, dModel]`). Requires
     /// a shared expert.
     func shared(input: [Float], rows: Int, into output: inout [Float], between: ProgressHook? = nil) {
-        guard let shared = weights.shared, rows > 0 else { return }
+        guard let sharedFFN, rows > 0 else { return }
         Self.grow(&output, to: rows * dModel)
         input.withUnsafeBufferPointer { input in
             output.withUnsafeMutableBufferPointer { output in
-                SharedExpert.forward(shared, form: sharedForm, gate: weights.sharedGate, dModel: dModel,
+                SharedExpert.forward(sharedFFN, gate: sharedGate, dModel: dModel,
                                      input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: workspace,
                                      between: between)
             }

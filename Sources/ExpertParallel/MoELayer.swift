@@ -4,9 +4,10 @@ import MoE
 
 /// One expert-parallel MoE layer on one rank: the order of its phases and their timings.
 ///
-///     gate (norm, `Gate`) → dense MLP (residual layers) → `TokenDispatcher.dispatch` (pack,
-///     dispatch) → `LocalExperts.forward` → `TokenDispatcher.combine` (exchange back, weighted
-///     sum in original token order, added to the residual stream)
+///     gate (norm, `Gate`) → `TokenDispatcher.step`: counts, pack, dispatch (the residual
+///     layer's dense MLP and the shared expert while it travels) → `LocalExperts.forward` per
+///     chunk → combine (exchange back, weighted sum in original token order, added to the
+///     residual stream)
 ///
 /// A residual (PR-MoE) layer also runs its dense MLP on every local token and mixes the two by
 /// the per-token coefficient (`ResidualMixture`). A shared expert runs on every local token and
@@ -26,12 +27,10 @@ package final class MoELayer {
     private let hasShared: Bool
     /// Where the watchdog learns this rank's phase (nil: no watchdog).
     package var beacon: ProgressBeacon?
-    /// Chunks per step: 1 runs dispatch, experts and combine in turn; N > 1 pipelines them
-    /// (`TokenDispatcher.pipelinedStep`). Every rank of the group must hold the same value.
-    package var overlapDegree = 1
-    /// Whether a pipelined step lets MPI progress between every GEMM (true) or only between
-    /// chunks (false: the alternative the benchmarks compare against).
-    package var progressBetweenGEMMs = true
+    /// How the dispatcher counts and chunks every step (given at construction).
+    package var dispatchMode: DispatchMode { dispatcher.mode }
+    /// Chunks per step: 1 runs dispatch, experts and combine in turn; N > 1 pipelines them.
+    package var overlapDegree: Int { dispatcher.mode.degree }
     /// Rows each of this rank's slots received in the last step (its GEMM row counts), in
     /// slot order.
     package private(set) var receivedRowsPerExpert: [Int] = []
@@ -46,16 +45,17 @@ package final class MoELayer {
     /// Which expert every slot of every rank of this rank's group holds.
     package var slots: ExpertSlots { dispatcher.slots }
     /// Plan-cache outcomes of this layer on this rank.
-    package var planCacheTotals: PlanCacheTotals { dispatcher.planCache.totals }
+    package var planCacheTotals: PlanCacheTotals { dispatcher.planCache?.totals ?? PlanCacheTotals() }
 
     /// `exchange` runs on the group communicator; `slots` is the group's placement (the static
     /// one: `ExpertSlots(blocks)`), and `weights` must hold exactly this rank's slots (and the
     /// residual weights for a residual layer); `maxSlotsPerRank` bounds any placement adopted
     /// later (default: the slots now). `gate` routes the layer
-    /// (`Gate(layerIndex:model:weights:drift:)` by default).
+    /// (`Gate(layerIndex:model:weights:drift:)` by default); `kernels` runs its FFNs (prepared
+    /// here, once); `mode` is how every step counts and chunks (the same on every group rank).
     package init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
                 slots: ExpertSlots, maxSlotsPerRank: Int? = nil, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil,
-                gate: Gate? = nil, planCache: PlanCacheMode = .off) {
+                gate: Gate? = nil, kernels: any ExpertKernels = OpenBLASKernels(), mode: DispatchMode = .sequential) {
         precondition(configuration.dense || weights.slotExperts == slots.slots[exchange.communicator.rank])
         precondition(configuration.residual == (weights.residual != nil))
         precondition(configuration.dense == (weights.dense != nil))
@@ -66,23 +66,27 @@ package final class MoELayer {
         norm = weights.norm
         residual = weights.residual
         hasShared = weights.shared != nil
-        experts = LocalExperts(weights: weights, model: model, layerIndex: index)
+        experts = LocalExperts(weights: weights, model: model, layerIndex: index, kernels: kernels)
         dispatcher = TokenDispatcher(layerIndex: index, layer: configuration, width: model.dModel, slots: slots,
                                      maxSlotsPerRank: maxSlotsPerRank ?? slots.slots.map(\.count).max() ?? 0, exchange: exchange,
                                      groupWorldRanks: groupWorldRanks ?? Array(0..<exchange.communicator.size),
-                                     worldSize: worldSize ?? exchange.communicator.size, planCache: planCache)
+                                     worldSize: worldSize ?? exchange.communicator.size, mode: mode)
     }
 
-    /// The logical expert in each of this rank's slots, and their weights.
+    /// The logical expert in each of this rank's slots, and their FFNs in the backend's form.
     package var slotExperts: [Int] { experts.slotExperts }
-    package var slotWeights: [ExpertWeights] { experts.weights.experts }
+    package var slotFFNs: [any PreparedFFN] { experts.slotFFNs }
+    /// The backend this layer's FFNs run on.
+    package var kernels: any ExpertKernels { experts.kernels }
+    /// Bytes of FFN weights this rank holds for the layer.
+    package var expertBytesHeld: Int { experts.bytesHeld }
 
-    /// Adopts a new placement of the group (`slots`) with this rank's weights for its slots in
+    /// Adopts a new placement of the group (`slots`) with this rank's FFNs for its slots in
     /// it, from the next step on. Every rank of the group must adopt it before that step.
-    package func adopt(_ slots: ExpertSlots, weights: [ExpertWeights]) {
+    package func adopt(_ slots: ExpertSlots, experts ffns: [any PreparedFFN]) {
         let here = dispatcher.groupRank
-        precondition(weights.count == slots.slots[here].count)
-        experts.adopt(slotExperts: slots.slots[here], experts: weights)
+        precondition(ffns.count == slots.slots[here].count)
+        experts.adopt(slotExperts: slots.slots[here], experts: ffns)
         dispatcher.adopt(slots)
     }
 
@@ -130,69 +134,30 @@ package final class MoELayer {
         }
         clock.charge(\.gate, to: &times)
 
-        if overlapDegree > 1 {
-            return try pipelinedForward(&hidden, normedTokens: tokens, routing: routing, times: &times, volume: &volume)
-        }
-        beacon?.enter(phase: "dispatch")
-        let arrival = try dispatcher.dispatch(tokenRows: normed, tokenCount: tokens, routing: routing, capacity: capacity,
-                                              times: &times, volume: &volume)
-        guard case let .success(plan) = routing else { preconditionFailure("a failed router stops every rank in the dispatch") }
-        receivedRowsPerExpert = arrival.rowsPerExpert
-        clock = PhaseClock()
-
-        if residual != nil {
-            // The dense MLP over every local token, one GEMM pair (no communication).
-            experts.dense(input: normed, rows: tokens, into: &denseOutput)
-            clock.charge(\.dense, to: &times)
-        }
-        if hasShared {
-            experts.shared(input: normed, rows: tokens, into: &sharedOutput)
-            clock.charge(\.dense, to: &times)
-        }
-
-        beacon?.enter(phase: "experts")
-        times.expertCompute += dispatcher.withReceivedRows { received in experts.forward(received: received, arrival: arrival) }
-        clock.charge(\.experts, to: &times)
-
-        beacon?.enter(phase: "combine")
-        try dispatcher.combine(plan: plan, arrival: arrival, residual: residual == nil ? nil : (coefficients, denseOutput),
-                               into: &hidden, times: &times, volume: &volume)
-        if hasShared {
-            clock = PhaseClock()
-            Self.add(sharedOutput, count: tokens * d, to: &hidden)
-            clock.charge(\.dense, to: &times)
-        }
-        return plan
-    }
-
-    /// The pipelined step (`overlapDegree` > 1): the residual MLP and shared expert run while the
-    /// first dispatch chunks travel, each chunk's experts as soon as its rows are in.
-    private func pipelinedForward(
-        _ hidden: inout [Float], normedTokens tokens: Int, routing: Result<RoutingPlan, RoutingError>,
-        times: inout PhaseTimes, volume: inout ExchangeVolume
-    ) throws(MoELayerError) -> RoutingPlan {
-        let d = model.dModel
-        beacon?.enter(phase: "pipeline")
+        beacon?.enter(phase: overlapDegree > 1 ? "pipeline" : "dispatch")
         var denseSeconds = 0.0
-        let work = TokenDispatcher.PipelineWork(
+        let progressBetweenGEMMs: Bool
+        if case .counted(_, .chunks) = dispatchMode { progressBetweenGEMMs = false } else { progressBetweenGEMMs = true }
+        let work = TokenDispatcher.LayerWork(
             whileDispatching: { progress in
                 let start = MPIRuntime.wallTime()
-                let between = self.progressBetweenGEMMs ? progress : nil
+                let between = progressBetweenGEMMs ? progress : nil
                 if self.residual != nil { self.experts.dense(input: self.normed, rows: tokens, into: &self.denseOutput, between: between) }
                 if self.hasShared { self.experts.shared(input: self.normed, rows: tokens, into: &self.sharedOutput, between: between) }
                 denseSeconds += MPIRuntime.wallTime() - start
             },
             computeChunk: { rows, arrival, progress in
-                self.experts.forward(received: rows, arrival: arrival, between: self.progressBetweenGEMMs ? progress : nil)
+                self.beacon?.enter(phase: "experts")
+                return self.experts.forward(received: rows, arrival: arrival, between: progressBetweenGEMMs ? progress : nil)
             })
-        let (plan, rowsPerSlot) = try dispatcher.pipelinedStep(
-            tokenRows: normed, tokenCount: tokens, routing: routing, degree: overlapDegree, work: work,
+        let (plan, rowsPerSlot) = try dispatcher.step(
+            tokenRows: normed, tokenCount: tokens, routing: routing, capacity: capacity, work: work,
             residual: { self.residual == nil ? nil : (self.coefficients, self.denseOutput) }, into: &hidden, times: &times, volume: &volume)
-        // The dense work ran while the dispatches travelled (charged to no exchange phase).
+        // The dense work ran while the dispatch travelled (charged to no exchange phase).
         times.dense += denseSeconds
         receivedRowsPerExpert = rowsPerSlot
         if hasShared {
-            var clock = PhaseClock()
+            clock = PhaseClock()
             Self.add(sharedOutput, count: tokens * d, to: &hidden)
             clock.charge(\.dense, to: &times)
         }

@@ -79,29 +79,36 @@ package enum OverlapPlanner {
     /// Measures this rank's FFN rate on `layer`'s expert shape and returns the choice for every
     /// MoE layer. Collective over `world` (one allreduce: the slowest rank's GEMMs count, and
     /// every rank chooses the same degrees). `tokensPerRank` is the step's tokens on each rank.
+    /// What the planner needs of one layer: its shape, an FFN of its expert form (nil: a dense
+    /// layer, or no slot here), its most slots on one group rank, its group size and the cost
+    /// model's schedule of its exchange.
+    package struct LayerInput {
+        package var index: Int
+        package var configuration: LayerConfiguration
+        package var sampleExpert: (any PreparedFFN)?
+        package var maxSlotsPerRank: Int
+        package var groupSize: Int
+        package var schedule: ModeledSchedule
+    }
+
     package static func choose(
-        model: ModelConfiguration, layers: [MoELayer], world: Communicator, topology: Topology, tokensPerRank: Int
+        model: ModelConfiguration, layers: [LayerInput], world: Communicator, topology: Topology, tokensPerRank: Int
     ) throws(MPIError) -> [Choice] {
         // GEMM rate: one expert of each distinct shape, timed at two row counts (fixed + per-row cost).
-        var perRowAndFixed: [(perRow: Double, fixed: Double)] = []
-        for layer in layers {
-            guard !layer.configuration.dense, let weights = layer.slotWeights.first else {
-                perRowAndFixed.append((0, 0))
-                continue
-            }
-            let form = model.form(.expert, layer: layer.index)
-            perRowAndFixed.append(timeFFN(weights, form: form, dModel: model.dModel))
+        let perRowAndFixed = layers.map { layer in
+            guard !layer.configuration.dense, let ffn = layer.sampleExpert else { return (perRow: 0.0, fixed: 0.0) }
+            return timeFFN(ffn, dModel: model.dModel)
         }
         let slowest = try world.allReduce(perRowAndFixed.flatMap { [$0.perRow, $0.fixed] }, .maximum)
         let costModel = CostModel(topology: topology)
         var choices: [Choice] = []
         for layer in layers where !layer.configuration.dense {
             let perRow = slowest[2 * layer.index], fixed = slowest[2 * layer.index + 1]
-            let slotsHere = max(1, layer.slots.slots.map(\.count).max() ?? 1)  // the same on every rank
+            let slotsHere = max(1, layer.maxSlotsPerRank)  // the same on every rank
             let rowsPerRank = Double(tokensPerRank * layer.configuration.topK)
-            let groupSize = layer.slots.ranks
+            let groupSize = layer.groupSize
             let rowBytes = model.dModel * MemoryLayout<Float>.stride
-            let schedule = layer.dispatcher.exchange.modeledSchedule
+            let schedule = layer.schedule
             let worldSize = topology.worldSize
             func exchange(_ degree: Int) -> (link: Double, cpu: Double) {
                 // Every rank sends each group peer ≈ rows/G of its rows, 1/N per chunk; the
@@ -130,7 +137,7 @@ package enum OverlapPlanner {
 
     /// Seconds per row and fixed seconds per call of one FFN of `form` (the fastest of 5, at 32
     /// and 256 rows of synthetic input: the minimum, since ranks sharing cores are preempted).
-    static func timeFFN(_ weights: ExpertWeights, form: FFNForm, dModel: Int) -> (perRow: Double, fixed: Double) {
+    static func timeFFN(_ ffn: any PreparedFFN, dModel: Int) -> (perRow: Double, fixed: Double) {
         let workspace = ExpertWorkspace()
         func seconds(rows: Int) -> Double {
             let input = (0..<(rows * dModel)).map { Float(($0 * 7919) % 997) / 997 - 0.5 }
@@ -140,7 +147,7 @@ package enum OverlapPlanner {
                 let start = MPIRuntime.wallTime()
                 input.withUnsafeBufferPointer { x in
                     output.withUnsafeMutableBufferPointer { y in
-                        ExpertFFN.forward(weights, form: form, dModel: dModel, input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
+                        ffn.forward(input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
                     }
                 }
                 samples.append(MPIRuntime.wallTime() - start)

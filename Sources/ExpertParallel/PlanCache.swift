@@ -3,9 +3,8 @@ import MoE
 
 /// How a layer's dispatcher sizes its dispatch blocks when it skips the count exchange (plan
 /// caching, docs/CAPACITY.md).
+/// (No plan cache — the count exchange every step — is `DispatchMode.counted`.)
 package enum PlanCacheMode: Equatable, Sendable {
-    /// Every step runs the count exchange first.
-    case off
     /// Blocks as large as the senders' capacities allow (from last step's token counts and
     /// this step's capacity plan): never overflows while token counts stay the same, at the
     /// price of padding up to capacity.
@@ -62,7 +61,6 @@ final class PlanCache {
     /// (it runs the count exchange every step).
     func blocks(layer: LayerConfiguration, capacity: LayerCapacity, slots: ExpertSlots, here: Int) -> (to: [Int], from: [Int])? {
         switch mode {
-        case .off: return nil
         case .capacity where !layer.isDropless:
             guard let tokensOf else { return nil }
             func block(source: Int, destination: Int) -> Int {

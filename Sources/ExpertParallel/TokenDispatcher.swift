@@ -19,20 +19,76 @@ package enum MoELayerError: Error, CustomStringConvertible {
     }
 }
 
-/// One layer's token path between ranks: pack the kept rows by destination, dispatch them to
-/// the ranks that hold their experts, and after the experts combine them back and add each
-/// token's weighted expert outputs to its hidden state in original token order.
+/// How a layer's dispatcher learns, each step, how many rows it will receive — and so how its
+/// step runs. Given once, at construction: every rank of the group must hold the same mode.
+package enum DispatchMode: Equatable, Sendable {
+    /// The count exchange (`DispatchHeader` to every rank) every step, then the step as
+    /// `degree` chunks (1 ... `OverlapDegree.limit`; 1: dispatch, experts and combine in turn),
+    /// the exchanges moved on where `progress` says.
+    case counted(degree: Int, progress: OverlapProgress)
+    /// Block sizes from a cached plan (a header row at the front of each block); the count
+    /// exchange only after a miss. One chunk: a cached step is never pipelined.
+    case cached(PlanCacheMode)
+
+    /// The plain sequential step.
+    package static let sequential = DispatchMode.counted(degree: 1, progress: .betweenGEMMs)
+
+    /// Chunks per step.
+    package var degree: Int {
+        if case let .counted(degree, _) = self { return degree }
+        return 1
+    }
+
+    /// The mode for `planCache` (nil: none) and an overlap `degree`, or why they do not go together.
+    package static func of(planCache: PlanCacheMode?, degree: Int, progress: OverlapProgress) -> Result<DispatchMode, DispatchModeError> {
+        guard (1...OverlapDegree.limit).contains(degree) else { return .failure(.degreeOutOfRange(degree)) }
+        guard let planCache else { return .success(.counted(degree: degree, progress: progress)) }
+        return degree == 1 ? .success(.cached(planCache)) : .failure(.planCacheWithOverlap(overlap: String(degree)))
+    }
+}
+
+/// Dispatch settings that cannot go together.
+package enum DispatchModeError: Error, Equatable, CustomStringConvertible {
+    case degreeOutOfRange(Int)
+    /// `overlap` as the user gave it (a number or auto).
+    case planCacheWithOverlap(overlap: String)
+
+    package var description: String {
+        switch self {
+        case let .degreeOutOfRange(degree): return "overlap degree \(degree) is outside 1...\(OverlapDegree.limit)"
+        case let .planCacheWithOverlap(degree):
+            return "--plan-cache applies to the sequential layer; with --overlap-degree \(degree) every step runs the count exchange (give --overlap-degree 1 or drop --plan-cache)"
+        }
+    }
+}
+
+/// Where a pipelined step lets MPI move its exchanges on.
+package enum OverlapProgress: String, CaseIterable, Sendable {
+    /// Between every GEMM of the experts (the default).
+    case gemms
+    /// Only between chunks (for comparison).
+    case chunks
+
+    package static let betweenGEMMs = OverlapProgress.gemms
+}
+
+/// One layer's token path between ranks, as one driver (`step`) for every dispatch mode: learn
+/// what every rank sends (count exchange or cached plan), pack the kept rows by destination,
+/// dispatch them in `degree` chunks to the ranks that hold their experts, run the experts on
+/// each chunk as it arrives, combine each chunk back, and add each token's weighted expert
+/// outputs to its hidden state in original token order. Degree 1 is the one-chunk pipeline.
 ///
 /// Wire layout, both exchanges: the block for rank d holds d's expert slots in slot order, each
 /// slot's share of this rank's kept rows of its expert in slot order (`PackOrder`; with the
-/// static placement, d's experts in order with all their kept rows). Before the rows, every rank learns what it will receive
-/// either from a count message (`DispatchHeader` to every rank: its size is known to both sides
-/// from the placement, so it is itself a fixed-layout exchange) or, under a cached plan, from a
-/// header row at the front of each block (`PlanCache`). The header's status word lets every rank
-/// learn that another rank's router failed before anyone enters the token exchange.
+/// static placement, d's experts in order with all their kept rows); with N chunks, chunk-major
+/// (`ChunkPlan`). Before the rows, every rank learns what it will receive either from a count
+/// message (`DispatchHeader` to every rank: its size is known to both sides from the placement,
+/// so it is itself a fixed-layout exchange) or, under a cached plan, from a header row at the
+/// front of each block (`PlanCache`). The header's status word lets every rank learn that
+/// another rank's router failed before anyone enters the token exchange.
 ///
 /// The pure parts (pack, per-expert gather and scatter, weighted sum) are in
-/// `TokenDispatcher+Kernels.swift`; this class only sequences them and communicates. Buffers are
+/// `TokenDispatcher+Kernels.swift`, the chunks in `TokenDispatcher+Chunks.swift`. Buffers are
 /// owned here and reused every step (they grow to the largest step seen and never shrink).
 @MainActor
 package final class TokenDispatcher {
@@ -44,13 +100,15 @@ package final class TokenDispatcher {
     /// Floats per token row (d_model).
     let width: Int
     let exchange: any AllToAll
+    let mode: DispatchMode
     var communicator: Communicator { exchange.communicator }
     /// This rank's rank in the layer's group.
     var groupRank: Int { communicator.rank }
     /// World rank of every rank of the layer's group, and the world size (for per-peer volumes).
     private let groupWorldRanks: [Int]
     private let worldSize: Int
-    let planCache: PlanCache
+    /// The cached plan (`DispatchMode.cached`), nil when every step counts.
+    let planCache: PlanCache?
     /// A `DispatchHeader` for the destination with the most experts fits in one token row, so
     /// a cached plan can carry it as the first row of each block.
     private let headerRowFits: Bool
@@ -62,34 +120,37 @@ package final class TokenDispatcher {
     var combined: [Float] = []      // combine receive
     var scratchRow: [Float] = []    // one row of the weighted sum
 
-    /// What a dispatch delivered to this rank's experts.
+    /// What a dispatch (or one chunk of it) delivered to this rank's experts.
     struct Arrival {
         /// `rowsFrom[s][j]`: rows source s sent local slot j.
         let rowsFrom: [[Int]]
         /// The exact dispatch layout (rows to and from every group rank).
         let layout: ExchangeLayout
-        /// Where each of this rank's routes left in the pack (`PackOrder.rowOfRoute`): the
-        /// combine brings the outputs back in that order.
-        let rowOfRoute: [Int]
         /// Rows each local slot received, in slot order (its GEMM row count).
-        var rowsPerExpert: [Int] { rowsFrom.first.map { $0.indices.map { local in rowsFrom.reduce(0) { $0 + $1[local] } } } ?? [] }
+        var rowsPerExpert: [Int] { Self.rowsPerSlot(rowsFrom) }
+
+        static func rowsPerSlot(_ rowsFrom: [[Int]]) -> [Int] {
+            rowsFrom.first.map { $0.indices.map { local in rowsFrom.reduce(0) { $0 + $1[local] } } } ?? []
+        }
     }
 
     /// `exchange` runs on the layer's group communicator; `slots` is the group's placement now;
     /// `maxSlotsPerRank` bounds the slots of any placement the layer will adopt.
     init(layerIndex: Int, layer: LayerConfiguration, width: Int, slots: ExpertSlots, maxSlotsPerRank: Int, exchange: any AllToAll,
-         groupWorldRanks: [Int], worldSize: Int, planCache: PlanCacheMode) {
+         groupWorldRanks: [Int], worldSize: Int, mode: DispatchMode) {
         precondition(slots.ranks == exchange.communicator.size && slots.experts == layer.experts)
         precondition(groupWorldRanks.count == exchange.communicator.size)
         precondition(slots.slots.allSatisfy { $0.count <= maxSlotsPerRank })
+        precondition((1...OverlapDegree.limit).contains(mode.degree))
         self.layerIndex = layerIndex
         self.layer = layer
         self.width = width
         self.slots = slots
         self.exchange = exchange
+        self.mode = mode
         self.groupWorldRanks = groupWorldRanks
         self.worldSize = worldSize
-        self.planCache = PlanCache(mode: planCache)
+        if case let .cached(cacheMode) = mode { planCache = PlanCache(mode: cacheMode) } else { planCache = nil }
         headerRowFits = DispatchHeader.bytes(experts: maxSlotsPerRank) <= width * MemoryLayout<Float>.stride
     }
 
@@ -109,61 +170,118 @@ package final class TokenDispatcher {
         do { return try body() } catch { throw .exchange(layer: layerIndex, error) }
     }
 
-    // MARK: Dispatch
+    /// What the layer computes while the step's exchanges are in flight.
+    struct LayerWork {
+        /// Runs once every dispatch chunk is posted: a residual layer's dense MLP, a shared
+        /// expert. `progress` moves the exchanges on and should run between GEMMs.
+        var whileDispatching: (_ progress: ProgressHook) -> Void
+        /// Runs this rank's experts on one chunk's rows (the chunk's receive layout, `arrival`),
+        /// replacing each row by its output; returns the seconds inside the FFNs.
+        var computeChunk: (_ rows: UnsafeMutableBufferPointer<Float>, _ arrival: Arrival, _ progress: ProgressHook) -> Double
+    }
 
-    /// Sends this rank's kept rows to their experts' ranks and receives the rows for its own
-    /// experts. `tokenRows` is row-major `[tokenCount, width]` (the normalised hidden states);
-    /// `routing` is this rank's routing outcome — a failure is announced to every rank, and every
-    /// rank then throws `routingFailed` naming the lowest failing rank. Charges `pack` and
-    /// `dispatch` in `times` (the count exchange is part of dispatch). Collective over the group.
-    func dispatch(
-        tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, capacity: LayerCapacity,
+    // MARK: The step
+
+    /// A whole layer step after the gate. `tokenRows` is row-major `[tokenCount, width]` (the
+    /// normalised hidden states); `routing` is this rank's routing outcome — a failure is
+    /// announced to every rank, and every rank then throws `routingFailed` naming the lowest
+    /// failing rank. The counts (count exchange, or the cached plan's header rows, which arrive
+    /// with the rows), the pack, every chunk's dispatch posted at once (channels 1…N), `work`'s
+    /// dense part while they travel, chunk c's experts as soon as its rows are in and its combine
+    /// (channel N+1+c) posted right after; finally the weighted sum adds every token's outputs
+    /// (a residual layer: mixed with `residual()`'s coefficients `[T, 2]` and dense outputs
+    /// `[T, width]`) to `hidden`. Returns the plan and the rows each local slot received.
+    ///
+    /// Charges `dispatch` (counts and time blocked on dispatch chunks), `pack`, `experts` (the
+    /// chunks' expert work), `combine` (blocked on combine chunks, and the sum); the layer's own
+    /// work in `whileDispatching` is the caller's to charge. Collective over the group.
+    func step(
+        tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, capacity: LayerCapacity, work: LayerWork,
+        residual: () -> (coefficients: [Float], dense: [Float])?, into hidden: inout [Float],
         times: inout PhaseTimes, volume: inout ExchangeVolume
-    ) throws(MoELayerError) -> Arrival {
+    ) throws(MoELayerError) -> (plan: RoutingPlan, rowsPerSlot: [Int]) {
         var clock = PhaseClock()
-        let here = communicator.rank
         let plan = try? routing.get()
         let order = packOrder(plan)
-        let sendCounts = order.sendCounts
+        let (rowsFrom, delivered) = try counts(tokenRows: tokenRows, tokenCount: tokenCount, routing: routing, order: order,
+                                               capacity: capacity, clock: &clock, times: &times)
+        guard let plan else { preconditionFailure("a failed router stops every rank in the counts") }
+        let layout = ExchangeLayout(sendCounts: order.sendCounts, receiveCounts: rowsFrom.map { $0.reduce(0, +) })!
+        let chunks = ChunkPlan(degree: delivered ? 1 : mode.degree, rowsPerSlotTo: order.rowsPerSlot, rowsFrom: rowsFrom)
+        // At least one row each, so every chunk has a base address.
+        Self.grow(&receiveRows, to: max(layout.receiveRows, 1) * width)
+        Self.grow(&combined, to: max(layout.sendRows, 1) * width)
+        var rowOfRoute = order.rowOfRoute
+        if !delivered {
+            Self.grow(&sendRows, to: max(layout.sendRows, 1) * width)
+            rowOfRoute = pack(tokenRows: tokenRows, tokenCount: tokenCount, order: order, chunks: chunks)
+            clock.charge(\.pack, to: &times)
+        }
+        var failure: MoELayerError?
+        sendRows.withUnsafeBytes { send in
+            receiveRows.withUnsafeMutableBytes { received in
+                combined.withUnsafeMutableBytes { back in
+                    do throws(MoELayerError) {
+                        try runChunks(chunks, delivered: delivered, send: send.baseAddress!, received: received.baseAddress!,
+                                      back: back.baseAddress!, work: work, times: &times)
+                    } catch { failure = error }
+                }
+            }
+        }
+        if let failure { throw failure }
+        planCache?.record(layout: layout)
+        account(layout: layout, volume: &volume)
+        volume.combineBytesSent += layout.receiveRows * rowBytes
+        clock = PhaseClock()
+        weightedSum(plan: plan, rowOfRoute: rowOfRoute, residual: residual(), into: &hidden)
+        clock.charge(\.combine, to: &times)
+        return (plan, Arrival.rowsPerSlot(rowsFrom))
+    }
 
-        var rowsFrom: [[Int]]?
-        var failedRank: Int?
-        var dispatched = false
-        if headerRowFits, let blocks = planCache.blocks(layer: layer, capacity: capacity, slots: slots, here: here) {
-            switch try dispatchUnderCachedPlan(tokenRows: tokenRows, tokenCount: tokenCount, routed: plan != nil, order: order,
+    /// What every group rank sends this rank's slots (`rowsFrom[s][j]`), from the cached plan's
+    /// header rows — then the rows have arrived too (`delivered`) — or from the count exchange.
+    /// Throws `routingFailed` on every rank when any router failed.
+    private func counts(
+        tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, order: PackOrder, capacity: LayerCapacity,
+        clock: inout PhaseClock, times: inout PhaseTimes
+    ) throws(MoELayerError) -> (rowsFrom: [[Int]], delivered: Bool) {
+        let routed = (try? routing.get()) != nil
+        if let planCache, headerRowFits, let blocks = planCache.blocks(layer: layer, capacity: capacity, slots: slots, here: communicator.rank) {
+            switch try dispatchUnderCachedPlan(tokenRows: tokenRows, tokenCount: tokenCount, routed: routed, order: order,
                                                blocks: blocks, clock: &clock, times: &times) {
-            case let .hit(counts):
-                rowsFrom = counts
-                dispatched = true
-            case let .failed(rank): failedRank = rank
+            case let .hit(counts): return (counts, true)
+            case let .failed(rank): throw routingFailure(rank: rank, routing: routing)
             case .miss: planCache.recordMiss()
             }
         }
-        if rowsFrom == nil && failedRank == nil {
-            (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: plan != nil, rowsPerSlot: order.rowsPerSlot)
-            clock.charge(\.dispatch, to: &times)
-        }
+        let (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: routed, rowsPerSlot: order.rowsPerSlot)
+        clock.charge(\.dispatch, to: &times)
         if let failedRank { throw routingFailure(rank: failedRank, routing: routing) }
-        guard let rowsFrom else { preconditionFailure("no failure and no counts") }
-        let layout = ExchangeLayout(sendCounts: sendCounts, receiveCounts: rowsFrom.map { $0.reduce(0, +) })!
-        if !dispatched {
-            Self.grow(&sendRows, to: layout.sendRows * width)
-            tokenRows.withUnsafeBufferPointer { source in
-                sendRows.withUnsafeMutableBufferPointer { destination in
-                    guard layout.sendRows > 0 else { return }
-                    Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, routes: order.routes,
-                              into: destination.baseAddress!)
-                }
-            }
-            clock.charge(\.pack, to: &times)
-            Self.grow(&receiveRows, to: layout.receiveRows * width)
-            try exchanging { () throws(ExchangeError) in try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) }
-            clock.charge(\.dispatch, to: &times)
-        }
-        planCache.record(layout: layout)
-        account(layout: layout, volume: &volume)
-        return Arrival(rowsFrom: rowsFrom, layout: layout, rowOfRoute: order.rowOfRoute)
+        return (rowsFrom, false)
     }
+
+    /// Packs this rank's kept rows into `sendRows`, chunk-major (`chunks`); returns where each
+    /// route's row left (`rowOfRoute`, −1 for dropped routes), which the combine brings back.
+    private func pack(tokenRows: [Float], tokenCount: Int, order: PackOrder, chunks: ChunkPlan) -> [Int] {
+        // One chunk: the pack order itself (the chunk map is the identity).
+        let routes: [Int], rowOfRoute: [Int]
+        if chunks.degree == 1 {
+            (routes, rowOfRoute) = (order.routes, order.rowOfRoute)
+        } else {
+            var chunkRoutes = [Int](repeating: 0, count: order.routes.count)
+            for (packed, route) in order.routes.enumerated() { chunkRoutes[chunks.chunkRowOfPackedRow[packed]] = route }
+            (routes, rowOfRoute) = (chunkRoutes, order.rowOfRoute.map { $0 < 0 ? $0 : chunks.chunkRowOfPackedRow[$0] })
+        }
+        tokenRows.withUnsafeBufferPointer { source in
+            sendRows.withUnsafeMutableBufferPointer { destination in
+                guard !routes.isEmpty else { return }
+                _ = Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, routes: routes, into: destination.baseAddress!)
+            }
+        }
+        return rowOfRoute
+    }
+
+    // MARK: Counts
 
     /// Where this rank's kept rows go under the current placement (no rows when routing failed).
     func packOrder(_ plan: RoutingPlan?) -> PackOrder {
@@ -205,8 +323,8 @@ package final class TokenDispatcher {
         let headers = reply.withUnsafeBytes { raw in
             (0..<ranks).map { DispatchHeader.read(from: raw.baseAddress! + layout.receiveDisplacements[$0] * MemoryLayout<Int>.stride, experts: localCount) }
         }
-        planCache.record(tokensOf: headers.map(\.tokens))
-        planCache.recordCountExchange(seconds: MPIRuntime.wallTime() - start)
+        planCache?.record(tokensOf: headers.map(\.tokens))
+        planCache?.recordCountExchange(seconds: MPIRuntime.wallTime() - start)
         return (headers.map(\.rowsPerExpert), headers.firstIndex { $0.status != .ready })
     }
 
@@ -256,7 +374,7 @@ package final class TokenDispatcher {
         defer { clock.charge(\.dispatch, to: &times) }
         if let failed = headers.firstIndex(where: { $0.status == .routingFailed }) { return .failed(failed) }
         if headers.contains(where: { $0.status == .overflow }) { return .miss }
-        planCache.record(tokensOf: headers.map(\.tokens))
+        planCache?.record(tokensOf: headers.map(\.tokens))
         let counts = headers.map(\.rowsPerExpert)
         let total = counts.reduce(0) { $0 + $1.reduce(0, +) }
         Self.grow(&compactRows, to: total * width)
@@ -273,7 +391,7 @@ package final class TokenDispatcher {
             }
         }
         swap(&receiveRows, &compactRows)
-        planCache.recordHit(paddingBytes: (layout.sendRows - ranks - sendCounts.reduce(0, +)) * rowBytes)
+        planCache?.recordHit(paddingBytes: (layout.sendRows - ranks - sendCounts.reduce(0, +)) * rowBytes)
         return .hit(counts)
     }
 
@@ -290,34 +408,9 @@ package final class TokenDispatcher {
         }
     }
 
-    /// The rows the last dispatch delivered, in its receive layout; the experts overwrite them
-    /// with their outputs (`scatter`) before the combine sends them back.
-    func withReceivedRows<Result>(_ body: (UnsafeMutableBufferPointer<Float>) -> Result) -> Result {
-        receiveRows.withUnsafeMutableBufferPointer { body($0) }
-    }
-
-    // MARK: Combine
-
-    /// Sends the expert outputs back to the tokens' ranks (the dispatch's blocks, reversed) and
-    /// adds each token's weighted sum to `hidden` (row-major `[plan.tokenCount, width]`).
-    /// `residual` is a PR-MoE layer's coefficients `[T, 2]` and dense outputs `[T, width]`.
-    /// Charges `combine`. Collective over the group.
-    func combine(
-        plan: RoutingPlan, arrival: Arrival, residual: (coefficients: [Float], dense: [Float])?, into hidden: inout [Float],
-        times: inout PhaseTimes, volume: inout ExchangeVolume
-    ) throws(MoELayerError) {
-        var clock = PhaseClock()
-        let layout = ExchangeLayout(sendCounts: arrival.layout.receiveCounts, receiveCounts: arrival.layout.sendCounts)!
-        Self.grow(&combined, to: layout.receiveRows * width)
-        try exchanging { () throws(ExchangeError) in try exchange.exchange(receiveRows, into: &combined, layout: layout, rowBytes: rowBytes) }
-        volume.combineBytesSent += layout.sendRows * rowBytes
-        weightedSum(plan: plan, rowOfRoute: arrival.rowOfRoute, residual: residual, into: &hidden)
-        clock.charge(\.combine, to: &times)
-    }
-
     /// Adds every token's weighted expert outputs from the combine's receive buffer to `hidden`:
     /// `hidden[t] += Σ_r g_r · combined[rowOfRoute[r]]` (a residual layer: its mixture), in
-    /// token order. The sequential and the pipelined combine both end here.
+    /// token order. The step's last phase.
     func weightedSum(plan: RoutingPlan, rowOfRoute: [Int], residual: (coefficients: [Float], dense: [Float])?, into hidden: inout [Float]) {
         Self.grow(&scratchRow, to: width)
         let coefficients = residual?.coefficients ?? []

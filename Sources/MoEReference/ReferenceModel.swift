@@ -3,8 +3,8 @@ import MoE
 /// The single-process oracle: the same model as the distributed runtime, with every expert in
 /// one process and no exchange. The tests compare the distributed output with it.
 ///
-/// It shares the pure building blocks with the distributed model (LayerNorm, `Gate`,
-/// `ExpertFFN`; each has rule-by-rule unit tests of its own) but none of the
+/// It shares the pure building blocks with the distributed model (LayerNorm, `Gate`, the
+/// `ExpertKernels` backend its FFNs run on; each has unit tests of its own) but none of the
 /// distribution: no placement, packing, exchange or unpacking. Capacity is per source rank, so
 /// the reference routes each rank's tokens separately, exactly as that rank would. Expert e's
 /// input is every source rank's kept rows for e, source by source, in slot order; this is the
@@ -19,14 +19,30 @@ package struct ReferenceModel {
     package let layers: [LayerWeights]
     /// Each layer's gate (the same `Gate` the distributed layer routes with).
     package let gates: [Gate]
+    /// Every FFN in the backend's form: `experts[l][e]`, and each layer's dense FFN (a dense
+    /// layer's or a residual layer's MLP) and shared expert.
+    private let experts: [[any PreparedFFN]]
+    private let denseFFNs: [(any PreparedFFN)?]
+    private let sharedFFNs: [(any PreparedFFN)?]
 
-    /// `drift`, when given, is the drifting workload the gates add to their logits.
-    package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil, trace: RoutingTrace? = nil) {
+    /// `drift`, when given, is the drifting workload the gates add to their logits; `kernels`
+    /// runs every FFN (prepared here, once), as in the distributed layer.
+    package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil, trace: RoutingTrace? = nil,
+                 kernels: any ExpertKernels = OpenBLASKernels()) {
         precondition(layers.count == model.layers.count)
         precondition(zip(layers, model.layers).allSatisfy { $0.slotExperts == Array(0..<$1.experts) || $1.dense }, "the reference holds every expert")
         self.model = model
         self.layers = layers
         gates = layers.indices.map { Gate(layerIndex: $0, model: model, weights: layers[$0], drift: drift, trace: trace) }
+        experts = layers.indices.map { index in
+            layers[index].experts.map { kernels.prepare($0, form: model.form(.expert, layer: index), dModel: model.dModel) }
+        }
+        denseFFNs = layers.indices.map { index in
+            (layers[index].residual?.dense ?? layers[index].dense).map { kernels.prepare($0, form: model.form(.dense, layer: index), dModel: model.dModel) }
+        }
+        sharedFFNs = layers.indices.map { index in
+            layers[index].shared.map { kernels.prepare($0, form: model.form(.shared, layer: index), dModel: model.dModel) }
+        }
     }
 
     /// Runs the model on each rank's batch (`batches[r]` is rank r's tokens) and returns each
@@ -51,8 +67,8 @@ package struct ReferenceModel {
                         if tokens > 0 { weights.norm.apply(input.baseAddress!, rows: tokens, width: d, into: output.baseAddress!) }
                     }
                 }
-                if let dense = weights.dense {
-                    let output = Self.ffn(dense, form: model.form(.dense, layer: layerIndex), dModel: d, rows: normedRows, workspace: workspace)
+                if layer.dense, let dense = denseFFNs[layerIndex] {
+                    let output = dense.forward(normedRows, dModel: d, workspace: workspace)
                     for index in 0..<tokens * d { hidden[rank][index] += output[index] }
                     layerPlans.append(.denseLayer(tokenCount: tokens))
                     continue
@@ -90,8 +106,7 @@ package struct ReferenceModel {
                     if rows > 0 {
                         input.withUnsafeBufferPointer { x in
                             output.withUnsafeMutableBufferPointer { y in
-                                ExpertFFN.forward(weights.expert(expert), form: model.form(.expert, layer: layerIndex), dModel: d,
-                                                  input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
+                                experts[layerIndex][expert].forward(input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
                             }
                         }
                     }
@@ -103,9 +118,8 @@ package struct ReferenceModel {
                 }
             }
             for (rank, plan) in layerPlans.enumerated() {
-                if let residual = weights.residual {
-                    try addResidualOutputs(rank: rank, plan: plan, normed: normed[rank], residual: residual,
-                                           form: model.form(.dense, layer: layerIndex),
+                if let residual = weights.residual, let dense = denseFFNs[layerIndex] {
+                    try addResidualOutputs(rank: rank, plan: plan, normed: normed[rank], residual: residual, dense: dense,
                                            expertOutputs: expertOutputs, hidden: &hidden[rank], workspace: workspace)
                     continue
                 }
@@ -122,11 +136,11 @@ package struct ReferenceModel {
                     }
                     for feature in 0..<d { hidden[rank][token * d + feature] += mixture[feature] }
                 }
-                if let shared = weights.shared, plan.tokenCount > 0 {
+                if let shared = sharedFFNs[layerIndex], plan.tokenCount > 0 {
                     var output = [Float](repeating: 0, count: plan.tokenCount * d)
                     normed[rank].withUnsafeBufferPointer { x in
                         output.withUnsafeMutableBufferPointer { y in
-                            SharedExpert.forward(shared, form: model.form(.shared, layer: layerIndex), gate: weights.sharedGate, dModel: d,
+                            SharedExpert.forward(shared, gate: weights.sharedGate, dModel: d,
                                                  input: x.baseAddress!, rows: plan.tokenCount, output: y.baseAddress!, workspace: workspace)
                         }
                     }
@@ -141,7 +155,7 @@ package struct ReferenceModel {
     /// A residual layer's output for one rank's tokens: the dense MLP over all of them, the
     /// coefficients, and `ResidualMixture.add` per token with its (top-1) expert row or none.
     private func addResidualOutputs(
-        rank: Int, plan: RoutingPlan, normed: [Float], residual: ResidualWeights, form: FFNForm, expertOutputs: [[[Float]]],
+        rank: Int, plan: RoutingPlan, normed: [Float], residual: ResidualWeights, dense denseFFN: any PreparedFFN, expertOutputs: [[[Float]]],
         hidden: inout [Float], workspace: ExpertWorkspace
     ) throws(RoutingError) {
         let d = model.dModel
@@ -152,8 +166,7 @@ package struct ReferenceModel {
         var coefficients: [Float] = []
         normed.withUnsafeBufferPointer { x in
             dense.withUnsafeMutableBufferPointer { y in
-                ExpertFFN.forward(residual.dense, form: form, dModel: d,
-                                  input: x.baseAddress!, rows: tokens, output: y.baseAddress!, workspace: workspace)
+                denseFFN.forward(input: x.baseAddress!, rows: tokens, output: y.baseAddress!, workspace: workspace)
             }
             coefficients = ResidualMixture.coefficients(normed: x.baseAddress!, rows: tokens, dModel: d, weights: residual)
         }
@@ -175,18 +188,5 @@ package struct ReferenceModel {
                 }
             }
         }
-    }
-
-    /// An FFN over every row of `rows` (`[n, dModel]`).
-    private static func ffn(_ weights: ExpertWeights, form: FFNForm, dModel: Int, rows: [Float], workspace: ExpertWorkspace) -> [Float] {
-        let count = rows.count / dModel
-        var output = [Float](repeating: 0, count: rows.count)
-        guard count > 0 else { return output }
-        rows.withUnsafeBufferPointer { x in
-            output.withUnsafeMutableBufferPointer { y in
-                ExpertFFN.forward(weights, form: form, dModel: dModel, input: x.baseAddress!, rows: count, output: y.baseAddress!, workspace: workspace)
-            }
-        }
-        return output
     }
 }

@@ -1,11 +1,13 @@
 import FileFormats
 import MessagePassing
 import MoE
+import Session
 
 /// `moe run --routing-trace-output`: every step's chosen experts (before drops) and their
 /// weights before normalisation, gathered on rank 0 in global token order, written as a trace
 /// that `--routing-trace` replays (`RoutingTrace`; dense layers and unused k slots hold −1).
-struct RoutingTraceRecorder {
+@MainActor
+final class RoutingTraceRecorder: StepObserver {
     let layers: Int
     let topK: Int
     /// Per step: `[layers][tokens][k]` flattened, rank 0 only.
@@ -16,9 +18,14 @@ struct RoutingTraceRecorder {
         self.topK = topK
     }
 
+    /// Records the first algorithm's steps (the others route alike).
+    func stepDidFinish(_ outcome: StepOutcome, batch: TokenBatch, session: InferenceSession) throws {
+        guard session.algorithm == session.configuration.algorithms[0] else { return }
+        try record(outcome.result.plans, world: session.world)
+    }
+
     /// Gathers one step's plans (`plans[layer]`) from every rank. Collective over `world`.
-    @MainActor
-    mutating func record(_ plans: [RoutingPlan], world: Communicator) throws {
+    func record(_ plans: [RoutingPlan], world: Communicator) throws {
         var experts: [Int32] = [], weights: [Float] = []
         var tokens = 0
         for plan in plans {

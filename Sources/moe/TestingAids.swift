@@ -1,6 +1,7 @@
 import ArgumentParsing
 import ExpertParallel
 import Foundation
+import Session
 
 /// `moe run`'s testing aids: faults on purpose, so the tests can show that a dead rank, a hung
 /// rank or malformed statistics end the job cleanly. Declared once here, applied by `run` at two
@@ -70,5 +71,28 @@ struct TestingAids {
         guard hangAt == RankAtStep(rank: rank, step: step + 1) else { return }
         beacon?.enter(phase: "experts (hung by --hang-rank)")
         while true { sleep(1) }
+    }
+}
+
+/// The testing aids as a step observer: kills at the start of a step, hangs after its barrier.
+@MainActor
+final class TestingAidsObserver: StepObserver {
+    let aids: TestingAids
+    let rank: Int
+    let beacon: ProgressBeacon?
+
+    init(_ aids: TestingAids, rank: Int, beacon: ProgressBeacon?) {
+        self.aids = aids
+        self.rank = rank
+        self.beacon = beacon
+    }
+
+    func stepWillStart(_ step: Int, session: InferenceSession) throws {
+        beacon?.enter(step: step, layer: 0, phase: "reading inputs")
+        aids.killIfDue(step: step, rank: rank)
+    }
+
+    func stepWillForward(_ step: Int, session: InferenceSession) throws {
+        aids.hangIfDue(step: step, rank: rank, beacon: beacon)
     }
 }

@@ -57,8 +57,11 @@ func allowedImports(architecture text: String) -> [String: [String: String?]] {
 func sourceFiles(of module: String) throws -> [(path: String, text: String)] {
     let folder = module == "moe-bench" ? repositoryRoot.appendingPathComponent("Benchmarks/Sources/moe-bench")
                                        : repositoryRoot.appendingPathComponent("Sources/\(module)")
-    let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".swift") }.sorted()
-    return try names.map { ($0, try String(contentsOf: folder.appendingPathComponent($0), encoding: .utf8)) }
+    // Subfolders group a module's files (MoE/Routing, MoE/Experts, ...); a file is named by its
+    // own name, which is unique within a module (SwiftPM requires it).
+    let names = (FileManager.default.enumerator(atPath: folder.path)?.allObjects as? [String] ?? [])
+        .filter { $0.hasSuffix(".swift") }.sorted()
+    return try names.map { (($0 as NSString).lastPathComponent, try String(contentsOf: folder.appendingPathComponent($0), encoding: .utf8)) }
 }
 
 @Suite("Layering: docs/ARCHITECTURE.md's import rules hold")

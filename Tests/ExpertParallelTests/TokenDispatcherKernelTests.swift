@@ -240,15 +240,21 @@ struct DispatchHeaderAndPlanCacheTests {
                 "the wire values of the status word do not change")
     }
 
-    @Test("off never caches; observed keeps last step's rows × (1 + headroom) + 1")
-    func observedAndOff() {
+    @Test("a dispatch mode: no plan cache counts every step; a plan cache only with one chunk; degrees in range")
+    func dispatchModes() {
+        #expect(DispatchMode.of(planCache: nil, degree: 4, progress: .chunks) == .success(.counted(degree: 4, progress: .chunks)))
+        #expect(DispatchMode.of(planCache: .capacity, degree: 1, progress: .gemms) == .success(.cached(.capacity)))
+        #expect(DispatchMode.of(planCache: .capacity, degree: 2, progress: .gemms) == .failure(.planCacheWithOverlap(overlap: "2")))
+        #expect(DispatchMode.of(planCache: nil, degree: 0, progress: .gemms) == .failure(.degreeOutOfRange(0)))
+        #expect(DispatchMode.of(planCache: nil, degree: OverlapDegree.limit + 1, progress: .gemms) == .failure(.degreeOutOfRange(OverlapDegree.limit + 1)))
+        #expect(DispatchMode.cached(.observed(headroom: 0.5)).degree == 1)
+    }
+
+    @Test("observed keeps last step's rows × (1 + headroom) + 1")
+    func observed() {
         let layer = LayerConfiguration(experts: 4, topK: 2, capacityFactor: 1, minCapacity: 0)
         let placement = ExpertSlots(ExpertBlocks(experts: 4, ranks: 2))
         let layout = ExchangeLayout(sendCounts: [10, 3], receiveCounts: [10, 0])!
-        let off = PlanCache(mode: .off)
-        off.record(layout: layout)
-        off.record(tokensOf: [8, 8])
-        #expect(off.blocks(layer: layer, capacity: .configured, slots: placement, here: 0) == nil)
         let observed = PlanCache(mode: .observed(headroom: 0.25))
         #expect(observed.blocks(layer: layer, capacity: .configured, slots: placement, here: 0) == nil, "nothing before the first step")
         observed.record(layout: layout)

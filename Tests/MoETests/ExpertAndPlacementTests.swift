@@ -56,12 +56,32 @@ struct ExpertAndPlacementTests {
         var y = [Float](repeating: .nan, count: rows * d)
         x.withUnsafeBufferPointer { input in
             y.withUnsafeMutableBufferPointer { output in
-                ExpertFFN.forward(weights, form: form, dModel: d, input: input.baseAddress!, rows: rows,
-                                  output: output.baseAddress!, workspace: ExpertWorkspace())
+                OpenBLASKernels().prepare(weights, form: form, dModel: d)
+                    .forward(input: input.baseAddress!, rows: rows, output: output.baseAddress!, workspace: ExpertWorkspace())
             }
         }
         let expected = naiveFFN(weights, form, x, rows: rows, d: d)
         for (got, want) in zip(y, expected) { #expect(abs(got - want) <= 1e-5 * max(1, abs(want)), "\(got) vs \(want)") }
+    }
+
+    @Test("an expert's wire bytes restore to the same FFN; wrong sizes and non-finite values are refused")
+    func kernelsWireRoundTrip() {
+        let (d, ff, rows) = (8, 12, 5)
+        let form = FFNForm(activation: .gelu, dFF: ff, hasBias: true)
+        let weights = ExpertWeights(w1: randomValues(d * ff, seed: 11), b1: randomValues(ff, seed: 12), w2: randomValues(ff * d, seed: 13),
+                                    b2: randomValues(d, seed: 14), w3: [])
+        let kernels = OpenBLASKernels()
+        let ffn = kernels.prepare(weights, form: form, dModel: d)
+        let bytes = ffn.wireBytes
+        #expect(bytes.count == kernels.wireByteCount(form: form, dModel: d))
+        #expect(ffn.bytesHeld == form.parameterCount(dModel: d) * 4)
+        let restored = bytes.withUnsafeBytes { kernels.restore(wireBytes: $0, form: form, dModel: d) }
+        let x = randomValues(rows * d, seed: 15)
+        #expect(restored.map { $0.forward(x, dModel: d, workspace: ExpertWorkspace()) } == ffn.forward(x, dModel: d, workspace: ExpertWorkspace()))
+        #expect(bytes.dropLast(4).withUnsafeBytes { kernels.restore(wireBytes: $0, form: form, dModel: d) } == nil)
+        var poisoned = bytes
+        withUnsafeBytes(of: Float.nan) { nan in for index in 0..<4 { poisoned[8 + index] = nan[index] } }
+        #expect(poisoned.withUnsafeBytes { kernels.restore(wireBytes: $0, form: form, dModel: d) } == nil)
     }
 
     @Test("layer norm: zero mean and unit variance before scale and shift")
@@ -99,7 +119,7 @@ struct ExpertAndPlacementTests {
         var y = [Float](repeating: 0, count: rows * d)
         x.withUnsafeBufferPointer { input in
             y.withUnsafeMutableBufferPointer { output in
-                SharedExpert.forward(weights, form: form, gate: gate, dModel: d, input: input.baseAddress!, rows: rows,
+                SharedExpert.forward(OpenBLASKernels().prepare(weights, form: form, dModel: d), gate: gate, dModel: d, input: input.baseAddress!, rows: rows,
                                      output: output.baseAddress!, workspace: ExpertWorkspace())
             }
         }

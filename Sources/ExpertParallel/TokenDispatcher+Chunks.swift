@@ -3,7 +3,7 @@ import Glibc
 import MessagePassing
 import MoE
 
-/// How one layer step's rows split into the chunks of a pipelined layer (degree N).
+/// How one layer step's rows split into the chunks of a step of degree N (1: one chunk, every row).
 ///
 /// **Whole experts first, rows when there are more chunks than experts.** On a rank with S
 /// slots, slot j belongs to chunks lo ..< hi with lo = ⌊j·N/S⌋ and hi = max(lo + 1, ⌊(j+1)·N/S⌋),
@@ -87,87 +87,17 @@ struct ChunkPlan: Equatable {
 }
 
 extension TokenDispatcher {
-    /// What the layer computes while a pipelined step's exchanges are in flight.
-    struct PipelineWork {
-        /// Runs once every dispatch chunk is posted: a residual layer's dense MLP, a shared
-        /// expert. `progress` moves the exchanges on and should run between GEMMs.
-        var whileDispatching: (_ progress: ProgressHook) -> Void
-        /// Runs this rank's experts on one chunk's rows (the chunk's receive layout, `arrival`),
-        /// replacing each row by its output; returns the seconds inside the FFNs.
-        var computeChunk: (_ rows: UnsafeMutableBufferPointer<Float>, _ arrival: Arrival, _ progress: ProgressHook) -> Double
-    }
-
-    /// A whole layer step as a pipeline of `degree` chunks (`ChunkPlan`): the count exchange,
-    /// then every chunk's dispatch posted at once (channels 1…N); chunk c's experts run as soon
-    /// as its rows have arrived, and its combine (channel N+1+c) is posted right after, so it
-    /// travels while chunk c+1 computes. Between GEMMs the experts call back to test every
-    /// exchange in flight, which is when MPI moves their messages and multi-stage algorithms
-    /// post their next stage. Finally the weighted sum adds every token's outputs to `hidden`,
-    /// as `combine` does. The plan cache is not used (the count exchange always runs).
-    ///
-    /// Charges `dispatch` (count exchange and time blocked on dispatch chunks), `pack`,
-    /// `experts` (the chunks' expert work), `combine` (blocked on combine chunks, and the sum);
-    /// the layer's own work in `whileDispatching` is the caller's to charge. Collective over
-    /// the group; every rank must use the same degree.
-    func pipelinedStep(
-        tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, degree: Int, work: PipelineWork,
-        residual: () -> (coefficients: [Float], dense: [Float])?, into hidden: inout [Float],
-        times: inout PhaseTimes, volume: inout ExchangeVolume
-    ) throws(MoELayerError) -> (plan: RoutingPlan, rowsPerSlot: [Int]) {
-        var clock = PhaseClock()
-        let plan = try? routing.get()
-        let order = packOrder(plan)
-        let (rowsFrom, failedRank) = try exchangeCounts(tokenCount: tokenCount, routed: plan != nil, rowsPerSlot: order.rowsPerSlot)
-        clock.charge(\.dispatch, to: &times)
-        if let failedRank { throw routingFailure(rank: failedRank, routing: routing) }
-        guard let plan else { preconditionFailure("no failure and no plan") }
-        let chunks = ChunkPlan(degree: degree, rowsPerSlotTo: order.rowsPerSlot, rowsFrom: rowsFrom)
-        let layout = ExchangeLayout(sendCounts: order.sendCounts, receiveCounts: rowsFrom.map { $0.reduce(0, +) })!
-        var chunkRoutes = [Int](repeating: 0, count: order.routes.count)
-        for (packed, route) in order.routes.enumerated() { chunkRoutes[chunks.chunkRowOfPackedRow[packed]] = route }
-        let rowOfRoute = order.rowOfRoute.map { $0 < 0 ? $0 : chunks.chunkRowOfPackedRow[$0] }
-        // At least one row each, so every chunk has a base address.
-        Self.grow(&sendRows, to: max(layout.sendRows, 1) * width)
-        Self.grow(&receiveRows, to: max(layout.receiveRows, 1) * width)
-        Self.grow(&combined, to: max(layout.sendRows, 1) * width)
-        tokenRows.withUnsafeBufferPointer { source in
-            sendRows.withUnsafeMutableBufferPointer { destination in
-                guard layout.sendRows > 0 else { return }
-                _ = Self.pack(tokenRows: source.baseAddress!, width: width, tokenCount: tokenCount, routes: chunkRoutes,
-                              into: destination.baseAddress!)
-            }
-        }
-        clock.charge(\.pack, to: &times)
-
-        var failure: MoELayerError?
-        sendRows.withUnsafeBytes { send in
-            receiveRows.withUnsafeMutableBytes { received in
-                combined.withUnsafeMutableBytes { back in
-                    do throws(MoELayerError) {
-                        try runChunks(chunks, send: send.baseAddress!, received: received.baseAddress!, back: back.baseAddress!,
-                                      work: work, times: &times)
-                    } catch { failure = error }
-                }
-            }
-        }
-        if let failure { throw failure }
-        account(layout: layout, volume: &volume)
-        volume.combineBytesSent += layout.receiveRows * rowBytes
-        clock = PhaseClock()
-        weightedSum(plan: plan, rowOfRoute: rowOfRoute, residual: residual(), into: &hidden)
-        clock.charge(\.combine, to: &times)
-        return (plan, rowsFrom.first.map { $0.indices.map { local in rowsFrom.reduce(0) { $0 + $1[local] } } } ?? [])
-    }
-
-    /// The pipeline proper over pinned buffers (see `pipelinedStep`).
-    private func runChunks(
-        _ chunks: ChunkPlan, send: UnsafeRawPointer, received: UnsafeMutableRawPointer, back: UnsafeMutableRawPointer,
-        work: PipelineWork, times: inout PhaseTimes
+    /// The chunks of a step over pinned buffers (see `step`). `delivered`: the rows have
+    /// arrived already (a cached plan's dispatch, one chunk), so nothing is posted for them.
+    func runChunks(
+        _ chunks: ChunkPlan, delivered: Bool, send: UnsafeRawPointer, received: UnsafeMutableRawPointer, back: UnsafeMutableRawPointer,
+        work: LayerWork, times: inout PhaseTimes
     ) throws(MoELayerError) {
         let rowBytes = self.rowBytes
         let degree = chunks.degree
         var dispatches: [any PendingExchange] = []
-        for chunk in 0..<degree {
+        if delivered { dispatches.append(ArrivedExchange()) }
+        for chunk in dispatches.count..<degree {
             let layout = chunks.layouts[chunk]
             let pending = try exchanging { () throws(ExchangeError) in
                 try exchange.post(send: UnsafeRawBufferPointer(start: send + chunks.sendBase[chunk] * rowBytes, count: layout.sendRows * rowBytes),
@@ -185,7 +115,7 @@ extension TokenDispatcher {
             try inFlight.complete(dispatches[chunk], layer: layerIndex)
             clock.charge(\.dispatch, to: &times)
             let layout = chunks.layouts[chunk]
-            let arrival = Arrival(rowsFrom: chunks.rowsFrom[chunk], layout: layout, rowOfRoute: [])
+            let arrival = Arrival(rowsFrom: chunks.rowsFrom[chunk], layout: layout)
             let rows = UnsafeMutableBufferPointer(start: (received + chunks.receiveBase[chunk] * rowBytes).assumingMemoryBound(to: Float.self),
                                                   count: layout.receiveRows * width)
             times.expertCompute += work.computeChunk(rows, arrival, progress)
@@ -205,7 +135,16 @@ extension TokenDispatcher {
     }
 }
 
-/// The exchanges of one pipelined step that are in flight, moved on together.
+/// An exchange whose rows are already in place (a cached plan's dispatch).
+private final class ArrivedExchange: PendingExchange {
+    var isComplete: Bool { true }
+    func test() throws(ExchangeError) -> Bool { true }
+    func wait() throws(ExchangeError) {}
+    var deliveredAt: Double? { nil }
+    func sleep(until deadline: Double) {}
+}
+
+/// The exchanges of one step that are in flight, moved on together.
 @MainActor
 private final class InFlightExchanges {
     let dispatches: [any PendingExchange]

@@ -98,9 +98,10 @@ package final class ExpertWorkspace {
 
 /// The feed-forward network over all the rows an expert received, as two (gated forms: three)
 /// `cblas_sgemm` calls on one contiguous buffer: no per-token GEMMs, no padding to capacity.
-package enum ExpertFFN {
+/// The fp32 backend's kernel (`OpenBLASKernels`); everything else runs FFNs through the seam.
+enum ExpertFFN {
     /// `output[rows, dModel] = FFN(input[rows, dModel])` for an FFN of shape `form`.
-    package static func forward(
+    static func forward(
         _ weights: ExpertWeights, form: FFNForm, dModel: Int,
         input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
         between: ProgressHook? = nil
@@ -173,11 +174,11 @@ package enum SharedExpert {
     /// `output[t] = σ(x_t · gate) · FFN(x_t)` (without `gate`, when it is empty: `FFN(x_t)`), for
     /// `rows` rows of `input` (`[rows, dModel]`). The gate's dot product is accumulated in Double.
     package static func forward(
-        _ weights: ExpertWeights, form: FFNForm, gate: [Float], dModel: Int,
+        _ ffn: any PreparedFFN, gate: [Float], dModel: Int,
         input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
         between: ProgressHook? = nil
     ) {
-        ExpertFFN.forward(weights, form: form, dModel: dModel, input: input, rows: rows, output: output, workspace: workspace, between: between)
+        ffn.forward(input: input, rows: rows, output: output, workspace: workspace, between: between)
         guard !gate.isEmpty else { return }
         precondition(gate.count == dModel)
         for row in 0..<rows {

@@ -1,0 +1,50 @@
+import ClusterTopology
+import Exchange
+import ExpertParallel
+import MoE
+
+/// How a run of the model goes, as one value: everything a `moe run`, a benchmark or a decoder
+/// decides before the first step (the model file says what the model is; this says how to run
+/// it). Every rank must hold the same value.
+package struct RunConfiguration: Sendable {
+    /// Exchange algorithms: each runs the same steps in turn; outputs must be bitwise equal.
+    package var algorithms: [AllToAllAlgorithm] = [.linear]
+    /// Forward steps per algorithm.
+    package var steps = 1
+    /// Tokens per rank per step (for the auto overlap degree's cost model).
+    package var tokensPerRank = 0
+    /// The plan cache (nil: the count exchange every step).
+    package var planCache: PlanCacheMode?
+    /// Chunks per layer step (1: sequential; auto: per layer from the cost model).
+    package var overlap: OverlapDegree = .fixed(1)
+    /// Where a pipelined step lets MPI progress.
+    package var overlapProgress: OverlapProgress = .gemms
+    /// The capacity policy the coordinator plans with, and the drifting workload, if any.
+    package var capacityPolicy: CapacityPolicy = .staticFactor
+    package var drift: RouterDrift?
+    /// Expert placement (static blocks, or replicas re-placed between steps).
+    package var placement: PlacementPolicy = .contiguous
+    /// The rank that gathers statistics and plans (`Coordinator`).
+    package var coordinatorRank = 0
+    /// The stats log (JSON lines, first algorithm only), and the live table's period (0: never).
+    package var statsPath: String?
+    package var statsEvery = 0
+    /// The precision experts compute in.
+    package var expertPrecision: ExpertPrecision = .fp32
+    /// Testing aids: this rank sends malformed statistics; a migration fails on (rank, step).
+    package var corruptStatisticsRank: Int?
+    package var failMigration: (@Sendable (_ step: Int, _ rank: Int) -> Bool)?
+
+    package init() {}
+
+    /// How every layer's dispatcher runs, or why these settings do not go together.
+    package func dispatch(topology: Topology) -> Result<DistributedModel.Dispatch, DispatchModeError> {
+        switch overlap {
+        case .auto:
+            if planCache != nil { return .failure(.planCacheWithOverlap(overlap: "auto")) }
+            return .success(.autoDegree(progress: overlapProgress, topology: topology, tokensPerRank: tokensPerRank))
+        case let .fixed(degree):
+            return DispatchMode.of(planCache: planCache, degree: degree, progress: overlapProgress).map { .fixed($0) }
+        }
+    }
+}
