@@ -25,6 +25,8 @@ public struct StatsLog: Equatable, Sendable {
     public struct Step: Equatable, Sendable {
         public var step: Int
         public var routed: [[Int]]      // [layer][expert]
+        /// Tokens every layer routed over all ranks, `[layer]`; empty in logs without the field.
+        public var tokens: [Int] = []
         /// Rows each expert kept, `[layer][expert]` (routed less dropped; `routed` in a log
         /// without the field).
         public var kept: [[Int]] = []
@@ -75,6 +77,7 @@ public struct StatsLog: Equatable, Sendable {
                 for (layerPath, value) in try root.array("layers") {
                     let layer = try JSONObjectReader(value, path: layerPath)
                     step.routed.append(try layer.array("routed").map { try count($0.value, $0.path) })
+                    if layer.value("tokens") != nil { step.tokens.append(try count(layer, "tokens", "\(layerPath).tokens")) }
                     let kept = layer.value("kept") == nil ? step.routed.last! : try layer.array("kept").map { try count($0.value, $0.path) }
                     guard kept.count == step.routed.last!.count, zip(kept, step.routed.last!).allSatisfy({ $0 <= $1 }) else {
                         throw JSONFieldError(path: "\(layerPath).kept", problem: "must have one count per expert, each at most its routes")
@@ -118,6 +121,9 @@ public struct StatsLog: Equatable, Sendable {
                 }
                 guard step.rowsByRank.isEmpty || step.rowsByRank.count == step.routed.count else {
                     throw JSONFieldError(path: "layers", problem: "rows_by_rank is given for some layers only")
+                }
+                if !step.tokens.isEmpty, step.tokens.count != step.routed.count {
+                    throw JSONFieldError(path: "layers", problem: "tokens is given for some layers only")
                 }
                 if let first = steps.first, first.routed.count != step.routed.count {
                     throw JSONFieldError(path: "layers", problem: "has \(step.routed.count) layers, line 1 has \(first.routed.count)")

@@ -15,6 +15,8 @@ package struct StepOutcome {
     /// The slowest rank's time per phase, summed over layers, and its wall time (seconds).
     package var slowestPhases: PhaseTimes
     package var wallSeconds: Double
+    /// The slowest rank's seconds inside the expert FFNs (GEMMs, bias, activation), all layers.
+    package var slowestExpertComputeSeconds: Double
     /// Tokens over all ranks; kept and dropped routes and dispatch bytes per layer, over all ranks.
     package var tokens: Int
     package var keptByLayer: [Int]
@@ -122,7 +124,7 @@ package final class InferenceSession {
         _ result: DistributedModel.StepResult, step: Int, elapsed: Double, tokens: Int, changes: [PlacementChange], migration: MigrationOutcome?
     ) throws -> StepOutcome {
         let stepTimes = result.times.reduce(PhaseTimes(), +)
-        let slowest = try world.allReduce(stepTimes.values + [elapsed], .maximum)
+        let slowest = try world.allReduce(stepTimes.values + [elapsed, stepTimes.expertCompute], .maximum)
         let kept = result.plans.map { $0.keptPerExpert.reduce(0, +) }
         let dropped = result.plans.map(\.droppedRoutes)
         let bytes = result.volumes.map(\.dispatchBytesSent)
@@ -130,7 +132,7 @@ package final class InferenceSession {
         let layers = model.layers.count
         return StepOutcome(
             step: step, result: result, slowestPhases: PhaseTimes(values: Array(slowest[..<PhaseTimes.names.count])),
-            wallSeconds: slowest[PhaseTimes.names.count], tokens: sums[0],
+            wallSeconds: slowest[PhaseTimes.names.count], slowestExpertComputeSeconds: slowest[PhaseTimes.names.count + 1], tokens: sums[0],
             keptByLayer: Array(sums[1...layers]), droppedByLayer: Array(sums[1 + layers...2 * layers]),
             dispatchBytesByLayer: Array(sums[1 + 2 * layers...3 * layers]), placementChanges: changes, migration: migration)
     }

@@ -22,7 +22,7 @@ struct ReferenceCommand: JobCommand {
             """,
         options: ModelOptions.specs + CapacityOptions.specs + PlacementOptions.specs + [TopologyOptions.topology.spec]
             + [Options.ranks, Options.steps].map(\.spec)
-            + [Options.output, Options.routingOutput].map(\.spec))
+            + [Options.output, Options.routingOutput, Options.inputOutput].map(\.spec))
 
     enum Options {
         static let ranks = TypedOption<Int>.integer("ranks", default: 1, in: 1...4096, "number of ranks of the job to reproduce")
@@ -31,6 +31,8 @@ struct ReferenceCommand: JobCommand {
             "steps to run (capacity plans and the drifting workload evolve over them); outputs are the last step's")
         static let output = TypedOption<String?>.string("output", "FILE", "write the output hidden states as float32 .npy [tokens, d_model]")
         static let routingOutput = TypedOption<String?>.string("routing-output", "FILE", "write the routing decisions as JSON")
+        static let inputOutput = TypedOption<String?>.string(
+            "input-output", "FILE", "write the last step's input hidden states (seeded or --input) as float32 .npy [tokens, d_model], to feed another framework")
     }
 
     let model: ModelOptions.Values
@@ -41,6 +43,7 @@ struct ReferenceCommand: JobCommand {
     let ranks: Int
     let outputPath: String?
     let routingPath: String?
+    let inputOutputPath: String?
 
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
@@ -54,10 +57,12 @@ struct ReferenceCommand: JobCommand {
         ranks = try options.value(Options.ranks)
         outputPath = try options.value(Options.output)
         routingPath = try options.value(Options.routingOutput)
+        inputOutputPath = try options.value(Options.inputOutput)
     }
 
     func run(_ context: JobContext) throws {
-        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.routingOutput.naming(routingPath)], inputs: model.inputPaths + [TopologyOptions.topology.naming(topologyPath)])
+        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.routingOutput.naming(routingPath),
+                                         Options.inputOutput.naming(inputOutputPath)], inputs: model.inputPaths + [TopologyOptions.topology.naming(topologyPath)])
         do {
             let configuration = try model.loadModel()
             if let problem = model.problem(with: configuration) ?? placementPolicy.problem(layers: configuration.layers, worldSize: ranks) {
@@ -97,6 +102,10 @@ struct ReferenceCommand: JobCommand {
             if let outputPath {
                 let values = outputs.flatMap { $0 }
                 try NpyArray(float32: values, shape: [values.count / configuration.dModel, configuration.dModel]).write(to: outputPath)
+            }
+            if let inputOutputPath {
+                let values = batches.flatMap(\.hidden)
+                try NpyArray(float32: values, shape: [values.count / configuration.dModel, configuration.dModel]).write(to: inputOutputPath)
             }
             if let routingPath {
                 let entries = plans.map { $0.map(RoutingReport.rankEntry) }

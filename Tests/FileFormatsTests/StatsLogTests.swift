@@ -17,6 +17,16 @@ struct StatsLogTests {
         #expect(older.steps[0].rowsByRank.isEmpty && older.steps[0].expertSecondsByRank.isEmpty)
     }
 
+    @Test("token counts are read when present; a negative one is refused naming the file, line and field")
+    func tokenCounts() throws {
+        let log = try parse([#"{"step":0,"policy":"static","layers":[\#(layer),"tokens":4}]}"#])
+        #expect(log.steps[0].tokens == [4])
+        #expect { try parse([#"{"step":0,"policy":"static","layers":[\#(layer),"tokens":4}]}"#,
+                             #"{"step":1,"policy":"static","layers":[\#(layer),"tokens":-3}]}"#]) } throws: {
+            "\($0)".contains("s.jsonl") && "\($0)".contains("line 2") && "\($0)".contains("layers[0].tokens") && "\($0)".contains("≥ 0")
+        }
+    }
+
     @Test("per-rank fields that cannot be right are refused, naming the line and field")
     func badPerRankFields() {
         #expect { try parse([#"{"step":0,"policy":"static","expert_seconds_by_rank":[-1],"layers":[\#(layer)}]}"#]) } throws: {

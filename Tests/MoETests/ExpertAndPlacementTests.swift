@@ -150,7 +150,7 @@ struct ExpertAndPlacementTests {
         let placement = ExpertPlacement(experts: 10, worldSize: 4)
         #expect(placement.groupCount == 1 && placement.groupSize == 4)
         #expect((0..<4).map(placement.heldExperts(ofRank:)) == [0..<3, 3..<6, 6..<8, 8..<10])
-        #expect(placement.server(of: 7, forSource: 0) == 2)
+        #expect(server(placement, of: 7, forSource: 0) == 2)
     }
 
     @Test("E < G, E divides G: G/E replica groups of E consecutive ranks, one expert per rank")
@@ -161,8 +161,8 @@ struct ExpertAndPlacementTests {
         #expect((0..<8).map(placement.group(ofRank:)) == [0, 0, 1, 1, 2, 2, 3, 3])
         #expect((0..<8).map(placement.rankInGroup) == [0, 1, 0, 1, 0, 1, 0, 1])
         // A token of rank 5 (group 2) for expert 0 goes to rank 4, the replica in its group.
-        #expect(placement.server(of: 0, forSource: 5) == 4)
-        #expect(placement.server(of: 1, forSource: 5) == 5)
+        #expect(server(placement, of: 0, forSource: 5) == 4)
+        #expect(server(placement, of: 1, forSource: 5) == 5)
     }
 
     @Test("E < G, E does not divide G: a smaller last group holds every expert in blocks")
@@ -171,8 +171,8 @@ struct ExpertAndPlacementTests {
         #expect(placement.groupCount == 3 && placement.groupSize == 3)
         #expect((0..<placement.groupCount).map(placement.ranks(ofGroup:)) == [0..<3, 3..<6, 6..<8])
         #expect((0..<8).map(placement.heldExperts(ofRank:)) == [0..<1, 1..<2, 2..<3, 0..<1, 1..<2, 2..<3, 0..<2, 2..<3])
-        #expect(placement.server(of: 1, forSource: 7) == 6)
-        #expect(placement.server(of: 2, forSource: 6) == 7)
+        #expect(server(placement, of: 1, forSource: 7) == 6)
+        #expect(server(placement, of: 2, forSource: 6) == 7)
         // Every group holds every expert exactly once.
         for group in 0..<placement.groupCount {
             let held = placement.ranks(ofGroup: group).flatMap { Array(placement.heldExperts(ofRank: $0)) }
@@ -195,4 +195,11 @@ struct ExpertAndPlacementTests {
         for (a, b) in zip(ranges, ranges.dropFirst()) { #expect(a.upperBound == b.lowerBound) }
         #expect(ranges.allSatisfy { $0.count == total / ranks || $0.count == total / ranks + 1 })
     }
+}
+
+/// The world rank that serves `expert` for tokens of world rank `source`: the holder of the
+/// expert in the source's own group.
+func server(_ placement: ExpertPlacement, of expert: Int, forSource source: Int) -> Int {
+    let group = placement.group(ofRank: source)
+    return placement.ranks(ofGroup: group).lowerBound + placement.blocks(ofGroup: group).owner(of: expert)
 }

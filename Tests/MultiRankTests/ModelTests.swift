@@ -84,7 +84,8 @@ struct ModelTests {
         #expect(job.ranks[0].stdout.contains("outputs identical across exchanges: " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ", ")), "\(job)")
         for text in expectInOutput { #expect(job.ranks[0].stdout.contains(text), "expected '\(text)'\n\(job)") }
         let reference = try runMoe(["reference"] + common + (referenceExtra ?? []) + ["--ranks", "\(ranks)", "--steps", "\(steps)",
-                                    "--output", scratch.file("ref.npy"), "--routing-output", scratch.file("ref-routing.json")])
+                                    "--output", scratch.file("ref.npy"), "--routing-output", scratch.file("ref-routing.json"),
+                                    "--input-output", scratch.file("in.npy")])
         try #require(reference.status == 0, "\(reference.stderr)")
         let distributedRouting = try routingDecisions(scratch.file("routing.json"))
         let referenceRouting = try routingDecisions(scratch.file("ref-routing.json"))
@@ -99,8 +100,12 @@ struct ModelTests {
         let distributed = try #require(try NpyArray.load(path: scratch.file("out.npy")).float32Values)
         let expected = try #require(try NpyArray.load(path: scratch.file("ref.npy")).float32Values)
         expectClose(distributed, expected, "\(model) on \(ranks) ranks")
-        // The model really did something: outputs differ from inputs, and some routes dropped where capacity binds.
-        #expect(distributed.contains { $0 != 0 })
+        // The model really did something: its outputs differ from its inputs (a model whose layers
+        // were skipped on both sides would otherwise pass), and some routes dropped where capacity binds.
+        let inputs = try #require(try NpyArray.load(path: scratch.file("in.npy")).float32Values)
+        try #require(inputs.count == distributed.count)
+        let change = zip(distributed, inputs).map { abs($0 - $1) }.max() ?? 0
+        #expect(change > 1e-3 * (inputs.map(abs).max() ?? 1), "\(model): the outputs are the inputs (largest change \(change))")
     }
 
     @Test("distributed equals the reference for every activation, k = 1, 2, 4 and every drop policy", arguments: [

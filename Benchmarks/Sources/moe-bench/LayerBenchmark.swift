@@ -7,6 +7,7 @@ import Foundation
 import JobControl
 import MessagePassing
 import MoE
+import Session
 
 /// `moe-bench layer`: one MoE layer's throughput and where its time goes, beside the same expert
 /// GEMMs alone through `cblas_sgemm`, measured in the same run.
@@ -110,22 +111,26 @@ struct LayerBenchmark: JobCommand {
             guard layer.topK <= expertCount else { continue }
             let placement = ExpertPlacement(experts: expertCount, worldSize: world.size)
             let weights = try ModelWeights.load(model, heldExperts: { _ in Array(placement.heldExperts(ofRank: world.rank)) }, seed: seed, file: nil)
-            let moeLayer = try DistributedModel(configuration: model, weights: weights, world: world) {
-                try makeAllToAll(algorithm, communicator: $0, worldRank: world.rank, topology: topology, links: links)
-            }.layers[0]
+            // The layer runs through the library session, the path `moe run` takes.
+            var run = RunConfiguration()
+            run.algorithms = [algorithm]
+            run.tokensPerRank = tokenCount
+            let session = try InferenceSession(configuration: run, model: model, weights: weights, trace: nil, algorithm: algorithm,
+                                               world: world, topology: topology, links: links, logStatistics: false, liveEvery: 0)
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
-            var hidden = input.hidden
-            var phaseSamples: [[Double]] = []
-            var lastPlan: RoutingPlan?
-            var dispatchBytes = 0
-            let layerSamples = try harness.measure(warmup: warmup, repetitions: repetitions) {
-                hidden.withUnsafeMutableBufferPointer { buffer in _ = input.hidden.withUnsafeBufferPointer { buffer.update(fromContentsOf: $0) } }
-                var times = PhaseTimes()
-                var volume = ExchangeVolume()
-                lastPlan = try moeLayer.forward(&hidden, taskIds: [], times: &times, volume: &volume)
-                dispatchBytes = volume.dispatchBytesSent
-                phaseSamples.append(try world.allReduce(times.values + [times.expertCompute], .maximum))
+            // The session times the forward pass itself (slowest rank): its statistics and sums
+            // are not part of the layer's time.
+            var outcomes: [StepOutcome] = []
+            for repetition in 0..<(warmup + repetitions) {
+                var batch = input
+                try world.barrier()
+                let outcome = try session.forward(&batch, step: 0, lastStep: true)
+                if repetition >= warmup { outcomes.append(outcome) }
             }
+            let layerSamples = outcomes.map(\.wallSeconds)
+            let phaseSamples = outcomes.map { $0.slowestPhases.values + [$0.slowestExpertComputeSeconds] }
+            let moeLayer = session.distributed.layers[0]
+            let last = outcomes[outcomes.count - 1]
             let phaseCount = PhaseTimes.names.count
             let phases = (0...phaseCount).map { phase in Statistics(phaseSamples.suffix(repetitions).map { $0[phase] }).median }
             // The same GEMMs alone: each local expert's received row count (and the dense MLP or
@@ -134,7 +139,7 @@ struct LayerBenchmark: JobCommand {
             if layer.residual || layer.dense { gemms.append((tokenCount, model.form(.dense, layer: 0))) }
             if layer.sharedDFF > 0 { gemms.append((tokenCount, model.form(.shared, layer: 0))) }
             let gemmSamples = try gemmOnly(gemms, dModel: dModel, harness: harness)
-            let totals = try world.allReduce([lastPlan!.droppedRoutes, lastPlan!.expert.count, dispatchBytes], .sum)
+            let totals = [last.droppedRoutes, last.droppedRoutes + last.keptRoutes, last.dispatchBytesByLayer[0]]  // over all ranks
             let layerTime = Statistics(layerSamples).median
             let gemmTime = Statistics(gemmSamples).median
             let ffnTime = phases[phaseCount] + phases[1]  // expert FFNs + dense MLP

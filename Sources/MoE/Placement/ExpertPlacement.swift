@@ -67,9 +67,4 @@ package struct ExpertPlacement: Equatable, Sendable {
     package func blocks(ofGroup group: Int) -> ExpertBlocks { ExpertBlocks(experts: experts, ranks: ranks(ofGroup: group).count) }
     /// The experts world rank `rank` holds.
     package func heldExperts(ofRank rank: Int) -> Range<Int> { blocks(ofGroup: group(ofRank: rank)).experts(of: rankInGroup(rank)) }
-    /// The world rank that serves `expert` for tokens of world rank `source`.
-    package func server(of expert: Int, forSource source: Int) -> Int {
-        let group = group(ofRank: source)
-        return ranks(ofGroup: group).lowerBound + blocks(ofGroup: group).owner(of: expert)
-    }
 }

@@ -165,16 +165,4 @@ package enum Router {
         let probability = [Float](repeating: 1 / Float(k), count: k * tokenCount)
         return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan)
     }
-
-    /// Row-wise softmax of `[tokenCount, E]` logits, as `route` computes it (for reports).
-    package static func softmax(_ logits: [Float], experts: Int) -> [Float] {
-        var result = logits
-        for start in stride(from: 0, to: logits.count, by: experts) {
-            let row = logits[start..<start + experts]
-            let maximum = row.max() ?? 0
-            let sum = row.reduce(0.0) { $0 + Double(expf($1 - maximum)) }
-            for index in start..<start + experts { result[index] = Float(Double(expf(logits[index] - maximum)) / sum) }
-        }
-        return result
-    }
 }
