@@ -67,10 +67,12 @@ package final class Coordinator {
     private let parameterBytes: [Int]
     /// Per layer, what the statistics do not count (a dense layer, a shared expert); "" otherwise.
     private let layerNotes: [String]
-    private var planner: CapacityPlanner
+    /// The capacity and placement decisions between steps (every rank keeps one; only the
+    /// coordinator's decides, the others apply what it broadcasts).
+    private var decider: StepDecider
     /// Every layer's placement per group. The coordinator rank plans with it; the others apply
     /// the changes it broadcasts, so all hold the same placements.
-    package private(set) var placementPlanner: PlacementPlanner
+    package var placementPlanner: PlacementPlanner { decider.placement }
     /// The placement changes decided at the end of the last step (to migrate before the next).
     package private(set) var placementChanges: [PlacementChange] = []
     package private(set) var accumulator = StatisticsAccumulator()
@@ -104,8 +106,8 @@ package final class Coordinator {
             if layer.sharedDFF > 0 { return " — plus a shared expert on every token (not in the routes)" }
             return ""
         }
-        planner = CapacityPlanner(policy: policy, layers: model.layers)
-        placementPlanner = PlacementPlanner(policy: placement, layers: model.layers, worldSize: world.size, nodeOfRank: nodeOfRank)
+        decider = StepDecider(capacity: CapacityPlanner(policy: policy, layers: model.layers),
+                              placement: PlacementPlanner(policy: placement, layers: model.layers, worldSize: world.size, nodeOfRank: nodeOfRank))
         parameterBytes = model.layers.indices.map { model.form(.expert, layer: $0).parameterCount(dModel: model.dModel) * MemoryLayout<Float>.stride }
         plan = .configured(layers: model.layers.count)
         self.statsPath = statsPath
@@ -121,8 +123,9 @@ package final class Coordinator {
                 problem = "cannot write the stats log \(partial): \(String(cString: strerror(errno)))"
             }
         }
-        let verdict = String(decoding: try world.broadcastBytes(Array(problem.utf8), root: root), as: UTF8.self)
-        if !verdict.isEmpty { throw CoordinatorError(message: verdict, reportingRank: root) }
+        if case let .failure(failure) = try world.broadcastOutcome(problem.isEmpty ? .success("") : .failure(RootFailure(message: problem)), root: root) {
+            throw CoordinatorError(message: failure.message, reportingRank: root)
+        }
     }
 
     /// Gathers this step's statistics, and returns (and keeps) the plan for the next step.
@@ -147,7 +150,7 @@ package final class Coordinator {
               let changes = PlacementChangeCodec.decode(values[(planLength + 1)...], current: placementsBefore) else {
             throw CoordinatorError(message: "the coordinator's capacity plan could not be decoded", reportingRank: root)
         }
-        if world.rank != root { placementPlanner.apply(changes) }
+        if world.rank != root { decider.apply(changes) }
         placementChanges = changes
         plan = next
         return next
@@ -169,9 +172,7 @@ package final class Coordinator {
         let report = StepReport(step: step, ranks: ranks)
         lastReport = report
         accumulator.add(report)
-        planner.record(report.layers.map(\.counts))
-        let next = planner.nextPlan()
-        let changes = placementPlanner.record(step: step, report.layers.map(\.counts), replan: !lastStep)
+        let (next, changes) = decider.decide(step: step, report.layers.map(\.counts), lastStep: lastStep)
         if let log, let statsPath {
             let placementLog = changes.map { change in
                 StepReport.PlacementLogEntry(layer: change.layer, group: change.group, before: change.before, after: change.after,
@@ -215,9 +216,9 @@ package final class Coordinator {
         }
         var lines = accumulator.summary(policy: policy.name, notes: layerNotes)
         if case .dynamoe = policy {
-            lines.append("  dynamoe: capacity factor per layer now " + planner.dynamicFactors.map { String(format: "%.2f", $0) }.joined(separator: ", ")
-                         + "; buffer resizes (DynaMoE's recompilations) per layer " + planner.resizes.map(String.init).joined(separator: ", ")
-                         + ", \(planner.resizes.reduce(0, +)) in all")
+            lines.append("  dynamoe: capacity factor per layer now " + decider.capacity.dynamicFactors.map { String(format: "%.2f", $0) }.joined(separator: ", ")
+                         + "; buffer resizes (DynaMoE's recompilations) per layer " + decider.capacity.resizes.map(String.init).joined(separator: ", ")
+                         + ", \(decider.capacity.resizes.reduce(0, +)) in all")
         }
         return lines
     }

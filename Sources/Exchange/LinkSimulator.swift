@@ -107,9 +107,10 @@ public final class SimulatedLinks {
                 close(fd)
             }
         }
-        let message = String(decoding: try world.broadcastBytes(Array((failure.isEmpty ? "ok:" + path : "error:" + failure).utf8), root: 0), as: UTF8.self)
-        guard message.hasPrefix("ok:") else { throw LinkSimulationError(description: String(message.dropFirst(6))) }
-        path = String(message.dropFirst(3))
+        switch try world.broadcastOutcome(failure.isEmpty ? .success(path) : .failure(RootFailure(message: failure)), root: 0) {
+        case let .success(shared): path = shared
+        case let .failure(failure): throw LinkSimulationError(description: failure.message)
+        }
         let fd = open(path, O_RDWR)
         var mapped: UnsafeMutableRawPointer?
         if fd >= 0 {

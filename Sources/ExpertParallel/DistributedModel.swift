@@ -25,6 +25,8 @@ package final class DistributedModel {
     package enum Dispatch {
         /// Every layer in `mode`.
         case fixed(DispatchMode)
+        /// Layer l in `modes[l]` (e.g. the degrees an earlier auto choice made).
+        case perLayer([DispatchMode])
         /// A degree per layer chosen by the cost model (`OverlapPlanner`) for `tokensPerRank`
         /// tokens on `topology`, counted every step, progress at `progress`.
         case autoDegree(progress: OverlapProgress, topology: Topology, tokensPerRank: Int)
@@ -66,6 +68,10 @@ package final class DistributedModel {
         switch dispatch {
         case let .fixed(mode):
             modes = Array(repeating: mode, count: configuration.layers.count)
+            overlapChoices = []
+        case let .perLayer(given):
+            precondition(given.count == configuration.layers.count)
+            modes = given
             overlapChoices = []
         case let .autoDegree(progress, topology, tokensPerRank):
             let form = { configuration.form(.expert, layer: $0) }

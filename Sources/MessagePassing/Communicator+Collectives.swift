@@ -202,6 +202,20 @@ extension Communicator {
     /// failed, otherwise the lowest failing rank (so exactly one rank reports, and the others stop
     /// quietly). Use before any collective that depends on a locally checked input, so no rank is
     /// left waiting for one that gave up.
+    /// Every rank learns `root`'s outcome — a value, or the one line that says why it failed:
+    /// agree-before-failing when only `root` can fail (it alone creates a file, reads a log).
+    /// Other ranks' `outcome` is ignored. Collective over the communicator.
+    public func broadcastOutcome(_ outcome: Result<String, RootFailure>, root: Int) throws(MPIError) -> Result<String, RootFailure> {
+        let bytes: [UInt8]
+        switch outcome {
+        case let .success(value): bytes = [0] + Array(value.utf8)
+        case let .failure(failure): bytes = [1] + Array(failure.message.utf8)
+        }
+        let received = try broadcastBytes(bytes, root: root)
+        let text = String(decoding: received.dropFirst(), as: UTF8.self)
+        return received.first == 0 ? .success(text) : .failure(RootFailure(message: text))
+    }
+
     public func lowestFailingRank(failed: Bool) throws(MPIError) -> Int? {
         let lowest = try allReduce(failed ? rank : size, .minimum)
         return lowest < size ? lowest : nil
@@ -236,4 +250,10 @@ public final class AllToAllVArguments {
         try copy(rc, into: &receiveCounts, what: "count")
         try copy(rd, into: &receiveDisplacements, what: "displacement")
     }
+}
+
+/// Why the one rank that could fail did (`Communicator.broadcastOutcome`).
+public struct RootFailure: Error, Equatable, Sendable {
+    public let message: String
+    public init(message: String) { self.message = message }
 }

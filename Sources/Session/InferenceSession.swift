@@ -48,11 +48,13 @@ package final class InferenceSession {
 
     /// Builds the coordinator and the layers for `algorithm` (this rank's `weights`, holding the
     /// first placement's slots). `statsPath` is written only when `logStatistics`; `liveEvery`
-    /// prints the coordinator's live table. Collective over `world`.
+    /// prints the coordinator's live table. `dispatchModes`, when given, replaces the
+    /// configuration's dispatch with one mode per layer (a run's later algorithms reuse the
+    /// first one's auto degrees). Collective over `world`.
     package init(
         configuration: RunConfiguration, model: ModelConfiguration, weights: [LayerWeights], trace: RoutingTrace?,
         algorithm: AllToAllAlgorithm, world: Communicator, topology: Topology, links: SimulatedLinks?,
-        logStatistics: Bool = true, liveEvery: Int? = nil
+        logStatistics: Bool = true, liveEvery: Int? = nil, dispatchModes: [DispatchMode]? = nil
     ) throws {
         self.configuration = configuration
         self.model = model
@@ -67,7 +69,7 @@ package final class InferenceSession {
             throw JobFailure(message: error.message, reportingRank: error.reportingRank)
         }
         let dispatch: DistributedModel.Dispatch
-        switch configuration.dispatch(topology: topology) {
+        switch dispatchModes.map({ .success(.perLayer($0)) }) ?? configuration.dispatch(topology: topology) {
         case let .success(value): dispatch = value
         case let .failure(error): throw JobFailure(message: "run: \(error)", reportingRank: 0, exitCode: 2)
         }

@@ -71,10 +71,14 @@ package struct StepLoop {
         TerminationSignal.install()
         var firstOutput: [Float]?
         var last: RunResult?
+        // The first algorithm's auto degrees hold for the others: a degree that splits experts'
+        // rows changes the GEMMs' row counts, and the outputs must stay bitwise comparable.
+        var chosenModes: [DispatchMode]?
         for algorithm in configuration.algorithms {
             let session = try InferenceSession(configuration: configuration, model: model, weights: weights, trace: trace, algorithm: algorithm,
                                                world: world, topology: topology, links: links,
-                                               logStatistics: algorithm == configuration.algorithms[0])
+                                               logStatistics: algorithm == configuration.algorithms[0], dispatchModes: chosenModes)
+            if configuration.overlap == .auto { chosenModes = session.distributed.layers.map(\.dispatchMode) }
             if let beacon { session.distributed.attach(beacon) }
             for observer in observers { try observer.sessionDidStart(session) }
             let result = try runSteps(session, observers: observers, beacon: beacon)

@@ -72,7 +72,7 @@ struct ReferenceCommand: JobCommand {
             if let nodeOfRank, nodeOfRank.count != ranks {
                 throw JobFailure(message: "reference: --topology \(topologyPath!) describes \(nodeOfRank.count) ranks, not --ranks \(ranks)", reportingRank: 0, exitCode: 2)
             }
-            var placement = PlacementPlanner(policy: placementPolicy, layers: configuration.layers, worldSize: ranks, nodeOfRank: nodeOfRank)
+            let placement = PlacementPlanner(policy: placementPolicy, layers: configuration.layers, worldSize: ranks, nodeOfRank: nodeOfRank)
             let estimate = MemoryEstimate.of(model: configuration, expertSlots: { configuration.layers[$0].experts },
                                              tokens: ranks * (try model.tokensPerRank(ranks: ranks)), sourceRanks: 1, capacityPlanCache: false)
             if let problem = estimate.problem(processes: 1) { throw InputError(description: problem) }
@@ -83,7 +83,8 @@ struct ReferenceCommand: JobCommand {
                 throw JobFailure(message: "reference: --routing-trace replaces a gate's choices, but the model '\(configuration.name)' routes by task", reportingRank: 0, exitCode: 2)
             }
             let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace)
-            var planner = CapacityPlanner(policy: capacity.policy, layers: configuration.layers)
+            // The coordinator's decisions between steps, replayed on the same counts.
+            var decider = StepDecider(capacity: CapacityPlanner(policy: capacity.policy, layers: configuration.layers), placement: placement)
             var plan = CapacityPlan.configured(layers: configuration.layers.count)
             var batches: [TokenBatch] = []
             var outputs: [[Float]] = []
@@ -95,9 +96,9 @@ struct ReferenceCommand: JobCommand {
                     LayerRoutingCounts(tokens: layerPlans.map(\.tokenCount), routed: layerPlans.map(\.routedPerExpert),
                                        kept: layerPlans.map(\.keptPerExpert))
                 }
-                planner.record(counts)
-                plan = planner.nextPlan()
-                for line in PlacementReport.changeLines(placement.record(step: step, counts, replan: step < steps - 1), afterStep: step) { print(line) }
+                let decision = decider.decide(step: step, counts, lastStep: step == steps - 1)
+                plan = decision.plan
+                for line in PlacementReport.changeLines(decision.changes, afterStep: step) { print(line) }
             }
             if let outputPath {
                 let values = outputs.flatMap { $0 }
