@@ -5,10 +5,11 @@ import MessagePassing
 import MoE
 
 /// A failure every rank learned from the coordinator; `reportingRank` prints it.
-package struct CoordinatorError: Error, CustomStringConvertible {
+package struct CoordinatorError: AgreedFailure {
     package let message: String
     package let reportingRank: Int
     package var description: String { message }
+    package var agreedReportingRank: Int? { reportingRank }
 }
 
 /// Capacity plans on the wire: Doubles, bit-exact, so every rank applies exactly the plan the
@@ -175,9 +176,9 @@ package final class Coordinator {
         let (next, changes) = decider.decide(step: step, report.layers.map(\.counts), lastStep: lastStep)
         if let log, let statsPath {
             let placementLog = changes.map { change in
-                StepReport.PlacementLogEntry(layer: change.layer, group: change.group, before: change.before, after: change.after,
-                                             movedExperts: change.movedSlots.count,
-                                             migrationBytes: change.movedSlots.count * parameterBytes[change.layer])
+                StatsLog.PlacementChange(layer: change.layer, group: change.group, predictedImbalanceBefore: change.before,
+                                         predictedImbalanceAfter: change.after, movedExperts: change.movedSlots.count,
+                                         migrationBytes: change.movedSlots.count * parameterBytes[change.layer])
             }
             let line = Array((report.jsonLine(policy: policy.name, plan: next, rowBytes: rowBytes, placementChanges: placementLog) + "\n").utf8)
             do { try AtomicFileWriter.writeAll(line, to: log, path: statsPath + ".partial") } catch {

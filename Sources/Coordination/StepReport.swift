@@ -41,8 +41,7 @@ package struct StepReport: Equatable, Sendable {
         precondition(!ranks.isEmpty)
         self.step = step
         phaseSeconds = ranks.dropFirst().reduce(ranks[0].phaseSeconds) { zip($0, $1.phaseSeconds).map(max) }
-        let expertsPhase = PhaseTimes.names.firstIndex(of: "experts")!
-        expertSecondsByRank = ranks.map { $0.phaseSeconds[expertsPhase] }
+        expertSecondsByRank = ranks.map { $0.phaseSeconds[Phase.experts.index] }
         layers = ranks[0].layers.indices.map { index in
             let perRank = ranks.map { $0.layers[index] }
             func sum(_ arrays: [[Int]]) -> [Int] { arrays.dropFirst().reduce(arrays[0]) { zip($0, $1).map(+) } }
@@ -55,58 +54,31 @@ package struct StepReport: Equatable, Sendable {
         }
     }
 
-    /// A placement change decided at this step, as the stats log records it.
-    package struct PlacementLogEntry: Equatable, Sendable {
-        package var layer: Int
-        package var group: Int
-        /// Predicted max/mean rank load before and after, under the load that decided it.
-        package var before: Double
-        package var after: Double
-        package var movedExperts: Int
-        package var migrationBytes: Int
-
-        package init(layer: Int, group: Int, before: Double, after: Double, movedExperts: Int, migrationBytes: Int) {
-            self.layer = layer
-            self.group = group
-            self.before = before
-            self.after = after
-            self.movedExperts = movedExperts
-            self.migrationBytes = migrationBytes
-        }
-    }
-
-    /// One line of the stats log.
+    /// One line of the stats log (the writer is `StatsLog.Step.jsonLine`, beside its reader).
     /// `rowBytes`: bytes of one dispatched row (`rows_by_rank` = bytes received / rowBytes).
     /// `placementChanges`: the placement changes decided at this step (applied before the next),
     /// written as `placement_changes` when there are any.
-    package func jsonLine(policy: String, plan: CapacityPlan, rowBytes: Int, placementChanges: [PlacementLogEntry] = []) -> String {
-        func numbers(_ values: [Int]) -> JSONValue { .array(values.map { .number(Double($0)) }) }
-        let layerValues: [JSONValue] = layers.enumerated().map { index, layer in
-            var members: [(String, JSONValue)] = [
-                ("tokens", .number(Double(layer.tokens))), ("routed", numbers(layer.routed)), ("kept", numbers(layer.kept)),
-                ("dropped", numbers(layer.dropped)), ("capacity", layer.capacity.map(numbers) ?? .null),
-                ("drop_rate", .number(layer.dropRate)), ("imbalance", .number(layer.imbalance)),
-                ("dispatch_bytes", .number(Double(layer.dispatchBytes))),
-                ("bytes_sent_by_rank", numbers(layer.bytesSentByRank)), ("bytes_received_by_rank", numbers(layer.bytesReceivedByRank)),
-                ("rows_by_rank", numbers(layer.bytesReceivedByRank.map { $0 / max(1, rowBytes) })),
-            ]
-            members.append(("next_capacity", Self.describe(plan.layers[index])))
-            return .object(members)
-        }
-        var members: [(String, JSONValue)] = [
-            ("step", .number(Double(step))), ("policy", .string(policy)),
-            ("phase_seconds_slowest_rank", .object(zip(PhaseTimes.names, phaseSeconds).map { ($0, .number($1)) })),
-            ("expert_seconds_by_rank", .array(expertSecondsByRank.map { .number($0) })),
-            ("layers", .array(layerValues)),
-        ]
-        if !placementChanges.isEmpty {
-            members.append(("placement_changes", .array(placementChanges.map { change in
-                .object([("layer", .number(Double(change.layer))), ("group", .number(Double(change.group))),
-                         ("predicted_imbalance_before", .number(change.before)), ("predicted_imbalance_after", .number(change.after)),
-                         ("moved_experts", .number(Double(change.movedExperts))), ("migration_bytes", .number(Double(change.migrationBytes)))])
-            })))
-        }
-        return JSONValue.object(members).serialized(pretty: false)
+    package func jsonLine(policy: String, plan: CapacityPlan, rowBytes: Int, placementChanges: [StatsLog.PlacementChange] = []) -> String {
+        logStep(plan: plan, rowBytes: rowBytes, placementChanges: placementChanges).jsonLine(policy: policy)
+    }
+
+    /// This step as the stats log holds it.
+    package func logStep(plan: CapacityPlan, rowBytes: Int, placementChanges: [StatsLog.PlacementChange] = []) -> StatsLog.Step {
+        var line = StatsLog.Step(step: step, routed: layers.map(\.routed), dropRate: layers.map(\.dropRate), imbalance: layers.map(\.imbalance),
+                                 bytes: layers.map(\.dispatchBytes))
+        line.tokens = layers.map(\.tokens)
+        line.kept = layers.map(\.kept)
+        line.droppedPerExpert = layers.map(\.dropped)
+        line.capacity = layers.map(\.capacity)
+        line.bytesSentByRank = layers.map(\.bytesSentByRank)
+        line.bytesReceivedByRank = layers.map(\.bytesReceivedByRank)
+        line.rowsByRank = layers.map { $0.bytesReceivedByRank.map { $0 / max(1, rowBytes) } }
+        line.nextCapacity = plan.layers.map(Self.describe)
+        line.phaseNames = PhaseTimes.names
+        line.phaseSeconds = phaseSeconds
+        line.expertSecondsByRank = expertSecondsByRank
+        line.placementChanges = placementChanges
+        return line
     }
 
     static func describe(_ capacity: LayerCapacity) -> JSONValue {

@@ -3,10 +3,12 @@ import MoE
 
 /// Why a migration did not apply. Every rank throws it (the ranks agree before anyone adopts),
 /// naming the lowest failing rank; `detail` is that rank's own cause, nil on the others.
-package struct MigrationError: Error, CustomStringConvertible {
+package struct MigrationError: AgreedFailure {
     package let step: Int
     package let rank: Int
     package let detail: String?
+
+    package var agreedReportingRank: Int? { rank }
 
     package var description: String {
         "step \(step + 1): expert migration failed on rank \(rank)" + (detail.map { ": \($0)" } ?? "")

@@ -1,5 +1,14 @@
 import MessagePassing
 
+/// The phases of an MoE layer step, in the order a layer runs them (`expertCompute` is part of
+/// `experts`, not a phase of its own).
+package enum Phase: String, CaseIterable, Sendable {
+    case gate, dense, pack, dispatch, experts, combine
+
+    /// Its position in `PhaseTimes.values` and every per-phase array.
+    package var index: Int { Self.allCases.firstIndex(of: self)! }
+}
+
 /// Wall time of each phase of an MoE layer on one rank, in seconds (`MPI_Wtime`).
 package struct PhaseTimes: Equatable, Sendable {
     /// LayerNorm, gate GEMM, softmax, top-k and capacity (and a residual layer's coefficient).
@@ -29,8 +38,8 @@ package struct PhaseTimes: Equatable, Sendable {
 
     package var total: Double { gate + dense + pack + dispatch + experts + combine }
 
-    /// The phases in the order a layer runs them (`expertCompute` is part of `experts`).
-    package static let names = ["gate", "dense", "pack", "dispatch", "experts", "combine"]
+    /// The phases' names in the order a layer runs them (`Phase`).
+    package static let names = Phase.allCases.map(\.rawValue)
     package var values: [Double] { [gate, dense, pack, dispatch, experts, combine] }
 
     package static func + (lhs: PhaseTimes, rhs: PhaseTimes) -> PhaseTimes {

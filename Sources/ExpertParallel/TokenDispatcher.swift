@@ -4,11 +4,18 @@ import MoE
 
 /// Why a distributed layer step failed. Every rank throws the same case (the ranks learn each
 /// other's status in the count exchange), so no rank is left inside a collective.
-package enum MoELayerError: Error, CustomStringConvertible {
+package enum MoELayerError: AgreedFailure {
     /// Routing failed on `rank` (lowest failing rank); `detail` is the cause where this rank
     /// is the one that failed, nil elsewhere.
     case routingFailed(layer: Int, rank: Int, detail: RoutingError?)
     case exchange(layer: Int, ExchangeError)
+
+    /// A failed router is agreed on (every rank learns it from the counts); an exchange error
+    /// is one rank's MPI failure mid-exchange, which aborts the job.
+    package var agreedReportingRank: Int? {
+        if case let .routingFailed(_, rank, _) = self { return rank }
+        return nil
+    }
 
     package var description: String {
         switch self {

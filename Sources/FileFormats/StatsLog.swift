@@ -21,28 +21,78 @@ public struct StatsLog: Equatable, Sendable {
     /// The 1-based number of a last line left out because it was cut while being written.
     public let incompleteLine: Int?
 
-    /// One step of the log.
+    /// One step of the log: what the coordinator writes (`jsonLine`) and the reader reads back.
+    /// Fields a log written before they existed lacks are empty (or zero).
     public struct Step: Equatable, Sendable {
         public var step: Int
-        public var routed: [[Int]]      // [layer][expert]
         /// Tokens every layer routed over all ranks, `[layer]`; empty in logs without the field.
         public var tokens: [Int] = []
+        public var routed: [[Int]]      // [layer][expert]
         /// Rows each expert kept, `[layer][expert]` (routed less dropped; `routed` in a log
         /// without the field).
         public var kept: [[Int]] = []
+        /// Routes each expert dropped, `[layer][expert]`.
+        public var droppedPerExpert: [[Int]] = []
+        /// Slots per expert summed over source ranks, `[layer][expert]`; nil for a layer without
+        /// a limit (and for every layer of a log without the field).
+        public var capacity: [[Int]?] = []
         public var dropRate: [Double]
         public var imbalance: [Double]
+        /// Dispatch bytes per layer, over all ranks.
         public var bytes: [Int]
-        public var dropped: [Int]
+        /// Dispatch bytes each world rank sent and received, `[layer][rank]`; empty in older logs.
+        public var bytesSentByRank: [[Int]] = []
+        public var bytesReceivedByRank: [[Int]] = []
         /// Rows each world rank's experts received, per layer (`[layer][rank]`); empty in logs
         /// written before the field existed.
         public var rowsByRank: [[Int]] = []
+        /// The capacity the policy planned for the next step, per layer, as the log spells it
+        /// ("configured", `{"capacity_factor": c}`, `{"shares": [...]}`); empty in older logs.
+        public var nextCapacity: [JSONValue] = []
+        /// The slowest rank's seconds per phase, in the order written; empty in older logs.
+        public var phaseNames: [String] = []
+        public var phaseSeconds: [Double] = []
         /// Each world rank's seconds in the experts phase; empty in older logs.
         public var expertSecondsByRank: [Double] = []
-        /// Layers whose placement changed after this step (experts migrated before the next).
-        public var placementChangedLayers: [Int] = []
+        /// The placement changes decided after this step (experts migrated before the next).
+        public var placementChanges: [PlacementChange] = []
+
+        public init(step: Int, routed: [[Int]], dropRate: [Double], imbalance: [Double], bytes: [Int]) {
+            self.step = step
+            self.routed = routed
+            self.dropRate = dropRate
+            self.imbalance = imbalance
+            self.bytes = bytes
+        }
+
+        /// Routes dropped per layer.
+        public var dropped: [Int] { droppedPerExpert.map { $0.reduce(0, +) } }
+        /// Layers whose placement changed after this step, each once, in the order logged.
+        public var placementChangedLayers: [Int] {
+            placementChanges.map(\.layer).reduce(into: []) { layers, layer in if !layers.contains(layer) { layers.append(layer) } }
+        }
         /// Bytes of expert weights the changes after this step moved.
-        public var migrationBytes = 0
+        public var migrationBytes: Int { placementChanges.reduce(0) { $0 + $1.migrationBytes } }
+    }
+
+    /// A placement change decided at a step, as the log records it.
+    public struct PlacementChange: Equatable, Sendable {
+        public var layer: Int
+        public var group: Int
+        /// Predicted max/mean rank load before and after, under the load that decided it.
+        public var predictedImbalanceBefore: Double
+        public var predictedImbalanceAfter: Double
+        public var movedExperts: Int
+        public var migrationBytes: Int
+
+        public init(layer: Int, group: Int, predictedImbalanceBefore: Double, predictedImbalanceAfter: Double, movedExperts: Int, migrationBytes: Int) {
+            self.layer = layer
+            self.group = group
+            self.predictedImbalanceBefore = predictedImbalanceBefore
+            self.predictedImbalanceAfter = predictedImbalanceAfter
+            self.movedExperts = movedExperts
+            self.migrationBytes = migrationBytes
+        }
     }
 
     /// Parses a log's bytes; errors name `path`, the line and (for syntax) the column. A last
@@ -56,75 +106,10 @@ public struct StatsLog: Equatable, Sendable {
         let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         let torn = bytes.last != UInt8(ascii: "\n") && !bytes.isEmpty
         for (index, line) in lines.enumerated() where !line.isEmpty {
-            func count(_ value: JSONValue, _ path: String) throws -> Int {
-                let number = try JSONObjectReader.integer(value, path: path)
-                guard number >= 0 else { throw JSONFieldError(path: path, problem: "must be ≥ 0, got \(number)") }
-                // Bounded so that sums over a whole log (≤ 1 GiB of text) cannot overflow.
-                guard number <= StatsLog.countLimit else { throw JSONFieldError(path: path, problem: "must be at most \(StatsLog.countLimit), got \(number)") }
-                return number
-            }
-            func count(_ reader: JSONObjectReader, _ key: String, _ path: String) throws -> Int {
-                let number = try reader.integer(key)
-                guard number >= 0 else { throw JSONFieldError(path: path, problem: "must be ≥ 0, got \(number)") }
-                // Bounded so that sums over a whole log (≤ 1 GiB of text) cannot overflow.
-                guard number <= StatsLog.countLimit else { throw JSONFieldError(path: path, problem: "must be at most \(StatsLog.countLimit), got \(number)") }
-                return number
-            }
             do {
                 let root = try JSONObjectReader(try JSONParser.parse(Array(line)))
                 policy = try root.string("policy")
-                var step = Step(step: try count(root, "step", "step"), routed: [], dropRate: [], imbalance: [], bytes: [], dropped: [])
-                for (layerPath, value) in try root.array("layers") {
-                    let layer = try JSONObjectReader(value, path: layerPath)
-                    step.routed.append(try layer.array("routed").map { try count($0.value, $0.path) })
-                    if layer.value("tokens") != nil { step.tokens.append(try count(layer, "tokens", "\(layerPath).tokens")) }
-                    let kept = layer.value("kept") == nil ? step.routed.last! : try layer.array("kept").map { try count($0.value, $0.path) }
-                    guard kept.count == step.routed.last!.count, zip(kept, step.routed.last!).allSatisfy({ $0 <= $1 }) else {
-                        throw JSONFieldError(path: "\(layerPath).kept", problem: "must have one count per expert, each at most its routes")
-                    }
-                    step.kept.append(kept)
-                    var dropped = 0
-                    for (path, value) in try layer.array("dropped") { dropped += try count(value, path) }
-                    step.dropped.append(dropped)
-                    let dropRate = try layer.number("drop_rate")
-                    guard (0...1).contains(dropRate) else { throw JSONFieldError(path: "\(layerPath).drop_rate", problem: "must be in 0...1, got \(dropRate)") }
-                    step.dropRate.append(dropRate)
-                    let imbalance = try layer.number("imbalance")
-                    guard imbalance >= 0 else { throw JSONFieldError(path: "\(layerPath).imbalance", problem: "must be ≥ 0, got \(imbalance)") }
-                    step.imbalance.append(imbalance)
-                    let bytes = try layer.integer("dispatch_bytes")
-                    guard (0...StatsLog.byteLimit).contains(bytes) else {
-                        throw JSONFieldError(path: "\(layerPath).dispatch_bytes", problem: "must be in 0...\(StatsLog.byteLimit), got \(bytes)")
-                    }
-                    step.bytes.append(bytes)
-                    if layer.value("rows_by_rank") != nil {
-                        step.rowsByRank.append(try layer.array("rows_by_rank").map { try count($0.value, $0.path) })
-                    }
-                }
-                if root.value("expert_seconds_by_rank") != nil {
-                    step.expertSecondsByRank = try root.array("expert_seconds_by_rank").map { (path, value) in
-                        let seconds = try JSONObjectReader.number(value, path: path)
-                        guard seconds.isFinite, seconds >= 0 else { throw JSONFieldError(path: path, problem: "must be a finite number ≥ 0, got \(seconds)") }
-                        return seconds
-                    }
-                }
-                if root.value("placement_changes") != nil {
-                    for (changePath, value) in try root.array("placement_changes") {
-                        let change = try JSONObjectReader(value, path: changePath)
-                        let layer = try count(change, "layer", "\(changePath).layer")
-                        guard layer < step.routed.count else {
-                            throw JSONFieldError(path: "\(changePath).layer", problem: "names layer \(layer) of \(step.routed.count)")
-                        }
-                        if !step.placementChangedLayers.contains(layer) { step.placementChangedLayers.append(layer) }
-                        step.migrationBytes += try count(change, "migration_bytes", "\(changePath).migration_bytes")
-                    }
-                }
-                guard step.rowsByRank.isEmpty || step.rowsByRank.count == step.routed.count else {
-                    throw JSONFieldError(path: "layers", problem: "rows_by_rank is given for some layers only")
-                }
-                if !step.tokens.isEmpty, step.tokens.count != step.routed.count {
-                    throw JSONFieldError(path: "layers", problem: "tokens is given for some layers only")
-                }
+                let step = try Step(root)
                 if let first = steps.first, first.routed.count != step.routed.count {
                     throw JSONFieldError(path: "layers", problem: "has \(step.routed.count) layers, line 1 has \(first.routed.count)")
                 }

@@ -1,11 +1,14 @@
+import MessagePassing
+
 /// A failure that every rank of the job has agreed on. Exactly one rank (`reportingRank`)
 /// prints `message`; every rank then finalises MPI and exits with `exitCode`, so no rank is
 /// left waiting in a collective and the output holds one clear line.
-package struct JobFailure: Error, CustomStringConvertible {
+package struct JobFailure: AgreedFailure {
     package let message: String
     package let reportingRank: Int
     package var exitCode: Int32 = 1
     package var description: String { message }
+    package var agreedReportingRank: Int? { reportingRank }
 
     package init(message: String, reportingRank: Int, exitCode: Int32 = 1) {
         self.message = message

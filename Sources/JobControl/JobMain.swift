@@ -104,9 +104,10 @@ package struct JobMain {
             try command.run(context)
             context.finish()
             return 0
-        } catch let failure as JobFailure {
+        } catch let failure as any AgreedFailure where failure.agreedReportingRank != nil {
             let here = context.isMPIStarted ? ((try? context.world().rank) ?? rank) : rank
-            if here == failure.reportingRank, !failure.message.isEmpty { writeStandardError("\(tool): error: \(failure.message)\n") }
+            let message = failure.description
+            if here == failure.agreedReportingRank, !message.isEmpty { writeStandardError("\(tool): error: \(message)\n") }
             context.finish()
             return failure.exitCode
         } catch {

@@ -92,7 +92,7 @@ package final class ConsoleReporter: StepObserver {
     /// "name value" per phase; the dense phase only for models with local FFNs.
     private func phaseList(_ phases: PhaseTimes, session: InferenceSession, format: (Double) -> String) -> String {
         let hasLocalFFNs = session.model.layers.contains { $0.residual || $0.dense || $0.sharedDFF > 0 }
-        return zip(PhaseTimes.names, phases.values).filter { $0.0 != "dense" || hasLocalFFNs }.map { "\($0) \(format($1))" }.joined(separator: "  ")
+        return zip(Phase.allCases, phases.values).filter { $0.0 != .dense || hasLocalFFNs }.map { "\($0.rawValue) \(format($1))" }.joined(separator: "  ")
     }
 
     /// This process's resident set size in MiB (`/proc/self/statm`), 0 where unavailable.

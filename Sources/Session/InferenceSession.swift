@@ -36,7 +36,7 @@ package struct StepOutcome {
 /// moved experts, and the job-wide sums. Collective over `world`; every rank builds the same
 /// session and calls `forward` with the same step numbers.
 ///
-/// Errors that every rank has agreed on come out as `JobFailure` (one rank reports).
+/// Errors that every rank has agreed on are `AgreedFailure`s (one rank reports them).
 @MainActor
 package final class InferenceSession {
     package let configuration: RunConfiguration
@@ -60,14 +60,10 @@ package final class InferenceSession {
         self.model = model
         self.algorithm = algorithm
         self.world = world
-        do {
-            coordinator = try Coordinator(world: world, root: configuration.coordinatorRank, model: model, policy: configuration.capacityPolicy,
-                                          placement: configuration.placement, nodeOfRank: topology.nodeOfRank,
-                                          statsPath: logStatistics ? configuration.statsPath : nil, liveEvery: liveEvery ?? configuration.statsEvery,
-                                          corruptStatistics: configuration.corruptStatisticsRank == world.rank)
-        } catch let error as CoordinatorError {
-            throw JobFailure(message: error.message, reportingRank: error.reportingRank)
-        }
+        coordinator = try Coordinator(world: world, root: configuration.coordinatorRank, model: model, policy: configuration.capacityPolicy,
+                                      placement: configuration.placement, nodeOfRank: topology.nodeOfRank,
+                                      statsPath: logStatistics ? configuration.statsPath : nil, liveEvery: liveEvery ?? configuration.statsEvery,
+                                      corruptStatistics: configuration.corruptStatisticsRank == world.rank)
         let dispatch: DistributedModel.Dispatch
         switch dispatchModes.map({ .success(.perLayer($0)) }) ?? configuration.dispatch(topology: topology) {
         case let .success(value): dispatch = value
@@ -87,27 +83,17 @@ package final class InferenceSession {
     /// phases between the layers'. Collective over `world`.
     package func forward(_ batch: inout TokenBatch, step: Int, lastStep: Bool, beacon: ProgressBeacon? = nil) throws -> StepOutcome {
         let start = MPIRuntime.wallTime()
-        let result: DistributedModel.StepResult
-        do { result = try distributed.forward(&batch, capacity: coordinator.plan, step: step) } catch {
-            if case let .routingFailed(_, rank, _) = error { throw JobFailure(message: "\(error)", reportingRank: rank) }
-            throw error
-        }
+        let result = try distributed.forward(&batch, capacity: coordinator.plan, step: step)
         let elapsed = MPIRuntime.wallTime() - start
         try checkFinite(batch, step: step)
         beacon?.enter(phase: "statistics")
-        do { _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount, lastStep: lastStep) } catch let error as CoordinatorError {
-            throw JobFailure(message: error.message, reportingRank: error.reportingRank)
-        }
+        _ = try coordinator.finishStep(step, result: result, tokens: batch.tokenCount, lastStep: lastStep)
         let changes = coordinator.placementChanges
         var migration: MigrationOutcome?
         if !changes.isEmpty {
             beacon?.enter(phase: "expert migration")
-            do {
-                migration = try distributed.migrate(changes, world: world, step: step,
-                                                    failHere: configuration.failMigration?(step, world.rank) ?? false)
-            } catch let error as MigrationError {
-                throw JobFailure(message: "\(error)", reportingRank: error.rank)
-            }
+            migration = try distributed.migrate(changes, world: world, step: step,
+                                                failHere: configuration.failMigration?(step, world.rank) ?? false)
         }
         return try reduce(result, step: step, elapsed: elapsed, tokens: batch.tokenCount, changes: changes, migration: migration)
     }

@@ -164,8 +164,8 @@ extension RunCommand {
             if placement.groupCount > 1, !layers[start].dense {
                 let last = placement.ranks(ofGroup: placement.groupCount - 1).count
                 let shape = last == placement.groupSize
-                    ? "\(placement.groupCount) replica groups of \(placement.groupSize) ranks"
-                    : "\(placement.groupCount - 1) replica groups of \(placement.groupSize) ranks and one of \(last)"
+                    ? "\(placement.groupCount) expert-parallel groups of \(placement.groupSize) ranks"
+                    : "\(placement.groupCount - 1) expert-parallel groups of \(placement.groupSize) ranks and one of \(last)"
                 let span = end - start == 1 ? "layer \(start)" : "layers \(start)-\(end - 1)"
                 lines.append("\(span): \(layers[start].experts) experts < \(ranks) ranks: \(shape); tokens are dispatched inside their rank's group")
             }

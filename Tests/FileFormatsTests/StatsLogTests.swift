@@ -17,6 +17,33 @@ struct StatsLogTests {
         #expect(older.steps[0].rowsByRank.isEmpty && older.steps[0].expertSecondsByRank.isEmpty)
     }
 
+    @Test("a step the writer writes reads back equal, every field; lines without the newer fields still parse")
+    func writerReaderRoundTrip() throws {
+        var step = StatsLog.Step(step: 3, routed: [[5, 3], [4, 4]], dropRate: [0.25, 0], imbalance: [1.25, 1], bytes: [640, 1024])
+        step.tokens = [4, 4]
+        step.kept = [[3, 3], [4, 4]]
+        step.droppedPerExpert = [[2, 0], [0, 0]]
+        step.capacity = [[3, 3], nil]
+        step.bytesSentByRank = [[320, 320], [512, 512]]
+        step.bytesReceivedByRank = [[384, 256], [512, 512]]
+        step.rowsByRank = [[3, 2], [4, 4]]
+        step.nextCapacity = [.string("configured"), .object([("capacity_factor", .number(1.5))])]
+        step.phaseNames = ["gate", "dispatch"]
+        step.phaseSeconds = [0.001, 0.0125]
+        step.expertSecondsByRank = [0.5, 0.375]
+        step.placementChanges = [StatsLog.PlacementChange(layer: 1, group: 0, predictedImbalanceBefore: 1.5, predictedImbalanceAfter: 1.125,
+                                                          movedExperts: 2, migrationBytes: 4096)]
+        let log = try parse([step.jsonLine(policy: "dynamoe"), step.jsonLine(policy: "dynamoe")])
+        #expect(log.policy == "dynamoe" && log.steps == [step, step])
+        #expect(log.steps[0].dropped == [2, 0] && log.steps[0].placementChangedLayers == [1] && log.steps[0].migrationBytes == 4096)
+        // The minimal line of an older log: the newer fields stay empty.
+        var minimal = StatsLog.Step(step: 0, routed: [[3, 1]], dropRate: [0], imbalance: [1.5], bytes: [64])
+        minimal.droppedPerExpert = [[0, 0]]
+        let older = try parse([#"{"step":0,"policy":"static","layers":[\#(layer)}]}"#])
+        minimal.kept = [[3, 1]]
+        #expect(older.steps == [minimal])
+    }
+
     @Test("token counts are read when present; a negative one is refused naming the file, line and field")
     func tokenCounts() throws {
         let log = try parse([#"{"step":0,"policy":"static","layers":[\#(layer),"tokens":4}]}"#])

@@ -153,7 +153,7 @@ struct ExpertAndPlacementTests {
         #expect(server(placement, of: 7, forSource: 0) == 2)
     }
 
-    @Test("E < G, E divides G: G/E replica groups of E consecutive ranks, one expert per rank")
+    @Test("E < G, E divides G: G/E expert-parallel groups of E consecutive ranks, one expert per rank")
     func replicaGroups() {
         let placement = ExpertPlacement(experts: 2, worldSize: 8)
         #expect(placement.groupCount == 4 && placement.groupSize == 2)

@@ -93,15 +93,15 @@ struct HuggingFaceTests {
         }
     }
 
-    @Test("imported models keep working with replica groups, capacity policies, plan caching and the coordinator's statistics")
+    @Test("imported models keep working with expert-parallel groups, capacity policies, plan caching and the coordinator's statistics")
     func runtimeFeatures() throws {
         let scratch = try ScratchDirectory()
-        // Mixtral's 8 experts on 12 ranks: a replica group of 8 and an uneven one of 4.
+        // Mixtral's 8 experts on 12 ranks: an expert-parallel group of 8 and an uneven one of 4.
         let mixtral = try importFixture("mixtral", into: scratch)
         let replicas = try runMPI(ranks: 12, ["run", "--model", mixtral.model, "--weights", mixtral.weights, "--input", "Tests/Fixtures/hf/mixtral/input.npy",
                                               "--steps", "1", "--exchange", "all", "--output", scratch.file("replicas.npy")])
         try #require(replicas.mpirunStatus == 0, "\(replicas)")
-        #expect(replicas.ranks[0].stdout.contains("1 replica groups of 8 ranks and one of 4"), "\(replicas)")
+        #expect(replicas.ranks[0].stdout.contains("1 expert-parallel groups of 8 ranks and one of 4"), "\(replicas)")
         expectWithinImportBound(try #require(try NpyArray.load(path: scratch.file("replicas.npy")).float32Values),
                                 try #require(try NpyArray.load(path: "\(repositoryRoot)/Tests/Fixtures/hf/mixtral/expected.npy").float32Values),
                                 "mixtral on 12 ranks")

@@ -127,7 +127,7 @@ struct ModelTests {
                                  extra: ["--tokens-per-rank", "41"], droppingLayers: [0, 1, 2])
     }
 
-    @Test("pyramid layers (2, 4, 8, 3, 8 experts) with replica groups, even and uneven, equal the reference", arguments: [
+    @Test("pyramid layers (2, 4, 8, 3, 8 experts) with expert-parallel groups, even and uneven, equal the reference", arguments: [
         (3, "Topologies/3x1.json"), (4, "Topologies/2x2.json"), (6, "Topologies/uneven-6.json"), (8, "Topologies/4x2.json"),
     ] as [(Int, String?)])
     func pyramidAndReplicaGroups(ranks: Int, topology: String?) throws {

@@ -48,7 +48,7 @@ struct OverlapTests {
         try compare(ranks: 1, model: "Models/test-gelu.json", degrees: ["4"])
     }
 
-    @Test("8 ranks on 2x4 with simulated links: PR-MoE, replica groups, dropped routes; degrees 2, 5 and auto")
+    @Test("8 ranks on 2x4 with simulated links: PR-MoE, expert-parallel groups, dropped routes; degrees 2, 5 and auto")
     func eightRanksSimulated() throws {
         try compare(ranks: 8, model: "Models/test-pyramid.json", topology: "Topologies/2x4.json", degrees: ["2", "5", "auto"],
                     extra: ["--tokens-per-rank", "40", "--simulate-links", "on"])

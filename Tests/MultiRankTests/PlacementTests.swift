@@ -80,7 +80,7 @@ struct PlacementTests {
                     extra: ["--tokens-per-rank", "40", "--drift", "3", "--drift-period", "4"], runExtra: ["--plan-cache", "capacity"])
     }
 
-    @Test("8 ranks: replica groups (2, 4, 3 experts), a PR-MoE layer, dropped routes, observed plan caching")
+    @Test("8 ranks: expert-parallel groups (2, 4, 3 experts), a PR-MoE layer, dropped routes, observed plan caching")
     func eightRanksWithGroups() throws {
         try compare(ranks: 8, model: "Models/test-pyramid.json", topology: "Topologies/2x4.json",
                     placement: ["--placement", "balanced", "--redundant-experts", "1", "--rebalance-every", "2", "--rebalance-threshold", "0"],

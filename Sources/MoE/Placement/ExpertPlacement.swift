@@ -34,8 +34,9 @@ package struct ExpertBlocks: Equatable, Sendable {
 /// contiguous blocks (`ExpertBlocks`) and a token is dispatched only inside its own rank's group.
 ///
 /// - E ≥ G: one group, the whole world (plain expert parallelism).
-/// - E < G, G a multiple of E: G/E groups of E ranks, one expert per rank; the ranks holding
-///   expert e (`g·E + e` for every g) are its replicas.
+/// - E < G, G a multiple of E: G/E groups of E ranks, one expert per rank; expert e is held by
+///   rank `g·E + e` of every group g (one copy per group — not a "replica": that word means an
+///   extra copy of a hot expert in a redundant slot, `ExpertSlots`).
 /// - E < G otherwise: ⌊G/E⌋ groups of E ranks and one last group of `G mod E` ranks, whose ranks
 ///   hold several experts each (blocks of E over `G mod E` ranks). Each group still processes
 ///   only its own ranks' tokens, so the load per rank stays about even.
