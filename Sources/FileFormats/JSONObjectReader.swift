@@ -78,10 +78,7 @@ public struct JSONObjectReader {
 
     public func optionalBool(_ key: String) throws(JSONFieldError) -> Bool? {
         guard let value = value(key) else { return nil }
-        guard case let .bool(flag) = value else {
-            throw JSONFieldError(path: childPath(key), problem: "expected true or false, found \(value.kindDescription)")
-        }
-        return flag
+        return try JSONObjectReader.bool(value, path: childPath(key))
     }
 
     /// The elements of an array field, each with its own path (`key[i]`).
@@ -109,6 +106,13 @@ public struct JSONObjectReader {
             throw JSONFieldError(path: path, problem: "expected a string, found \(value.kindDescription)")
         }
         return text
+    }
+
+    public static func bool(_ value: JSONValue, path: String) throws(JSONFieldError) -> Bool {
+        guard case let .bool(flag) = value else {
+            throw JSONFieldError(path: path, problem: "expected true or false, found \(value.kindDescription)")
+        }
+        return flag
     }
 
     public static func number(_ value: JSONValue, path: String) throws(JSONFieldError) -> Double {

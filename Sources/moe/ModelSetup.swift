@@ -98,10 +98,14 @@ extension ModelOptions.Values {
     }
 
     /// The model, with `--sequence-length` applied to every layer's capacity groups.
-    func loadModel() throws -> ModelConfiguration {
-        var model = try modelPath.map { path throws in try ModelConfiguration.load(path: path) } ?? .builtInDefault
-        for index in model.layers.indices { model.layers[index].sequenceLength = sequenceLength }
-        return model
+    func loadModel() throws -> ModelConfiguration { try loadModelFile().model }
+
+    /// The model file (the model, and the run knobs an older file carries), with
+    /// `--sequence-length` applied to every layer's capacity groups.
+    func loadModelFile() throws -> ModelFile {
+        var file = try modelPath.map { path throws in try ModelFile.load(path: path) } ?? ModelFile(model: .builtInDefault)
+        for index in file.model.layers.indices { file.model.layers[index].sequenceLength = sequenceLength }
+        return file
     }
 
     func openWeights() throws -> SafetensorsReader? {

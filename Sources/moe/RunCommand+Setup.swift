@@ -16,6 +16,8 @@ extension RunCommand {
         let configuration: ModelConfiguration
         let weights: [LayerWeights]
         let trace: RoutingTrace?
+        /// The model file's `overlap_degree` (a run knob kept for compatibility).
+        let fileOverlapDegree: OverlapDegree
     }
 
     /// Options that cannot apply to this job are refused, not ignored (every rank reaches the
@@ -38,7 +40,8 @@ extension RunCommand {
     func loadModel(_ context: JobContext, world: Communicator, topology: Topology) throws -> LoadedModel {
         let ranks = world.size, here = world.rank
         let localRanks = try context.configureBLASThreads(requested: blasThreads).localRanks
-        let configuration = try context.collectively { try model.loadModel() }
+        let file = try context.collectively { try model.loadModelFile() }
+        let configuration = file.model
         if let problem = placementPolicy.problem(layers: configuration.layers, worldSize: ranks) {
             throw JobFailure(message: "run: \(problem)", reportingRank: 0, exitCode: 2)
         }
@@ -65,14 +68,14 @@ extension RunCommand {
         if trace != nil, !configuration.taskExperts.isEmpty {
             throw JobFailure(message: "run: --routing-trace replaces a gate's choices, but the model '\(configuration.name)' routes by task", reportingRank: 0, exitCode: 2)
         }
-        return LoadedModel(configuration: configuration, weights: weights, trace: trace)
+        return LoadedModel(configuration: configuration, weights: weights, trace: trace, fileOverlapDegree: file.overlapDegree)
     }
 
     /// The session's configuration for `configuration`: the overlap degree (the option, else the
     /// model file's), tokens per rank, and the refusals of settings that cannot go together.
-    func sessionConfiguration(for configuration: ModelConfiguration, ranks: Int) throws -> RunConfiguration {
+    func sessionConfiguration(for loaded: LoadedModel, ranks: Int) throws -> RunConfiguration {
         var run = runConfiguration
-        run.overlap = overlapDegree ?? configuration.overlapDegree
+        run.overlap = overlapDegree ?? loaded.fileOverlapDegree
         run.tokensPerRank = try model.tokensPerRank(ranks: ranks)
         if case let .fixed(degree) = run.overlap, degree > max(run.tokensPerRank, 1) {
             throw JobFailure(message: "run: --overlap-degree \(degree) is larger than the rows allow: each rank has \(run.tokensPerRank) tokens per step, so at most \(max(run.tokensPerRank, 1)) chunks", reportingRank: 0, exitCode: 2)

@@ -89,7 +89,7 @@ struct RunCommand: JobCommand {
         try refuseInapplicableOptions(context, ranks: world.size)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
         let loaded = try loadModel(context, world: world, topology: topology)
-        let configuration = try sessionConfiguration(for: loaded.configuration, ranks: world.size)
+        let configuration = try sessionConfiguration(for: loaded, ranks: world.size)
         if world.rank == 0 {
             printBanner(loaded.configuration, ranks: world.size, topology: topology, simulated: links != nil, threads: threads, localRanks: localRanks)
         }

@@ -84,11 +84,11 @@ struct OverlapPlanTests {
     @Test("overlap_degree in a model file: read, written back, refused when out of range")
     func modelField() throws {
         let text = #"{"d_model": 8, "d_ff": 6, "overlap_degree": "auto", "layers": [{"experts": 2, "top_k": 1}]}"#
-        let model = try ModelConfiguration.parse(Array(text.utf8), path: "m.json")
-        #expect(model.overlapDegree == .auto)
-        var again = try ModelConfiguration.parse(Array(model.document().serialized().utf8), path: "m.json")
-        again.name = model.name
-        #expect(again == model)
+        let file = try ModelFile.parse(Array(text.utf8), path: "m.json")
+        #expect(file.overlapDegree == .auto)
+        var again = try ModelFile.parse(Array(file.document().serialized().utf8), path: "m.json")
+        again.model.name = file.model.name
+        #expect(again == file)
         #expect(throws: ModelConfigurationError.self) {
             try ModelConfiguration.parse(Array(#"{"d_model": 8, "d_ff": 6, "overlap_degree": 0, "layers": [{"experts": 2, "top_k": 1}]}"#.utf8), path: "m.json")
         }

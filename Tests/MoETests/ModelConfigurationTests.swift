@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import MoE
 
@@ -125,5 +126,38 @@ struct ModelConfigurationTests {
         var again = try ModelConfiguration.parse(Array(model.document().serialized().utf8), path: "m.json")
         again.name = model.name
         #expect(again == model)
+    }
+}
+
+@Suite("The model file's field tables")
+struct ModelFileFieldTableTests {
+    @Test("docs/MODEL.md lists every field of the tables, with its default, as the tables state them")
+    func docsListEveryField() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let docs = try String(contentsOf: root.appendingPathComponent("docs/MODEL.md"), encoding: .utf8)
+        let (model, layer) = ModelFile.fieldTables()
+        let missing = (model + layer).filter { !docs.contains($0) }
+        #expect(missing.isEmpty, "docs/MODEL.md lacks these rows (paste the tables):\n\(model.joined(separator: "\n"))\n\n\(layer.joined(separator: "\n"))")
+    }
+
+    @Test("a layer's fields round-trip through the table: every non-default value is written and read back")
+    func layerRoundTrip() throws {
+        var layer = LayerConfiguration(experts: 12, topK: 3, capacityFactor: 2, minCapacity: 0, dropPolicy: .batchPrioritized, priority: .sum,
+                                       gateRule: GateRule(score: .sigmoid, selection: .groupLimited(groups: 4, topGroups: 2, score: .topTwoSum),
+                                                          normalization: .chosen, scalingFactor: 2.5),
+                                       routerBias: true, selectionBias: true, expertDFF: 24, sharedDFF: 8, sharedGate: true)
+        layer.expertCapacity = 7
+        var model = ModelConfiguration(name: "t", dModel: 16, dFF: 32, activation: .swiglu, layers: [layer, .denseLayer(dFF: 40),
+                                       LayerConfiguration(experts: 4, topK: 1, residual: true)])
+        model.norm = .rms
+        model.ffnBias = true
+        let file = ModelFile(model: model, overlapDegree: .fixed(3))
+        #expect(try ModelFile.parse(Array(file.document().serialized().utf8), path: "t.json") == file)
+        // Every layer field of the first layer differs from its default, so each was written.
+        let written = try #require(file.document().serialized(pretty: false).split(separator: "[").dropFirst().first)
+        for key in ["experts", "top_k", "capacity_factor", "min_capacity", "drop_policy", "priority", "expert_d_ff", "shared_d_ff", "shared_gate",
+                    "expert_capacity", "score", "normalize_top_k", "scaling_factor", "router_bias", "selection_bias", "groups", "top_groups", "group_score"] {
+            #expect(written.contains("\"\(key)\""), "\(key) not written")
+        }
     }
 }
