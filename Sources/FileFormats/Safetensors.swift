@@ -90,56 +90,71 @@ public final class SafetensorsReader {
                 }
                 continue
             }
-            do {
-                let entry = try JSONObjectReader(value, path: name)
-                try entry.rejectUnknownKeys(allowed: ["dtype", "shape", "data_offsets"])
-                let dtype = try entry.string("dtype")
-                guard let elementSize = Self.elementSizes[dtype] else { throw fail("unknown dtype \(dtype)", tensor: name) }
-                var shape: [Int] = []
-                var elements = 1
-                for (elementPath, dimension) in try entry.array("shape") {
-                    let size = try JSONObjectReader.integer(dimension, path: elementPath)
-                    guard size >= 0 else { throw fail("negative dimension \(size)", tensor: name) }
-                    let (product, overflow) = elements.multipliedReportingOverflow(by: size)
-                    guard !overflow, product <= dataSize else { throw fail("shape is larger than the file", tensor: name) }
-                    elements = product
-                    shape.append(size)
-                }
-                let offsets = try entry.array("data_offsets").map { (path: String, value: JSONValue) throws(JSONFieldError) in
-                    try JSONObjectReader.integer(value, path: path)
-                }
-                guard offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1] else {
-                    throw fail("data_offsets must be [begin, end] with 0 ≤ begin ≤ end, got \(offsets)", tensor: name)
-                }
-                guard offsets[1] <= dataSize else {
-                    throw fail("data_offsets end \(offsets[1]) is past the data section of \(dataSize) bytes (truncated file?)", tensor: name)
-                }
-                guard offsets[1] - offsets[0] == elements * elementSize else {
-                    throw fail("shape \(shape) of \(dtype) needs \(elements * elementSize) bytes but data_offsets span \(offsets[1] - offsets[0])", tensor: name)
-                }
-                entries[name] = SafetensorsEntry(dtype: dtype, shape: shape, dataRange: offsets[0]..<offsets[1])
-            } catch let error as SafetensorsError {
-                throw error
-            } catch {
-                throw fail("malformed entry: \(error)", tensor: name)
-            }
+            entries[name] = try Self.entry(name: name, value, dataSize: dataSize, path: path)
         }
-        // The format requires the data section to be indexed entirely, without holes: tensors
-        // in offset order must tile [0, dataSize) exactly — no overlap, no aliasing, no gap.
+        try Self.checkTiling(entries, dataSize: dataSize, path: path)
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    /// One header entry, checked against the data section's `dataSize` bytes.
+    private static func entry(
+        name: String, _ value: JSONValue, dataSize: Int, path: String
+    ) throws(SafetensorsError) -> SafetensorsEntry {
+        func fail(_ problem: String, tensor: String? = nil) -> SafetensorsError { SafetensorsError(path: path, tensor: tensor, problem: problem) }
+        do {
+            let entry = try JSONObjectReader(value, path: name)
+            try entry.rejectUnknownKeys(allowed: ["dtype", "shape", "data_offsets"])
+            let dtype = try entry.string("dtype")
+            guard let elementSize = Self.elementSizes[dtype] else { throw fail("unknown dtype \(dtype)", tensor: name) }
+            var shape: [Int] = []
+            var elements = 1
+            for (elementPath, dimension) in try entry.array("shape") {
+                let size = try JSONObjectReader.integer(dimension, path: elementPath)
+                guard size >= 0 else { throw fail("negative dimension \(size)", tensor: name) }
+                let (product, overflow) = elements.multipliedReportingOverflow(by: size)
+                guard !overflow, product <= dataSize else { throw fail("shape is larger than the file", tensor: name) }
+                elements = product
+                shape.append(size)
+            }
+            let offsets = try entry.array("data_offsets").map { (path: String, value: JSONValue) throws(JSONFieldError) in
+                try JSONObjectReader.integer(value, path: path)
+            }
+            guard offsets.count == 2, offsets[0] >= 0, offsets[0] <= offsets[1] else {
+                throw fail("data_offsets must be [begin, end] with 0 ≤ begin ≤ end, got \(offsets)", tensor: name)
+            }
+            guard offsets[1] <= dataSize else {
+                throw fail("data_offsets end \(offsets[1]) is past the data section of \(dataSize) bytes (truncated file?)", tensor: name)
+            }
+            guard offsets[1] - offsets[0] == elements * elementSize else {
+                throw fail("shape \(shape) of \(dtype) needs \(elements * elementSize) bytes but data_offsets span \(offsets[1] - offsets[0])", tensor: name)
+            }
+            return SafetensorsEntry(dtype: dtype, shape: shape, dataRange: offsets[0]..<offsets[1])
+        } catch let error as SafetensorsError {
+            throw error
+        } catch {
+            throw fail("malformed entry: \(error)", tensor: name)
+        }
+    }
+
+    /// The format requires the data section to be indexed entirely, without holes: tensors in
+    /// offset order must tile [0, dataSize) exactly — no overlap, no aliasing, no gap.
+    private static func checkTiling(
+        _ entries: [String: SafetensorsEntry], dataSize: Int, path: String
+    ) throws(SafetensorsError) {
+        func fail(_ problem: String, _ tensor: String?) -> SafetensorsError { SafetensorsError(path: path, tensor: tensor, problem: problem) }
         var expected = 0
         for (name, entry) in entries.sorted(by: { ($0.value.dataRange.lowerBound, $0.value.dataRange.upperBound, $0.key) < ($1.value.dataRange.lowerBound, $1.value.dataRange.upperBound, $1.key) }) {
             guard entry.dataRange.lowerBound == expected else {
                 throw fail(entry.dataRange.lowerBound < expected
                            ? "data_offsets \(entry.dataRange) overlap the previous tensor's data (ending at \(expected))"
-                           : "data_offsets \(entry.dataRange) leave a gap after byte \(expected) of the data section", tensor: name)
+                           : "data_offsets \(entry.dataRange) leave a gap after byte \(expected) of the data section", name)
             }
             expected = entry.dataRange.upperBound
         }
         guard expected == dataSize else {
-            throw fail("tensors cover \(expected) of the \(dataSize) bytes of the data section (the format allows no unindexed bytes)")
+            throw fail("tensors cover \(expected) of the \(dataSize) bytes of the data section (the format allows no unindexed bytes)", nil)
         }
-        self.entries = entries
-        self.metadata = metadata
     }
 
     /// Most tensors one file may list (a whole 671B-parameter checkpoint has about 92 000, spread

@@ -82,74 +82,94 @@ package struct ReferenceModel {
                 plans.append(layerPlans)
                 continue
             }
-            // Each expert's output rows for each source rank: expertOutputs[expert][rank], in
-            // slot order. When the layer has fewer experts than ranks, each expert-parallel group
-            // has its own replica of every expert, fed only by the group's ranks.
-            let placement = ExpertPlacement(experts: layer.experts, worldSize: batches.count)
-            let slotRoutes = layerPlans.map { $0.slotRoutes() }
-            var expertOutputs = [[[Float]]](repeating: [[Float]](repeating: [], count: batches.count), count: layer.experts)
-            for group in 0..<placement.groupCount {
-                let members = placement.ranks(ofGroup: group)
-                for expert in 0..<layer.experts {
-                    var input: [Float] = []
-                    var rowsPerRank: [Int] = []
-                    for rank in members {
-                        let routes = slotRoutes[rank][expert]
-                        rowsPerRank.append(routes.count)
-                        for route in routes {
-                            let token = route % layerPlans[rank].tokenCount
-                            input += normed[rank][token * d..<(token + 1) * d]
-                        }
-                    }
-                    let rows = rowsPerRank.reduce(0, +)
-                    var output = [Float](repeating: 0, count: rows * d)
-                    if rows > 0 {
-                        input.withUnsafeBufferPointer { x in
-                            output.withUnsafeMutableBufferPointer { y in
-                                experts[layerIndex][expert].forward(input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
-                            }
-                        }
-                    }
-                    var start = 0
-                    for (rank, count) in zip(members, rowsPerRank) {
-                        expertOutputs[expert][rank] = Array(output[start..<start + count * d])
-                        start += count * d
-                    }
-                }
-            }
+            let expertOutputs = runExperts(layer: layerIndex, plans: layerPlans, normed: normed, workspace: workspace)
             for (rank, plan) in layerPlans.enumerated() {
-                if let residual = weights.residual, let dense = denseFFNs[layerIndex] {
-                    try addResidualOutputs(rank: rank, plan: plan, normed: normed[rank], residual: residual, dense: dense,
-                                           expertOutputs: expertOutputs, hidden: &hidden[rank], workspace: workspace)
-                    continue
-                }
-                for token in 0..<plan.tokenCount {
-                    var mixture = [Float](repeating: 0, count: d)
-                    for r in 0..<plan.topK {
-                        let route = r * plan.tokenCount + token
-                        let expert = plan.expert[route]
-                        guard expert >= 0 else { continue }
-                        let gate = plan.gate[route]
-                        let rows = expertOutputs[expert][rank]
-                        let base = plan.slot[route] * d
-                        for feature in 0..<d { mixture[feature] += gate * rows[base + feature] }
-                    }
-                    for feature in 0..<d { hidden[rank][token * d + feature] += mixture[feature] }
-                }
-                if let shared = sharedFFNs[layerIndex], plan.tokenCount > 0 {
-                    var output = [Float](repeating: 0, count: plan.tokenCount * d)
-                    normed[rank].withUnsafeBufferPointer { x in
-                        output.withUnsafeMutableBufferPointer { y in
-                            SharedExpert.forward(shared, gate: weights.sharedGate, dModel: d,
-                                                 input: x.baseAddress!, rows: plan.tokenCount, output: y.baseAddress!, workspace: workspace)
-                        }
-                    }
-                    for index in output.indices { hidden[rank][index] += output[index] }
-                }
+                try addOutputs(layer: layerIndex, rank: rank, plan: plan, normed: normed[rank], expertOutputs: expertOutputs,
+                               hidden: &hidden[rank], workspace: workspace)
             }
             plans.append(layerPlans)
         }
         return (hidden, plans)
+    }
+
+    /// Each expert's output rows for each source rank, `[expert][rank]`, in slot order. When the
+    /// layer has fewer experts than ranks, each expert-parallel group has its own copy of every
+    /// expert, fed only by the group's ranks.
+    private func runExperts(layer layerIndex: Int, plans layerPlans: [RoutingPlan], normed: [[Float]], workspace: ExpertWorkspace) -> [[[Float]]] {
+        let d = model.dModel
+        let layer = model.layers[layerIndex]
+        let ranks = layerPlans.count
+        let placement = ExpertPlacement(experts: layer.experts, worldSize: ranks)
+        let slotRoutes = layerPlans.map { $0.slotRoutes() }
+        var expertOutputs = [[[Float]]](repeating: [[Float]](repeating: [], count: ranks), count: layer.experts)
+        for group in 0..<placement.groupCount {
+            let members = placement.ranks(ofGroup: group)
+            for expert in 0..<layer.experts {
+                var input: [Float] = []
+                var rowsPerRank: [Int] = []
+                for rank in members {
+                    let routes = slotRoutes[rank][expert]
+                    rowsPerRank.append(routes.count)
+                    for route in routes {
+                        let token = route % layerPlans[rank].tokenCount
+                        input += normed[rank][token * d..<(token + 1) * d]
+                    }
+                }
+                let rows = rowsPerRank.reduce(0, +)
+                var output = [Float](repeating: 0, count: rows * d)
+                if rows > 0 {
+                    input.withUnsafeBufferPointer { x in
+                        output.withUnsafeMutableBufferPointer { y in
+                            experts[layerIndex][expert].forward(input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
+                        }
+                    }
+                }
+                var start = 0
+                for (rank, count) in zip(members, rowsPerRank) {
+                    expertOutputs[expert][rank] = Array(output[start..<start + count * d])
+                    start += count * d
+                }
+            }
+        }
+        return expertOutputs
+    }
+
+    /// Adds one rank's layer output to its hidden states: the routed sum (a residual layer: its
+    /// mixture with the dense MLP) and the shared expert.
+    private func addOutputs(
+        layer layerIndex: Int, rank: Int, plan: RoutingPlan, normed: [Float], expertOutputs: [[[Float]]], hidden: inout [Float],
+        workspace: ExpertWorkspace
+    ) throws(RoutingError) {
+        let d = model.dModel
+        let weights = layers[layerIndex]
+        if let residual = weights.residual, let dense = denseFFNs[layerIndex] {
+            try addResidualOutputs(rank: rank, plan: plan, normed: normed, residual: residual, dense: dense,
+                                   expertOutputs: expertOutputs, hidden: &hidden, workspace: workspace)
+            return
+        }
+        for token in 0..<plan.tokenCount {
+            var mixture = [Float](repeating: 0, count: d)
+            for r in 0..<plan.topK {
+                let route = r * plan.tokenCount + token
+                let expert = plan.expert[route]
+                guard expert >= 0 else { continue }
+                let gate = plan.gate[route]
+                let rows = expertOutputs[expert][rank]
+                let base = plan.slot[route] * d
+                for feature in 0..<d { mixture[feature] += gate * rows[base + feature] }
+            }
+            for feature in 0..<d { hidden[token * d + feature] += mixture[feature] }
+        }
+        if let shared = sharedFFNs[layerIndex], plan.tokenCount > 0 {
+            var output = [Float](repeating: 0, count: plan.tokenCount * d)
+            normed.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    SharedExpert.forward(shared, gate: weights.sharedGate, dModel: d,
+                                         input: x.baseAddress!, rows: plan.tokenCount, output: y.baseAddress!, workspace: workspace)
+                }
+            }
+            for index in output.indices { hidden[index] += output[index] }
+        }
     }
 
     /// A residual layer's output for one rank's tokens: the dense MLP over all of them, the

@@ -69,6 +69,24 @@ struct StatsCommand: JobCommand {
                          imbalances.reduce(0, +) / Double(imbalances.count), imbalances.max() ?? 0,
                          steps.reduce(0.0) { $0 + Double($1.bytes[layer]) } / 1_048_576))
         }
+        Self.printRanks(steps)
+        let changes = steps.filter { !$0.placementChangedLayers.isEmpty }
+        if !changes.isEmpty {
+            print("placement changes: \(changes.count), \(String(format: "%.2f", Double(changes.reduce(0) { $0 + $1.migrationBytes }) / 1_048_576)) MiB of experts moved; after step "
+                  + changes.map { "\($0.step + 1) (layers \($0.placementChangedLayers.map(String.init).joined(separator: ",")))" }.joined(separator: ", "))
+        }
+        print("step  " + (0..<layers).map { "drop L\($0)".padding(toLength: 9, withPad: " ", startingAt: 0) }.joined(separator: " "))
+        for step in steps where step.step % every == 0 || step.step == steps.last!.step {
+            print(String(format: "%4d  ", step.step + 1) + step.dropRate.map { String(format: "%7.2f%% ", 100 * $0) }.joined(separator: " "))
+        }
+        guard let svgPrefix else { return }
+        do { try Self.writePlots(steps, policy: policy, layers: layers, changes: changes, prefix: svgPrefix) } catch {
+ throw JobFailure(message: "\(error)", reportingRank: 0) }
+        print("wrote \(svgPrefix)-drop.svg, \(svgPrefix)-load-layer{0..\(layers - 1)}.svg, \(svgPrefix)-ranks.svg and \(svgPrefix)-rank-time.svg")
+    }
+
+    /// Rows and expert seconds per rank (logs that have them), with the max/mean imbalance.
+    static func printRanks(_ steps: [Step]) {
         let perRankRows = steps.filter { !$0.rowsByRank.isEmpty }.map { step in
             step.rowsByRank.dropFirst().reduce(step.rowsByRank[0]) { zip($0, $1).map(+) }
         }
@@ -87,57 +105,48 @@ struct StatsCommand: JobCommand {
             }
             print(String(format: "ranks: max/mean rows %.2f, max/mean expert time %.2f", imbalance(meanRows), imbalance(meanSeconds)))
         }
-        let changes = steps.filter { !$0.placementChangedLayers.isEmpty }
-        if !changes.isEmpty {
-            print("placement changes: \(changes.count), \(String(format: "%.2f", Double(changes.reduce(0) { $0 + $1.migrationBytes }) / 1_048_576)) MiB of experts moved; after step "
-                  + changes.map { "\($0.step + 1) (layers \($0.placementChangedLayers.map(String.init).joined(separator: ",")))" }.joined(separator: ", "))
-        }
-        print("step  " + (0..<layers).map { "drop L\($0)".padding(toLength: 9, withPad: " ", startingAt: 0) }.joined(separator: " "))
-        for step in steps where step.step % every == 0 || step.step == steps.last!.step {
-            print(String(format: "%4d  ", step.step + 1) + step.dropRate.map { String(format: "%7.2f%% ", 100 * $0) }.joined(separator: " "))
-        }
-        guard let svgPrefix else { return }
+    }
+
+    /// The drop-rate, per-expert load and per-rank plots, each written whole or not at all.
+    static func writePlots(_ steps: [Step], policy: String, layers: Int, changes: [Step], prefix: String) throws {
         var drop = SVGPlot(title: "drop rate per layer over steps (\(policy))", xLabel: "step", yLabel: "dropped routes (%)")
         drop.logX = false
         drop.logY = false
         for layer in 0..<layers {
-            drop.series.append(.init(name: "layer \(layer)", points: steps.map { (Double($0.step + 1), 100 * $0.dropRate[layer]) },
-                                     color: SVGPlot.palette[layer % SVGPlot.palette.count]))
+        drop.series.append(.init(name: "layer \(layer)", points: steps.map { (Double($0.step + 1), 100 * $0.dropRate[layer]) },
+                                 color: SVGPlot.palette[layer % SVGPlot.palette.count]))
         }
-        do {
-            try AtomicFileWriter.write(drop.render(bytesOnX: false), to: "\(svgPrefix)-drop.svg")
-            for layer in 0..<layers {
-                var load = SVGPlot(title: "layer \(layer): routes per expert over steps (\(policy))", xLabel: "step", yLabel: "routes")
-                load.logX = false
-                load.logY = false
-                for expert in steps[0].routed[layer].indices {
-                    load.series.append(.init(name: "expert \(expert)", points: steps.map { (Double($0.step + 1), Double($0.routed[layer][expert])) },
-                                             color: SVGPlot.palette[expert % SVGPlot.palette.count], dashed: expert >= SVGPlot.palette.count))
-                }
-                try AtomicFileWriter.write(load.render(bytesOnX: false), to: "\(svgPrefix)-load-layer\(layer).svg")
+        try AtomicFileWriter.write(drop.render(bytesOnX: false), to: "\(prefix)-drop.svg")
+        for layer in 0..<layers {
+            var load = SVGPlot(title: "layer \(layer): routes per expert over steps (\(policy))", xLabel: "step", yLabel: "routes")
+            load.logX = false
+            load.logY = false
+            for expert in steps[0].routed[layer].indices {
+                load.series.append(.init(name: "expert \(expert)", points: steps.map { (Double($0.step + 1), Double($0.routed[layer][expert])) },
+                                         color: SVGPlot.palette[expert % SVGPlot.palette.count], dashed: expert >= SVGPlot.palette.count))
             }
-            let withRanks = steps.filter { !$0.rowsByRank.isEmpty }
-            if let ranks = withRanks.first?.rowsByRank.first?.count {
-                var rows = SVGPlot(title: "rows received per rank over steps, all layers (\(policy))", xLabel: "step", yLabel: "rows")
-                var time = SVGPlot(title: "seconds in the experts phase per rank over steps (\(policy))", xLabel: "step", yLabel: "seconds")
-                for plot in [\SVGPlot.logX, \SVGPlot.logY] { rows[keyPath: plot] = false; time[keyPath: plot] = false }
-                // A placement change after step s takes effect at step s + 1.
-                let marks = changes.map { (x: Double($0.step + 1) + 0.5, label: "placement") }
-                rows.markers = marks
-                time.markers = marks
-                for rank in 0..<ranks {
-                    let color = SVGPlot.palette[rank % SVGPlot.palette.count], dashed = rank >= SVGPlot.palette.count
-                    rows.series.append(.init(name: "rank \(rank)", points: withRanks.map { step in
-                        (Double(step.step + 1), Double(step.rowsByRank.reduce(0) { $0 + $1[rank] }))
-                    }, color: color, dashed: dashed))
-                    time.series.append(.init(name: "rank \(rank)", points: withRanks.filter { $0.expertSecondsByRank.count == ranks }.map { step in
-                        (Double(step.step + 1), step.expertSecondsByRank[rank])
-                    }, color: color, dashed: dashed))
-                }
-                try AtomicFileWriter.write(rows.render(bytesOnX: false), to: "\(svgPrefix)-ranks.svg")
-                try AtomicFileWriter.write(time.render(bytesOnX: false), to: "\(svgPrefix)-rank-time.svg")
+            try AtomicFileWriter.write(load.render(bytesOnX: false), to: "\(prefix)-load-layer\(layer).svg")
+        }
+        let withRanks = steps.filter { !$0.rowsByRank.isEmpty }
+        if let ranks = withRanks.first?.rowsByRank.first?.count {
+            var rows = SVGPlot(title: "rows received per rank over steps, all layers (\(policy))", xLabel: "step", yLabel: "rows")
+            var time = SVGPlot(title: "seconds in the experts phase per rank over steps (\(policy))", xLabel: "step", yLabel: "seconds")
+            for plot in [\SVGPlot.logX, \SVGPlot.logY] { rows[keyPath: plot] = false; time[keyPath: plot] = false }
+            // A placement change after step s takes effect at step s + 1.
+            let marks = changes.map { (x: Double($0.step + 1) + 0.5, label: "placement") }
+            rows.markers = marks
+            time.markers = marks
+            for rank in 0..<ranks {
+                let color = SVGPlot.palette[rank % SVGPlot.palette.count], dashed = rank >= SVGPlot.palette.count
+                rows.series.append(.init(name: "rank \(rank)", points: withRanks.map { step in
+                    (Double(step.step + 1), Double(step.rowsByRank.reduce(0) { $0 + $1[rank] }))
+                }, color: color, dashed: dashed))
+                time.series.append(.init(name: "rank \(rank)", points: withRanks.filter { $0.expertSecondsByRank.count == ranks }.map { step in
+                    (Double(step.step + 1), step.expertSecondsByRank[rank])
+                }, color: color, dashed: dashed))
             }
-        } catch { throw JobFailure(message: "\(error)", reportingRank: 0) }
-        print("wrote \(svgPrefix)-drop.svg, \(svgPrefix)-load-layer{0..\(layers - 1)}.svg, \(svgPrefix)-ranks.svg and \(svgPrefix)-rank-time.svg")
+            try AtomicFileWriter.write(rows.render(bytesOnX: false), to: "\(prefix)-ranks.svg")
+            try AtomicFileWriter.write(time.render(bytesOnX: false), to: "\(prefix)-rank-time.svg")
+        }
     }
 }

@@ -156,14 +156,7 @@ struct AllToAllBenchmark: JobCommand {
                 let (count, untimed) = large ? (iterations.large, warmup.large) : (iterations.small, warmup.small)
                 var mpiAverage: Double?
                 for exchange in exchanges {
-                    var local: [Double] = []
-                    for iteration in 0..<(untimed + count) {
-                        try world.barrier()
-                        let start = MPIRuntime.wallTime()
-                        try exchange.exchange(sendBuffer, into: &receiveBuffer, layout: layout, rowBytes: 1)
-                        if iteration >= untimed { local.append(MPIRuntime.wallTime() - start) }
-                    }
-                    let slowest = try world.allReduce(local, .maximum)
+                    let slowest = try Self.time(exchange, sendBuffer, into: &receiveBuffer, layout: layout, untimed: untimed, count: count, world: world)
                     let average = slowest.reduce(0, +) / Double(slowest.count)
                     if exchange.algorithm == .mpi { mpiAverage = average }
                     let statistics = Statistics(slowest)
@@ -196,22 +189,44 @@ struct AllToAllBenchmark: JobCommand {
         ]
         if let csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
         if let jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
-        if let svgPrefix {
-            for pattern in patterns {
-                var plot = SVGPlot(title: "all-to-all, \(pattern.rawValue) traffic, \(ranks) ranks on \(topology.name)" + (links == nil ? "" : " (simulated links)"),
-                                   xLabel: "bytes per peer" + (pattern == .moe ? " (mean)" : ""), yLabel: "latency (µs), slowest rank, average")
-                let data = plotData[pattern] ?? [:]
-                for (index, algorithm) in algorithms.enumerated() {
-                    plot.series.append(.init(name: algorithm.rawValue, points: data[algorithm.rawValue] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count]))
-                }
-                var drawn = Set<String>()
-                for (index, exchange) in exchanges.enumerated() {
-                    let name = "model: " + exchange.modeledSchedule.rawValue
-                    guard drawn.insert(name).inserted else { continue }
-                    plot.series.append(.init(name: name, points: data[name] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count], dashed: true))
-                }
-                try AtomicFileWriter.write(plot.render(), to: "\(svgPrefix)-\(pattern.rawValue).svg")
+        if let svgPrefix { try writePlots(plotData, exchanges: exchanges, ranks: ranks, topology: topology, simulated: links != nil, prefix: svgPrefix) }
+    }
+
+    /// Seconds of each timed iteration on the slowest rank (`untimed` warm-up iterations first).
+    @MainActor
+    static func time(
+        _ exchange: any AllToAll, _ send: [UInt8], into receive: inout [UInt8], layout: ExchangeLayout, untimed: Int, count: Int, world: Communicator
+    ) throws -> [Double] {
+        var local: [Double] = []
+        for iteration in 0..<(untimed + count) {
+            try world.barrier()
+            let start = MPIRuntime.wallTime()
+            try exchange.exchange(send, into: &receive, layout: layout, rowBytes: 1)
+            if iteration >= untimed { local.append(MPIRuntime.wallTime() - start) }
+        }
+        return try world.allReduce(local, .maximum)
+    }
+
+    /// One SVG per traffic pattern: measured latency per algorithm and the model's prediction.
+    @MainActor
+    func writePlots(
+        _ plotData: [TrafficPattern: [String: [(x: Double, y: Double)]]], exchanges: [any AllToAll], ranks: Int, topology: Topology,
+        simulated: Bool, prefix svgPrefix: String
+    ) throws {
+        for pattern in patterns {
+            var plot = SVGPlot(title: "all-to-all, \(pattern.rawValue) traffic, \(ranks) ranks on \(topology.name)" + (simulated ? " (simulated links)" : ""),
+                               xLabel: "bytes per peer" + (pattern == .moe ? " (mean)" : ""), yLabel: "latency (µs), slowest rank, average")
+            let data = plotData[pattern] ?? [:]
+            for (index, algorithm) in algorithms.enumerated() {
+                plot.series.append(.init(name: algorithm.rawValue, points: data[algorithm.rawValue] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count]))
             }
+            var drawn = Set<String>()
+            for (index, exchange) in exchanges.enumerated() {
+                let name = "model: " + exchange.modeledSchedule.rawValue
+                guard drawn.insert(name).inserted else { continue }
+                plot.series.append(.init(name: name, points: data[name] ?? [], color: SVGPlot.palette[index % SVGPlot.palette.count], dashed: true))
+            }
+            try AtomicFileWriter.write(plot.render(), to: "\(svgPrefix)-\(pattern.rawValue).svg")
         }
     }
 }
