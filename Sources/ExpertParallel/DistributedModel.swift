@@ -118,7 +118,7 @@ package final class DistributedModel {
             var times = PhaseTimes()
             var volume = ExchangeVolume()
             result.plans.append(try layer.forward(&batch.hidden, taskIds: batch.taskIds, step: step,
-                                                  capacity: capacity?.layers[index] ?? .configured, firstToken: batch.firstToken,
+                                                  capacity: capacity?.layers[index] ?? .configured, firstToken: batch.firstToken, sequenceLength: batch.sequenceLength,
                                                   times: &times, volume: &volume))
             result.times.append(times)
             result.volumes.append(volume)

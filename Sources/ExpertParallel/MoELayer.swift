@@ -100,7 +100,7 @@ package final class MoELayer {
     /// capacity plan for the layer.
     package func forward(
         _ hidden: inout [Float], taskIds: [Int], step: Int = 0, capacity: LayerCapacity = .configured, firstToken: Int = 0,
-        times: inout PhaseTimes, volume: inout ExchangeVolume
+        sequenceLength: Int? = nil, times: inout PhaseTimes, volume: inout ExchangeVolume
     ) throws(MoELayerError) -> RoutingPlan {
         let d = model.dModel
         let tokens = hidden.count / d
@@ -124,7 +124,7 @@ package final class MoELayer {
         let routing = normed.withUnsafeBufferPointer { rows in
             Result { () throws(RoutingError) in
                 try gate.route(normalized: rows, tokenCount: tokens, taskIds: taskIds, step: step, capacity: capacity, logits: &logits,
-                               firstToken: firstToken)
+                               firstToken: firstToken, sequenceLength: sequenceLength)
             }
         }
         if let residual {
@@ -151,7 +151,7 @@ package final class MoELayer {
                 return self.experts.forward(received: rows, arrival: arrival, between: progressBetweenGEMMs ? progress : nil)
             })
         let (plan, rowsPerSlot) = try dispatcher.step(
-            tokenRows: normed, tokenCount: tokens, routing: routing, capacity: capacity, work: work,
+            tokenRows: normed, tokenCount: tokens, routing: routing, capacity: capacity, sequenceLength: sequenceLength, work: work,
             residual: { self.residual == nil ? nil : (self.coefficients, self.denseOutput) }, into: &hidden, times: &times, volume: &volume)
         // The dense work ran while the dispatch travelled (charged to no exchange phase).
         times.dense += denseSeconds

@@ -59,12 +59,12 @@ final class PlanCache {
     /// one replica) — computed alike on both sides and never exceeded unless s's token count
     /// changed; a dropless layer has no such bound, so capacity mode never caches it
     /// (it runs the count exchange every step).
-    func blocks(layer: LayerConfiguration, capacity: LayerCapacity, slots: ExpertSlots, here: Int) -> (to: [Int], from: [Int])? {
+    func blocks(layer: LayerConfiguration, capacity: LayerCapacity, sequenceLength: Int? = nil, slots: ExpertSlots, here: Int) -> (to: [Int], from: [Int])? {
         switch mode {
         case .capacity where !layer.isDropless:
             guard let tokensOf else { return nil }
             func block(source: Int, destination: Int) -> Int {
-                let capacities = Router.capacities(tokenCount: tokensOf[source], layer: layer, plan: capacity) ?? []
+                let capacities = Router.capacities(tokenCount: tokensOf[source], layer: layer, plan: capacity, sequenceLength: sequenceLength) ?? []
                 return slots.slots[destination].reduce(0) { $0 + ExpertSlots.shareBound(of: slots.replicas[$1].count, capacity: capacities[$1]) }
             }
             return ((0..<slots.ranks).map { block(source: here, destination: $0) },

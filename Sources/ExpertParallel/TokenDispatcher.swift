@@ -203,15 +203,15 @@ package final class TokenDispatcher {
     /// chunks' expert work), `combine` (blocked on combine chunks, and the sum); the layer's own
     /// work in `whileDispatching` is the caller's to charge. Collective over the group.
     func step(
-        tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, capacity: LayerCapacity, work: LayerWork,
-        residual: () -> (coefficients: [Float], dense: [Float])?, into hidden: inout [Float],
+        tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, capacity: LayerCapacity, sequenceLength: Int? = nil,
+        work: LayerWork, residual: () -> (coefficients: [Float], dense: [Float])?, into hidden: inout [Float],
         times: inout PhaseTimes, volume: inout ExchangeVolume
     ) throws(MoELayerError) -> (plan: RoutingPlan, rowsPerSlot: [Int]) {
         var clock = PhaseClock()
         let plan = try? routing.get()
         let order = packOrder(plan)
         let (rowsFrom, delivered) = try counts(tokenRows: tokenRows, tokenCount: tokenCount, routing: routing, order: order,
-                                               capacity: capacity, clock: &clock, times: &times)
+                                               capacity: capacity, sequenceLength: sequenceLength, clock: &clock, times: &times)
         guard let plan else { preconditionFailure("a failed router stops every rank in the counts") }
         let layout = ExchangeLayout(sendCounts: order.sendCounts, receiveCounts: rowsFrom.map { $0.reduce(0, +) })!
         let chunks = ChunkPlan(degree: delivered ? 1 : mode.degree, rowsPerSlotTo: order.rowsPerSlot, rowsFrom: rowsFrom)
@@ -250,10 +250,11 @@ package final class TokenDispatcher {
     /// Throws `routingFailed` on every rank when any router failed.
     private func counts(
         tokenRows: [Float], tokenCount: Int, routing: Result<RoutingPlan, RoutingError>, order: PackOrder, capacity: LayerCapacity,
-        clock: inout PhaseClock, times: inout PhaseTimes
+        sequenceLength: Int?, clock: inout PhaseClock, times: inout PhaseTimes
     ) throws(MoELayerError) -> (rowsFrom: [[Int]], delivered: Bool) {
         let routed = (try? routing.get()) != nil
-        if let planCache, headerRowFits, let blocks = planCache.blocks(layer: layer, capacity: capacity, slots: slots, here: communicator.rank) {
+        if let planCache, headerRowFits,
+           let blocks = planCache.blocks(layer: layer, capacity: capacity, sequenceLength: sequenceLength, slots: slots, here: communicator.rank) {
             switch try dispatchUnderCachedPlan(tokenRows: tokenRows, tokenCount: tokenCount, routed: routed, order: order,
                                                blocks: blocks, clock: &clock, times: &times) {
             case let .hit(counts): return (counts, true)

@@ -74,7 +74,8 @@ package struct ReferenceModel {
                     continue
                 }
                 let plan = try gates[layerIndex].route(normalized: normedRows, taskIds: batch.taskIds, step: step,
-                                                       capacity: capacity?.layers[layerIndex] ?? .configured, firstToken: batch.firstToken)
+                                                       capacity: capacity?.layers[layerIndex] ?? .configured, firstToken: batch.firstToken,
+                                                       sequenceLength: batch.sequenceLength)
                 normed.append(normedRows)
                 layerPlans.append(plan)
             }

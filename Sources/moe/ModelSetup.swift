@@ -97,15 +97,12 @@ extension ModelOptions.Values {
         return nil
     }
 
-    /// The model, with `--sequence-length` applied to every layer's capacity groups.
+    /// The model.
     func loadModel() throws -> ModelConfiguration { try loadModelFile().model }
 
-    /// The model file (the model, and the run knobs an older file carries), with
-    /// `--sequence-length` applied to every layer's capacity groups.
+    /// The model file: the model, and the run knobs an older file carries.
     func loadModelFile() throws -> ModelFile {
-        var file = try modelPath.map { path throws in try ModelFile.load(path: path) } ?? ModelFile(model: .builtInDefault)
-        for index in file.model.layers.indices { file.model.layers[index].sequenceLength = sequenceLength }
-        return file
+        try modelPath.map { path throws in try ModelFile.load(path: path) } ?? ModelFile(model: .builtInDefault)
     }
 
     func openWeights() throws -> SafetensorsReader? {
@@ -162,6 +159,7 @@ extension ModelOptions.Values {
             let range = rank * tokensPerRank..<(rank + 1) * tokensPerRank
             batch = TokenBatch.seeded(range: range, dModel: model.dModel, seed: seed &+ UInt64(step) &* 0x9E37_79B9, tasks: tasks)
         }
+        batch.sequenceLength = sequenceLength
         if let (token, feature) = batch.firstNonFinite() {
             let source = inputPath ?? "generated inputs"
             let global = (inputPath == nil ? rank * tokensPerRank : 0) + token

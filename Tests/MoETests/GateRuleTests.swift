@@ -3,13 +3,13 @@ import Testing
 @testable import MoE
 
 /// Routes one batch of logits (rows of E) by `rule`, dropless unless `layer` says otherwise.
-private func plan(_ logits: [[Float]], k: Int, rule: GateRule, selectionBias: [Float] = [],
+private func plan(_ logits: [[Float]], k: Int, rule: GateRule, selectionBias: [Float] = [], sequenceLength: Int? = nil,
                   layer configure: (inout LayerConfiguration) -> Void = { _ in }) throws -> RoutingPlan {
     var layer = LayerConfiguration(experts: logits[0].count, topK: k, capacityFactor: 0, dropPolicy: .none, gateRule: rule)
     configure(&layer)
     let flat = logits.flatMap { $0 }
     return try flat.withUnsafeBufferPointer {
-        try Router.route(logits: $0, tokenCount: logits.count, layer: layer, rule: rule, selectionBias: selectionBias)
+        try Router.route(logits: $0, tokenCount: logits.count, layer: layer, rule: rule, selectionBias: selectionBias, sequenceLength: sequenceLength)
     }
 }
 
@@ -79,10 +79,9 @@ struct GateRuleTests {
     func capacityPerSequence() throws {
         // Six tokens all choosing expert 1, sequences of three, two slots per sequence: tokens 2 and 5 drop.
         let logits = [[Float]](repeating: [0, 1], count: 6)
-        let routed = try plan(logits, k: 1, rule: GateRule(normalization: .none)) { layer in
+        let routed = try plan(logits, k: 1, rule: GateRule(normalization: .none), sequenceLength: 3) { layer in
             layer.dropPolicy = .inOrder
             layer.expertCapacity = 2
-            layer.sequenceLength = 3
         }
         #expect(routed.expert == [1, 1, -1, 1, 1, -1])
         #expect(routed.slot == [0, 1, -1, 2, 3, -1])

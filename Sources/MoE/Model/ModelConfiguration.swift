@@ -67,12 +67,9 @@ package struct LayerConfiguration: Equatable, Sendable {
     /// `shared_expert_gate`, `w_g` `[dModel]`); otherwise by 1.
     package var sharedGate: Bool
     /// Fixed slots per expert per capacity group (Switch Transformers' `expert_capacity`),
-    /// replacing the capacity-factor formula; nil = the formula.
+    /// replacing the capacity-factor formula; nil = the formula. (Whether a group is a rank's
+    /// batch or one of its sequences is the batch's: `TokenBatch.sequenceLength`.)
     package var expertCapacity: Int?
-    /// Tokens per capacity group: capacity is counted per sequence of this many tokens (a run
-    /// option, `--sequence-length`, applied to every layer; never read from or written to a model
-    /// file; each rank holds whole sequences); nil = per rank's batch.
-    package var sequenceLength: Int?
 
     package init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
                 dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max, residual: Bool = false,
@@ -88,7 +85,6 @@ package struct LayerConfiguration: Equatable, Sendable {
         self.sharedDFF = sharedDFF
         self.sharedGate = sharedGate
         self.expertCapacity = nil
-        self.sequenceLength = nil
         self.experts = experts
         self.topK = topK
         self.capacityFactor = capacityFactor

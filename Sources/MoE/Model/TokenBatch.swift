@@ -26,6 +26,10 @@ package struct TokenBatch: Equatable, Sendable {
     /// The global index of the first token (the job's tokens in rank order; a routing trace is
     /// indexed by it).
     package var firstToken = 0
+    /// Tokens per sequence when the batch is whole sequences whose capacity is counted one by
+    /// one (`--sequence-length`, Switch Transformers' per-sequence `expert_capacity`); nil: the
+    /// batch is one capacity group. `tokenCount` is a multiple of it.
+    package var sequenceLength: Int?
 
     package var tokenCount: Int { hidden.count / dModel }
 

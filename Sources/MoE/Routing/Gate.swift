@@ -125,21 +125,22 @@ package struct Gate: Sendable {
     /// for task routing (ignored otherwise); `capacity` is this step's capacity plan for the
     /// layer. `logits` is scratch the caller reuses across steps (grown to `[tokenCount, E]`).
     /// `firstToken` is the global index of the rank's first token (a routing trace is indexed by
-    /// global token).
+    /// global token); `sequenceLength`, when given, counts capacity per sequence of that many
+    /// tokens (`TokenBatch.sequenceLength`).
     package func route(
         normalized: UnsafeBufferPointer<Float>, tokenCount: Int, taskIds: [Int], step: Int, capacity: LayerCapacity,
-        logits: inout [Float], firstToken: Int = 0
+        logits: inout [Float], firstToken: Int = 0, sequenceLength: Int? = nil
     ) throws(RoutingError) -> RoutingPlan {
         if let trace, !layer.dense {
             let recorded = trace.choices(step: step, layer: layerIndex, k: layer.topK, tokens: firstToken..<firstToken + tokenCount)
             return Router.route(recordedChoice: recorded.choice, probability: recorded.probability, tokenCount: tokenCount, layer: layer,
-                                capacity: capacity, rule: rule)
+                                capacity: capacity, rule: rule, sequenceLength: sequenceLength)
         }
         switch source {
         case .none:
             return .denseLayer(tokenCount: tokenCount)
         case let .tasks(taskExperts):
-            return try Router.route(taskIds: taskIds, taskExperts: taskExperts, layer: layer, capacity: capacity)
+            return try Router.route(taskIds: taskIds, taskExperts: taskExperts, layer: layer, capacity: capacity, sequenceLength: sequenceLength)
         case let .learned(weights, gateBias, selectionBias):
             let experts = layer.experts
             precondition(normalized.count >= tokenCount * dModel)
@@ -159,18 +160,18 @@ package struct Gate: Sendable {
             }
             return try logits.withUnsafeBufferPointer { (buffer) throws(RoutingError) in
                 try Router.route(logits: UnsafeBufferPointer(rebasing: buffer[0..<tokenCount * experts]), tokenCount: tokenCount,
-                                 layer: layer, capacity: capacity, rule: rule, selectionBias: selectionBias)
+                                 layer: layer, capacity: capacity, rule: rule, selectionBias: selectionBias, sequenceLength: sequenceLength)
             }
         }
     }
 
     /// `route` over an array of normalised rows (allocates its logits; for tools and tests).
     package func route(normalized: [Float], taskIds: [Int] = [], step: Int = 0, capacity: LayerCapacity = .configured,
-                       firstToken: Int = 0) throws(RoutingError) -> RoutingPlan {
+                       firstToken: Int = 0, sequenceLength: Int? = nil) throws(RoutingError) -> RoutingPlan {
         var logits: [Float] = []
         return try normalized.withUnsafeBufferPointer { (rows) throws(RoutingError) in
             try route(normalized: rows, tokenCount: normalized.count / dModel, taskIds: taskIds, step: step, capacity: capacity, logits: &logits,
-                      firstToken: firstToken)
+                      firstToken: firstToken, sequenceLength: sequenceLength)
         }
     }
 }

@@ -2,7 +2,7 @@ import Foundation
 
 extension Router {
     /// Slots each expert offers one capacity group of `tokenCount` tokens per step (the group is
-    /// a source rank's whole batch, or one sequence under `sequenceLength`): the layer's fixed
+    /// a source rank's whole batch, or one sequence of the batch's `sequenceLength`): the layer's fixed
     /// `expertCapacity` if it has one, else `max(minCapacity, ceil(k · T · C / E))`, computed in
     /// Double exactly as written; nil (unlimited) when the layer is dropless.
     package static func capacity(tokenCount: Int, layer: LayerConfiguration) -> Int? {
@@ -14,9 +14,9 @@ extension Router {
 
     /// Slots each expert offers one source rank of `tokenCount` tokens under `plan` (nil when
     /// dropless): the capacities of one group (`groupCapacities`) times the rank's groups (1,
-    /// or its sequences under `sequenceLength`).
-    package static func capacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity) -> [Int]? {
-        guard let sequenceLength = layer.sequenceLength else { return groupCapacities(tokenCount: tokenCount, layer: layer, plan: plan) }
+    /// or its sequences of `sequenceLength` tokens, `TokenBatch.sequenceLength`).
+    package static func capacities(tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity, sequenceLength: Int? = nil) -> [Int]? {
+        guard let sequenceLength else { return groupCapacities(tokenCount: tokenCount, layer: layer, plan: plan) }
         return groupCapacities(tokenCount: sequenceLength, layer: layer, plan: plan)?.map { $0 * (tokenCount / sequenceLength) }
     }
 
@@ -83,13 +83,13 @@ extension Router {
     /// probability — then times `rule.scalingFactor`. A dropped route's weight is 0.
     static func applyCapacity(
         choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration, plan: LayerCapacity = .configured,
-        rule: GateRule = GateRule()
+        rule: GateRule = GateRule(), sequenceLength: Int? = nil
     ) -> RoutingPlan {
         let k = layer.topK
-        let groupLength = layer.sequenceLength ?? tokenCount
-        precondition(layer.sequenceLength == nil || tokenCount % groupLength == 0, "whole sequences only")
+        let groupLength = sequenceLength ?? tokenCount
+        precondition(sequenceLength == nil || tokenCount % groupLength == 0, "whole sequences only")
         let perGroup = groupCapacities(tokenCount: groupLength, layer: layer, plan: plan)
-        let capacities = perGroup.map { capacity in capacity.map { $0 * (layer.sequenceLength == nil ? 1 : tokenCount / groupLength) } }
+        let capacities = perGroup.map { capacity in capacity.map { $0 * (sequenceLength == nil ? 1 : tokenCount / groupLength) } }
         var expert = [Int](repeating: -1, count: k * tokenCount)
         var slot = [Int](repeating: -1, count: k * tokenCount)
         var kept = [Int](repeating: 0, count: layer.experts)

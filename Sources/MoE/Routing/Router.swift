@@ -15,11 +15,11 @@ package enum Router {
     /// for choosing only. Rules other than the classic one go through `routeByRule`.
     package static func route(
         logits: UnsafeBufferPointer<Float>, tokenCount: Int, layer: LayerConfiguration,
-        capacity plan: LayerCapacity = .configured, rule: GateRule = GateRule(), selectionBias: [Float] = []
+        capacity plan: LayerCapacity = .configured, rule: GateRule = GateRule(), selectionBias: [Float] = [], sequenceLength: Int? = nil
     ) throws(RoutingError) -> RoutingPlan {
         guard rule.isClassic, selectionBias.isEmpty else {
             return try routeByRule(logits: logits, tokenCount: tokenCount, layer: layer, capacity: plan, rule: rule,
-                                   selectionBias: selectionBias)
+                                   selectionBias: selectionBias, sequenceLength: sequenceLength)
         }
         let experts = layer.experts
         let k = layer.topK
@@ -44,7 +44,8 @@ package enum Router {
                 probability[r * tokenCount + token] = Float(Double(expf(row[best[r]] - maximum)) / sum)
             }
         }
-        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan)
+        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan,
+                             sequenceLength: sequenceLength)
     }
 
     /// Top-k by insertion: `best[0..<filled]` holds the best experts so far, best first; a later
@@ -73,7 +74,7 @@ package enum Router {
     ///    chosen logits); normalisation and the scaling factor are applied with capacity.
     static func routeByRule(
         logits: UnsafeBufferPointer<Float>, tokenCount: Int, layer: LayerConfiguration,
-        capacity plan: LayerCapacity, rule: GateRule, selectionBias: [Float]
+        capacity plan: LayerCapacity, rule: GateRule, selectionBias: [Float], sequenceLength: Int?
     ) throws(RoutingError) -> RoutingPlan {
         let experts = layer.experts
         let k = layer.topK
@@ -138,22 +139,25 @@ package enum Router {
                 probability[r * tokenCount + token] = scores[best[r]]
             }
         }
-        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan, rule: rule)
+        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan, rule: rule,
+                             sequenceLength: sequenceLength)
     }
 
     /// Routes tokens by recorded choices (`RoutingTrace.choices`): `choice` and `probability` in
     /// the plan's `[r * T + t]` layout; capacity, drops and the rule's normalisation apply.
     package static func route(
         recordedChoice choice: [Int], probability: [Float], tokenCount: Int, layer: LayerConfiguration,
-        capacity plan: LayerCapacity = .configured, rule: GateRule = GateRule()
+        capacity plan: LayerCapacity = .configured, rule: GateRule = GateRule(), sequenceLength: Int? = nil
     ) -> RoutingPlan {
-        applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan, rule: rule)
+        applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan, rule: rule,
+                      sequenceLength: sequenceLength)
     }
 
     /// Routes tokens by task id: token t goes to `taskExperts[taskIds[t]]` (in that choice
     /// order) with probability 1/k per route, no gate. Capacity and drops apply as usual.
     package static func route(
-        taskIds: [Int], taskExperts: [Int: [Int]], layer: LayerConfiguration, capacity plan: LayerCapacity = .configured
+        taskIds: [Int], taskExperts: [Int: [Int]], layer: LayerConfiguration, capacity plan: LayerCapacity = .configured,
+        sequenceLength: Int? = nil
     ) throws(RoutingError) -> RoutingPlan {
         let tokenCount = taskIds.count
         let k = layer.topK
@@ -163,6 +167,7 @@ package enum Router {
             for r in 0..<k { choice[r * tokenCount + token] = experts[r] }
         }
         let probability = [Float](repeating: 1 / Float(k), count: k * tokenCount)
-        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan)
+        return applyCapacity(choice: choice, probability: probability, tokenCount: tokenCount, layer: layer, plan: plan,
+                             sequenceLength: sequenceLength)
     }
 }
