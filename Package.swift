@@ -21,6 +21,10 @@ let package = Package(
             name: "COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
 
+        // Hand-written CPU kernels (bf16, int8) with per-function target attributes, chosen at run
+        // time; imported by one file of MoE (Experts/CPUKernels.swift).
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])]),
+
         // Pure parsers for the files users hand us (JSON today; .npy and safetensors later).
         .target(name: "FileFormats"),
         // The command-line option parser shared by moe and moe-bench.
@@ -36,7 +40,7 @@ let package = Package(
         // All-to-all algorithms over a Communicator.
         .target(name: "Exchange", dependencies: ["MessagePassing", "ClusterTopology", "RandomStreams"]),
         // Pure MoE compute: router, experts (the one file that imports COpenBLAS), weights. No MPI.
-        .target(name: "MoE", dependencies: ["COpenBLAS", "FileFormats", "RandomStreams"]),
+        .target(name: "MoE", dependencies: ["COpenBLAS", "CKernels", "FileFormats", "RandomStreams"]),
         // The distributed layer: dispatcher, MoE layer, model over a Communicator.
         .target(name: "ExpertParallel", dependencies: ["MoE", "Exchange", "MessagePassing", "ClusterTopology"]),
         // The single-process oracle the tests compare the distributed model with.

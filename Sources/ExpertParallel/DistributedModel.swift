@@ -42,15 +42,17 @@ package final class DistributedModel {
     /// experts are fewer than the ranks split it into groups (one `MPI_Comm_split` per distinct
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
     /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
-    /// logits; `kernels` the backend every FFN runs on; `dispatch` how every layer's steps count
+    /// logits; `kernels[l]` the backend layer l's FFNs run on (nil: fp32 on OpenBLAS); `dispatch` how every layer's steps count
     /// and chunk; `trace`, when given, replaces every gate's choices with recorded ones.
     package init(
         configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
-        kernels: any ExpertKernels = OpenBLASKernels(), dispatch: Dispatch = .fixed(.sequential), trace: RoutingTrace? = nil,
+        kernels: [any ExpertKernels]? = nil, dispatch: Dispatch = .fixed(.sequential), trace: RoutingTrace? = nil,
         placement planner: PlacementPlanner? = nil, makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
         self.configuration = configuration
         worldRank = world.rank
+        let kernels = kernels ?? Array(repeating: OpenBLASKernels(), count: configuration.layers.count)
+        precondition(kernels.count == configuration.layers.count)
         let placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
         self.placements = placements
         var exchanges: [Int: any AllToAll] = [:]  // by group size
@@ -78,7 +80,7 @@ package final class DistributedModel {
             let inputs = configuration.layers.indices.map { index in
                 OverlapPlanner.LayerInput(
                     index: index, configuration: configuration.layers[index],
-                    sampleExpert: weights[index].experts.first.map { kernels.prepare($0, form: form(index), dModel: configuration.dModel) },
+                    sampleExpert: weights[index].experts.first.map { kernels[index].prepare($0, form: form(index), dModel: configuration.dModel) },
                     maxSlotsPerRank: slots[index].slots.map(\.count).max() ?? 1, groupSize: placements[index].groupSize,
                     schedule: exchanges[placements[index].groupSize]!.modeledSchedule)
             }
@@ -96,7 +98,7 @@ package final class DistributedModel {
                             exchange: exchanges[placement.groupSize]!,
                             groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
                             gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift, trace: trace),
-                            kernels: kernels, mode: modes[index])
+                            kernels: kernels[index], mode: modes[index])
         }
     }
 

@@ -92,3 +92,25 @@ package enum PlacementOptions {
                                threshold: try options.value(rebalanceThreshold))
     }
 }
+
+/// The expert precision and the instruction-set cap, shared by `moe run`, `moe reference` and
+/// `moe-bench layer`.
+package enum PrecisionOptions {
+    package static let expertPrecision = TypedOption<ExpertPrecision?>(spec: .value(
+        "expert-precision", "P", "the number format every layer's experts compute in: " + ExpertPrecision.allCases.map(\.rawValue).joined(separator: ", ")
+            + "; default: the model file's (expert_precision), else fp32")
+    ) { (options) throws(UsageError) in try options.choice("expert-precision", as: ExpertPrecision.self) }
+    package static let cpuISA = TypedOption<CPUISA>.choice(
+        "cpu-isa", "ISA", default: .native,
+        "cap the instruction set SwiftMoE's kernels use: portable, avx2, avx512 or native (the CPU's best); refused when the CPU lacks it")
+    package static let specs = [expertPrecision.spec, cpuISA.spec]
+
+    package struct Values: Sendable {
+        package let expertPrecision: ExpertPrecision?
+        package let cpuISA: CPUISA
+    }
+
+    package static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
+        Values(expertPrecision: try options.value(expertPrecision), cpuISA: try options.value(cpuISA))
+    }
+}

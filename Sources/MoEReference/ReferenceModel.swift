@@ -26,30 +26,32 @@ package struct ReferenceModel {
     private let sharedFFNs: [(any PreparedFFN)?]
 
     /// `drift`, when given, is the drifting workload the gates add to their logits; `kernels`
-    /// runs every FFN (prepared here, once), as in the distributed layer.
+    /// runs every FFN (`kernels[l]` layer l's; nil: fp32), prepared here once, as in the distributed layer.
     package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil, trace: RoutingTrace? = nil,
-                 kernels: any ExpertKernels = OpenBLASKernels()) {
+                 kernels: [any ExpertKernels]? = nil) {
+        let kernels = kernels ?? Array(repeating: OpenBLASKernels(), count: model.layers.count)
         precondition(layers.count == model.layers.count)
         precondition(zip(layers, model.layers).allSatisfy { $0.slotExperts == Array(0..<$1.experts) || $1.dense }, "the reference holds every expert")
         self.model = model
         self.layers = layers
         gates = layers.indices.map { Gate(layerIndex: $0, model: model, weights: layers[$0], drift: drift, trace: trace) }
         experts = layers.indices.map { index in
-            layers[index].experts.map { kernels.prepare($0, form: model.form(.expert, layer: index), dModel: model.dModel) }
+            layers[index].experts.map { kernels[index].prepare($0, form: model.form(.expert, layer: index), dModel: model.dModel) }
         }
         denseFFNs = layers.indices.map { index in
-            (layers[index].residual?.dense ?? layers[index].dense).map { kernels.prepare($0, form: model.form(.dense, layer: index), dModel: model.dModel) }
+            (layers[index].residual?.dense ?? layers[index].dense).map { kernels[index].prepare($0, form: model.form(.dense, layer: index), dModel: model.dModel) }
         }
         sharedFFNs = layers.indices.map { index in
-            layers[index].shared.map { kernels.prepare($0, form: model.form(.shared, layer: index), dModel: model.dModel) }
+            layers[index].shared.map { kernels[index].prepare($0, form: model.form(.shared, layer: index), dModel: model.dModel) }
         }
     }
 
     /// Runs the model on each rank's batch (`batches[r]` is rank r's tokens) and returns each
     /// rank's output hidden states and its routing plan per layer (`plans[layer][rank]`), at
     /// `step` (the drifting workload's clock) under `capacity` (that step's plan).
+    /// `afterLayer`, when given, sees every rank's hidden states after each layer.
     package func forward(
-        _ batches: [TokenBatch], capacity: CapacityPlan? = nil, step: Int = 0
+        _ batches: [TokenBatch], capacity: CapacityPlan? = nil, step: Int = 0, afterLayer: ((_ layer: Int, _ hidden: [[Float]]) -> Void)? = nil
     ) throws(RoutingError) -> (outputs: [[Float]], plans: [[RoutingPlan]]) {
         let d = model.dModel
         var hidden = batches.map(\.hidden)
@@ -81,6 +83,7 @@ package struct ReferenceModel {
             }
             if layer.dense {
                 plans.append(layerPlans)
+                afterLayer?(layerIndex, hidden)
                 continue
             }
             let expertOutputs = runExperts(layer: layerIndex, plans: layerPlans, normed: normed, workspace: workspace)
@@ -89,6 +92,7 @@ package struct ReferenceModel {
                                hidden: &hidden[rank], workspace: workspace)
             }
             plans.append(layerPlans)
+            afterLayer?(layerIndex, hidden)
         }
         return (hidden, plans)
     }

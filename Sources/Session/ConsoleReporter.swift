@@ -152,7 +152,8 @@ package final class JSONRunReport: StepObserver {
     package func sessionDidFinish(_ session: InferenceSession, completedSteps: Int) throws {
         runs.append(.object([("exchange", .string(session.algorithm.rawValue)),
                              ("overlap_degree_by_layer", .array(session.distributed.layers.map { .number(Double($0.overlapDegree)) })),
-                             ("expert_precision", .string(session.configuration.expertPrecision.rawValue)),
+                             ("expert_precision_by_layer", .array(session.model.precisions(override: session.configuration.expertPrecision).map { .string($0.rawValue) })),
+                             ("cpu_isa", .string(session.isa.rawValue)),
                              ("steps", .array(steps)),
                              ("tokens_per_second", .number(Double(tokens) / seconds))]))
     }

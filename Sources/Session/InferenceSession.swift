@@ -45,6 +45,9 @@ package final class InferenceSession {
     package let world: Communicator
     package let coordinator: Coordinator
     package let distributed: DistributedModel
+    /// The instruction-set level this rank's kernels run at, and each layer's expert backend.
+    package let isa: CPUISA
+    package let kernels: [any ExpertKernels]
 
     /// Builds the coordinator and the layers for `algorithm` (this rank's `weights`, holding the
     /// first placement's slots). `statsPath` is written only when `logStatistics`; `liveEvery`
@@ -70,8 +73,10 @@ package final class InferenceSession {
         case let .failure(error): throw JobFailure(message: "run: \(error)", reportingRank: 0, exitCode: 2)
         }
         let here = world.rank
+        isa = try configuration.resolvedISA(world: world)
+        kernels = model.kernels(isa: isa, override: configuration.expertPrecision)
         distributed = try DistributedModel(configuration: model, weights: weights, world: world, drift: configuration.drift,
-                                           kernels: configuration.expertPrecision.kernels, dispatch: dispatch, trace: trace,
+                                           kernels: kernels, dispatch: dispatch, trace: trace,
                                            placement: coordinator.placementPlanner) {
             try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
         }

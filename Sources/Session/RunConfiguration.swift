@@ -1,6 +1,8 @@
 import ClusterTopology
 import Exchange
 import ExpertParallel
+import JobControl
+import MessagePassing
 import MoE
 
 /// How a run of the model goes, as one value: everything a `moe run`, a benchmark or a decoder
@@ -29,13 +31,29 @@ package struct RunConfiguration: Sendable {
     /// The stats log (JSON lines, first algorithm only), and the live table's period (0: never).
     package var statsPath: String?
     package var statsEvery = 0
-    /// The precision experts compute in.
-    package var expertPrecision: ExpertPrecision = .fp32
+    /// The precision every layer's experts compute in (nil: each layer's, from the model file).
+    package var expertPrecision: ExpertPrecision?
+    /// The instruction-set level SwiftMoE's own kernels may use (`--cpu-isa`); each rank
+    /// resolves it on its own CPU (`resolvedISA`).
+    package var cpuISA: CPUISA = .native
     /// Testing aids: this rank sends malformed statistics; a migration fails on (rank, step).
     package var corruptStatisticsRank: Int?
     package var failMigration: (@Sendable (_ step: Int, _ rank: Int) -> Bool)?
 
     package init() {}
+
+    /// `cpuISA` on this rank's CPU; every rank stops (one line from the lowest failing rank,
+    /// naming the missing flag, exit 2) when one CPU lacks it. Collective over `world`.
+    @MainActor
+    package func resolvedISA(world: Communicator) throws -> CPUISA {
+        let resolution = cpuISA.resolved()
+        if let failed = try world.lowestFailingRank(failed: (try? resolution.get()) == nil) {
+            let message: String
+            if case let .failure(error) = resolution { message = "rank \(world.rank): \(error)" } else { message = "" }
+            throw JobFailure(message: message, reportingRank: failed, exitCode: 2)
+        }
+        return try resolution.get()
+    }
 
     /// How every layer's dispatcher runs, or why these settings do not go together.
     package func dispatch(topology: Topology) -> Result<DistributedModel.Dispatch, DispatchModeError> {

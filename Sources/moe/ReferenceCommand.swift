@@ -18,9 +18,12 @@ struct ReferenceCommand: JobCommand {
             and --steps (the last step of each). Between steps it replays the coordinator's
             capacity policy on the same statistics, and its placement policy: it prints the same
             'placement change' lines as 'moe run' (placement never changes the numbers). For
-            --placement balanced-node give the job's --topology.
+            --placement balanced-node give the job's --topology. With --expert-precision bf16 or
+            int8 (or a model file that asks for them) it computes in that precision, as 'moe run'
+            does, and also runs fp32 on the same inputs: it prints each layer's max and mean
+            relative error against fp32 (hidden states after the layer, the last step).
             """,
-        options: ModelOptions.specs + CapacityOptions.specs + PlacementOptions.specs + [TopologyOptions.topology.spec]
+        options: ModelOptions.specs + CapacityOptions.specs + PlacementOptions.specs + PrecisionOptions.specs + [TopologyOptions.topology.spec]
             + [Options.ranks, Options.steps].map(\.spec)
             + [Options.output, Options.routingOutput, Options.inputOutput].map(\.spec))
 
@@ -44,6 +47,7 @@ struct ReferenceCommand: JobCommand {
     let outputPath: String?
     let routingPath: String?
     let inputOutputPath: String?
+    let precision: PrecisionOptions.Values
 
     init(options: ParsedOptions) throws(UsageError) {
         model = try ModelOptions.read(options)
@@ -58,6 +62,7 @@ struct ReferenceCommand: JobCommand {
         outputPath = try options.value(Options.output)
         routingPath = try options.value(Options.routingOutput)
         inputOutputPath = try options.value(Options.inputOutput)
+        precision = try PrecisionOptions.read(options)
     }
 
     func run(_ context: JobContext) throws {
@@ -82,14 +87,26 @@ struct ReferenceCommand: JobCommand {
             if trace != nil, !configuration.taskExperts.isEmpty {
                 throw JobFailure(message: "reference: --routing-trace replaces a gate's choices, but the model '\(configuration.name)' routes by task", reportingRank: 0, exitCode: 2)
             }
-            let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace)
+            let isa: CPUISA
+            switch precision.cpuISA.resolved() {
+            case let .success(resolved): isa = resolved
+            case let .failure(error): throw JobFailure(message: "reference: \(error)", reportingRank: 0, exitCode: 2)
+            }
+            let precisions = configuration.precisions(override: precision.expertPrecision)
+            let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace,
+                                           kernels: configuration.kernels(isa: isa, override: precision.expertPrecision))
+            // The same model in fp32, for the error of a lower precision (the last step's inputs).
+            let fp32 = precisions.allSatisfy { $0 == .fp32 } ? nil
+                : ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace)
             // The coordinator's decisions between steps, replayed on the same counts.
             var decider = StepDecider(capacity: CapacityPlanner(policy: capacity.policy, layers: configuration.layers), placement: placement)
             var plan = CapacityPlan.configured(layers: configuration.layers.count)
             var batches: [TokenBatch] = []
             var outputs: [[Float]] = []
             var plans: [[RoutingPlan]] = []
+            var previousPlan = plan
             for step in 0..<steps {
+                previousPlan = plan
                 batches = try (0..<ranks).map { try model.batch(model: configuration, rank: $0, ranks: ranks, step: step) }
                 (outputs, plans) = try reference.forward(batches, capacity: plan, step: step)
                 let counts = plans.map { layerPlans in
@@ -103,6 +120,10 @@ struct ReferenceCommand: JobCommand {
             if let outputPath {
                 let values = outputs.flatMap { $0 }
                 try NpyArray(float32: values, shape: [values.count / configuration.dModel, configuration.dModel]).write(to: outputPath)
+            }
+            if let fp32 {
+                print(RunCommand.expertLine(configuration, override: precision.expertPrecision, isa: isa))
+                for line in try Self.errorLines(reference, against: fp32, batches: batches, plan: previousPlan, step: steps - 1) { print(line) }
             }
             if let inputOutputPath {
                 let values = batches.flatMap(\.hidden)
@@ -119,6 +140,26 @@ struct ReferenceCommand: JobCommand {
             throw failure
         } catch {
             throw JobFailure(message: "\(error)", reportingRank: 0)
+        }
+    }
+
+    /// Per layer, the max and mean relative error of `model`'s hidden states after the layer
+    /// against `fp32`'s on the same batches: max|a − b| / max|b| and Σ|a − b| / Σ|b|.
+    static func errorLines(_ model: ReferenceModel, against fp32: ReferenceModel, batches: [TokenBatch], plan: CapacityPlan, step: Int) throws -> [String] {
+        var low: [[Float]] = [], exact: [[Float]] = []
+        _ = try model.forward(batches, capacity: plan, step: step) { _, hidden in low.append(hidden.flatMap { $0 }) }
+        _ = try fp32.forward(batches, capacity: plan, step: step) { _, hidden in exact.append(hidden.flatMap { $0 }) }
+        return zip(low, exact).enumerated().map { layer, pair in
+            let (a, b) = pair
+            var largestDifference: Float = 0, largest: Float = 0, differences = 0.0, magnitudes = 0.0
+            for (x, y) in zip(a, b) {
+                largestDifference = max(largestDifference, abs(x - y))
+                largest = max(largest, abs(y))
+                differences += Double(abs(x - y))
+                magnitudes += Double(abs(y))
+            }
+            return String(format: "layer %d: error against fp32 after the layer: max %.3e, mean %.3e (relative)", layer,
+                          largest > 0 ? largestDifference / largest : 0, magnitudes > 0 ? differences / magnitudes : 0)
         }
     }
 }

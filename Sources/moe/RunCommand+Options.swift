@@ -57,10 +57,8 @@ extension RunCommand {
             "overlap-progress", "WHERE", default: .gemms,
             "when a pipelined layer lets MPI move its exchanges: gemms (between every GEMM, the default) or chunks (only between chunks; for comparison)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
-        static let expertPrecision = TypedOption<ExpertPrecision>.choice(
-            "expert-precision", "P", default: .fp32, "the number format experts compute in: " + ExpertPrecision.allCases.map(\.rawValue).joined(separator: ", "))
         static let specs = [stats.spec, statsEvery.spec, coordinator.spec, planCache.spec, planCacheHeadroom.spec, timeout.spec,
                             steps.spec, exchange.spec, output.spec, routingOutput.spec, report.spec, routingTraceOutput.spec,
-                            routingTraceWeightsOutput.spec, overlapDegree.spec, overlapProgress.spec, quiet.spec, expertPrecision.spec]
+                            routingTraceWeightsOutput.spec, overlapDegree.spec, overlapProgress.spec, quiet.spec]
     }
 }

@@ -97,7 +97,8 @@ extension RunCommand {
         }
     }
 
-    func printBanner(_ configuration: ModelConfiguration, ranks: Int, topology: Topology, simulated: Bool, threads: Int, localRanks: Int) {
+    func printBanner(_ configuration: ModelConfiguration, ranks: Int, topology: Topology, simulated: Bool, threads: Int, localRanks: Int,
+                     isa: CPUISA) {
         let tokens = model.inputPath == nil ? "\(model.tokensPerRank) tokens per rank (seeded)" : "inputs from \(model.inputPath!)"
         print("model \(configuration.name): \(configuration.layers.count) layers, d_model \(configuration.dModel), d_ff \(configuration.dFF), \(configuration.activation.rawValue); experts per layer \(configuration.layers.map { $0.dense ? "dense" : String($0.experts) }.joined(separator: ","))")
         for line in Self.placementSummary(configuration, ranks: ranks) { print(line) }
@@ -110,7 +111,18 @@ extension RunCommand {
             print("capacity policy \(capacity.policy.name)" + (capacity.drift.map { ", drifting workload: bias \($0.amplitude) logits, period \($0.period) steps" } ?? ""))
         }
         print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(runConfiguration.steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)"
-              + "; experts \(runConfiguration.expertPrecision.kernels.implementation)")
+)
+        print(Self.expertLine(configuration, override: runConfiguration.expertPrecision, isa: isa))
+    }
+
+    /// "cpu: <features>; kernels at <isa>; experts: <precision by layer> (<implementation>)" (rank 0's CPU).
+    static func expertLine(_ configuration: ModelConfiguration, override: ExpertPrecision?, isa: CPUISA) -> String {
+        let precisions = configuration.precisions(override: override)
+        let distinct = ExpertPrecision.allCases.filter(precisions.contains)
+        let layers = distinct.count == 1 ? "every layer \(distinct[0].rawValue)"
+            : precisions.enumerated().map { "\($0.offset): \($0.element.rawValue)" }.joined(separator: ", ")
+        return "cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); experts: \(layers) ("
+            + distinct.map { $0.kernels(isa: isa).implementation }.joined(separator: "; ") + ")"
     }
 
     func printMemory(world: Communicator, afterFirstStep: Double, lastStep: Int) throws {

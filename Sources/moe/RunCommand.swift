@@ -24,7 +24,8 @@ struct RunCommand: JobCommand {
             --exchange algorithms the same steps run once per algorithm and the outputs must be
             bitwise identical (the algorithm never changes the numbers).
             """,
-        options: ModelOptions.specs + CapacityOptions.specs + PlacementOptions.specs + Options.specs + TopologyOptions.specs + BLASThreadOptions.specs
+        options: ModelOptions.specs + CapacityOptions.specs + PlacementOptions.specs + PrecisionOptions.specs + Options.specs + TopologyOptions.specs
+            + BLASThreadOptions.specs
             + TestingAids.specs)
 
     let model: ModelOptions.Values
@@ -72,7 +73,8 @@ struct RunCommand: JobCommand {
         run.coordinatorRank = try options.value(Options.coordinator)
         run.statsPath = statsPath
         run.statsEvery = quiet ? 0 : try options.value(Options.statsEvery)
-        run.expertPrecision = try options.value(Options.expertPrecision)
+        let precision = try PrecisionOptions.read(options)
+        (run.expertPrecision, run.cpuISA) = (precision.expertPrecision, precision.cpuISA)
         run.corruptStatisticsRank = testingAids.corruptStatsRank
         let aids = testingAids
         run.failMigration = { step, rank in aids.failMigrationIsDue(step: step, rank: rank) }
@@ -87,11 +89,13 @@ struct RunCommand: JobCommand {
                                inputs: model.inputPaths + [TopologyOptions.topology.naming(topologyOptions.topologyPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         try refuseInapplicableOptions(context, ranks: world.size)
+        let isa = try runConfiguration.resolvedISA(world: world)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
         let loaded = try loadModel(context, world: world, topology: topology)
         let configuration = try sessionConfiguration(for: loaded, ranks: world.size)
         if world.rank == 0 {
-            printBanner(loaded.configuration, ranks: world.size, topology: topology, simulated: links != nil, threads: threads, localRanks: localRanks)
+            printBanner(loaded.configuration, ranks: world.size, topology: topology, simulated: links != nil, threads: threads, localRanks: localRanks,
+                        isa: isa)
         }
         let watchdog = try timeoutSeconds.map { try Watchdog(world: world, timeoutSeconds: $0) }
         defer { watchdog?.stop() }

@@ -7,7 +7,7 @@ private let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathCom
 /// Modules that come with the toolchain; any module may import them.
 private let toolchainModules: Set<String> = ["Foundation", "Glibc", "Dispatch", "Synchronization"]
 /// The C shims: only `internal import`, and only where the table says.
-private let shims: Set<String> = ["CMPI", "COpenBLAS"]
+private let shims: Set<String> = ["CMPI", "COpenBLAS", "CKernels"]
 
 /// One `import` line of a source file.
 struct ImportLine: Equatable {

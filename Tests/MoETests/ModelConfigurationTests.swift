@@ -26,7 +26,7 @@ struct ModelConfigurationTests {
          "m.json: field 'activation': unknown activation 'tanh' (relu, gelu, swiglu, clamped-glu)"),
         (#"{"d_model": 0, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1}]}"#, "m.json: field 'd_model': must be in 1...65536, got 0"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 2, "top_k": 1, "capacity": 2}]}"#,
-         "m.json: field 'layers[0].capacity': unknown field (allowed: experts, top_k, capacity_factor, min_capacity, drop_policy, priority, residual, dense, expert_d_ff, dense_d_ff, shared_d_ff, shared_gate, expert_capacity, score, normalize_top_k, scaling_factor, router_bias, selection_bias, groups, top_groups, group_score)"),
+         "m.json: field 'layers[0].capacity': unknown field (allowed: experts, top_k, capacity_factor, min_capacity, drop_policy, priority, residual, dense, expert_d_ff, dense_d_ff, shared_d_ff, shared_gate, expert_capacity, score, normalize_top_k, scaling_factor, router_bias, selection_bias, groups, top_groups, group_score, expert_precision)"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "top_k": 2, "residual": true}]}"#,
          "m.json: field 'layers[0].top_k': a residual layer sends each token to one expert (top_k 1) beside its dense MLP, got 2"),
         (#"{"d_model": 8, "d_ff": 16, "layers": [{"experts": 4, "residual": 1}]}"#,

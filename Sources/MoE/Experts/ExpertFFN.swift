@@ -82,10 +82,19 @@ package struct FFNForm: Equatable, Sendable {
 }
 
 /// Scratch space for expert forward passes; grows to the largest row count seen, never shrinks,
-/// so steady-state steps do not allocate.
+/// so steady-state steps do not allocate. The staging buffers hold a low-precision backend's
+/// converted rows (bf16-rounded floats, int8 codes and their per-row scales) and widened weight
+/// panels; their addresses stay valid until the next `reserve`.
 package final class ExpertWorkspace {
     var hidden: [Float] = []
     var up: [Float] = []
+    let stagedInput = ScratchBuffer<Float>()
+    let stagedHidden = ScratchBuffer<Float>()
+    let inputCodes = ScratchBuffer<Int8>()
+    let hiddenCodes = ScratchBuffer<Int8>()
+    let inputScales = ScratchBuffer<Float>()
+    let hiddenScales = ScratchBuffer<Float>()
+    let panel = ScratchBuffer<Float>()
 
     package init() {}
 
@@ -96,13 +105,58 @@ package final class ExpertWorkspace {
     }
 }
 
+/// A heap buffer with a stable address that grows, never shrinks (a workspace's staging area).
+final class ScratchBuffer<Element> {
+    private(set) var pointer = UnsafeMutablePointer<Element>.allocate(capacity: 1)
+    private var capacity = 1
+
+    /// At least `count` elements (contents not kept when it grows).
+    func reserve(_ count: Int) -> UnsafeMutablePointer<Element> {
+        if count > capacity {
+            pointer.deallocate()
+            pointer = .allocate(capacity: count)
+            capacity = count
+        }
+        return pointer
+    }
+
+    deinit { pointer.deallocate() }
+}
+
+/// Which weight matrix of an FFN: `w1` `[dModel, dFF]` (the gate projection of gated forms),
+/// `w3` `[dModel, dFF]` (gated forms' up projection), `w2` `[dFF, dModel]`.
+enum FFNWeight { case w1, w3, w2 }
+
+/// The rows one product reads, as a backend staged them.
+enum StagedRows {
+    case float(UnsafePointer<Float>)
+    case int8(codes: UnsafePointer<Int8>, scales: UnsafePointer<Float>)
+}
+
+/// How one backend multiplies rows by an FFN's weights. `stage` converts the rows the products
+/// read, once per input (the FFN's input, then its hidden activations: `hidden` says which);
+/// `multiply` is `y[rows, columns] (+)= x[rows, inner] · W`.
+protocol FFNProducts {
+    func stage(_ x: UnsafePointer<Float>, rows: Int, width: Int, hidden: Bool, workspace: ExpertWorkspace) -> StagedRows
+    func multiply(_ weight: FFNWeight, _ x: StagedRows, rows: Int, columns: Int, inner: Int, into y: UnsafeMutablePointer<Float>,
+                  accumulate: Bool, workspace: ExpertWorkspace)
+}
+
+/// An FFN's biases (`b1 [dFF]`, `b3 [dFF]`, `b2 [dModel]`; empty without biases), fp32 in every backend.
+struct FFNBiases {
+    var b1: [Float]
+    var b2: [Float]
+    var b3: [Float]
+}
+
 /// The feed-forward network over all the rows an expert received, as two (gated forms: three)
-/// `cblas_sgemm` calls on one contiguous buffer: no per-token GEMMs, no padding to capacity.
-/// The fp32 backend's kernel (`OpenBLASKernels`); everything else runs FFNs through the seam.
+/// matrix products on one contiguous buffer: no per-token GEMMs, no padding to capacity. The
+/// products are the backend's (`FFNProducts`: fp32 `cblas_sgemm`, bf16 panels, int8); bias,
+/// activation and the order of operations are the same for all.
 enum ExpertFFN {
     /// `output[rows, dModel] = FFN(input[rows, dModel])` for an FFN of shape `form`.
-    static func forward(
-        _ weights: ExpertWeights, form: FFNForm, dModel: Int,
+    static func forward<Products: FFNProducts>(
+        _ products: Products, biases: FFNBiases, form: FFNForm, dModel: Int,
         input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
         between: ProgressHook? = nil
     ) {
@@ -110,47 +164,64 @@ enum ExpertFFN {
         let dFF = form.dFF
         let gated = form.activation.isGated
         workspace.reserve(rows: rows, dFF: dFF, gated: gated)
+        let staged = products.stage(input, rows: rows, width: dModel, hidden: false, workspace: workspace)
         workspace.hidden.withUnsafeMutableBufferPointer { hiddenBuffer in
             let hidden = hiddenBuffer.baseAddress!
-            weights.w1.withUnsafeBufferPointer { w1 in
-                BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w1.baseAddress!, into: hidden)
-                between?()
-                if gated {
-                    workspace.up.withUnsafeMutableBufferPointer { upBuffer in
-                        let up = upBuffer.baseAddress!
-                        weights.w3.withUnsafeBufferPointer { w3 in
-                            BLAS.multiply(rows: rows, columns: dFF, inner: dModel, input, w3.baseAddress!, into: up)
-                        }
-                        between?()
-                        if form.hasBias {
-                            weights.b1.withUnsafeBufferPointer { b1 in Activation.addBias(hidden, rows: rows, bias: b1.baseAddress!, width: dFF) }
-                            weights.b3.withUnsafeBufferPointer { b3 in Activation.addBias(up, rows: rows, bias: b3.baseAddress!, width: dFF) }
-                        }
-                        if form.activation == .clampedGLU {
-                            Activation.applyClampedGLU(gate: hidden, up: up, count: rows * dFF, glu: form.glu)
-                        } else {
-                            Activation.applySwiGLU(gate: hidden, up: up, count: rows * dFF)
-                        }
+            products.multiply(.w1, staged, rows: rows, columns: dFF, inner: dModel, into: hidden, accumulate: false, workspace: workspace)
+            between?()
+            if gated {
+                workspace.up.withUnsafeMutableBufferPointer { upBuffer in
+                    let up = upBuffer.baseAddress!
+                    products.multiply(.w3, staged, rows: rows, columns: dFF, inner: dModel, into: up, accumulate: false, workspace: workspace)
+                    between?()
+                    if form.hasBias {
+                        biases.b1.withUnsafeBufferPointer { b1 in Activation.addBias(hidden, rows: rows, bias: b1.baseAddress!, width: dFF) }
+                        biases.b3.withUnsafeBufferPointer { b3 in Activation.addBias(up, rows: rows, bias: b3.baseAddress!, width: dFF) }
                     }
-                } else if form.hasBias {
-                    // Bias and activation in one sweep of `hidden`, row by row while the row is in cache.
-                    weights.b1.withUnsafeBufferPointer { b1 in
-                        Activation.applyBiasAndPointwise(form.activation, hidden, rows: rows, bias: b1.baseAddress!, width: dFF)
+                    if form.activation == .clampedGLU {
+                        Activation.applyClampedGLU(gate: hidden, up: up, count: rows * dFF, glu: form.glu)
+                    } else {
+                        Activation.applySwiGLU(gate: hidden, up: up, count: rows * dFF)
                     }
-                } else {
-                    Activation.applyPointwise(form.activation, hidden, count: rows * dFF)
                 }
+            } else if form.hasBias {
+                // Bias and activation in one sweep of `hidden`, row by row while the row is in cache.
+                biases.b1.withUnsafeBufferPointer { b1 in
+                    Activation.applyBiasAndPointwise(form.activation, hidden, rows: rows, bias: b1.baseAddress!, width: dFF)
+                }
+            } else {
+                Activation.applyPointwise(form.activation, hidden, count: rows * dFF)
             }
             if form.hasBias {
-                weights.b2.withUnsafeBufferPointer { b2 in
+                biases.b2.withUnsafeBufferPointer { b2 in
                     for row in 0..<rows { (output + row * dModel).update(from: b2.baseAddress!, count: dModel) }
                 }
             } else {
                 output.update(repeating: 0, count: rows * dModel)
             }
-            weights.w2.withUnsafeBufferPointer { w2 in
-                BLAS.multiply(rows: rows, columns: dModel, inner: dFF, hidden, w2.baseAddress!, into: output, accumulate: true)
-            }
+            let stagedHidden = products.stage(UnsafePointer(hidden), rows: rows, width: dFF, hidden: true, workspace: workspace)
+            products.multiply(.w2, stagedHidden, rows: rows, columns: dModel, inner: dFF, into: output, accumulate: true, workspace: workspace)
+        }
+    }
+}
+
+/// fp32 products: `cblas_sgemm` on the weights as loaded.
+struct FP32Products: FFNProducts {
+    let weights: ExpertWeights
+
+    func stage(_ x: UnsafePointer<Float>, rows: Int, width: Int, hidden: Bool, workspace: ExpertWorkspace) -> StagedRows { .float(x) }
+
+    func multiply(_ weight: FFNWeight, _ x: StagedRows, rows: Int, columns: Int, inner: Int, into y: UnsafeMutablePointer<Float>,
+                  accumulate: Bool, workspace: ExpertWorkspace) {
+        guard case let .float(a) = x else { preconditionFailure("fp32 products read float rows") }
+        let matrix: [Float]
+        switch weight {
+        case .w1: matrix = weights.w1
+        case .w3: matrix = weights.w3
+        case .w2: matrix = weights.w2
+        }
+        matrix.withUnsafeBufferPointer { b in
+            BLAS.multiply(rows: rows, columns: columns, inner: inner, a, b.baseAddress!, into: y, accumulate: accumulate)
         }
     }
 }

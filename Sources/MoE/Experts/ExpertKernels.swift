@@ -1,3 +1,5 @@
+import FileFormats
+
 /// The precision seam of expert compute: every FFN SwiftMoE runs — routed experts, shared
 /// experts, dense and residual MLPs, in the distributed layer, the reference and the overlap
 /// planner's calibration — goes through one `ExpertKernels` backend.
@@ -51,14 +53,30 @@ extension PreparedFFN {
     }
 }
 
-/// The number format experts compute in. Only fp32 exists so far; bf16 and int8 plug in here.
+/// The number format experts compute in (`--expert-precision`, `"expert_precision"`).
 package enum ExpertPrecision: String, CaseIterable, Sendable {
+    /// fp32 weights and activations, OpenBLAS.
     case fp32
+    /// bf16 weights and activations, fp32 accumulation (`BF16Kernels`).
+    case bf16
+    /// int8 weights per output channel and activations per token, int32 sums (`Int8Kernels`).
+    case int8
 
-    /// The backend for this precision on this machine.
-    package var kernels: any ExpertKernels {
+    /// A precision named in a model file.
+    static func read(_ json: JSONValue, path: String) throws(JSONFieldError) -> ExpertPrecision {
+        let name = try JSONObjectReader.string(json, path: path)
+        guard let precision = ExpertPrecision(rawValue: name) else {
+            throw JSONFieldError(path: path, problem: "unknown precision '\(name)' (\(allCases.map(\.rawValue).joined(separator: ", ")))")
+        }
+        return precision
+    }
+
+    /// The backend for this precision at instruction-set level `isa` (a resolved `CPUISA`).
+    package func kernels(isa: CPUISA) -> any ExpertKernels {
         switch self {
         case .fp32: return OpenBLASKernels()
+        case .bf16: return BF16Kernels(isa: isa)
+        case .int8: return Int8Kernels(isa: isa)
         }
     }
 }
@@ -105,6 +123,7 @@ final class OpenBLASFFN: PreparedFFN {
 
     func forward(input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
                  between: ProgressHook?) {
-        ExpertFFN.forward(weights, form: form, dModel: dModel, input: input, rows: rows, output: output, workspace: workspace, between: between)
+        ExpertFFN.forward(FP32Products(weights: weights), biases: FFNBiases(b1: weights.b1, b2: weights.b2, b3: weights.b3), form: form,
+                          dModel: dModel, input: input, rows: rows, output: output, workspace: workspace, between: between)
     }
 }

@@ -10,6 +10,7 @@ extension ModelFile {
         (draft.norm, draft.normEpsilon, draft.ffnBias, draft.source) = (model.norm, model.normEpsilon, model.ffnBias, model.origin)
         (draft.gluAlpha, draft.gluLimit) = (Double(model.glu.alpha), Double(model.glu.limit))
         draft.overlapDegree = overlapDegree
+        draft.expertPrecision = model.expertPrecision
         var members = ModelDraft.fields.write(draft)
         members.append(("layers", .array(model.layers.map { .object(LayerDraft.fields.write(LayerDraft($0))) })))
         if !model.taskExperts.isEmpty {

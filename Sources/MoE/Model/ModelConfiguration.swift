@@ -70,6 +70,8 @@ package struct LayerConfiguration: Equatable, Sendable {
     /// replacing the capacity-factor formula; nil = the formula. (Whether a group is a rank's
     /// batch or one of its sequences is the batch's: `TokenBatch.sequenceLength`.)
     package var expertCapacity: Int?
+    /// The number format this layer's FFNs compute in; nil = the model's `expertPrecision`.
+    package var expertPrecision: ExpertPrecision?
 
     package init(experts: Int, topK: Int, capacityFactor: Double = 1.25, minCapacity: Int = 4,
                 dropPolicy: DropPolicy = .inOrder, priority: RoutingPriority = .max, residual: Bool = false,
@@ -85,6 +87,7 @@ package struct LayerConfiguration: Equatable, Sendable {
         self.sharedDFF = sharedDFF
         self.sharedGate = sharedGate
         self.expertCapacity = nil
+        self.expertPrecision = nil
         self.experts = experts
         self.topK = topK
         self.capacityFactor = capacityFactor
@@ -120,6 +123,8 @@ package struct ModelConfiguration: Equatable, Sendable {
     package var ffnBias: Bool
     /// The clamped GLU's constants (activation `clamped-glu`).
     package var glu = ClampedGLU()
+    /// The number format every layer's FFNs compute in unless the layer says otherwise.
+    package var expertPrecision = ExpertPrecision.fp32
     /// Where the model came from (`"source"`: e.g. the Hugging Face checkpoint it was imported
     /// from); informational.
     package var origin: String?
@@ -135,6 +140,17 @@ package struct ModelConfiguration: Equatable, Sendable {
         self.layers = layers
         self.taskExperts = taskExperts
         ffnBias = activation.hasBiasByDefault
+    }
+
+    /// Each layer's precision: `override` for every layer when given (`--expert-precision`),
+    /// else the layer's own, else the model's.
+    package func precisions(override: ExpertPrecision? = nil) -> [ExpertPrecision] {
+        layers.map { override ?? $0.expertPrecision ?? expertPrecision }
+    }
+
+    /// Each layer's expert backend at instruction-set level `isa` (`precisions(override:)`).
+    package func kernels(isa: CPUISA, override: ExpertPrecision? = nil) -> [any ExpertKernels] {
+        precisions(override: override).map { $0.kernels(isa: isa) }
     }
 
     /// The FFN roles of a layer.
@@ -207,7 +223,7 @@ package struct ModelFile: Equatable, Sendable {
 
     /// Keys of the top level, in the order errors list them.
     static let topLevelKeys = ["name", "d_model", "d_ff", "activation", "layer_defaults", "layers", "task_experts",
-                               "norm", "norm_epsilon", "ffn_bias", "glu_alpha", "glu_limit", "source", "overlap_degree"]
+                               "norm", "norm_epsilon", "ffn_bias", "glu_alpha", "glu_limit", "source", "expert_precision", "overlap_degree"]
 
     package static func parse(_ bytes: [UInt8], path: String) throws(ModelConfigurationError) -> ModelFile {
         let document: JSONValue
@@ -231,6 +247,7 @@ package struct ModelFile: Equatable, Sendable {
             model.ffnBias = draft.ffnBias ?? draft.activation.hasBiasByDefault
             model.glu = ClampedGLU(alpha: Float(draft.gluAlpha), limit: Float(draft.gluLimit))
             model.origin = draft.source
+            model.expertPrecision = draft.expertPrecision
             return ModelFile(model: model, overlapDegree: draft.overlapDegree)
         } catch let error as JSONFieldError {
             throw ModelConfigurationError(source: path, field: error.path, problem: error.problem)

@@ -24,6 +24,7 @@ struct LayerDraft {
     var groups: Int?
     var topGroups: Int?
     var groupScore = GroupScore.max
+    var expertPrecision: ExpertPrecision?
 
     /// Every field of a layer entry (and of `layer_defaults`), in the order errors list them.
     static let fields: [ModelFileField<LayerDraft>] = [
@@ -52,6 +53,10 @@ struct LayerDraft {
         .optionalInteger("groups", \.groups, in: Int.min...Int.max, absent: "none", "group-limited selection: experts in this many equal groups"),
         .optionalInteger("top_groups", \.topGroups, in: Int.min...Int.max, absent: "groups", "groups a token may choose experts from"),
         .choice("group_score", \.groupScore, default: .max, noun: "group score", "a group's score: max or top2-sum"),
+        ModelFileField(key: "expert_precision", defaultText: "the model's", meaning: "this layer's FFNs in fp32, bf16 or int8",
+                       read: { (draft, json, path) throws(JSONFieldError) in
+            draft.expertPrecision = try ExpertPrecision.read(json, path: path)
+        }, write: { draft in draft.expertPrecision.map { .string($0.rawValue) } }),
     ]
 
     init() {}
@@ -67,7 +72,7 @@ struct LayerDraft {
         (dropPolicy, priority, residual) = (layer.dropPolicy, layer.priority, layer.kind == .residual)
         (expertDFF, sharedDFF, sharedGate, expertCapacity) = (layer.expertDFF, layer.sharedDFF, layer.sharedGate, layer.expertCapacity)
         (score, normalization, scalingFactor) = (layer.gateRule.score, layer.gateRule.normalization, Double(layer.gateRule.scalingFactor))
-        (routerBias, selectionBias) = (layer.routerBias, layer.selectionBias)
+        (routerBias, selectionBias, expertPrecision) = (layer.routerBias, layer.selectionBias, layer.expertPrecision)
         if case let .groupLimited(groups, topGroups, groupScore) = layer.gateRule.selection {
             (self.groups, self.topGroups, self.groupScore) = (groups, topGroups, groupScore)
         }
@@ -105,6 +110,7 @@ struct LayerDraft {
             residual: residual, gateRule: try gateRule(path: path, experts: experts, topK: topK, given: given), routerBias: routerBias,
             selectionBias: selectionBias, expertDFF: expertDFF, sharedDFF: sharedDFF, sharedGate: sharedGate)
         layer.expertCapacity = expertCapacity
+        layer.expertPrecision = expertPrecision
         return layer
     }
 
@@ -144,6 +150,7 @@ struct ModelDraft {
     var gluAlpha = Double(ClampedGLU().alpha)
     var gluLimit = Double(ClampedGLU().limit)
     var source: String?
+    var expertPrecision = ExpertPrecision.fp32
     /// A run knob the model file still accepts (`RunConfiguration` owns it).
     var overlapDegree = OverlapDegree.fixed(1)
 
@@ -173,6 +180,8 @@ struct ModelDraft {
         ModelFileField(key: "source", defaultText: "none", meaning: "where the model came from (informational)", read: { (draft, json, path) throws(JSONFieldError) in
             draft.source = try JSONObjectReader.string(json, path: path)
         }, write: { $0.source.map { .string($0) } }),
+        .choice("expert_precision", \.expertPrecision, default: .fp32, noun: "precision",
+                "the number format of every layer's FFNs (a layer's own expert_precision wins; `--expert-precision` overrides both)"),
         ModelFileField(key: "overlap_degree", defaultText: "1", meaning: "run knob, kept for compatibility: `--overlap-degree`'s default (an integer or \"auto\")",
                        read: { (draft, json, path) throws(JSONFieldError) in
             let parsed: Result<OverlapDegree, OverlapDegreeError>

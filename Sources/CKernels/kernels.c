@@ -1,0 +1,194 @@
+#include "CKernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define SMOE_X86 1
+#else
+#define SMOE_X86 0
+#endif
+
+// MARK: CPU features
+
+#if SMOE_X86
+static uint64_t smoe_xgetbv(void) {
+    uint32_t eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((uint64_t)edx << 32) | eax;
+}
+#endif
+
+uint32_t smoe_cpu_features(void) {
+    uint32_t features = 0;
+#if SMOE_X86
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
+    int osxsave = (ecx >> 27) & 1, avx = (ecx >> 28) & 1, fma = (ecx >> 12) & 1, f16c = (ecx >> 29) & 1;
+    if (!osxsave || !avx) return 0;
+    uint64_t xcr0 = smoe_xgetbv();
+    int ymm = (xcr0 & 0x6) == 0x6;          // SSE and AVX state
+    int zmm = ymm && (xcr0 & 0xE0) == 0xE0;  // opmask and the upper ZMM state
+    if (!ymm) return 0;
+    if (fma) features |= SMOE_CPU_FMA;
+    if (f16c) features |= SMOE_CPU_F16C;
+    if (__get_cpuid_max(0, 0) < 7) return features;
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    if ((ebx >> 5) & 1) features |= SMOE_CPU_AVX2;
+    if (zmm && ((ebx >> 16) & 1)) features |= SMOE_CPU_AVX512F;
+    if (zmm && ((ebx >> 30) & 1)) features |= SMOE_CPU_AVX512BW;
+    if (zmm && ((ecx >> 11) & 1)) features |= SMOE_CPU_AVX512VNNI;
+    __cpuid_count(7, 1, eax, ebx, ecx, edx);
+    if (zmm && ((eax >> 5) & 1)) features |= SMOE_CPU_AVX512BF16;
+#endif
+    return features;
+}
+
+// MARK: bf16
+
+static inline uint16_t smoe_bf16_of(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, 4);
+    if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) return (uint16_t)((bits >> 16) | 0x0040u);  // quiet NaN
+    uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest, ties to even
+    return (uint16_t)((bits + rounding) >> 16);
+}
+
+static inline float smoe_f32_of(uint16_t value) {
+    uint32_t bits = (uint32_t)value << 16;
+    float result;
+    memcpy(&result, &bits, 4);
+    return result;
+}
+
+void smoe_f32_to_bf16(const float *src, uint16_t *dst, size_t count) {
+    for (size_t i = 0; i < count; i++) dst[i] = smoe_bf16_of(src[i]);
+}
+
+void smoe_round_to_bf16(float *values, size_t count) {
+    for (size_t i = 0; i < count; i++) values[i] = smoe_f32_of(smoe_bf16_of(values[i]));
+}
+
+#if SMOE_X86
+__attribute__((target("avx2")))
+static void smoe_bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t count) {
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8) {
+        __m128i half = _mm_loadu_si128((const __m128i *)(src + i));
+        __m256i wide = _mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16);
+        _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(wide));
+    }
+    for (; i < count; i++) dst[i] = smoe_f32_of(src[i]);
+}
+#endif
+
+void smoe_bf16_to_f32(const uint16_t *src, float *dst, size_t count, int isa) {
+#if SMOE_X86
+    if (isa >= SMOE_ISA_AVX2) { smoe_bf16_to_f32_avx2(src, dst, count); return; }
+#endif
+    for (size_t i = 0; i < count; i++) dst[i] = smoe_f32_of(src[i]);
+}
+
+// MARK: int8
+
+void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * width;
+        float largest = 0;
+        for (size_t k = 0; k < width; k++) {
+            float magnitude = fabsf(row[k]);
+            // NaN propagates into the scale (and so into the outputs, where the non-finite checks see it).
+            if (!(magnitude <= largest)) largest = magnitude;
+        }
+        float s = largest > 0 ? largest / 127.0f : 1.0f;
+        scale[r] = isnan(largest) ? largest : s;
+        float inverse = 1.0f / s;
+        int8_t *out = q + r * width;
+        for (size_t k = 0; k < width; k++) {
+            float v = rintf(row[k] * inverse);
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+            out[k] = (int8_t)(isnan(v) ? 0 : v);
+        }
+    }
+}
+
+static int32_t smoe_dot_portable(const int8_t *a, const int8_t *b, size_t count) {
+    int32_t sum = 0;
+    for (size_t k = 0; k < count; k++) sum += (int32_t)a[k] * (int32_t)b[k];
+    return sum;
+}
+
+#if SMOE_X86
+// Four output channels at a time: each 16 int8 of the activation row is widened once to int16
+// and multiplied with four weight rows; `_mm256_madd_epi16` sums pairs of int16 products into
+// int32 exactly (no saturation, unlike `vpmaddubsw`'s int16 sums).
+__attribute__((target("avx2")))
+static void smoe_dot4_avx2(const int8_t *a, const int8_t *w, size_t stride, size_t count, int32_t *sums) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    size_t k = 0;
+    for (; k + 16 <= count; k += 16) {
+        __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a + k)));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(x, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + k)))));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(x, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + stride + k)))));
+        s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(x, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 2 * stride + k)))));
+        s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(x, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 3 * stride + k)))));
+    }
+    __m256i lanes[4] = {s0, s1, s2, s3};
+    for (int j = 0; j < 4; j++) {
+        int32_t part[8];
+        _mm256_storeu_si256((__m256i *)part, lanes[j]);
+        int32_t sum = part[0] + part[1] + part[2] + part[3] + part[4] + part[5] + part[6] + part[7];
+        for (size_t tail = k; tail < count; tail++) sum += (int32_t)a[tail] * (int32_t)w[j * stride + tail];
+        sums[j] = sum;
+    }
+}
+
+__attribute__((target("avx2")))
+static int32_t smoe_dot_avx2(const int8_t *a, const int8_t *b, size_t count) {
+    __m256i s = _mm256_setzero_si256();
+    size_t k = 0;
+    for (; k + 16 <= count; k += 16) {
+        __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(a + k)));
+        __m256i y = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + k)));
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(x, y));
+    }
+    int32_t part[8];
+    _mm256_storeu_si256((__m256i *)part, s);
+    int32_t sum = part[0] + part[1] + part[2] + part[3] + part[4] + part[5] + part[6] + part[7];
+    for (; k < count; k++) sum += (int32_t)a[k] * (int32_t)b[k];
+    return sum;
+}
+#endif
+
+void smoe_int8_gemm(const int8_t *a, const float *a_scale, size_t rows, size_t inner,
+                    const int8_t *w, const float *w_scale, size_t columns,
+                    float *out, int accumulate, int isa) {
+    for (size_t t = 0; t < rows; t++) {
+        const int8_t *x = a + t * inner;
+        float *y = out + t * columns;
+        size_t n = 0;
+#if SMOE_X86
+        if (isa >= SMOE_ISA_AVX2) {
+            int32_t sums[4];
+            for (; n + 4 <= columns; n += 4) {
+                smoe_dot4_avx2(x, w + n * inner, inner, inner, sums);
+                for (int j = 0; j < 4; j++) {
+                    float value = a_scale[t] * w_scale[n + j] * (float)sums[j];
+                    y[n + j] = accumulate ? y[n + j] + value : value;
+                }
+            }
+            for (; n < columns; n++) {
+                float value = a_scale[t] * w_scale[n] * (float)smoe_dot_avx2(x, w + n * inner, inner);
+                y[n] = accumulate ? y[n] + value : value;
+            }
+            continue;
+        }
+#endif
+        for (; n < columns; n++) {
+            float value = a_scale[t] * w_scale[n] * (float)smoe_dot_portable(x, w + n * inner, inner);
+            y[n] = accumulate ? y[n] + value : value;
+        }
+    }
+}
