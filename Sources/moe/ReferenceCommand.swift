@@ -144,11 +144,13 @@ struct ReferenceCommand: JobCommand {
     }
 
     /// Per layer, the max and mean relative error of `model`'s hidden states after the layer
-    /// against `fp32`'s on the same batches: max|a − b| / max|b| and Σ|a − b| / Σ|b|.
+    /// against `fp32`'s on the same batches (max|a − b| / max|b| and Σ|a − b| / Σ|b|), and the
+    /// share of routes whose expert differs: a route that flips (a near tie, a capacity slot
+    /// taken by another token) moves a whole token's output, which is what the max error shows.
     static func errorLines(_ model: ReferenceModel, against fp32: ReferenceModel, batches: [TokenBatch], plan: CapacityPlan, step: Int) throws -> [String] {
         var low: [[Float]] = [], exact: [[Float]] = []
-        _ = try model.forward(batches, capacity: plan, step: step) { _, hidden in low.append(hidden.flatMap { $0 }) }
-        _ = try fp32.forward(batches, capacity: plan, step: step) { _, hidden in exact.append(hidden.flatMap { $0 }) }
+        let lowPlans = try model.forward(batches, capacity: plan, step: step) { _, hidden in low.append(hidden.flatMap { $0 }) }.plans
+        let exactPlans = try fp32.forward(batches, capacity: plan, step: step) { _, hidden in exact.append(hidden.flatMap { $0 }) }.plans
         return zip(low, exact).enumerated().map { layer, pair in
             let (a, b) = pair
             var largestDifference: Float = 0, largest: Float = 0, differences = 0.0, magnitudes = 0.0
@@ -158,8 +160,10 @@ struct ReferenceCommand: JobCommand {
                 differences += Double(abs(x - y))
                 magnitudes += Double(abs(y))
             }
-            return String(format: "layer %d: error against fp32 after the layer: max %.3e, mean %.3e (relative)", layer,
-                          largest > 0 ? largestDifference / largest : 0, magnitudes > 0 ? differences / magnitudes : 0)
+            let routes = zip(lowPlans[layer], exactPlans[layer]).flatMap { zip($0.expert, $1.expert) }
+            let flipped = routes.filter { $0 != $1 }.count
+            return String(format: "layer %d: error against fp32 after the layer: max %.3e, mean %.3e (relative); %d of %d routes routed differently",
+                          layer, largest > 0 ? largestDifference / largest : 0, magnitudes > 0 ? differences / magnitudes : 0, flipped, routes.count)
         }
     }
 }
