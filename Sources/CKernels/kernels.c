@@ -91,6 +91,75 @@ void smoe_bf16_to_f32(const uint16_t *src, float *dst, size_t count, int isa) {
     for (size_t i = 0; i < count; i++) dst[i] = smoe_f32_of(src[i]);
 }
 
+static void smoe_bf16_gemm_rows_portable(const float *x, size_t rows, size_t inner, const uint16_t *w, size_t columns,
+                                         float *y, int accumulate) {
+    for (size_t t = 0; t < rows; t++) {
+        for (size_t n = 0; n < columns; n++) {
+            const uint16_t *block = w + (n / SMOE_BF16_BLOCK) * inner * SMOE_BF16_BLOCK + n % SMOE_BF16_BLOCK;
+            float sum = accumulate ? y[t * columns + n] : 0;
+            for (size_t k = 0; k < inner; k++) sum = fmaf(x[t * inner + k], smoe_f32_of(block[k * SMOE_BF16_BLOCK]), sum);
+            y[t * columns + n] = sum;
+        }
+    }
+}
+
+#if SMOE_X86
+// One block (32 columns: four YMM accumulators per row) and up to four rows at a time: 16
+// accumulators in registers while k runs over the block's contiguous [inner][32] weights.
+__attribute__((target("avx2,fma")))
+static void smoe_bf16_gemm_rows_avx2(const float *x, size_t rows, size_t inner, const uint16_t *w, size_t columns,
+                                     float *y, int accumulate) {
+    size_t blocks = (columns + SMOE_BF16_BLOCK - 1) / SMOE_BF16_BLOCK;
+    for (size_t t0 = 0; t0 < rows; t0 += 4) {
+        size_t count = rows - t0 < 4 ? rows - t0 : 4;
+        for (size_t b = 0; b < blocks; b++) {
+            size_t n = b * SMOE_BF16_BLOCK, width = columns - n < SMOE_BF16_BLOCK ? columns - n : SMOE_BF16_BLOCK;
+            __m256 acc[4][4];
+            float staging[4][SMOE_BF16_BLOCK];
+            for (size_t r = 0; r < 4; r++) {
+                for (size_t j = 0; j < SMOE_BF16_BLOCK; j++) staging[r][j] = (r < count && accumulate && j < width) ? y[(t0 + r) * columns + n + j] : 0;
+                for (int j = 0; j < 4; j++) acc[r][j] = _mm256_loadu_ps(&staging[r][8 * j]);
+            }
+            const uint16_t *block = w + b * inner * SMOE_BF16_BLOCK;
+            for (size_t k = 0; k < inner; k++) {
+                const uint16_t *row = block + k * SMOE_BF16_BLOCK;
+                __m256 wide[4];
+                for (int j = 0; j < 4; j++) {
+                    __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 8 * j)));
+                    wide[j] = _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+                }
+                for (size_t r = 0; r < count; r++) {
+                    __m256 scale = _mm256_set1_ps(x[(t0 + r) * inner + k]);
+                    for (int j = 0; j < 4; j++) acc[r][j] = _mm256_fmadd_ps(scale, wide[j], acc[r][j]);
+                }
+            }
+            for (size_t r = 0; r < count; r++) {
+                for (int j = 0; j < 4; j++) _mm256_storeu_ps(&staging[r][8 * j], acc[r][j]);
+                for (size_t j = 0; j < width; j++) y[(t0 + r) * columns + n + j] = staging[r][j];
+            }
+        }
+    }
+}
+#endif
+
+void smoe_bf16_gemm_rows(const float *x, size_t rows, size_t inner, const uint16_t *w, size_t columns,
+                         float *y, int accumulate, int isa) {
+#if SMOE_X86
+    if (isa >= SMOE_ISA_AVX2) { smoe_bf16_gemm_rows_avx2(x, rows, inner, w, columns, y, accumulate); return; }
+#endif
+    smoe_bf16_gemm_rows_portable(x, rows, inner, w, columns, y, accumulate);
+}
+
+void smoe_bf16_widen_rows(const uint16_t *w, size_t inner, size_t columns, size_t first, size_t count, float *panel, int isa) {
+    size_t blocks = (columns + SMOE_BF16_BLOCK - 1) / SMOE_BF16_BLOCK;
+    for (size_t k = 0; k < count; k++) {
+        for (size_t b = 0; b < blocks; b++) {
+            size_t n = b * SMOE_BF16_BLOCK, width = columns - n < SMOE_BF16_BLOCK ? columns - n : SMOE_BF16_BLOCK;
+            smoe_bf16_to_f32(w + (b * inner + first + k) * SMOE_BF16_BLOCK, panel + k * columns + n, width, isa);
+        }
+    }
+}
+
 // MARK: int8
 
 void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale) {
@@ -162,33 +231,41 @@ static int32_t smoe_dot_avx2(const int8_t *a, const int8_t *b, size_t count) {
 }
 #endif
 
+// Output channels outermost, in blocks of four: a block's four weight rows (4 × inner bytes)
+// stay in L1 while every activation row passes over them, so the weights stream from memory
+// once per call whatever the row count (decode-sized calls are bound by that stream).
 void smoe_int8_gemm(const int8_t *a, const float *a_scale, size_t rows, size_t inner,
                     const int8_t *w, const float *w_scale, size_t columns,
                     float *out, int accumulate, int isa) {
-    for (size_t t = 0; t < rows; t++) {
-        const int8_t *x = a + t * inner;
-        float *y = out + t * columns;
-        size_t n = 0;
+    size_t n = 0;
 #if SMOE_X86
-        if (isa >= SMOE_ISA_AVX2) {
-            int32_t sums[4];
-            for (; n + 4 <= columns; n += 4) {
-                smoe_dot4_avx2(x, w + n * inner, inner, inner, sums);
+    if (isa >= SMOE_ISA_AVX2) {
+        int32_t sums[4];
+        for (; n + 4 <= columns; n += 4) {
+            for (size_t t = 0; t < rows; t++) {
+                smoe_dot4_avx2(a + t * inner, w + n * inner, inner, inner, sums);
+                float *y = out + t * columns + n;
                 for (int j = 0; j < 4; j++) {
                     float value = a_scale[t] * w_scale[n + j] * (float)sums[j];
-                    y[n + j] = accumulate ? y[n + j] + value : value;
+                    y[j] = accumulate ? y[j] + value : value;
                 }
             }
-            for (; n < columns; n++) {
-                float value = a_scale[t] * w_scale[n] * (float)smoe_dot_avx2(x, w + n * inner, inner);
-                y[n] = accumulate ? y[n] + value : value;
-            }
-            continue;
         }
-#endif
         for (; n < columns; n++) {
-            float value = a_scale[t] * w_scale[n] * (float)smoe_dot_portable(x, w + n * inner, inner);
-            y[n] = accumulate ? y[n] + value : value;
+            for (size_t t = 0; t < rows; t++) {
+                float value = a_scale[t] * w_scale[n] * (float)smoe_dot_avx2(a + t * inner, w + n * inner, inner);
+                float *y = out + t * columns + n;
+                *y = accumulate ? *y + value : value;
+            }
+        }
+        return;
+    }
+#endif
+    for (; n < columns; n++) {
+        for (size_t t = 0; t < rows; t++) {
+            float value = a_scale[t] * w_scale[n] * (float)smoe_dot_portable(a + t * inner, w + n * inner, inner);
+            float *y = out + t * columns + n;
+            *y = accumulate ? *y + value : value;
         }
     }
 }

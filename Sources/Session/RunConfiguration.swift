@@ -45,8 +45,12 @@ package struct RunConfiguration: Sendable {
     /// `cpuISA` on this rank's CPU; every rank stops (one line from the lowest failing rank,
     /// naming the missing flag, exit 2) when one CPU lacks it. Collective over `world`.
     @MainActor
-    package func resolvedISA(world: Communicator) throws -> CPUISA {
-        let resolution = cpuISA.resolved()
+    package func resolvedISA(world: Communicator) throws -> CPUISA { try Self.resolve(cpuISA, world: world) }
+
+    /// `requested` on this rank's CPU, agreed as `resolvedISA` does. Collective over `world`.
+    @MainActor
+    package static func resolve(_ requested: CPUISA, world: Communicator) throws -> CPUISA {
+        let resolution = requested.resolved()
         if let failed = try world.lowestFailingRank(failed: (try? resolution.get()) == nil) {
             let message: String
             if case let .failure(error) = resolution { message = "rank \(world.rank): \(error)" } else { message = "" }

@@ -31,7 +31,7 @@ struct LayerBenchmark: JobCommand {
             weights of the model's shapes), and --d-model, --d-ff, --activation, --experts, --top-k,
             --capacity-factor and --residual do not apply; 'ffn' then includes the shared expert.
             """,
-        options: TopologyOptions.specs + BLASThreadOptions.specs + Options.specs + TableOutputOptions.specs)
+        options: TopologyOptions.specs + BLASThreadOptions.specs + PrecisionOptions.specs + Options.specs + TableOutputOptions.specs)
 
     enum Options {
         static let dModel = TypedOption<Int>.integer("d-model", default: 512, in: 1...65536, "hidden size")
@@ -63,8 +63,10 @@ struct LayerBenchmark: JobCommand {
     let residual: Bool
     let topologyOptions: TopologyOptions.Values
     let modelPath: String?
+    let precision: PrecisionOptions.Values
 
     init(options: ParsedOptions) throws(UsageError) {
+        precision = try PrecisionOptions.read(options)
         modelPath = try options.value(Options.model)
         dModel = try options.value(Options.dModel)
         dFF = try options.value(Options.dFF)
@@ -99,9 +101,16 @@ struct LayerBenchmark: JobCommand {
                 print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
             }
         }
-        var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "layer", "capacity_factor", "layer_ms", "tokens_per_s",
+        let isa = try RunConfiguration.resolve(precision.cpuISA, world: world)
+        if world.rank == 0 {
+            print("# cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); plain read of 256 MiB: \(format(Self.plainReadGigabytesPerSecond(), 1)) GB/s")
+            for expertPrecision in Set((fileModel?.precisions(override: precision.expertPrecision)) ?? [precision.expertPrecision ?? .fp32]).sorted(by: { $0.rawValue < $1.rawValue }) {
+                print("# experts \(expertPrecision.rawValue): \(expertPrecision.kernels(isa: isa).implementation)")
+            }
+        }
+        var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "layer", "capacity_factor", "precision", "layer_ms", "tokens_per_s",
                                           "gate_ms", "dense_ms", "pack_ms", "dispatch_ms", "experts_ms", "combine_ms", "ffn_ms", "gemm_ms",
-                                          "gemm_share", "overhead_share", "dispatch_mib", "dropped"])
+                                          "gemm_share", "ffn_alone_ms", "experts_over_ffn_alone", "weight_gb_per_s", "overhead_share", "dispatch_mib", "dropped"])
         // With --residual every configuration runs a PR-MoE layer and a top-2 layer side by side.
         let configurations = layerModels(fileModel)
         for (index, (tokenCount, variant, model)) in configurations.enumerated() {
@@ -115,6 +124,7 @@ struct LayerBenchmark: JobCommand {
             var run = RunConfiguration()
             run.algorithms = [algorithm]
             run.tokensPerRank = tokenCount
+            (run.expertPrecision, run.cpuISA) = (precision.expertPrecision, precision.cpuISA)
             let session = try InferenceSession(configuration: run, model: model, weights: weights, trace: nil, algorithm: algorithm,
                                                world: world, topology: topology, links: links, logStatistics: false, liveEvery: 0)
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
@@ -139,14 +149,22 @@ struct LayerBenchmark: JobCommand {
             if layer.residual || layer.dense { gemms.append((tokenCount, model.form(.dense, layer: 0))) }
             if layer.sharedDFF > 0 { gemms.append((tokenCount, model.form(.shared, layer: 0))) }
             let gemmSamples = try gemmOnly(gemms, dModel: dModel, harness: harness)
+            // The same FFNs alone in the layer's own precision (its backend, same rows), and the
+            // expert weights the step read.
+            let ffnAloneSamples = try ffnAlone(gemms, kernels: session.kernels[0], dModel: dModel, harness: harness)
+            let bytesRead = Double(moeLayer.expertBytesHeld) * Double(moeLayer.receivedRowsPerExpert.filter { $0 > 0 }.count)
+                / Double(max(1, moeLayer.receivedRowsPerExpert.count))
             let totals = [last.droppedRoutes, last.droppedRoutes + last.keptRoutes, last.dispatchBytesByLayer[0]]  // over all ranks
             let layerTime = Statistics(layerSamples).median
             let gemmTime = Statistics(gemmSamples).median
             let ffnTime = phases[phaseCount] + phases[1]  // expert FFNs + dense MLP
+            let ffnAloneTime = Statistics(ffnAloneSamples).median
             table.append([String(world.size), String(tokenCount), layer.dense ? "dense" : String(expertCount), variant, String(factor),
-                          format(layerTime * 1000), format(Double(tokenCount * world.size) / layerTime, 0)]
+                          session.kernels[0].precision.rawValue, format(layerTime * 1000), format(Double(tokenCount * world.size) / layerTime, 0)]
                          + phases.prefix(phaseCount).map { format($0 * 1000) }
                          + [format(ffnTime * 1000), format(gemmTime * 1000), format(gemmTime / layerTime),
+                            format(ffnAloneTime * 1000), format(phases[4] / max(ffnAloneTime, 1e-9)),
+                            format(bytesRead / max(phases[phaseCount], 1e-9) / 1e9, 1),
                             format(max(0, layerTime - ffnTime) / layerTime), format(Double(totals[2]) / 1_048_576),
                             format(Double(totals[0]) / Double(max(1, totals[1])))])
         }
@@ -191,6 +209,58 @@ struct LayerBenchmark: JobCommand {
             }
         }
         return tokens.flatMap { t in variants.map { (t, $0.name, $0.model) } }
+    }
+
+    /// Times the FFNs alone in `kernels`' precision: for each (rows, form), one FFN of that form
+    /// (seeded weights, prepared once) over that many rows.
+    @MainActor
+    private func ffnAlone(_ ffns: [(rows: Int, form: FFNForm)], kernels: any ExpertKernels, dModel: Int, harness: BenchmarkHarness) throws -> [Double] {
+        var prepared: [Int: any PreparedFFN] = [:]  // by dFF
+        for (_, form) in ffns where prepared[form.dFF] == nil {
+            let count = dModel * form.dFF
+            let values = (0..<count).map { Float(($0 * 7919) % 997) / 9970 - 0.05 }
+            let weights = ExpertWeights(w1: values, b1: form.hasBias ? [Float](repeating: 0.01, count: form.dFF) : [], w2: values,
+                                        b2: form.hasBias ? [Float](repeating: 0.01, count: dModel) : [], w3: form.activation.isGated ? values : [],
+                                        b3: form.hasBias && form.activation.isGated ? [Float](repeating: 0.01, count: form.dFF) : [])
+            prepared[form.dFF] = kernels.prepare(weights, form: form, dModel: dModel)
+        }
+        let maximumRows = ffns.map(\.rows).max() ?? 0
+        let input = (0..<max(1, maximumRows * dModel)).map { Float(($0 * 31) % 101) / 101 - 0.5 }
+        var output = [Float](repeating: 0, count: max(1, maximumRows * dModel))
+        let workspace = ExpertWorkspace()
+        return try harness.measure(warmup: warmup, repetitions: repetitions) {
+            input.withUnsafeBufferPointer { x in
+                output.withUnsafeMutableBufferPointer { y in
+                    for (rows, form) in ffns where rows > 0 {
+                        prepared[form.dFF]!.forward(input: x.baseAddress!, rows: rows, output: y.baseAddress!, workspace: workspace)
+                    }
+                }
+            }
+        }
+    }
+
+    /// GB/s of a plain sequential read of 256 MiB (the best of three): the memory bandwidth the
+    /// weight stream is compared with.
+    static func plainReadGigabytesPerSecond() -> Double {
+        let count = 64 << 20
+        let buffer = [Float](repeating: 1, count: count)
+        var best = Double.infinity
+        var sink: Float = 0
+        for _ in 0..<3 {
+            let start = MPIRuntime.wallTime()
+            buffer.withUnsafeBufferPointer { values in
+                var sums = SIMD8<Float>()
+                var index = 0
+                while index + 8 <= count {
+                    sums += UnsafeRawPointer(values.baseAddress! + index).loadUnaligned(as: SIMD8<Float>.self)
+                    index += 8
+                }
+                sink += sums.sum()
+            }
+            best = min(best, MPIRuntime.wallTime() - start)
+        }
+        precondition(sink > 0)
+        return Double(count * 4) / best / 1e9
     }
 
     /// Times the FFN GEMMs alone: for each (rows, form), the form's two (gated: three) GEMMs

@@ -35,6 +35,23 @@ void smoe_bf16_to_f32(const uint16_t *src, float *dst, size_t count, int isa);
 /// Rounds every value to the nearest bf16, in place (the value stays a float).
 void smoe_round_to_bf16(float *values, size_t count);
 
+/// Columns per block of the blocked bf16 weight layout: weights `[inner, columns]` are held as
+/// ⌈columns / 32⌉ blocks, block b being `[inner][32]` (columns b·32 …, zero-padded), so one
+/// block's weights are one contiguous stream.
+enum { SMOE_BF16_BLOCK = 32 };
+
+/// `y[t, n] (+)= Σ_k x[t, k] · float(w[k, n])` for few rows: `x` is `[rows, inner]` float,
+/// `w` the blocked bf16 layout of `[inner, columns]`, `y` is `[rows, columns]`. Each weight is
+/// read once (widened in registers) for all rows, so a decode-sized call streams half of fp32's
+/// bytes. The sum over k runs in k order with fused multiply-adds on every ISA level (so all
+/// levels give the same bits).
+void smoe_bf16_gemm_rows(const float *x, size_t rows, size_t inner, const uint16_t *w, size_t columns,
+                         float *y, int accumulate, int isa);
+
+/// Rows `first ..< first + count` of blocked bf16 weights `[inner, columns]`, widened into
+/// `panel` as row-major `[count, columns]` floats (exact).
+void smoe_bf16_widen_rows(const uint16_t *w, size_t inner, size_t columns, size_t first, size_t count, float *panel, int isa);
+
 /// Symmetric int8 per row: `scale[r] = max|x[r, :]| / 127` (1 for an all-zero row) and
 /// `q[r, k] = round(x[r, k] / scale[r])` in −127…127. `x` is `[rows, width]` row-major.
 void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale);

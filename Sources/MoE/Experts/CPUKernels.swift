@@ -104,6 +104,44 @@ package enum CPUKernels {
     /// Rounds `count` floats to their nearest bf16, in place.
     package static func roundToBF16(_ values: UnsafeMutablePointer<Float>, count: Int) { smoe_round_to_bf16(values, count) }
 
+    /// Columns per block of the blocked bf16 layout (`blockedBF16`).
+    package static let bf16Block = Int(SMOE_BF16_BLOCK)
+
+    /// Row-major bf16 `[inner, columns]` in the blocked layout: ⌈columns / 32⌉ blocks of
+    /// `[inner][32]`, zero-padded, each block one contiguous stream.
+    package static func blockedBF16(_ rowMajor: [UInt16], inner: Int, columns: Int) -> [UInt16] {
+        let blocks = (columns + bf16Block - 1) / bf16Block
+        var result = [UInt16](repeating: 0, count: blocks * inner * bf16Block)
+        for k in 0..<inner {
+            for n in 0..<columns { result[((n / bf16Block) * inner + k) * bf16Block + n % bf16Block] = rowMajor[k * columns + n] }
+        }
+        return result
+    }
+
+    /// The row-major `[inner, columns]` weights of a blocked layout.
+    package static func rowMajorBF16(_ blocked: [UInt16], inner: Int, columns: Int) -> [UInt16] {
+        var result = [UInt16](repeating: 0, count: inner * columns)
+        for k in 0..<inner {
+            for n in 0..<columns { result[k * columns + n] = blocked[((n / bf16Block) * inner + k) * bf16Block + n % bf16Block] }
+        }
+        return result
+    }
+
+    /// Rows `first ..< first + count` of blocked bf16 `[inner, columns]` widened into `panel`
+    /// (row-major `[count, columns]`).
+    package static func widenRows(_ blocked: UnsafePointer<UInt16>, inner: Int, columns: Int, first: Int, count: Int,
+                                  into panel: UnsafeMutablePointer<Float>, isa: CPUISA) {
+        smoe_bf16_widen_rows(blocked, inner, columns, first, count, panel, isa.kernelLevel)
+    }
+
+    /// `y[rows, columns] (+)= x[rows, inner] · w` with `w` blocked bf16 `[inner, columns]`, each
+    /// weight read once for all rows (for few rows).
+    package static func bf16GEMMRows(_ x: UnsafePointer<Float>, rows: Int, inner: Int, _ w: UnsafePointer<UInt16>, columns: Int,
+                                     into y: UnsafeMutablePointer<Float>, accumulate: Bool, isa: CPUISA) {
+        guard rows > 0, columns > 0 else { return }
+        smoe_bf16_gemm_rows(x, rows, inner, w, columns, y, accumulate ? 1 : 0, isa.kernelLevel)
+    }
+
     /// Symmetric int8 per row of `x` (`[rows, width]`): codes into `codes`, one scale per row.
     package static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, width: Int, codes: UnsafeMutablePointer<Int8>,
                                      scales: UnsafeMutablePointer<Float>) {

@@ -1,19 +1,22 @@
 /// bf16 experts: weights held as bf16 (converted once, at `prepare`), activations rounded to
-/// bf16 before each product, fp32 accumulation. The products widen the weights to fp32 in panels
-/// of `panelRows` rows (which stay in cache) and multiply on OpenBLAS: every bf16 product is exact
-/// in fp32, so the result is that of a bf16 GEMM with fp32 accumulation up to summation order.
-/// Weight bytes read per product are half of fp32's (what bounds decode-sized steps).
+/// bf16 before each product, fp32 accumulation. Up to `directRows` rows, a product reads each
+/// bf16 weight once and widens it in registers for all rows (decode-sized calls are bound by the
+/// weight bytes, half of fp32's); beyond, it widens the weights to fp32 in panels of `panelRows`
+/// rows (which stay in cache) and multiplies on OpenBLAS. Every bf16 product is exact in fp32,
+/// so both are a bf16 GEMM with fp32 accumulation up to summation order.
 /// (oneDNN's bf16 matmul for AVX512-BF16 CPUs is not built yet: see the issue's note.)
 package struct BF16Kernels: ExpertKernels {
     package let isa: CPUISA
     /// Rows of a weight panel widened at once: 128 × d_ff 4096 floats = 2 MiB.
     static let panelRows = 128
+    /// Most rows a product runs with the direct kernel (measured: `Benchmarks/README.md`).
+    static let directRows = 16
 
     package init(isa: CPUISA) { self.isa = isa }
 
     package var precision: ExpertPrecision { .bf16 }
     package var implementation: String {
-        "bf16 weights widened in \(Self.panelRows)-row panels (\(isa.rawValue) conversion) + OpenBLAS sgemm (\(BLAS.coreName)), activations rounded to bf16"
+        "bf16 weights: ≤ \(Self.directRows) rows direct (\(isa == .portable ? "portable C" : "AVX2 FMA")), more widened in \(Self.panelRows)-row panels + OpenBLAS sgemm (\(BLAS.coreName)); activations rounded to bf16"
     }
 
     package func prepare(_ weights: ExpertWeights, form: FFNForm, dModel: Int) -> any PreparedFFN {
@@ -21,6 +24,7 @@ package struct BF16Kernels: ExpertKernels {
                 biases: FFNBiases(b1: weights.b1, b2: weights.b2, b3: weights.b3), form: form, dModel: dModel, isa: isa)
     }
 
+    /// The weights ship row-major (unpadded; the receiver blocks them again), then the biases.
     package func wireByteCount(form: FFNForm, dModel: Int) -> Int {
         let (matrices, biases) = WireLayout.counts(form: form, dModel: dModel)
         return 2 * matrices + 4 * biases
@@ -39,19 +43,29 @@ package struct BF16Kernels: ExpertKernels {
 }
 
 final class BF16FFN: PreparedFFN, FFNProducts {
+    /// The weights in the blocked layout (`CPUKernels.blockedBF16`): w1, w3 `[dModel, dFF]`, w2 `[dFF, dModel]`.
     let w1: [UInt16], w3: [UInt16], w2: [UInt16]
     let biases: FFNBiases
     let form: FFNForm
     let dModel: Int
     let isa: CPUISA
 
+    /// From row-major bf16 weights.
     init(w1: [UInt16], w3: [UInt16], w2: [UInt16], biases: FFNBiases, form: FFNForm, dModel: Int, isa: CPUISA) {
-        (self.w1, self.w3, self.w2, self.biases, self.form, self.dModel, self.isa) = (w1, w3, w2, biases, form, dModel, isa)
+        let dFF = form.dFF
+        self.w1 = CPUKernels.blockedBF16(w1, inner: dModel, columns: dFF)
+        self.w3 = w3.isEmpty ? [] : CPUKernels.blockedBF16(w3, inner: dModel, columns: dFF)
+        self.w2 = CPUKernels.blockedBF16(w2, inner: dFF, columns: dModel)
+        (self.biases, self.form, self.dModel, self.isa) = (biases, form, dModel, isa)
     }
 
     var bytesHeld: Int { 2 * (w1.count + w2.count + w3.count) + 4 * (biases.b1.count + biases.b2.count + biases.b3.count) }
 
-    var wireBytes: [UInt8] { WireLayout.bytes(w1, w2, w3) + WireLayout.bytes(biases) }
+    var wireBytes: [UInt8] {
+        let dFF = form.dFF
+        return WireLayout.bytes(CPUKernels.rowMajorBF16(w1, inner: dModel, columns: dFF), CPUKernels.rowMajorBF16(w2, inner: dFF, columns: dModel),
+                                w3.isEmpty ? [] : CPUKernels.rowMajorBF16(w3, inner: dModel, columns: dFF)) + WireLayout.bytes(biases)
+    }
 
     func forward(input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
                  between: ProgressHook?) {
@@ -76,13 +90,19 @@ final class BF16FFN: PreparedFFN, FFNProducts {
         case .w3: matrix = w3
         case .w2: matrix = w2
         }
+        if rows <= BF16Kernels.directRows {
+            matrix.withUnsafeBufferPointer { weights in
+                CPUKernels.bf16GEMMRows(a, rows: rows, inner: inner, weights.baseAddress!, columns: columns, into: y, accumulate: accumulate, isa: isa)
+            }
+            return
+        }
         let panelRows = BF16Kernels.panelRows
         let panel = workspace.panel.reserve(min(panelRows, inner) * columns)
         matrix.withUnsafeBufferPointer { weights in
             var first = 0
             while first < inner {
                 let count = min(panelRows, inner - first)
-                CPUKernels.widen(weights.baseAddress! + first * columns, into: panel, count: count * columns, isa: isa)
+                CPUKernels.widenRows(weights.baseAddress!, inner: inner, columns: columns, first: first, count: count, into: panel, isa: isa)
                 BLAS.multiply(rows: rows, columns: columns, inner: count, a + first, leadingA: inner, panel, into: y,
                               accumulate: accumulate || first > 0)
                 first += count
