@@ -43,10 +43,12 @@ package final class DistributedModel {
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
     /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
     /// logits; `kernels[l]` the backend layer l's FFNs run on (nil: fp32 on OpenBLAS); `dispatch` how every layer's steps count
-    /// and chunk; `trace`, when given, replaces every gate's choices with recorded ones.
+    /// and chunk; `exchangePrecision` the rows' format on the wire (decoded at `isa`); `trace`,
+    /// when given, replaces every gate's choices with recorded ones.
     package init(
         configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
-        kernels: [any ExpertKernels]? = nil, dispatch: Dispatch = .fixed(.sequential), trace: RoutingTrace? = nil,
+        kernels: [any ExpertKernels]? = nil, dispatch: Dispatch = .fixed(.sequential), exchangePrecision: ExchangePrecision = .fp32,
+        isa: CPUISA = .portable, trace: RoutingTrace? = nil,
         placement planner: PlacementPlanner? = nil, makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
         self.configuration = configuration
@@ -98,7 +100,7 @@ package final class DistributedModel {
                             exchange: exchanges[placement.groupSize]!,
                             groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
                             gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift, trace: trace),
-                            kernels: kernels[index], mode: modes[index])
+                            kernels: kernels[index], mode: modes[index], exchangePrecision: exchangePrecision, isa: isa)
         }
     }
 

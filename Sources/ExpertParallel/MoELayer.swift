@@ -55,7 +55,8 @@ package final class MoELayer {
     /// here, once); `mode` is how every step counts and chunks (the same on every group rank).
     package init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
                 slots: ExpertSlots, maxSlotsPerRank: Int? = nil, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil,
-                gate: Gate? = nil, kernels: any ExpertKernels = OpenBLASKernels(), mode: DispatchMode = .sequential) {
+                gate: Gate? = nil, kernels: any ExpertKernels = OpenBLASKernels(), mode: DispatchMode = .sequential,
+                exchangePrecision: ExchangePrecision = .fp32, isa: CPUISA = .portable) {
         precondition(configuration.dense || weights.slotExperts == slots.slots[exchange.communicator.rank])
         precondition(configuration.residual == (weights.residual != nil))
         precondition(configuration.dense == (weights.dense != nil))
@@ -70,7 +71,7 @@ package final class MoELayer {
         dispatcher = TokenDispatcher(layerIndex: index, layer: configuration, width: model.dModel, slots: slots,
                                      maxSlotsPerRank: maxSlotsPerRank ?? slots.slots.map(\.count).max() ?? 0, exchange: exchange,
                                      groupWorldRanks: groupWorldRanks ?? Array(0..<exchange.communicator.size),
-                                     worldSize: worldSize ?? exchange.communicator.size, mode: mode)
+                                     worldSize: worldSize ?? exchange.communicator.size, mode: mode, exchangePrecision: exchangePrecision, isa: isa)
     }
 
     /// The logical expert in each of this rank's slots, and their FFNs in the backend's form.

@@ -87,21 +87,31 @@ struct ChunkPlan: Equatable {
 }
 
 extension TokenDispatcher {
+    /// Where a step's rows are while its chunks run: the exchanges' buffers (`send`, `receive`,
+    /// `back`, rows of `wireRowBytes`: the float buffers themselves for fp32 exchanges) and the
+    /// float rows the experts work on (`receivedRows`, `[rows, width]`).
+    struct ChunkBuffers {
+        let send: UnsafeRawPointer
+        let receive: UnsafeMutableRawPointer
+        let back: UnsafeMutableRawPointer
+        let receivedRows: UnsafeMutablePointer<Float>
+    }
+
     /// The chunks of a step over pinned buffers (see `step`). `delivered`: the rows have
     /// arrived already (a cached plan's dispatch, one chunk), so nothing is posted for them.
-    func runChunks(
-        _ chunks: ChunkPlan, delivered: Bool, send: UnsafeRawPointer, received: UnsafeMutableRawPointer, back: UnsafeMutableRawPointer,
-        work: LayerWork, times: inout PhaseTimes
-    ) throws(MoELayerError) {
-        let rowBytes = self.rowBytes
+    /// With a narrower exchange precision each chunk's rows are decoded on arrival (charged to
+    /// `dispatch`) and the experts' outputs encoded before their combine is posted (`experts`).
+    func runChunks(_ chunks: ChunkPlan, delivered: Bool, buffers: ChunkBuffers, work: LayerWork, times: inout PhaseTimes) throws(MoELayerError) {
+        let rowBytes = wireRowBytes
         let degree = chunks.degree
+        let encoded = codec.precision != .fp32
         var dispatches: [any PendingExchange] = []
         if delivered { dispatches.append(ArrivedExchange()) }
         for chunk in dispatches.count..<degree {
             let layout = chunks.layouts[chunk]
             let pending = try exchanging { () throws(ExchangeError) in
-                try exchange.post(send: UnsafeRawBufferPointer(start: send + chunks.sendBase[chunk] * rowBytes, count: layout.sendRows * rowBytes),
-                                  receive: UnsafeMutableRawBufferPointer(start: received + chunks.receiveBase[chunk] * rowBytes,
+                try exchange.post(send: UnsafeRawBufferPointer(start: buffers.send + chunks.sendBase[chunk] * rowBytes, count: layout.sendRows * rowBytes),
+                                  receive: UnsafeMutableRawBufferPointer(start: buffers.receive + chunks.receiveBase[chunk] * rowBytes,
                                                                          count: layout.receiveRows * rowBytes),
                                   layout: layout, rowBytes: rowBytes, channel: 1 + chunk)
             }
@@ -113,18 +123,19 @@ extension TokenDispatcher {
         for chunk in 0..<degree {
             var clock = PhaseClock()
             try inFlight.complete(dispatches[chunk], layer: layerIndex)
-            clock.charge(\.dispatch, to: &times)
             let layout = chunks.layouts[chunk]
-            let arrival = Arrival(rowsFrom: chunks.rowsFrom[chunk], layout: layout)
-            let rows = UnsafeMutableBufferPointer(start: (received + chunks.receiveBase[chunk] * rowBytes).assumingMemoryBound(to: Float.self),
-                                                  count: layout.receiveRows * width)
-            times.expertCompute += work.computeChunk(rows, arrival, progress)
+            let wire = buffers.receive + chunks.receiveBase[chunk] * rowBytes
+            let rows = UnsafeMutableBufferPointer(start: buffers.receivedRows + chunks.receiveBase[chunk] * width, count: layout.receiveRows * width)
+            if encoded { codec.decode(UnsafeRawPointer(wire), rows: layout.receiveRows, into: rows.baseAddress!, isa: isa) }
+            clock.charge(\.dispatch, to: &times)
+            times.expertCompute += work.computeChunk(rows, Arrival(rowsFrom: chunks.rowsFrom[chunk], layout: layout), progress)
+            if encoded { codec.encode(UnsafePointer(rows.baseAddress!), rows: layout.receiveRows, into: wire) }
             clock.charge(\.experts, to: &times)
             try inFlight.rethrow(layer: layerIndex)
             let backLayout = ExchangeLayout(sendCounts: layout.receiveCounts, receiveCounts: layout.sendCounts)!
             let pending = try exchanging { () throws(ExchangeError) in
-                try exchange.post(send: UnsafeRawBufferPointer(rows), 
-                                  receive: UnsafeMutableRawBufferPointer(start: back + chunks.sendBase[chunk] * rowBytes, count: layout.sendRows * rowBytes),
+                try exchange.post(send: UnsafeRawBufferPointer(start: UnsafeRawPointer(wire), count: layout.receiveRows * rowBytes),
+                                  receive: UnsafeMutableRawBufferPointer(start: buffers.back + chunks.sendBase[chunk] * rowBytes, count: layout.sendRows * rowBytes),
                                   layout: backLayout, rowBytes: rowBytes, channel: 1 + degree + chunk)
             }
             inFlight.combines.append(pending)

@@ -59,10 +59,14 @@ package enum DispatchModeError: Error, Equatable, CustomStringConvertible {
     case degreeOutOfRange(Int)
     /// `overlap` as the user gave it (a number or auto).
     case planCacheWithOverlap(overlap: String)
+    /// A cached plan's header rows travel inside the token rows, as fp32.
+    case planCacheWithExchangePrecision(String)
 
     package var description: String {
         switch self {
         case let .degreeOutOfRange(degree): return "overlap degree \(degree) is outside 1...\(OverlapDegree.limit)"
+        case let .planCacheWithExchangePrecision(precision):
+            return "--plan-cache needs fp32 exchanges (its header rows travel among the token rows); give --exchange-precision fp32 (not \(precision)) or drop --plan-cache"
         case let .planCacheWithOverlap(degree):
             return "--plan-cache applies to the sequential layer; with --overlap-degree \(degree) every step runs the count exchange (give --overlap-degree 1 or drop --plan-cache)"
         }
@@ -108,6 +112,10 @@ package final class TokenDispatcher {
     let width: Int
     let exchange: any AllToAll
     let mode: DispatchMode
+    /// How rows travel (fp32: the float buffers themselves; else encoded into the wire buffers).
+    let codec: RowCodec
+    /// The ISA level decoding runs at.
+    let isa: CPUISA
     var communicator: Communicator { exchange.communicator }
     /// This rank's rank in the layer's group.
     var groupRank: Int { communicator.rank }
@@ -126,6 +134,10 @@ package final class TokenDispatcher {
     private var compactRows: [Float] = []   // a cached plan's padded blocks, compacted
     var combined: [Float] = []      // combine receive
     var scratchRow: [Float] = []    // one row of the weighted sum
+    // Encoded rows (`codec`, when not fp32), `codec.rowBytes` per row, in the float buffers' row order.
+    var wireSend: [UInt8] = []      // dispatch send
+    var wireReceive: [UInt8] = []   // dispatch receive, then each chunk's combine send
+    var wireBack: [UInt8] = []      // combine receive
 
     /// What a dispatch (or one chunk of it) delivered to this rank's experts.
     struct Arrival {
@@ -144,11 +156,14 @@ package final class TokenDispatcher {
     /// `exchange` runs on the layer's group communicator; `slots` is the group's placement now;
     /// `maxSlotsPerRank` bounds the slots of any placement the layer will adopt.
     init(layerIndex: Int, layer: LayerConfiguration, width: Int, slots: ExpertSlots, maxSlotsPerRank: Int, exchange: any AllToAll,
-         groupWorldRanks: [Int], worldSize: Int, mode: DispatchMode) {
+         groupWorldRanks: [Int], worldSize: Int, mode: DispatchMode, exchangePrecision: ExchangePrecision = .fp32, isa: CPUISA = .portable) {
         precondition(slots.ranks == exchange.communicator.size && slots.experts == layer.experts)
         precondition(groupWorldRanks.count == exchange.communicator.size)
         precondition(slots.slots.allSatisfy { $0.count <= maxSlotsPerRank })
         precondition((1...OverlapDegree.limit).contains(mode.degree))
+        if case .cached = mode { precondition(exchangePrecision == .fp32, "a cached plan's header rows travel as fp32 rows") }
+        codec = RowCodec(precision: exchangePrecision, width: width)
+        self.isa = isa
         self.layerIndex = layerIndex
         self.layer = layer
         self.width = width
@@ -172,6 +187,12 @@ package final class TokenDispatcher {
     }
 
     var rowBytes: Int { width * MemoryLayout<Float>.stride }
+    /// Bytes of one row on the wire.
+    var wireRowBytes: Int { codec.rowBytes }
+
+    static func grow(_ buffer: inout [UInt8], to count: Int) {
+        if buffer.count < count { buffer = [UInt8](repeating: 0, count: count) }
+    }
 
     func exchanging<T>(_ body: () throws(ExchangeError) -> T) throws(MoELayerError) -> T {
         do { return try body() } catch { throw .exchange(layer: layerIndex, error) }
@@ -222,24 +243,27 @@ package final class TokenDispatcher {
         if !delivered {
             Self.grow(&sendRows, to: max(layout.sendRows, 1) * width)
             rowOfRoute = pack(tokenRows: tokenRows, tokenCount: tokenCount, order: order, chunks: chunks)
+            if codec.precision != .fp32 { encodeSendRows(count: layout.sendRows, receiveRows: layout.receiveRows) }
             clock.charge(\.pack, to: &times)
         }
         var failure: MoELayerError?
-        sendRows.withUnsafeBytes { send in
-            receiveRows.withUnsafeMutableBytes { received in
-                combined.withUnsafeMutableBytes { back in
-                    do throws(MoELayerError) {
-                        try runChunks(chunks, delivered: delivered, send: send.baseAddress!, received: received.baseAddress!,
-                                      back: back.baseAddress!, work: work, times: &times)
-                    } catch { failure = error }
-                }
-            }
+        withChunkBuffers { buffers in
+            do throws(MoELayerError) {
+                try runChunks(chunks, delivered: delivered, buffers: buffers, work: work, times: &times)
+            } catch { failure = error }
         }
         if let failure { throw failure }
         planCache?.record(layout: layout)
         account(layout: layout, volume: &volume)
-        volume.combineBytesSent += layout.receiveRows * rowBytes
+        volume.combineBytesSent += layout.receiveRows * wireRowBytes
         clock = PhaseClock()
+        if codec.precision != .fp32 {
+            wireBack.withUnsafeBytes { wire in
+                combined.withUnsafeMutableBufferPointer { floats in
+                    codec.decode(wire.baseAddress!, rows: layout.sendRows, into: floats.baseAddress!, isa: isa)
+                }
+            }
+        }
         weightedSum(plan: plan, rowOfRoute: rowOfRoute, residual: residual(), into: &hidden)
         clock.charge(\.combine, to: &times)
         return (plan, Arrival.rowsPerSlot(rowsFrom))
@@ -287,6 +311,40 @@ package final class TokenDispatcher {
             }
         }
         return rowOfRoute
+    }
+
+    /// The packed rows encoded for the wire, and the wire buffers grown for this step.
+    private func encodeSendRows(count: Int, receiveRows: Int) {
+        Self.grow(&wireSend, to: max(count, 1) * wireRowBytes)
+        Self.grow(&wireReceive, to: max(receiveRows, 1) * wireRowBytes)
+        Self.grow(&wireBack, to: max(count, 1) * wireRowBytes)
+        sendRows.withUnsafeBufferPointer { floats in
+            wireSend.withUnsafeMutableBytes { wire in codec.encode(floats.baseAddress!, rows: count, into: wire.baseAddress!) }
+        }
+    }
+
+    /// The step's buffers pinned for its chunks: the exchanges read and write the wire buffers
+    /// (the float buffers themselves for fp32), the experts the float receive buffer.
+    private func withChunkBuffers(_ body: (ChunkBuffers) -> Void) {
+        receiveRows.withUnsafeMutableBufferPointer { received in
+            guard codec.precision != .fp32 else {
+                sendRows.withUnsafeBytes { send in
+                    combined.withUnsafeMutableBytes { back in
+                        body(ChunkBuffers(send: send.baseAddress!, receive: UnsafeMutableRawPointer(received.baseAddress!), back: back.baseAddress!,
+                                          receivedRows: received.baseAddress!))
+                    }
+                }
+                return
+            }
+            wireSend.withUnsafeBytes { send in
+                wireReceive.withUnsafeMutableBytes { receive in
+                    wireBack.withUnsafeMutableBytes { back in
+                        body(ChunkBuffers(send: send.baseAddress!, receive: receive.baseAddress!, back: back.baseAddress!,
+                                          receivedRows: received.baseAddress!))
+                    }
+                }
+            }
+        }
     }
 
     // MARK: Counts
@@ -405,14 +463,14 @@ package final class TokenDispatcher {
 
     /// Bytes of the dispatch, in total and per world rank.
     func account(layout: ExchangeLayout, volume: inout ExchangeVolume) {
-        volume.dispatchBytesSent += layout.sendRows * rowBytes
+        volume.dispatchBytesSent += layout.sendRows * wireRowBytes
         if volume.dispatchBytesSentTo.count != worldSize {
             volume.dispatchBytesSentTo = [Int](repeating: 0, count: worldSize)
             volume.dispatchBytesReceivedFrom = [Int](repeating: 0, count: worldSize)
         }
         for (peer, world) in groupWorldRanks.enumerated() {
-            volume.dispatchBytesSentTo[world] += layout.sendCounts[peer] * rowBytes
-            volume.dispatchBytesReceivedFrom[world] += layout.receiveCounts[peer] * rowBytes
+            volume.dispatchBytesSentTo[world] += layout.sendCounts[peer] * wireRowBytes
+            volume.dispatchBytesReceivedFrom[world] += layout.receiveCounts[peer] * wireRowBytes
         }
     }
 

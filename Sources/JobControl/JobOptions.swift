@@ -103,14 +103,19 @@ package enum PrecisionOptions {
     package static let cpuISA = TypedOption<CPUISA>.choice(
         "cpu-isa", "ISA", default: .native,
         "cap the instruction set SwiftMoE's kernels use: portable, avx2, avx512 or native (the CPU's best); refused when the CPU lacks it")
-    package static let specs = [expertPrecision.spec, cpuISA.spec]
+    package static let exchangePrecision = TypedOption<ExchangePrecision>.choice(
+        "exchange-precision", "P", default: .fp32,
+        "the format token rows travel in between ranks: fp32, bf16 (2 bytes a value) or int8 (1 byte a value + a scale per row)")
+    package static let specs = [expertPrecision.spec, cpuISA.spec, exchangePrecision.spec]
 
     package struct Values: Sendable {
         package let expertPrecision: ExpertPrecision?
         package let cpuISA: CPUISA
+        package let exchangePrecision: ExchangePrecision
     }
 
     package static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
-        Values(expertPrecision: try options.value(expertPrecision), cpuISA: try options.value(cpuISA))
+        Values(expertPrecision: try options.value(expertPrecision), cpuISA: try options.value(cpuISA),
+               exchangePrecision: try options.value(exchangePrecision))
     }
 }

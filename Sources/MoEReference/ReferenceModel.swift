@@ -24,11 +24,17 @@ package struct ReferenceModel {
     private let experts: [[any PreparedFFN]]
     private let denseFFNs: [(any PreparedFFN)?]
     private let sharedFFNs: [(any PreparedFFN)?]
+    /// The rows' format between ranks: every expert input and output row makes the trip
+    /// (encoded, decoded) as in the distributed layer, self-rows included.
+    private let exchangePrecision: ExchangePrecision
+    private let isa: CPUISA
 
     /// `drift`, when given, is the drifting workload the gates add to their logits; `kernels`
     /// runs every FFN (`kernels[l]` layer l's; nil: fp32), prepared here once, as in the distributed layer.
     package init(model: ModelConfiguration, layers: [LayerWeights], drift: RouterDrift? = nil, trace: RoutingTrace? = nil,
-                 kernels: [any ExpertKernels]? = nil) {
+                 kernels: [any ExpertKernels]? = nil, exchangePrecision: ExchangePrecision = .fp32, isa: CPUISA = .portable) {
+        self.exchangePrecision = exchangePrecision
+        self.isa = isa
         let kernels = kernels ?? Array(repeating: OpenBLASKernels(), count: model.layers.count)
         precondition(layers.count == model.layers.count)
         precondition(zip(layers, model.layers).allSatisfy { $0.slotExperts == Array(0..<$1.experts) || $1.dense }, "the reference holds every expert")
@@ -121,6 +127,8 @@ package struct ReferenceModel {
                     }
                 }
                 let rows = rowsPerRank.reduce(0, +)
+                let codec = RowCodec(precision: exchangePrecision, width: d)
+                codec.roundTrip(&input, isa: isa)
                 var output = [Float](repeating: 0, count: rows * d)
                 if rows > 0 {
                     input.withUnsafeBufferPointer { x in
@@ -129,6 +137,7 @@ package struct ReferenceModel {
                         }
                     }
                 }
+                codec.roundTrip(&output, isa: isa)
                 var start = 0
                 for (rank, count) in zip(members, rowsPerRank) {
                     expertOutputs[expert][rank] = Array(output[start..<start + count * d])

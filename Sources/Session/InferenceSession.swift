@@ -76,7 +76,8 @@ package final class InferenceSession {
         isa = try configuration.resolvedISA(world: world)
         kernels = model.kernels(isa: isa, override: configuration.expertPrecision)
         distributed = try DistributedModel(configuration: model, weights: weights, world: world, drift: configuration.drift,
-                                           kernels: kernels, dispatch: dispatch, trace: trace,
+                                           kernels: kernels, dispatch: dispatch, exchangePrecision: configuration.exchangePrecision, isa: isa,
+                                           trace: trace,
                                            placement: coordinator.placementPlanner) {
             try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
         }

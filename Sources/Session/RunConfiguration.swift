@@ -36,6 +36,8 @@ package struct RunConfiguration: Sendable {
     /// The instruction-set level SwiftMoE's own kernels may use (`--cpu-isa`); each rank
     /// resolves it on its own CPU (`resolvedISA`).
     package var cpuISA: CPUISA = .native
+    /// The format token rows travel in between ranks (`--exchange-precision`).
+    package var exchangePrecision: ExchangePrecision = .fp32
     /// Testing aids: this rank sends malformed statistics; a migration fails on (rank, step).
     package var corruptStatisticsRank: Int?
     package var failMigration: (@Sendable (_ step: Int, _ rank: Int) -> Bool)?
@@ -61,6 +63,7 @@ package struct RunConfiguration: Sendable {
 
     /// How every layer's dispatcher runs, or why these settings do not go together.
     package func dispatch(topology: Topology) -> Result<DistributedModel.Dispatch, DispatchModeError> {
+        if planCache != nil, exchangePrecision != .fp32 { return .failure(.planCacheWithExchangePrecision(exchangePrecision.rawValue)) }
         switch overlap {
         case .auto:
             if planCache != nil { return .failure(.planCacheWithOverlap(overlap: "auto")) }

@@ -94,9 +94,10 @@ struct ReferenceCommand: JobCommand {
             }
             let precisions = configuration.precisions(override: precision.expertPrecision)
             let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace,
-                                           kernels: configuration.kernels(isa: isa, override: precision.expertPrecision))
+                                           kernels: configuration.kernels(isa: isa, override: precision.expertPrecision),
+                                           exchangePrecision: precision.exchangePrecision, isa: isa)
             // The same model in fp32, for the error of a lower precision (the last step's inputs).
-            let fp32 = precisions.allSatisfy { $0 == .fp32 } ? nil
+            let fp32 = precisions.allSatisfy { $0 == .fp32 } && precision.exchangePrecision == .fp32 ? nil
                 : ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace)
             // The coordinator's decisions between steps, replayed on the same counts.
             var decider = StepDecider(capacity: CapacityPlanner(policy: capacity.policy, layers: configuration.layers), placement: placement)

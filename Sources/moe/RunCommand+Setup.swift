@@ -80,6 +80,9 @@ extension RunCommand {
         if case let .fixed(degree) = run.overlap, degree > max(run.tokensPerRank, 1) {
             throw JobFailure(message: "run: --overlap-degree \(degree) is larger than the rows allow: each rank has \(run.tokensPerRank) tokens per step, so at most \(max(run.tokensPerRank, 1)) chunks", reportingRank: 0, exitCode: 2)
         }
+        if run.planCache != nil, run.exchangePrecision != .fp32 {
+            throw JobFailure(message: "run: \(DispatchModeError.planCacheWithExchangePrecision(run.exchangePrecision.rawValue))", reportingRank: 0, exitCode: 2)
+        }
         if run.overlap != .fixed(1), run.planCache != nil {
             throw JobFailure(message: "run: \(DispatchModeError.planCacheWithOverlap(overlap: run.overlap.description))", reportingRank: 0, exitCode: 2)
         }

@@ -74,7 +74,10 @@ struct RunCommand: JobCommand {
         run.statsPath = statsPath
         run.statsEvery = quiet ? 0 : try options.value(Options.statsEvery)
         let precision = try PrecisionOptions.read(options)
-        (run.expertPrecision, run.cpuISA) = (precision.expertPrecision, precision.cpuISA)
+        (run.expertPrecision, run.cpuISA, run.exchangePrecision) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision)
+        if run.planCache != nil, run.exchangePrecision != .fp32 {
+            throw .conflict(command: "run", detail: "\(DispatchModeError.planCacheWithExchangePrecision(run.exchangePrecision.rawValue))")
+        }
         run.corruptStatisticsRank = testingAids.corruptStatsRank
         let aids = testingAids
         run.failMigration = { step, rank in aids.failMigrationIsDue(step: step, rank: rank) }

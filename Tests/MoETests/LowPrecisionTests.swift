@@ -160,3 +160,34 @@ struct LowPrecisionTests {
         #expect(CPUISA.native.resolved() == .success(CPUISA.best))
     }
 }
+
+@Suite("Exchange rows in bf16 and int8 (RowCodec)")
+struct RowCodecTests {
+    @Test("bf16 rows: 2 bytes a value, round trip = rounding to bf16; int8 rows: the scale at the front, codes after, round trip within half a step")
+    func roundTrips() {
+        let width = 37
+        let rows = values(3 * width, seed: 51, scale: 3)
+        var bf16 = rows
+        let codec = RowCodec(precision: .bf16, width: width)
+        #expect(codec.rowBytes == 2 * width)
+        codec.roundTrip(&bf16, isa: .portable)
+        #expect(bf16.map { UInt16($0.bitPattern >> 16) } == CPUKernels.bf16(rows) && bf16.allSatisfy { $0.bitPattern & 0xFFFF == 0 })
+        let int8 = RowCodec(precision: .int8, width: width)
+        #expect(int8.rowBytes == width + 4)
+        var wire = [UInt8](repeating: 0, count: 3 * int8.rowBytes)
+        rows.withUnsafeBufferPointer { source in wire.withUnsafeMutableBytes { int8.encode(source.baseAddress!, rows: 3, into: $0.baseAddress!) } }
+        for row in 0..<3 {
+            let scale = wire.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: row * int8.rowBytes, as: Float.self) }
+            #expect(scale == rows[row * width..<(row + 1) * width].map(abs).max()! / 127)
+        }
+        var back = rows
+        int8.roundTrip(&back, isa: .portable)
+        for row in 0..<3 {
+            let step = rows[row * width..<(row + 1) * width].map(abs).max()! / 127
+            #expect(zip(back[row * width..<(row + 1) * width], rows[row * width..<(row + 1) * width]).allSatisfy { abs($0 - $1) <= step / 2 * 1.0001 })
+        }
+        var same = rows
+        RowCodec(precision: .fp32, width: width).roundTrip(&same, isa: .portable)
+        #expect(same == rows)
+    }
+}

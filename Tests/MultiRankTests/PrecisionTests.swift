@@ -56,6 +56,37 @@ struct PrecisionTests {
         }
     }
 
+    @Test("bf16 and int8 exchanges: every algorithm, sequential and pipelined, equal the reference that rounds the same rows",
+          arguments: [("bf16", "1"), ("int8", "1"), ("int8", "3"), ("bf16", "2")])
+    func exchangePrecision(precision: String, degree: String) throws {
+        try ModelTests().compareWithReference(ranks: 4, model: "Models/test-swiglu.json", topology: "Topologies/2x2.json",
+                                              extra: ["--tokens-per-rank", "40", "--exchange-precision", precision],
+                                              runExtra: ["--overlap-degree", degree, "--simulate-links", "on"])
+    }
+
+    @Test("the dispatch bytes fall 2× (bf16) and by (4·d) / (d + 4) (int8, a scale per row) against fp32 (layer 0: the same routes)")
+    func exchangeBytes() throws {
+        let scratch = try ScratchDirectory()
+        var bytes: [String: [Double]] = [:]
+        for precision in ["fp32", "bf16", "int8"] {
+            let job = try runMPI(ranks: 2, ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "64", "--steps", "1", "--quiet",
+                                            "--exchange-precision", precision, "--report", scratch.file("\(precision).json")])
+            try #require(job.mpirunStatus == 0, "\(job)")
+            let report = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: scratch.file("\(precision).json")))))
+            guard case let .object(root) = report, case let .array(runs)? = root.first(where: { $0.key == "runs" })?.value,
+                  case let .object(run)? = runs.first, case let .array(steps)? = run.first(where: { $0.key == "steps" })?.value,
+                  case let .object(step)? = steps.first, case let .array(values)? = step.first(where: { $0.key == "dispatch_bytes_by_layer" })?.value
+            else { Issue.record("no dispatch bytes in the report"); return }
+            bytes[precision] = values.compactMap { if case let .number(n) = $0 { return n } else { return nil } }
+        }
+        let fp32 = try #require(bytes["fp32"]), bf16 = try #require(bytes["bf16"]), int8 = try #require(bytes["int8"])
+        let dModel = 32.0  // Models/test-gelu.json
+        // Layer 0 routes the same tokens at every precision (the gate runs before any exchange);
+        // later layers see rounded inputs and may route a few tokens differently.
+        #expect(fp32[0] > 0 && bf16[0] * 2 == fp32[0], "layer 0: \(bf16[0]) vs \(fp32[0])")
+        #expect(int8[0] * 4 * dModel == fp32[0] * (dModel + 4), "layer 0: \(int8[0]) vs \(fp32[0])")
+    }
+
     @Test("bad input: an unknown precision or ISA, an ISA the CPU lacks: one line, every rank exits 2")
     func badInput() throws {
         let unknown = try runMPI(ranks: 2, ["run", "--steps", "1", "--expert-precision", "fp16"])
@@ -63,6 +94,9 @@ struct PrecisionTests {
         #expect(unknown.ranks[0].stderr.contains("expert-precision") && unknown.ranks[0].stderr.contains("fp16"), "\(unknown)")
         let badISA = try runMPI(ranks: 2, ["run", "--steps", "1", "--cpu-isa", "sse9"])
         #expect(badISA.ranks.allSatisfy { $0.exitStatus == 2 }, "\(badISA)")
+        let cached = try runMPI(ranks: 2, ["run", "--steps", "1", "--tokens-per-rank", "8", "--plan-cache", "capacity", "--exchange-precision", "int8"])
+        #expect(cached.ranks.allSatisfy { $0.exitStatus == 2 }, "\(cached)")
+        #expect(cached.ranks[0].stderr.contains("--plan-cache needs fp32 exchanges"), "\(cached)")
         guard !Self.cpuFlags.contains("avx512f") else {
             print("note: this CPU has avx512f; the refusal of --cpu-isa avx512 is tested on CPUs without it")
             return

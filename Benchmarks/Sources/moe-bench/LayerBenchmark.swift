@@ -124,7 +124,7 @@ struct LayerBenchmark: JobCommand {
             var run = RunConfiguration()
             run.algorithms = [algorithm]
             run.tokensPerRank = tokenCount
-            (run.expertPrecision, run.cpuISA) = (precision.expertPrecision, precision.cpuISA)
+            (run.expertPrecision, run.cpuISA, run.exchangePrecision) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision)
             let session = try InferenceSession(configuration: run, model: model, weights: weights, trace: nil, algorithm: algorithm,
                                                world: world, topology: topology, links: links, logStatistics: false, liveEvery: 0)
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])

@@ -96,6 +96,11 @@ package enum CPUKernels {
         return result
     }
 
+    /// `count` floats as bf16 bit patterns (round to nearest even) into `destination`.
+    package static func toBF16(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<UInt16>, count: Int) {
+        smoe_f32_to_bf16(source, destination, count)
+    }
+
     /// Widens `count` bf16 values to floats.
     package static func widen(_ source: UnsafePointer<UInt16>, into destination: UnsafeMutablePointer<Float>, count: Int, isa: CPUISA) {
         smoe_bf16_to_f32(source, destination, count, isa.kernelLevel)
