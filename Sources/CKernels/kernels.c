@@ -162,25 +162,76 @@ void smoe_bf16_widen_rows(const uint16_t *w, size_t inner, size_t columns, size_
 
 // MARK: int8
 
-void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *row = x + r * width;
-        float largest = 0;
-        for (size_t k = 0; k < width; k++) {
-            float magnitude = fabsf(row[k]);
-            // NaN propagates into the scale (and so into the outputs, where the non-finite checks see it).
-            if (!(magnitude <= largest)) largest = magnitude;
-        }
-        float s = largest > 0 ? largest / 127.0f : 1.0f;
-        scale[r] = isnan(largest) ? largest : s;
-        float inverse = 1.0f / s;
-        int8_t *out = q + r * width;
-        for (size_t k = 0; k < width; k++) {
-            float v = rintf(row[k] * inverse);
-            v = v > 127 ? 127 : (v < -127 ? -127 : v);
-            out[k] = (int8_t)(isnan(v) ? 0 : v);
-        }
+static void smoe_quantize_row_portable(const float *row, size_t width, int8_t *out, float *scale) {
+    float largest = 0;
+    for (size_t k = 0; k < width; k++) {
+        float magnitude = fabsf(row[k]);
+        // NaN propagates into the scale (and so into the outputs, where the non-finite checks see it).
+        if (!(magnitude <= largest)) largest = magnitude;
     }
+    float s = largest > 0 ? largest / 127.0f : 1.0f;
+    *scale = isnan(largest) ? largest : s;
+    float inverse = 1.0f / s;
+    for (size_t k = 0; k < width; k++) {
+        float v = rintf(row[k] * inverse);
+        v = v > 127 ? 127 : (v < -127 ? -127 : v);
+        out[k] = (int8_t)(isnan(v) ? 0 : v);
+    }
+}
+
+#if SMOE_X86
+// The same arithmetic eight lanes at a time (max|x| is exact in any order; the product, the
+// round to nearest even and the clamp are per element), so it gives the portable bits. A row
+// holding NaN goes to the portable path, which keeps the NaN in the scale.
+__attribute__((target("avx2")))
+static void smoe_quantize_row_avx2(const float *row, size_t width, int8_t *out, float *scale) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 largest8 = _mm256_setzero_ps(), unordered = _mm256_setzero_ps();
+    size_t k = 0;
+    for (; k + 8 <= width; k += 8) {
+        __m256 x = _mm256_loadu_ps(row + k);
+        unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        largest8 = _mm256_max_ps(largest8, _mm256_andnot_ps(sign, x));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, largest8);
+    float largest = 0;
+    for (int j = 0; j < 8; j++) largest = lanes[j] > largest ? lanes[j] : largest;
+    int nan = _mm256_movemask_ps(unordered) != 0;
+    for (size_t tail = k; tail < width; tail++) {
+        float magnitude = fabsf(row[tail]);
+        if (magnitude != magnitude) nan = 1;
+        if (magnitude > largest) largest = magnitude;
+    }
+    if (nan) { smoe_quantize_row_portable(row, width, out, scale); return; }
+    float s = largest > 0 ? largest / 127.0f : 1.0f;
+    *scale = s;
+    const __m256 inverse = _mm256_set1_ps(1.0f / s), high = _mm256_set1_ps(127.0f), low = _mm256_set1_ps(-127.0f);
+    k = 0;
+    for (; k + 8 <= width; k += 8) {
+        __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(row + k), inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm256_min_ps(_mm256_max_ps(v, low), high);
+        __m256i words = _mm256_cvtps_epi32(v);
+        int32_t values[8];
+        _mm256_storeu_si256((__m256i *)values, words);
+        for (int j = 0; j < 8; j++) out[k + j] = (int8_t)values[j];
+    }
+    float inv = 1.0f / s;
+    for (; k < width; k++) {
+        float v = rintf(row[k] * inv);
+        out[k] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+    }
+}
+#endif
+
+void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale, int isa) {
+#if SMOE_X86
+    if (isa >= SMOE_ISA_AVX2) {
+        for (size_t r = 0; r < rows; r++) smoe_quantize_row_avx2(x + r * width, width, q + r * width, scale + r);
+        return;
+    }
+#endif
+    for (size_t r = 0; r < rows; r++) smoe_quantize_row_portable(x + r * width, width, q + r * width, scale + r);
 }
 
 static int32_t smoe_dot_portable(const int8_t *a, const int8_t *b, size_t count) {

@@ -129,7 +129,7 @@ extension TokenDispatcher {
             if encoded { codec.decode(UnsafeRawPointer(wire), rows: layout.receiveRows, into: rows.baseAddress!, isa: isa) }
             clock.charge(\.dispatch, to: &times)
             times.expertCompute += work.computeChunk(rows, Arrival(rowsFrom: chunks.rowsFrom[chunk], layout: layout), progress)
-            if encoded { codec.encode(UnsafePointer(rows.baseAddress!), rows: layout.receiveRows, into: wire) }
+            if encoded { codec.encode(UnsafePointer(rows.baseAddress!), rows: layout.receiveRows, into: wire, isa: isa) }
             clock.charge(\.experts, to: &times)
             try inFlight.rethrow(layer: layerIndex)
             let backLayout = ExchangeLayout(sendCounts: layout.receiveCounts, receiveCounts: layout.sendCounts)!

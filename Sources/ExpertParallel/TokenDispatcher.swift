@@ -319,7 +319,7 @@ package final class TokenDispatcher {
         Self.grow(&wireReceive, to: max(receiveRows, 1) * wireRowBytes)
         Self.grow(&wireBack, to: max(count, 1) * wireRowBytes)
         sendRows.withUnsafeBufferPointer { floats in
-            wireSend.withUnsafeMutableBytes { wire in codec.encode(floats.baseAddress!, rows: count, into: wire.baseAddress!) }
+            wireSend.withUnsafeMutableBytes { wire in codec.encode(floats.baseAddress!, rows: count, into: wire.baseAddress!, isa: isa) }
         }
     }
 

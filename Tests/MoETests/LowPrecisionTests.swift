@@ -57,10 +57,15 @@ struct LowPrecisionTests {
         var codes = [Int8](repeating: 0, count: (rows + 1) * inner), scales = [Float](repeating: 0, count: rows + 1)
         x.withUnsafeBufferPointer { source in
             codes.withUnsafeMutableBufferPointer { q in
-                scales.withUnsafeMutableBufferPointer { CPUKernels.quantizeRows(source.baseAddress!, rows: rows + 1, width: inner, codes: q.baseAddress!, scales: $0.baseAddress!) }
+                scales.withUnsafeMutableBufferPointer { CPUKernels.quantizeRows(source.baseAddress!, rows: rows + 1, width: inner, codes: q.baseAddress!, scales: $0.baseAddress!, isa: .portable) }
             }
         }
         #expect(scales[rows] == 1 && codes[(rows * inner)...].allSatisfy { $0 == 0 })
+        for isa in runnableLevels {
+            var other = [Int8](repeating: 1, count: codes.count), otherScales = [Float](repeating: 0, count: scales.count)
+            CPUKernels.quantizeRows(x, rows: rows + 1, width: inner, codes: &other, scales: &otherScales, isa: isa)
+            #expect(other == codes && otherScales == scales, "\(isa): quantisation differs")
+        }
         for row in 0..<rows {
             let largest = x[row * inner..<(row + 1) * inner].map(abs).max()!
             #expect(scales[row] == largest / 127)
@@ -175,7 +180,7 @@ struct RowCodecTests {
         let int8 = RowCodec(precision: .int8, width: width)
         #expect(int8.rowBytes == width + 4)
         var wire = [UInt8](repeating: 0, count: 3 * int8.rowBytes)
-        rows.withUnsafeBufferPointer { source in wire.withUnsafeMutableBytes { int8.encode(source.baseAddress!, rows: 3, into: $0.baseAddress!) } }
+        rows.withUnsafeBufferPointer { source in wire.withUnsafeMutableBytes { int8.encode(source.baseAddress!, rows: 3, into: $0.baseAddress!, isa: .portable) } }
         for row in 0..<3 {
             let scale = wire.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: row * int8.rowBytes, as: Float.self) }
             #expect(scale == rows[row * width..<(row + 1) * width].map(abs).max()! / 127)

@@ -53,8 +53,9 @@ void smoe_bf16_gemm_rows(const float *x, size_t rows, size_t inner, const uint16
 void smoe_bf16_widen_rows(const uint16_t *w, size_t inner, size_t columns, size_t first, size_t count, float *panel, int isa);
 
 /// Symmetric int8 per row: `scale[r] = max|x[r, :]| / 127` (1 for an all-zero row) and
-/// `q[r, k] = round(x[r, k] / scale[r])` in −127…127. `x` is `[rows, width]` row-major.
-void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale);
+/// `q[r, k] = round(x[r, k] / scale[r])` in −127…127. `x` is `[rows, width]` row-major. Every
+/// `isa` level gives the same bits.
+void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale, int isa);
 
 /// `out[t, n] (+)= a_scale[t] · w_scale[n] · Σ_k a[t, k] · w[n, k]`, the sums exact in int32.
 /// `a` is `[rows, inner]` int8, `w` is `[columns, inner]` int8 (one row per output channel),

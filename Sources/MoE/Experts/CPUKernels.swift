@@ -149,8 +149,8 @@ package enum CPUKernels {
 
     /// Symmetric int8 per row of `x` (`[rows, width]`): codes into `codes`, one scale per row.
     package static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, width: Int, codes: UnsafeMutablePointer<Int8>,
-                                     scales: UnsafeMutablePointer<Float>) {
-        smoe_quantize_rows(x, rows, width, codes, scales)
+                                     scales: UnsafeMutablePointer<Float>, isa: CPUISA) {
+        smoe_quantize_rows(x, rows, width, codes, scales, isa.kernelLevel)
     }
 
     /// `out[t, n] (+)= aScale[t] · wScale[n] · Σ_k a[t, k] · w[n, k]` (int32 sums, exact).

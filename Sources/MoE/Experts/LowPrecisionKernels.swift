@@ -130,9 +130,9 @@ package struct Int8Kernels: ExpertKernels {
 
     package func prepare(_ weights: ExpertWeights, form: FFNForm, dModel: Int) -> any PreparedFFN {
         let dFF = form.dFF
-        return Int8FFN(w1: QuantizedMatrix(weights.w1, inner: dModel, columns: dFF),
-                       w3: form.activation.isGated ? QuantizedMatrix(weights.w3, inner: dModel, columns: dFF) : nil,
-                       w2: QuantizedMatrix(weights.w2, inner: dFF, columns: dModel),
+        return Int8FFN(w1: QuantizedMatrix(weights.w1, inner: dModel, columns: dFF, isa: isa),
+                       w3: form.activation.isGated ? QuantizedMatrix(weights.w3, inner: dModel, columns: dFF, isa: isa) : nil,
+                       w2: QuantizedMatrix(weights.w2, inner: dFF, columns: dModel, isa: isa),
                        biases: FFNBiases(b1: weights.b1, b2: weights.b2, b3: weights.b3), form: form, dModel: dModel, isa: isa)
     }
 
@@ -168,7 +168,7 @@ struct QuantizedMatrix {
     }
 
     /// Quantises row-major `[inner, columns]` fp32 weights.
-    init(_ weights: [Float], inner: Int, columns: Int) {
+    init(_ weights: [Float], inner: Int, columns: Int, isa: CPUISA) {
         var transposed = [Float](repeating: 0, count: inner * columns)
         for k in 0..<inner {
             for n in 0..<columns { transposed[n * inner + k] = weights[k * columns + n] }
@@ -178,7 +178,7 @@ struct QuantizedMatrix {
         transposed.withUnsafeBufferPointer { source in
             codes.withUnsafeMutableBufferPointer { q in
                 scales.withUnsafeMutableBufferPointer { s in
-                    CPUKernels.quantizeRows(source.baseAddress!, rows: columns, width: inner, codes: q.baseAddress!, scales: s.baseAddress!)
+                    CPUKernels.quantizeRows(source.baseAddress!, rows: columns, width: inner, codes: q.baseAddress!, scales: s.baseAddress!, isa: isa)
                 }
             }
         }
@@ -217,7 +217,7 @@ final class Int8FFN: PreparedFFN, FFNProducts {
     func stage(_ x: UnsafePointer<Float>, rows: Int, width: Int, hidden: Bool, workspace: ExpertWorkspace) -> StagedRows {
         let codes = (hidden ? workspace.hiddenCodes : workspace.inputCodes).reserve(rows * width)
         let scales = (hidden ? workspace.hiddenScales : workspace.inputScales).reserve(rows)
-        CPUKernels.quantizeRows(x, rows: rows, width: width, codes: codes, scales: scales)
+        CPUKernels.quantizeRows(x, rows: rows, width: width, codes: codes, scales: scales, isa: isa)
         return .int8(codes: UnsafePointer(codes), scales: UnsafePointer(scales))
     }
 

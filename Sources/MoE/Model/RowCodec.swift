@@ -31,7 +31,7 @@ package struct RowCodec: Sendable {
     }
 
     /// Encodes `rows` rows of `source` (`[rows, width]` floats) into `destination` (`rows × rowBytes`).
-    package func encode(_ source: UnsafePointer<Float>, rows: Int, into destination: UnsafeMutableRawPointer) {
+    package func encode(_ source: UnsafePointer<Float>, rows: Int, into destination: UnsafeMutableRawPointer, isa: CPUISA) {
         switch precision {
         case .fp32:
             destination.copyMemory(from: source, byteCount: rows * rowBytes)
@@ -42,7 +42,7 @@ package struct RowCodec: Sendable {
             for row in 0..<rows {
                 let base = destination + row * rowBytes
                 CPUKernels.quantizeRows(source + row * width, rows: 1, width: width, codes: (base + 4).assumingMemoryBound(to: Int8.self),
-                                        scales: &scale)
+                                        scales: &scale, isa: isa)
                 base.storeBytes(of: scale, as: Float.self)
             }
         }
@@ -61,7 +61,7 @@ package struct RowCodec: Sendable {
                 let scale = base.loadUnaligned(as: Float.self)
                 let codes = (base + 4).assumingMemoryBound(to: Int8.self)
                 let output = destination + row * width
-                for index in 0..<width { output[index] = scale * Float(codes[index]) }
+                for index in 0..<width { output[index] = scale * Float(codes[index]) }  // vectorised by the compiler
             }
         }
     }
@@ -73,7 +73,7 @@ package struct RowCodec: Sendable {
         var wire = [UInt8](repeating: 0, count: rows * rowBytes)
         values.withUnsafeMutableBufferPointer { floats in
             wire.withUnsafeMutableBytes { bytes in
-                encode(floats.baseAddress!, rows: rows, into: bytes.baseAddress!)
+                encode(floats.baseAddress!, rows: rows, into: bytes.baseAddress!, isa: isa)
                 decode(UnsafeRawPointer(bytes.baseAddress!), rows: rows, into: floats.baseAddress!, isa: isa)
             }
         }
