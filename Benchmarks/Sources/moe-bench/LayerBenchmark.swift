@@ -92,21 +92,9 @@ struct LayerBenchmark: JobCommand {
         let fileModel = try context.collectively { try modelPath.map { path throws in try ModelConfiguration.load(path: path) } }
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
-        if world.rank == 0 {
-            print(harness.environmentLine(blasThreads: threads, localRanks: localRanks))
-            print("# topology \(topology.name) (\(topology.nodes.count) node(s))" + (links == nil ? "" : ", inter-node links SIMULATED (\(topology.interNode.latencyMicroseconds) µs, \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node)"))
-            if let fileModel {
-                print("# moe-bench layer: model \(fileModel.name) (\(modelPath!)), d_model \(fileModel.dModel), \(fileModel.activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
-            } else {
-                print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
-            }
-        }
         let isa = try RunConfiguration.resolve(precision.cpuISA, world: world)
         if world.rank == 0 {
-            print("# cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); plain read of 256 MiB: \(format(Self.plainReadGigabytesPerSecond(), 1)) GB/s")
-            for expertPrecision in Set((fileModel?.precisions(override: precision.expertPrecision)) ?? [precision.expertPrecision ?? .fp32]).sorted(by: { $0.rawValue < $1.rawValue }) {
-                print("# experts \(expertPrecision.rawValue): \(expertPrecision.kernels(isa: isa).implementation)")
-            }
+            printHeader(harness: harness, fileModel: fileModel, topology: topology, simulated: links != nil, threads: threads, localRanks: localRanks, isa: isa)
         }
         var table = ResultTable(columns: ["ranks", "tokens_per_rank", "experts", "layer", "capacity_factor", "precision", "layer_ms", "tokens_per_s",
                                           "gate_ms", "dense_ms", "pack_ms", "dispatch_ms", "experts_ms", "combine_ms", "ffn_ms", "gemm_ms",
@@ -179,6 +167,24 @@ struct LayerBenchmark: JobCommand {
         ]
         if let csvPath = output.csvPath { try AtomicFileWriter.write(table.csv, to: csvPath) }
         if let jsonPath = output.jsonPath { try AtomicFileWriter.write(table.json(metadata: metadata), to: jsonPath) }
+    }
+
+    /// The lines that say where the numbers come from: MPI, BLAS, topology, shapes, the CPU's
+    /// features and the kernels, and the memory bandwidth of a plain read.
+    @MainActor
+    private func printHeader(harness: BenchmarkHarness, fileModel: ModelConfiguration?, topology: Topology, simulated: Bool, threads: Int,
+                             localRanks: Int, isa: CPUISA) {
+        print(harness.environmentLine(blasThreads: threads, localRanks: localRanks))
+        print("# topology \(topology.name) (\(topology.nodes.count) node(s))" + (!simulated ? "" : ", inter-node links SIMULATED (\(topology.interNode.latencyMicroseconds) µs, \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node)"))
+        if let fileModel {
+            print("# moe-bench layer: model \(fileModel.name) (\(modelPath!)), d_model \(fileModel.dModel), \(fileModel.activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
+        } else {
+            print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
+        }
+        print("# cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); exchanges in \(precision.exchangePrecision.rawValue); plain read of 256 MiB: \(format(Self.plainReadGigabytesPerSecond(), 1)) GB/s")
+        for expertPrecision in Set((fileModel?.precisions(override: precision.expertPrecision)) ?? [precision.expertPrecision ?? .fp32]).sorted(by: { $0.rawValue < $1.rawValue }) {
+            print("# experts \(expertPrecision.rawValue): \(expertPrecision.kernels(isa: isa).implementation)")
+        }
     }
 
     /// The one-layer models to benchmark, with their label and token count: every distinct layer

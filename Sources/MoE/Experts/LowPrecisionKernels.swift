@@ -10,7 +10,7 @@ package struct BF16Kernels: ExpertKernels {
     /// Rows of a weight panel widened at once: 128 × d_ff 4096 floats = 2 MiB.
     static let panelRows = 128
     /// Most rows a product runs with the direct kernel (measured: `Benchmarks/README.md`).
-    static let directRows = 16
+    static let directRows = 32
 
     package init(isa: CPUISA) { self.isa = isa }
 
@@ -42,7 +42,7 @@ package struct BF16Kernels: ExpertKernels {
     }
 }
 
-final class BF16FFN: PreparedFFN, FFNProducts {
+final class BF16FFN: ProductsFFN {
     /// The weights in the blocked layout (`CPUKernels.blockedBF16`): w1, w3 `[dModel, dFF]`, w2 `[dFF, dModel]`.
     let w1: [UInt16], w3: [UInt16], w2: [UInt16]
     let biases: FFNBiases
@@ -65,12 +65,6 @@ final class BF16FFN: PreparedFFN, FFNProducts {
         let dFF = form.dFF
         return WireLayout.bytes(CPUKernels.rowMajorBF16(w1, inner: dModel, columns: dFF), CPUKernels.rowMajorBF16(w2, inner: dFF, columns: dModel),
                                 w3.isEmpty ? [] : CPUKernels.rowMajorBF16(w3, inner: dModel, columns: dFF)) + WireLayout.bytes(biases)
-    }
-
-    func forward(input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
-                 between: ProgressHook?) {
-        ExpertFFN.forward(self, biases: biases, form: form, dModel: dModel, input: input, rows: rows, output: output,
-                          workspace: workspace, between: between)
     }
 
     /// The rows rounded to bf16 (a copy: the caller's rows are left as they are).
@@ -186,7 +180,7 @@ struct QuantizedMatrix {
     }
 }
 
-final class Int8FFN: PreparedFFN, FFNProducts {
+final class Int8FFN: ProductsFFN {
     let w1: QuantizedMatrix, w3: QuantizedMatrix?, w2: QuantizedMatrix
     let biases: FFNBiases
     let form: FFNForm
@@ -205,12 +199,6 @@ final class Int8FFN: PreparedFFN, FFNProducts {
 
     var wireBytes: [UInt8] {
         matrices.flatMap { matrix in matrix.codes.map { UInt8(bitPattern: $0) } + matrix.scales.withUnsafeBytes { Array($0) } } + WireLayout.bytes(biases)
-    }
-
-    func forward(input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
-                 between: ProgressHook?) {
-        ExpertFFN.forward(self, biases: biases, form: form, dModel: dModel, input: input, rows: rows, output: output,
-                          workspace: workspace, between: between)
     }
 
     /// The rows as int8 codes with one scale per row (token).
@@ -237,6 +225,21 @@ final class Int8FFN: PreparedFFN, FFNProducts {
                                     into: y, accumulate: accumulate, isa: isa)
             }
         }
+    }
+}
+
+/// An FFN whose backend supplies only the products (`FFNProducts`); bias, activation and their
+/// order are `ExpertFFN.forward`'s, the same for every backend.
+protocol ProductsFFN: PreparedFFN, FFNProducts {
+    var biases: FFNBiases { get }
+    var dModel: Int { get }
+}
+
+extension ProductsFFN {
+    func forward(input: UnsafePointer<Float>, rows: Int, output: UnsafeMutablePointer<Float>, workspace: ExpertWorkspace,
+                 between: ProgressHook?) {
+        ExpertFFN.forward(self, biases: biases, form: form, dModel: dModel, input: input, rows: rows, output: output,
+                          workspace: workspace, between: between)
     }
 }
 
