@@ -34,8 +34,14 @@ package final class ConsoleReporter: StepObserver {
 
     package func sessionDidStart(_ session: InferenceSession) throws {
         totals = RunTotals()
-        guard isRankZero else { return }
         let first = session.algorithm == session.configuration.algorithms[0]
+        // The FFN weights each rank holds in its backends' forms (what low precision saves).
+        let held = first ? try session.world.allReduce(Double(session.distributed.layers.reduce(0) { $0 + $1.expertBytesHeld }), .maximum) : 0
+        guard isRankZero else { return }
+        if first {
+            let precisions = Set(session.kernels.map(\.precision.rawValue)).sorted().joined(separator: ", ")
+            print(String(format: "FFN weights held: %.2f MiB on the largest rank (%@)", held / 1_048_576, precisions))
+        }
         if case let .fixed(degree) = session.configuration.overlap, degree > 1, first {
             print("overlap degree \(degree): each layer step runs as \(degree) chunks, exchanges overlapping the experts")
         }

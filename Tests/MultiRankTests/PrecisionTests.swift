@@ -101,7 +101,8 @@ struct PrecisionTests {
             print("note: this CPU has avx512f; the refusal of --cpu-isa avx512 is tested on CPUs without it")
             return
         }
-        let lacking = try runMPI(ranks: 2, ["run", "--steps", "1", "--tokens-per-rank", "8", "--cpu-isa", "avx512"])
+        // The refusal comes after MPI starts (each rank checks its own CPU): wait for every rank.
+        let lacking = try runMPI(ranks: 2, ["run", "--steps", "1", "--tokens-per-rank", "8", "--cpu-isa", "avx512"], extraMPIArguments: waitForEveryRank)
         #expect(lacking.ranks.allSatisfy { $0.exitStatus == 2 }, "\(lacking)")
         let lines = lacking.ranks.flatMap { $0.stderr.split(separator: "\n") }.filter { $0.contains("error") }
         #expect(lines.count == 1 && lines[0].contains("lacks the 'avx512f' flag"), "\(lacking)")
