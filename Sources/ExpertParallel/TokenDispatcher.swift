@@ -182,17 +182,14 @@ package final class TokenDispatcher {
         self.slots = slots
     }
 
-    static func grow(_ buffer: inout [Float], to count: Int) {
-        if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
+    /// Grows `buffer` to at least `count` zeroed elements (contents not kept); never shrinks.
+    static func grow<Element: Numeric>(_ buffer: inout [Element], to count: Int) {
+        if buffer.count < count { buffer = [Element](repeating: 0, count: count) }
     }
 
     var rowBytes: Int { width * MemoryLayout<Float>.stride }
     /// Bytes of one row on the wire.
     var wireRowBytes: Int { codec.rowBytes }
-
-    static func grow(_ buffer: inout [UInt8], to count: Int) {
-        if buffer.count < count { buffer = [UInt8](repeating: 0, count: count) }
-    }
 
     func exchanging<T>(_ body: () throws(ExchangeError) -> T) throws(MoELayerError) -> T {
         do { return try body() } catch { throw .exchange(layer: layerIndex, error) }
