@@ -22,8 +22,10 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]),
 
         // Hand-written CPU kernels (bf16, int8) with per-function target attributes, chosen at run
-        // time; imported by one file of MoE (Experts/CPUKernels.swift).
-        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])]),
+        // time, and oneDNN's matmul behind plain C calls (libdnnl-dev: no pkg-config file, so it is
+        // linked by name); imported by one file of MoE (Experts/CPUKernels.swift).
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O2"])],
+                linkerSettings: [.linkedLibrary("dnnl")]),
 
         // Pure parsers for the files users hand us (JSON today; .npy and safetensors later).
         .target(name: "FileFormats"),

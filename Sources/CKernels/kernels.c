@@ -162,19 +162,22 @@ void smoe_bf16_widen_rows(const uint16_t *w, size_t inner, size_t columns, size_
 
 // MARK: int8
 
-static void smoe_quantize_row_portable(const float *row, size_t width, int8_t *out, float *scale) {
+static void smoe_quantize_row_portable(const float *row, size_t width, int8_t *out, float *scale, int levels) {
     float largest = 0;
+    int nan = 0;
     for (size_t k = 0; k < width; k++) {
         float magnitude = fabsf(row[k]);
-        // NaN propagates into the scale (and so into the outputs, where the non-finite checks see it).
-        if (!(magnitude <= largest)) largest = magnitude;
+        if (magnitude != magnitude) nan = 1;
+        else if (magnitude > largest) largest = magnitude;
     }
-    float s = largest > 0 ? largest / 127.0f : 1.0f;
-    *scale = isnan(largest) ? largest : s;
+    const float top = (float)levels;
+    float s = largest > 0 ? largest / top : 1.0f;
+    // NaN goes into the scale (and so into every output of the row, where the non-finite checks see it).
+    *scale = nan ? NAN : s;
     float inverse = 1.0f / s;
     for (size_t k = 0; k < width; k++) {
         float v = rintf(row[k] * inverse);
-        v = v > 127 ? 127 : (v < -127 ? -127 : v);
+        v = v > top ? top : (v < -top ? -top : v);
         out[k] = (int8_t)(isnan(v) ? 0 : v);
     }
 }
@@ -184,7 +187,7 @@ static void smoe_quantize_row_portable(const float *row, size_t width, int8_t *o
 // round to nearest even and the clamp are per element), so it gives the portable bits. A row
 // holding NaN goes to the portable path, which keeps the NaN in the scale.
 __attribute__((target("avx2")))
-static void smoe_quantize_row_avx2(const float *row, size_t width, int8_t *out, float *scale) {
+static void smoe_quantize_row_avx2(const float *row, size_t width, int8_t *out, float *scale, int levels) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 largest8 = _mm256_setzero_ps(), unordered = _mm256_setzero_ps();
     size_t k = 0;
@@ -203,10 +206,11 @@ static void smoe_quantize_row_avx2(const float *row, size_t width, int8_t *out, 
         if (magnitude != magnitude) nan = 1;
         if (magnitude > largest) largest = magnitude;
     }
-    if (nan) { smoe_quantize_row_portable(row, width, out, scale); return; }
-    float s = largest > 0 ? largest / 127.0f : 1.0f;
+    if (nan) { smoe_quantize_row_portable(row, width, out, scale, levels); return; }
+    const float top = (float)levels;
+    float s = largest > 0 ? largest / top : 1.0f;
     *scale = s;
-    const __m256 inverse = _mm256_set1_ps(1.0f / s), high = _mm256_set1_ps(127.0f), low = _mm256_set1_ps(-127.0f);
+    const __m256 inverse = _mm256_set1_ps(1.0f / s), high = _mm256_set1_ps(top), low = _mm256_set1_ps(-top);
     k = 0;
     for (; k + 8 <= width; k += 8) {
         __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(row + k), inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -219,19 +223,19 @@ static void smoe_quantize_row_avx2(const float *row, size_t width, int8_t *out, 
     float inv = 1.0f / s;
     for (; k < width; k++) {
         float v = rintf(row[k] * inv);
-        out[k] = (int8_t)(v > 127 ? 127 : (v < -127 ? -127 : v));
+        out[k] = (int8_t)(v > top ? top : (v < -top ? -top : v));
     }
 }
 #endif
 
-void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale, int isa) {
+void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale, int levels, int isa) {
 #if SMOE_X86
     if (isa >= SMOE_ISA_AVX2) {
-        for (size_t r = 0; r < rows; r++) smoe_quantize_row_avx2(x + r * width, width, q + r * width, scale + r);
+        for (size_t r = 0; r < rows; r++) smoe_quantize_row_avx2(x + r * width, width, q + r * width, scale + r, levels);
         return;
     }
 #endif
-    for (size_t r = 0; r < rows; r++) smoe_quantize_row_portable(x + r * width, width, q + r * width, scale + r);
+    for (size_t r = 0; r < rows; r++) smoe_quantize_row_portable(x + r * width, width, q + r * width, scale + r, levels);
 }
 
 static int32_t smoe_dot_portable(const int8_t *a, const int8_t *b, size_t count) {
@@ -317,6 +321,43 @@ void smoe_int8_gemm(const int8_t *a, const float *a_scale, size_t rows, size_t i
             float value = a_scale[t] * w_scale[n] * (float)smoe_dot_portable(a + t * inner, w + n * inner, inner);
             float *y = out + t * columns + n;
             *y = accumulate ? *y + value : value;
+        }
+    }
+}
+
+// Group-wise weights (ZeroQuant): one exact int32 sum per group of `group` inputs, scaled by its
+// group's weight scale and summed in float in group order, on every ISA level (so the same bits).
+void smoe_int8_gemm_grouped(const int8_t *a, const float *a_scale, size_t rows, size_t inner,
+                            const int8_t *w, const float *w_scale, size_t group, size_t columns,
+                            float *out, int accumulate, int isa) {
+    size_t groups = (inner + group - 1) / group;
+    size_t n = 0;
+#if SMOE_X86
+    if (isa >= SMOE_ISA_AVX2) {
+        int32_t sums[4];
+        for (; n + 4 <= columns; n += 4) {
+            for (size_t t = 0; t < rows; t++) {
+                float total[4] = {0, 0, 0, 0};
+                for (size_t g = 0; g < groups; g++) {
+                    size_t start = g * group, count = inner - start < group ? inner - start : group;
+                    smoe_dot4_avx2(a + t * inner + start, w + n * inner + start, inner, count, sums);
+                    for (int j = 0; j < 4; j++) total[j] += w_scale[(n + j) * groups + g] * (float)sums[j];
+                }
+                float *y = out + t * columns + n;
+                for (int j = 0; j < 4; j++) y[j] = accumulate ? y[j] + a_scale[t] * total[j] : a_scale[t] * total[j];
+            }
+        }
+    }
+#endif
+    for (; n < columns; n++) {
+        for (size_t t = 0; t < rows; t++) {
+            float total = 0;
+            for (size_t g = 0; g < groups; g++) {
+                size_t start = g * group, count = inner - start < group ? inner - start : group;
+                total += w_scale[n * groups + g] * (float)smoe_dot_portable(a + t * inner + start, w + n * inner + start, count);
+            }
+            float *y = out + t * columns + n;
+            *y = accumulate ? *y + a_scale[t] * total : a_scale[t] * total;
         }
     }
 }

@@ -35,26 +35,26 @@ package final class DistributedModel {
     /// The auto degree's choice for every MoE layer (empty unless `Dispatch.autoDegree`).
     package let overlapChoices: [OverlapPlanner.Choice]
 
-    /// Builds the layers. `weights[l]` must hold this rank's slots of layer l: those of
+    /// Builds the layers. `weights[l]` (its FFNs in their backend's form, prepared once per run)
+    /// must hold this rank's slots of layer l: those of
     /// `placement.slots[l][g]` for this rank's group g, or without a planner the static
     /// placement (`ExpertPlacement(experts: E_l, worldSize: world.size).heldExperts(ofRank:
     /// world.rank)`). Collective over `world`: layers whose
     /// experts are fewer than the ranks split it into groups (one `MPI_Comm_split` per distinct
     /// group size, shared by the layers of that size); `makeExchange` builds the exchange for each
     /// communicator. `drift`, when given, is the drifting workload every layer's gate adds to its
-    /// logits; `kernels[l]` the backend layer l's FFNs run on (nil: fp32 on OpenBLAS); `dispatch` how every layer's steps count
+    /// logits; `dispatch` how every layer's steps count
     /// and chunk; `exchangePrecision` the rows' format on the wire (decoded at `isa`); `trace`,
     /// when given, replaces every gate's choices with recorded ones.
     package init(
-        configuration: ModelConfiguration, weights: [LayerWeights], world: Communicator, drift: RouterDrift? = nil,
-        kernels: [any ExpertKernels]? = nil, dispatch: Dispatch = .fixed(.sequential), exchangePrecision: ExchangePrecision = .fp32,
+        configuration: ModelConfiguration, weights: [PreparedLayerWeights], world: Communicator, drift: RouterDrift? = nil,
+        dispatch: Dispatch = .fixed(.sequential), exchangePrecision: ExchangePrecision = .fp32,
         isa: CPUISA = .portable, trace: RoutingTrace? = nil,
         placement planner: PlacementPlanner? = nil, makeExchange: (Communicator) throws -> any AllToAll
     ) throws {
         self.configuration = configuration
         worldRank = world.rank
-        let kernels = kernels ?? Array(repeating: OpenBLASKernels(), count: configuration.layers.count)
-        precondition(kernels.count == configuration.layers.count)
+        precondition(weights.count == configuration.layers.count)
         let placements = configuration.layers.map { ExpertPlacement(experts: $0.experts, worldSize: world.size) }
         self.placements = placements
         var exchanges: [Int: any AllToAll] = [:]  // by group size
@@ -78,11 +78,9 @@ package final class DistributedModel {
             modes = given
             overlapChoices = []
         case let .autoDegree(progress, topology, tokensPerRank):
-            let form = { configuration.form(.expert, layer: $0) }
             let inputs = configuration.layers.indices.map { index in
                 OverlapPlanner.LayerInput(
-                    index: index, configuration: configuration.layers[index],
-                    sampleExpert: weights[index].experts.first.map { kernels[index].prepare($0, form: form(index), dModel: configuration.dModel) },
+                    index: index, configuration: configuration.layers[index], sampleExpert: weights[index].experts.first,
                     maxSlotsPerRank: slots[index].slots.map(\.count).max() ?? 1, groupSize: placements[index].groupSize,
                     schedule: exchanges[placements[index].groupSize]!.modeledSchedule)
             }
@@ -95,12 +93,12 @@ package final class DistributedModel {
         layers = configuration.layers.indices.map { index in
             let placement = placements[index]
             let group = placement.group(ofRank: world.rank)
-            return MoELayer(index: index, configuration: configuration.layers[index], model: configuration, weights: weights[index],
+            return MoELayer(index: index, configuration: configuration.layers[index], model: configuration, prepared: weights[index],
                             slots: slots[index], maxSlotsPerRank: planner?.maxSlotsPerRank(layer: index, group: group),
                             exchange: exchanges[placement.groupSize]!,
                             groupWorldRanks: Array(placement.ranks(ofGroup: group)), worldSize: world.size,
-                            gate: Gate(layerIndex: index, model: configuration, weights: weights[index], drift: drift, trace: trace),
-                            kernels: kernels[index], mode: modes[index], exchangePrecision: exchangePrecision, isa: isa)
+                            gate: Gate(layerIndex: index, model: configuration, weights: weights[index].rest, drift: drift, trace: trace),
+                            mode: modes[index], exchangePrecision: exchangePrecision, isa: isa)
         }
     }
 

@@ -26,24 +26,46 @@ final class LocalExperts {
     private let workspace = ExpertWorkspace()
     private var expertInput: [Float] = []   // [rows, dModel]
     private var expertOutput: [Float] = []  // [rows, dModel]
+    /// fp32 copies of the experts this rank started with (`--compare-fp32`), by logical expert,
+    /// and how far the backend's outputs were from theirs (slots without a copy are not counted).
+    private let fp32Experts: [Int: any PreparedFFN]
+    private var fp32Output: [Float] = []    // [rows, dModel]
+    private(set) var errorAgainstFP32 = PrecisionError()
 
-    /// Prepares every FFN of `weights` once with `kernels`.
-    init(weights: LayerWeights, model: ModelConfiguration, layerIndex: Int, kernels: any ExpertKernels) {
-        dModel = model.dModel
-        self.kernels = kernels
-        let expertForm = model.form(.expert, layer: layerIndex)
-        slotExperts = weights.slotExperts
-        slotFFNs = weights.experts.map { kernels.prepare($0, form: expertForm, dModel: model.dModel) }
-        denseFFN = (weights.residual?.dense ?? weights.dense).map { kernels.prepare($0, form: model.form(.dense, layer: layerIndex), dModel: model.dModel) }
-        sharedFFN = weights.shared.map { kernels.prepare($0, form: model.form(.shared, layer: layerIndex), dModel: model.dModel) }
-        sharedGate = weights.sharedGate
+    /// Runs the FFNs of `weights` (prepared once per run, for every session).
+    init(weights: PreparedLayerWeights, dModel: Int) {
+        self.dModel = dModel
+        kernels = weights.kernels
+        slotExperts = weights.rest.slotExperts
+        slotFFNs = weights.experts
+        denseFFN = weights.dense
+        sharedFFN = weights.shared
+        sharedGate = weights.rest.sharedGate
+        fp32Experts = weights.fp32Experts
     }
+
+    /// Whether this layer compares its experts with fp32 copies.
+    var comparesWithFP32: Bool { !fp32Experts.isEmpty }
 
     /// Holds `experts` (the FFNs of `slotExperts`, slot by slot) from now on.
     func adopt(slotExperts: [Int], experts: [any PreparedFFN]) {
         precondition(slotExperts.count == experts.count)
         self.slotExperts = slotExperts
         slotFFNs = experts
+    }
+
+    /// Runs the fp32 copy over the rows just computed (`expertInput`) and tallies the difference
+    /// of `expertOutput` from its outputs.
+    private func compare(_ exact: any PreparedFFN, rows: Int) {
+        Self.grow(&fp32Output, to: rows * dModel)
+        expertInput.withUnsafeBufferPointer { input in
+            fp32Output.withUnsafeMutableBufferPointer { reference in
+                exact.forward(input: input.baseAddress!, rows: rows, output: reference.baseAddress!, workspace: workspace)
+                expertOutput.withUnsafeBufferPointer { output in
+                    errorAgainstFP32.add(output.baseAddress!, reference: reference.baseAddress!, count: rows * dModel, rows: rows)
+                }
+            }
+        }
     }
 
     /// Bytes of weights this rank holds for the layer in the backend's form.
@@ -75,6 +97,7 @@ final class LocalExperts {
                 }
             }
             computeSeconds += MPIRuntime.wallTime() - start
+            if let exact = fp32Experts[slotExperts[local]] { compare(exact, rows: rows) }
             expertOutput.withUnsafeBufferPointer { output in
                 TokenDispatcher.scatter(expertRows: output.baseAddress!, width: dModel, receiveDisplacements: displacements,
                                         rowsFrom: arrival.rowsFrom, localExpert: local, into: received.baseAddress!)

@@ -48,15 +48,16 @@ package final class MoELayer {
     package var planCacheTotals: PlanCacheTotals { dispatcher.planCache?.totals ?? PlanCacheTotals() }
 
     /// `exchange` runs on the group communicator; `slots` is the group's placement (the static
-    /// one: `ExpertSlots(blocks)`), and `weights` must hold exactly this rank's slots (and the
-    /// residual weights for a residual layer); `maxSlotsPerRank` bounds any placement adopted
-    /// later (default: the slots now). `gate` routes the layer
-    /// (`Gate(layerIndex:model:weights:drift:)` by default); `kernels` runs its FFNs (prepared
-    /// here, once); `mode` is how every step counts and chunks (the same on every group rank).
-    package init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, weights: LayerWeights,
+    /// one: `ExpertSlots(blocks)`), and `prepared` must hold exactly this rank's slots (and the
+    /// residual weights for a residual layer), its FFNs in their backend's form;
+    /// `maxSlotsPerRank` bounds any placement adopted later (default: the slots now). `gate`
+    /// routes the layer (`Gate(layerIndex:model:weights:drift:)` by default); `mode` is how every
+    /// step counts and chunks (the same on every group rank).
+    package init(index: Int, configuration: LayerConfiguration, model: ModelConfiguration, prepared: PreparedLayerWeights,
                 slots: ExpertSlots, maxSlotsPerRank: Int? = nil, exchange: any AllToAll, groupWorldRanks: [Int]? = nil, worldSize: Int? = nil,
-                gate: Gate? = nil, kernels: any ExpertKernels = OpenBLASKernels(), mode: DispatchMode = .sequential,
+                gate: Gate? = nil, mode: DispatchMode = .sequential,
                 exchangePrecision: ExchangePrecision = .fp32, isa: CPUISA = .portable) {
+        let weights = prepared.rest
         precondition(configuration.dense || weights.slotExperts == slots.slots[exchange.communicator.rank])
         precondition(configuration.residual == (weights.residual != nil))
         precondition(configuration.dense == (weights.dense != nil))
@@ -67,7 +68,7 @@ package final class MoELayer {
         norm = weights.norm
         residual = weights.residual
         hasShared = weights.shared != nil
-        experts = LocalExperts(weights: weights, model: model, layerIndex: index, kernels: kernels)
+        experts = LocalExperts(weights: prepared, dModel: model.dModel)
         dispatcher = TokenDispatcher(layerIndex: index, layer: configuration, width: model.dModel, slots: slots,
                                      maxSlotsPerRank: maxSlotsPerRank ?? slots.slots.map(\.count).max() ?? 0, exchange: exchange,
                                      groupWorldRanks: groupWorldRanks ?? Array(0..<exchange.communicator.size),
@@ -81,6 +82,9 @@ package final class MoELayer {
     package var kernels: any ExpertKernels { experts.kernels }
     /// Bytes of FFN weights this rank holds for the layer.
     package var expertBytesHeld: Int { experts.bytesHeld }
+    /// How far this rank's expert outputs were from fp32 copies' (`--compare-fp32`), nil when
+    /// the layer does not compare.
+    package var expertErrorAgainstFP32: PrecisionError? { experts.comparesWithFP32 ? experts.errorAgainstFP32 : nil }
 
     /// Adopts a new placement of the group (`slots`) with this rank's FFNs for its slots in
     /// it, from the next step on. Every rank of the group must adopt it before that step.

@@ -100,7 +100,7 @@ extension TokenDispatcher {
     /// The chunks of a step over pinned buffers (see `step`). `delivered`: the rows have
     /// arrived already (a cached plan's dispatch, one chunk), so nothing is posted for them.
     /// With a narrower exchange precision each chunk's rows are decoded on arrival (charged to
-    /// `dispatch`) and the experts' outputs encoded before their combine is posted (`experts`).
+    /// `dispatch`; a cached plan decodes its padded blocks itself) and the experts' outputs encoded before their combine is posted (`experts`).
     func runChunks(_ chunks: ChunkPlan, delivered: Bool, buffers: ChunkBuffers, work: LayerWork, times: inout PhaseTimes) throws(MoELayerError) {
         let rowBytes = wireRowBytes
         let degree = chunks.degree
@@ -126,7 +126,8 @@ extension TokenDispatcher {
             let layout = chunks.layouts[chunk]
             let wire = buffers.receive + chunks.receiveBase[chunk] * rowBytes
             let rows = UnsafeMutableBufferPointer(start: buffers.receivedRows + chunks.receiveBase[chunk] * width, count: layout.receiveRows * width)
-            if encoded { codec.decode(UnsafeRawPointer(wire), rows: layout.receiveRows, into: rows.baseAddress!, isa: isa) }
+            // A cached plan's rows arrived padded and were decoded into place already.
+            if encoded, !delivered { codec.decode(UnsafeRawPointer(wire), rows: layout.receiveRows, into: rows.baseAddress!, isa: isa) }
             clock.charge(\.dispatch, to: &times)
             times.expertCompute += work.computeChunk(rows, Arrival(rowsFrom: chunks.rowsFrom[chunk], layout: layout), progress)
             if encoded { codec.encode(UnsafePointer(rows.baseAddress!), rows: layout.receiveRows, into: wire, isa: isa) }

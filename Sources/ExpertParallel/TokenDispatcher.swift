@@ -59,14 +59,10 @@ package enum DispatchModeError: Error, Equatable, CustomStringConvertible {
     case degreeOutOfRange(Int)
     /// `overlap` as the user gave it (a number or auto).
     case planCacheWithOverlap(overlap: String)
-    /// A cached plan's header rows travel inside the token rows, as fp32.
-    case planCacheWithExchangePrecision(String)
 
     package var description: String {
         switch self {
         case let .degreeOutOfRange(degree): return "overlap degree \(degree) is outside 1...\(OverlapDegree.limit)"
-        case let .planCacheWithExchangePrecision(precision):
-            return "--plan-cache needs fp32 exchanges (its header rows travel among the token rows); give --exchange-precision fp32 (not \(precision)) or drop --plan-cache"
         case let .planCacheWithOverlap(degree):
             return "--plan-cache applies to the sequential layer; with --overlap-degree \(degree) every step runs the count exchange (give --overlap-degree 1 or drop --plan-cache)"
         }
@@ -124,8 +120,8 @@ package final class TokenDispatcher {
     private let worldSize: Int
     /// The cached plan (`DispatchMode.cached`), nil when every step counts.
     let planCache: PlanCache?
-    /// A `DispatchHeader` for the destination with the most experts fits in one token row, so
-    /// a cached plan can carry it as the first row of each block.
+    /// A `DispatchHeader` for the destination with the most experts fits in one token row as
+    /// it travels (`codec.rowBytes`), so a cached plan can carry it as the first row of each block.
     private let headerRowFits: Bool
 
     // Reused buffers, row-major `width` floats per row.
@@ -161,7 +157,6 @@ package final class TokenDispatcher {
         precondition(groupWorldRanks.count == exchange.communicator.size)
         precondition(slots.slots.allSatisfy { $0.count <= maxSlotsPerRank })
         precondition((1...OverlapDegree.limit).contains(mode.degree))
-        if case .cached = mode { precondition(exchangePrecision == .fp32, "a cached plan's header rows travel as fp32 rows") }
         codec = RowCodec(precision: exchangePrecision, width: width)
         self.isa = isa
         self.layerIndex = layerIndex
@@ -173,7 +168,7 @@ package final class TokenDispatcher {
         self.groupWorldRanks = groupWorldRanks
         self.worldSize = worldSize
         if case let .cached(cacheMode) = mode { planCache = PlanCache(mode: cacheMode) } else { planCache = nil }
-        headerRowFits = DispatchHeader.bytes(experts: maxSlotsPerRank) <= width * MemoryLayout<Float>.stride
+        headerRowFits = DispatchHeader.bytes(experts: maxSlotsPerRank) <= codec.rowBytes
     }
 
     /// Takes a new placement from the next dispatch on (every group rank at the same step).
@@ -242,6 +237,8 @@ package final class TokenDispatcher {
             rowOfRoute = pack(tokenRows: tokenRows, tokenCount: tokenCount, order: order, chunks: chunks)
             if codec.precision != .fp32 { encodeSendRows(count: layout.sendRows, receiveRows: layout.receiveRows) }
             clock.charge(\.pack, to: &times)
+        } else if codec.precision != .fp32 {
+            growWireBuffers(sendRows: layout.sendRows, receiveRows: layout.receiveRows)  // the combine's
         }
         var failure: MoELayerError?
         withChunkBuffers { buffers in
@@ -310,11 +307,16 @@ package final class TokenDispatcher {
         return rowOfRoute
     }
 
-    /// The packed rows encoded for the wire, and the wire buffers grown for this step.
-    private func encodeSendRows(count: Int, receiveRows: Int) {
+    /// The wire buffers grown for a step of this many rows sent and received.
+    private func growWireBuffers(sendRows count: Int, receiveRows: Int) {
         Self.grow(&wireSend, to: max(count, 1) * wireRowBytes)
         Self.grow(&wireReceive, to: max(receiveRows, 1) * wireRowBytes)
         Self.grow(&wireBack, to: max(count, 1) * wireRowBytes)
+    }
+
+    /// The packed rows encoded for the wire, and the wire buffers grown for this step.
+    private func encodeSendRows(count: Int, receiveRows: Int) {
+        growWireBuffers(sendRows: count, receiveRows: receiveRows)
         sendRows.withUnsafeBufferPointer { floats in
             wireSend.withUnsafeMutableBytes { wire in codec.encode(floats.baseAddress!, rows: count, into: wire.baseAddress!, isa: isa) }
         }
@@ -428,12 +430,30 @@ package final class TokenDispatcher {
                 }
             }
         }
-        clock.charge(\.pack, to: &times)
-        try exchanging { () throws(ExchangeError) in try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes) }
-        let localCount = slots.slots[communicator.rank].count
-        let headers = receiveRows.withUnsafeBytes { raw in
-            (0..<ranks).map { DispatchHeader.read(from: raw.baseAddress! + layout.receiveDisplacements[$0] * rowBytes, experts: localCount) }
+        if codec.precision != .fp32 {
+            // The rows as they travel, each block's header row carried as raw bytes.
+            encodeSendRows(count: layout.sendRows, receiveRows: layout.receiveRows)
+            wireSend.withUnsafeMutableBytes { wire in
+                for peer in 0..<ranks {
+                    DispatchHeader(status: status, tokens: tokenCount, rowsPerExpert: order.rowsPerSlot[peer])
+                        .write(to: wire.baseAddress! + layout.sendDisplacements[peer] * wireRowBytes)
+                }
+            }
         }
+        clock.charge(\.pack, to: &times)
+        let travelBytes = wireRowBytes
+        try exchanging { () throws(ExchangeError) in
+            if codec.precision == .fp32 {
+                try exchange.exchange(sendRows, into: &receiveRows, layout: layout, rowBytes: rowBytes)
+            } else {
+                try exchange.exchange(wireSend, into: &wireReceive, layout: layout, rowBytes: travelBytes)
+            }
+        }
+        let localCount = slots.slots[communicator.rank].count
+        let readHeaders = { (raw: UnsafeRawBufferPointer) in
+            (0..<ranks).map { DispatchHeader.read(from: raw.baseAddress! + layout.receiveDisplacements[$0] * travelBytes, experts: localCount) }
+        }
+        let headers = codec.precision == .fp32 ? receiveRows.withUnsafeBytes(readHeaders) : wireReceive.withUnsafeBytes(readHeaders)
         defer { clock.charge(\.dispatch, to: &times) }
         if let failed = headers.firstIndex(where: { $0.status == .routingFailed }) { return .failed(failed) }
         if headers.contains(where: { $0.status == .overflow }) { return .miss }
@@ -441,20 +461,26 @@ package final class TokenDispatcher {
         let counts = headers.map(\.rowsPerExpert)
         let total = counts.reduce(0) { $0 + $1.reduce(0, +) }
         Self.grow(&compactRows, to: total * width)
-        receiveRows.withUnsafeBufferPointer { padded in
-            compactRows.withUnsafeMutableBufferPointer { exact in
-                var cursor = 0
-                for source in 0..<ranks {
-                    let rows = counts[source].reduce(0, +)
-                    guard rows > 0 else { continue }
-                    (exact.baseAddress! + cursor * width).update(from: padded.baseAddress! + (layout.receiveDisplacements[source] + 1) * width,
-                                                                 count: rows * width)
-                    cursor += rows
+        compactRows.withUnsafeMutableBufferPointer { exact in
+            var cursor = 0
+            for source in 0..<ranks {
+                let rows = counts[source].reduce(0, +)
+                guard rows > 0 else { continue }
+                let first = layout.receiveDisplacements[source] + 1  // after the header row
+                if codec.precision == .fp32 {
+                    receiveRows.withUnsafeBufferPointer { padded in
+                        (exact.baseAddress! + cursor * width).update(from: padded.baseAddress! + first * width, count: rows * width)
+                    }
+                } else {
+                    wireReceive.withUnsafeBytes { padded in
+                        codec.decode(padded.baseAddress! + first * travelBytes, rows: rows, into: exact.baseAddress! + cursor * width, isa: isa)
+                    }
                 }
+                cursor += rows
             }
         }
         swap(&receiveRows, &compactRows)
-        planCache?.recordHit(paddingBytes: (layout.sendRows - ranks - sendCounts.reduce(0, +)) * rowBytes)
+        planCache?.recordHit(paddingBytes: (layout.sendRows - ranks - sendCounts.reduce(0, +)) * travelBytes)
         return .hit(counts)
     }
 

@@ -170,6 +170,7 @@ extension JobContext {
         let localRanks = try world().splitBySharedMemory().size
         let threads = requested ?? Self.slurmCPUsPerTask ?? max(1, ProcessInfo.processInfo.activeProcessorCount / localRanks)
         BLAS.setThreadCount(threads)
+        OneDNN.setThreadCount(threads)
         return (threads, localRanks)
     }
 }

@@ -106,16 +106,29 @@ package enum PrecisionOptions {
     package static let exchangePrecision = TypedOption<ExchangePrecision>.choice(
         "exchange-precision", "P", default: .fp32,
         "the format token rows travel in between ranks: fp32, bf16 (2 bytes a value) or int8 (1 byte a value + a scale per row)")
-    package static let specs = [expertPrecision.spec, cpuISA.spec, exchangePrecision.spec]
+    package static let int8Activations = TypedOption<Int8Activations>.choice(
+        "int8-activations", "BITS", default: .auto,
+        "int8 experts' activation codes: 8 (127 levels), 7 (63 levels: every kernel sums them exactly, so every CPU gives the same bits) "
+            + "or auto (8 where oneDNN's int8 kernel is exact over u8, i.e. VNNI; else 7)")
+    package static let int8GroupSize = TypedOption<Int?>.integer(
+        "int8-group-size", "G", in: 8...65_536,
+        "int8 weights: one scale per G inputs of each output channel (ZeroQuant's groups, e.g. 32–128) instead of one per channel; runs SwiftMoE's own int8 kernel")
+    package static let int8Outliers = TypedOption<Double?>.number(
+        "int8-outliers", "X", in: 0.001...1e30,
+        "int8 experts: activations of magnitude ≥ X stay fp32 (LLM.int8()'s decomposition, per element; e.g. 6); default: none")
+    package static let specs = [expertPrecision.spec, cpuISA.spec, exchangePrecision.spec, int8Activations.spec, int8GroupSize.spec, int8Outliers.spec]
 
     package struct Values: Sendable {
         package let expertPrecision: ExpertPrecision?
         package let cpuISA: CPUISA
         package let exchangePrecision: ExchangePrecision
+        package let int8: Int8Settings
     }
 
     package static func read(_ options: ParsedOptions) throws(UsageError) -> Values {
-        Values(expertPrecision: try options.value(expertPrecision), cpuISA: try options.value(cpuISA),
-               exchangePrecision: try options.value(exchangePrecision))
+        let int8 = Int8Settings(activations: try options.value(int8Activations), groupSize: try options.value(int8GroupSize),
+                                outlierThreshold: try options.value(int8Outliers).map { Float($0) })
+        return Values(expertPrecision: try options.value(expertPrecision), cpuISA: try options.value(cpuISA),
+                      exchangePrecision: try options.value(exchangePrecision), int8: int8)
     }
 }

@@ -89,6 +89,11 @@ package final class ConsoleReporter: StepObserver {
                   + "count exchange avoided \(Int(cache.hitsPerRank)) times, ≈ \(Self.milliseconds(cache.hitsPerRank * cache.meanCountExchangeSeconds)) ms saved "
                   + "(mean count exchange \(String(format: "%.1f", cache.meanCountExchangeSeconds * 1e6)) µs); padding sent \(String(format: "%.2f", cache.paddingBytes / 1_048_576)) MiB")
         }
+        for (layer, error) in session.expertErrorAgainstFP32.enumerated() {
+            guard let error else { continue }
+            print("[\(name)] layer \(layer): expert outputs against fp32 copies: " + String(format: "max %.3e, mean %.3e (relative)", error.maxRelative, error.meanRelative)
+                  + " over \(error.rows) rows (\(session.kernels[layer].precision.rawValue))")
+        }
         let routes = totals.kept + totals.dropped
         print("[\(name)] summary: \(completedSteps) step\(completedSteps == 1 ? "" : "s"), \(Self.rate(Double(totals.tokens) / totals.seconds)) tokens/s, mean step \(Self.milliseconds(totals.seconds / Double(completedSteps))) ms; time share: "
               + phaseList(totals.phases, session: session) { Self.percent($0, of: self.totals.phases.total) }.replacingOccurrences(of: "  ", with: ", ")
@@ -160,6 +165,9 @@ package final class JSONRunReport: StepObserver {
                              ("overlap_degree_by_layer", .array(session.distributed.layers.map { .number(Double($0.overlapDegree)) })),
                              ("expert_precision_by_layer", .array(session.model.precisions(override: session.configuration.expertPrecision).map { .string($0.rawValue) })),
                              ("cpu_isa", .string(session.isa.rawValue)),
+                             ("expert_error_against_fp32_by_layer", .array(session.expertErrorAgainstFP32.map { error in
+                                 error.map { .object([("max_relative", .number($0.maxRelative)), ("mean_relative", .number($0.meanRelative)),
+                                                      ("rows", .number(Double($0.rows)))]) } ?? .null })),
                              ("steps", .array(steps)),
                              ("tokens_per_second", .number(Double(tokens) / seconds))]))
     }

@@ -49,13 +49,24 @@ package final class InferenceSession {
     package let isa: CPUISA
     package let kernels: [any ExpertKernels]
 
+    /// This rank's `weights` with every FFN in the backend `configuration` and `model` choose
+    /// for its layer (`--expert-precision`, `"expert_precision"`, at the resolved `--cpu-isa`):
+    /// what `init` takes, prepared once for all of a run's sessions. Collective over `world`
+    /// (the ISA is agreed).
+    package static func prepare(_ weights: [LayerWeights], configuration: RunConfiguration, model: ModelConfiguration,
+                                world: Communicator) throws -> [PreparedLayerWeights] {
+        let isa = try configuration.resolvedISA(world: world)
+        let kernels = model.kernels(isa: isa, override: configuration.expertPrecision, int8: configuration.int8)
+        return PreparedLayerWeights.prepare(weights, model: model, kernels: kernels, compareWithFP32: configuration.compareWithFP32)
+    }
+
     /// Builds the coordinator and the layers for `algorithm` (this rank's `weights`, holding the
-    /// first placement's slots). `statsPath` is written only when `logStatistics`; `liveEvery`
+    /// first placement's slots, prepared by `prepare`). `statsPath` is written only when `logStatistics`; `liveEvery`
     /// prints the coordinator's live table. `dispatchModes`, when given, replaces the
     /// configuration's dispatch with one mode per layer (a run's later algorithms reuse the
     /// first one's auto degrees). Collective over `world`.
     package init(
-        configuration: RunConfiguration, model: ModelConfiguration, weights: [LayerWeights], trace: RoutingTrace?,
+        configuration: RunConfiguration, model: ModelConfiguration, weights: [PreparedLayerWeights], trace: RoutingTrace?,
         algorithm: AllToAllAlgorithm, world: Communicator, topology: Topology, links: SimulatedLinks?,
         logStatistics: Bool = true, liveEvery: Int? = nil, dispatchModes: [DispatchMode]? = nil
     ) throws {
@@ -74,9 +85,9 @@ package final class InferenceSession {
         }
         let here = world.rank
         isa = try configuration.resolvedISA(world: world)
-        kernels = model.kernels(isa: isa, override: configuration.expertPrecision)
+        kernels = weights.map(\.kernels)
         distributed = try DistributedModel(configuration: model, weights: weights, world: world, drift: configuration.drift,
-                                           kernels: kernels, dispatch: dispatch, exchangePrecision: configuration.exchangePrecision, isa: isa,
+                                           dispatch: dispatch, exchangePrecision: configuration.exchangePrecision, isa: isa,
                                            trace: trace,
                                            placement: coordinator.placementPlanner) {
             try makeAllToAll(algorithm, communicator: $0, worldRank: here, topology: topology, links: links)
@@ -144,7 +155,24 @@ package final class InferenceSession {
     /// The coordinator's closing lines, once `finish` ran.
     package private(set) var closingLines: [String] = []
 
-    /// Ends the session: the coordinator's closing lines, the stats log renamed into place.
-    /// Collective over `world`.
-    package func finish() throws { closingLines = try coordinator.finish() }
+    /// With `compareWithFP32`, each layer's expert outputs against their fp32 copies' over every
+    /// rank and step (nil for layers in fp32 or without experts), once `finish` ran.
+    package private(set) var expertErrorAgainstFP32: [PrecisionError?] = []
+
+    /// Ends the session: the coordinator's closing lines, the stats log renamed into place, the
+    /// error against fp32 summed over the job. Collective over `world`.
+    package func finish() throws {
+        closingLines = try coordinator.finish()
+        guard configuration.compareWithFP32 else { return }
+        let local = distributed.layers.map { $0.expertErrorAgainstFP32 ?? PrecisionError() }
+        let maxima = try world.allReduce(local.flatMap { [$0.largestDifference, $0.largestReference] }, .maximum)
+        let sums = try world.allReduce(local.flatMap { [$0.differences, $0.magnitudes, Double($0.rows)] }, .sum)
+        expertErrorAgainstFP32 = local.indices.map { layer in
+            guard kernels[layer].precision != .fp32, !model.layers[layer].dense else { return nil }
+            var error = PrecisionError()
+            (error.largestDifference, error.largestReference) = (maxima[2 * layer], maxima[2 * layer + 1])
+            (error.differences, error.magnitudes, error.rows) = (sums[3 * layer], sums[3 * layer + 1], Int(sums[3 * layer + 2]))
+            return error
+        }
+    }
 }

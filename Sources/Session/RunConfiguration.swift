@@ -38,6 +38,10 @@ package struct RunConfiguration: Sendable {
     package var cpuISA: CPUISA = .native
     /// The format token rows travel in between ranks (`--exchange-precision`).
     package var exchangePrecision: ExchangePrecision = .fp32
+    /// How int8 experts quantise (`--int8-activations`, `--int8-group-size`, `--int8-outliers`).
+    package var int8 = Int8Settings()
+    /// Whether lower-precision experts are also run in fp32 for their error (`--compare-fp32`).
+    package var compareWithFP32 = false
     /// Testing aids: this rank sends malformed statistics; a migration fails on (rank, step).
     package var corruptStatisticsRank: Int?
     package var failMigration: (@Sendable (_ step: Int, _ rank: Int) -> Bool)?
@@ -63,7 +67,6 @@ package struct RunConfiguration: Sendable {
 
     /// How every layer's dispatcher runs, or why these settings do not go together.
     package func dispatch(topology: Topology) -> Result<DistributedModel.Dispatch, DispatchModeError> {
-        if planCache != nil, exchangePrecision != .fp32 { return .failure(.planCacheWithExchangePrecision(exchangePrecision.rawValue)) }
         switch overlap {
         case .auto:
             if planCache != nil { return .failure(.planCacheWithOverlap(overlap: "auto")) }

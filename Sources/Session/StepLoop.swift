@@ -46,7 +46,8 @@ package struct RunResult {
 package struct StepLoop {
     package let configuration: RunConfiguration
     package let model: ModelConfiguration
-    package let weights: [LayerWeights]
+    /// This rank's weights, FFNs prepared once for every algorithm's session (`InferenceSession.prepare`).
+    package let weights: [PreparedLayerWeights]
     package let trace: RoutingTrace?
     package let world: Communicator
     package let topology: Topology
@@ -54,7 +55,7 @@ package struct StepLoop {
     /// Rank-local input of step `step` (the same for every algorithm).
     package let input: (_ step: Int) throws -> TokenBatch
 
-    package init(configuration: RunConfiguration, model: ModelConfiguration, weights: [LayerWeights], trace: RoutingTrace?,
+    package init(configuration: RunConfiguration, model: ModelConfiguration, weights: [PreparedLayerWeights], trace: RoutingTrace?,
                  world: Communicator, topology: Topology, links: SimulatedLinks?, input: @escaping (_ step: Int) throws -> TokenBatch) {
         self.configuration = configuration
         self.model = model

@@ -94,7 +94,8 @@ struct ReferenceCommand: JobCommand {
             }
             let precisions = configuration.precisions(override: precision.expertPrecision)
             let reference = ReferenceModel(model: configuration, layers: weights, drift: capacity.drift, trace: trace,
-                                           kernels: configuration.kernels(isa: isa, override: precision.expertPrecision),
+                                           kernels: configuration.kernels(isa: isa, override: precision.expertPrecision,
+                                                                          int8: precision.int8),
                                            exchangePrecision: precision.exchangePrecision, isa: isa)
             // The same model in fp32, for the error of a lower precision (the last step's inputs).
             let fp32 = precisions.allSatisfy { $0 == .fp32 } && precision.exchangePrecision == .fp32 ? nil
@@ -123,7 +124,7 @@ struct ReferenceCommand: JobCommand {
                 try NpyArray(float32: values, shape: [values.count / configuration.dModel, configuration.dModel]).write(to: outputPath)
             }
             if let fp32 {
-                print(RunCommand.expertLine(configuration, override: precision.expertPrecision, isa: isa))
+                print(RunCommand.expertLine(configuration, override: precision.expertPrecision, isa: isa, int8: precision.int8))
                 for line in try Self.errorLines(reference, against: fp32, batches: batches, plan: previousPlan, step: steps - 1) { print(line) }
             }
             if let inputOutputPath {
@@ -153,18 +154,12 @@ struct ReferenceCommand: JobCommand {
         let lowPlans = try model.forward(batches, capacity: plan, step: step) { _, hidden in low.append(hidden.flatMap { $0 }) }.plans
         let exactPlans = try fp32.forward(batches, capacity: plan, step: step) { _, hidden in exact.append(hidden.flatMap { $0 }) }.plans
         return zip(low, exact).enumerated().map { layer, pair in
-            let (a, b) = pair
-            var largestDifference: Float = 0, largest: Float = 0, differences = 0.0, magnitudes = 0.0
-            for (x, y) in zip(a, b) {
-                largestDifference = max(largestDifference, abs(x - y))
-                largest = max(largest, abs(y))
-                differences += Double(abs(x - y))
-                magnitudes += Double(abs(y))
-            }
+            var error = PrecisionError()
+            error.add(pair.0, reference: pair.1, rows: batches.reduce(0) { $0 + $1.tokenCount })
             let routes = zip(lowPlans[layer], exactPlans[layer]).flatMap { zip($0.expert, $1.expert) }
             let flipped = routes.filter { $0 != $1 }.count
             return String(format: "layer %d: error against fp32 after the layer: max %.3e, mean %.3e (relative); %d of %d routes routed differently",
-                          layer, largest > 0 ? largestDifference / largest : 0, magnitudes > 0 ? differences / magnitudes : 0, flipped, routes.count)
+                          layer, error.maxRelative, error.meanRelative, flipped, routes.count)
         }
     }
 }

@@ -57,7 +57,10 @@ extension RunCommand {
             "overlap-progress", "WHERE", default: .gemms,
             "when a pipelined layer lets MPI move its exchanges: gemms (between every GEMM, the default) or chunks (only between chunks; for comparison)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
-        static let specs = [stats.spec, statsEvery.spec, coordinator.spec, planCache.spec, planCacheHeadroom.spec, timeout.spec,
+        static let compareFP32 = TypedOption<Bool>.flag(
+            "compare-fp32", "with bf16 or int8 experts, also run each expert in fp32 on the same rows and report every layer's error "
+                + "against it in the summary and --report (keeps fp32 copies: more memory and expert time)")
+        static let specs = [compareFP32.spec, stats.spec, statsEvery.spec, coordinator.spec, planCache.spec, planCacheHeadroom.spec, timeout.spec,
                             steps.spec, exchange.spec, output.spec, routingOutput.spec, report.spec, routingTraceOutput.spec,
                             routingTraceWeightsOutput.spec, overlapDegree.spec, overlapProgress.spec, quiet.spec]
     }

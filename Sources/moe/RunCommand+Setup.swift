@@ -14,7 +14,8 @@ extension RunCommand {
     /// What `loadModel` read: the model, this rank's weights of the first placement, the trace.
     struct LoadedModel {
         let configuration: ModelConfiguration
-        let weights: [LayerWeights]
+        /// Emptied once the FFNs are prepared (`InferenceSession.prepare`), so the fp32 arrays go.
+        var weights: [LayerWeights]
         let trace: RoutingTrace?
         /// The model file's `overlap_degree` (a run knob kept for compatibility).
         let fileOverlapDegree: OverlapDegree
@@ -80,9 +81,6 @@ extension RunCommand {
         if case let .fixed(degree) = run.overlap, degree > max(run.tokensPerRank, 1) {
             throw JobFailure(message: "run: --overlap-degree \(degree) is larger than the rows allow: each rank has \(run.tokensPerRank) tokens per step, so at most \(max(run.tokensPerRank, 1)) chunks", reportingRank: 0, exitCode: 2)
         }
-        if run.planCache != nil, run.exchangePrecision != .fp32 {
-            throw JobFailure(message: "run: \(DispatchModeError.planCacheWithExchangePrecision(run.exchangePrecision.rawValue))", reportingRank: 0, exitCode: 2)
-        }
         if run.overlap != .fixed(1), run.planCache != nil {
             throw JobFailure(message: "run: \(DispatchModeError.planCacheWithOverlap(overlap: run.overlap.description))", reportingRank: 0, exitCode: 2)
         }
@@ -115,17 +113,17 @@ extension RunCommand {
         }
         print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(runConfiguration.steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)"
 )
-        print(Self.expertLine(configuration, override: runConfiguration.expertPrecision, isa: isa))
+        print(Self.expertLine(configuration, override: runConfiguration.expertPrecision, isa: isa, int8: runConfiguration.int8))
     }
 
     /// "cpu: <features>; kernels at <isa>; experts: <precision by layer> (<implementation>)" (rank 0's CPU).
-    static func expertLine(_ configuration: ModelConfiguration, override: ExpertPrecision?, isa: CPUISA) -> String {
+    static func expertLine(_ configuration: ModelConfiguration, override: ExpertPrecision?, isa: CPUISA, int8: Int8Settings) -> String {
         let precisions = configuration.precisions(override: override)
         let distinct = ExpertPrecision.allCases.filter(precisions.contains)
         let layers = distinct.count == 1 ? "every layer \(distinct[0].rawValue)"
             : precisions.enumerated().map { "\($0.offset): \($0.element.rawValue)" }.joined(separator: ", ")
         return "cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); experts: \(layers) ("
-            + distinct.map { $0.kernels(isa: isa).implementation }.joined(separator: "; ") + ")"
+            + distinct.map { $0.kernels(isa: isa, int8: int8).implementation }.joined(separator: "; ") + ")"
     }
 
     func printMemory(world: Communicator, afterFirstStep: Double, lastStep: Int) throws {

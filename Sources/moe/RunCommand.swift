@@ -75,9 +75,8 @@ struct RunCommand: JobCommand {
         run.statsEvery = quiet ? 0 : try options.value(Options.statsEvery)
         let precision = try PrecisionOptions.read(options)
         (run.expertPrecision, run.cpuISA, run.exchangePrecision) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision)
-        if run.planCache != nil, run.exchangePrecision != .fp32 {
-            throw .conflict(command: "run", detail: "\(DispatchModeError.planCacheWithExchangePrecision(run.exchangePrecision.rawValue))")
-        }
+        run.int8 = precision.int8
+        run.compareWithFP32 = try options.value(Options.compareFP32)
         run.corruptStatisticsRank = testingAids.corruptStatsRank
         let aids = testingAids
         run.failMigration = { step, rank in aids.failMigrationIsDue(step: step, rank: rank) }
@@ -94,8 +93,11 @@ struct RunCommand: JobCommand {
         try refuseInapplicableOptions(context, ranks: world.size)
         let isa = try runConfiguration.resolvedISA(world: world)
         let (threads, localRanks) = try context.configureBLASThreads(requested: blasThreads)
-        let loaded = try loadModel(context, world: world, topology: topology)
+        var loaded = try loadModel(context, world: world, topology: topology)
         let configuration = try sessionConfiguration(for: loaded, ranks: world.size)
+        // The FFNs in their backends' forms, once; the fp32 arrays go (a bf16 or int8 run holds less).
+        let prepared = try InferenceSession.prepare(loaded.weights, configuration: configuration, model: loaded.configuration, world: world)
+        loaded.weights = []
         if world.rank == 0 {
             printBanner(loaded.configuration, ranks: world.size, topology: topology, simulated: links != nil, threads: threads, localRanks: localRanks,
                         isa: isa)
@@ -107,7 +109,7 @@ struct RunCommand: JobCommand {
         let recorder = traceOutputPath.map { _ in RoutingTraceRecorder(layers: loaded.configuration.layers.count,
                                                                        topK: loaded.configuration.layers.map(\.topK).max() ?? 1) }
         let aids = TestingAidsObserver(testingAids, rank: world.rank, beacon: watchdog?.beacon)
-        let loop = StepLoop(configuration: configuration, model: loaded.configuration, weights: loaded.weights, trace: loaded.trace,
+        let loop = StepLoop(configuration: configuration, model: loaded.configuration, weights: prepared, trace: loaded.trace,
                            world: world, topology: topology, links: links, input: inputs(context, model: loaded.configuration, rank: world.rank, ranks: world.size))
         let result = try loop.run(observers: [aids, console, report] + (recorder.map { [$0] } ?? []), beacon: watchdog?.beacon)
 

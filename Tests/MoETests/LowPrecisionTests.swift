@@ -66,6 +66,11 @@ struct LowPrecisionTests {
             CPUKernels.quantizeRows(x, rows: rows + 1, width: inner, codes: &other, scales: &otherScales, isa: isa)
             #expect(other == codes && otherScales == scales, "\(isa): quantisation differs")
         }
+        for isa in runnableLevels {  // 7 bits (oneDNN's AVX2 form): codes within ±63, scale max|x|/63
+            var seven = [Int8](repeating: 0, count: codes.count), sevenScales = [Float](repeating: 0, count: scales.count)
+            CPUKernels.quantizeRows(x, rows: rows + 1, width: inner, codes: &seven, scales: &sevenScales, levels: 63, isa: isa)
+            #expect(seven.allSatisfy { abs(Int($0)) <= 63 } && seven.contains(63) && sevenScales[0] == x[0..<inner].map(abs).max()! / 63, "\(isa)")
+        }
         for row in 0..<rows {
             let largest = x[row * inner..<(row + 1) * inner].map(abs).max()!
             #expect(scales[row] == largest / 127)
@@ -97,18 +102,138 @@ struct LowPrecisionTests {
         let exact = OpenBLASKernels().prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace())
         // Bounds from measurement (max relative error, d 48, d_ff 80, 2026-12-06): bf16 4.0–4.4e-3
         // over these forms (8-bit mantissas on inputs, weights and hidden activations), int8
-        // 0.9–1.4e-2 (7-bit codes on the same three). Each bound leaves 2–3× headroom; a kernel
-        // that drops a panel, a scale or a sign is off by far more (tens of percent).
-        for (precision, bound) in [(ExpertPrecision.bf16, Float(1e-2)), (.int8, Float(4e-2))] {
+        // 0.9–1.4e-2 with 8-bit activations and 1.6–2.6e-2 with 7-bit ones (oneDNN's AVX2 form).
+        // Each bound leaves ≥ 1.5× headroom; a kernel that drops a panel, a scale or a sign is off by
+        // far more (tens of percent).
+        let int8Backends = [127, 63].map { levels in { (isa: CPUISA) -> any ExpertKernels in
+            Int8Kernels(isa: isa, activationLevels: levels, oneDNN: nil) } }
+        let backends: [(String, (CPUISA) -> any ExpertKernels, Float)] = [
+            ("bf16", { BF16Kernels(isa: $0, useOneDNN: false) }, 1e-2),
+            ("int8 8-bit", int8Backends[0], 3e-2), ("int8 7-bit", int8Backends[1], 4e-2),
+        ]
+        for (name, backend, bound) in backends {
             var outputs: [[Float]] = []
             for isa in runnableLevels {
-                let ffn = precision.kernels(isa: isa).prepare(weights, form: form, dModel: d)
+                let ffn = backend(isa).prepare(weights, form: form, dModel: d)
                 outputs.append(ffn.forward(x, dModel: d, workspace: ExpertWorkspace()))
             }
             let error = relativeError(outputs[0], exact)
-            print("measured: \(precision) \(activation) bias \(bias): max relative error \(error) (bound \(bound))")
-            #expect(error < bound && error > 0, "\(precision) \(activation): relative error \(error)")
-            #expect(outputs.allSatisfy { $0 == outputs[0] }, "\(precision): ISA levels differ")
+            print("measured: \(name) \(activation) bias \(bias): max relative error \(error) (bound \(bound))")
+            #expect(error < bound && error > 0, "\(name) \(activation): relative error \(error)")
+            #expect(outputs.allSatisfy { $0 == outputs[0] }, "\(name): ISA levels differ")
+        }
+    }
+
+    @Test("int8 on oneDNN (u8·s8, codes shifted by a zero point) gives the bits of SwiftMoE's own kernel at the same activation levels")
+    func int8OneDNNMatchesOwnKernel() throws {
+        guard let offer = OneDNN.offer(at: CPUISA.best), let form = offer.int8 else {
+            print("note: oneDNN has no exact u8·s8 kernel on this CPU (\(CPUFeatures.detected)): skipped")
+            return
+        }
+        // The probe's choice follows the kernel: 8-bit codes only where VNNI sums exactly.
+        #expect(form.levels == (offer.isa.contains("vnni") ? 127 : 63), "oneDNN at \(offer.isa) chose \(form.levels) levels")
+        print("note: oneDNN \(offer.int8Implementation ?? "?") at \(offer.isa): \(form.levels == 127 ? 8 : 7)-bit activations")
+        for (activation, bias) in [(Activation.swiglu, false), (.gelu, true)] {
+            let (d, ff) = (40, 72)
+            let rows = Int8Kernels.ownKernelRows + 13
+            let ffnForm = FFNForm(activation: activation, dFF: ff, hasBias: bias)
+            let weights = ffnWeights(d: d, ff: ff, gated: activation.isGated, bias: bias, seed: 51)
+            let x = values(rows * d, seed: 52, scale: 3)
+            let withOneDNN = Int8Kernels(isa: CPUISA.best)
+            #expect(withOneDNN.oneDNN == form && withOneDNN.activationLevels == form.levels)
+            let own = Int8Kernels(isa: CPUISA.best, activationLevels: form.levels, oneDNN: nil)
+            let a = withOneDNN.prepare(weights, form: ffnForm, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace())
+            let b = own.prepare(weights, form: ffnForm, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace())
+            let same = a == b
+            #expect(same, "\(activation): oneDNN and the own kernel differ (max \(relativeError(a, b)))")
+            let ffn = try #require(withOneDNN.prepare(weights, form: ffnForm, dModel: d) as? Int8FFN)
+            #expect(ffn.w1.oneDNNReady && ffn.w2.oneDNNReady, "oneDNN was not used at this shape")
+        }
+    }
+
+    @Test("bf16 on oneDNN (AVX-512 CPUs) agrees with SwiftMoE's own kernels within fp32 summation error")
+    func bf16OneDNNMatchesOwnKernels() {
+        guard let offer = OneDNN.offer(at: CPUISA.best), let name = offer.bf16Implementation else {
+            print("note: oneDNN has no bf16 matmul on this CPU (\(CPUFeatures.detected); oneDNN 2.6 needs AVX-512): skipped")
+            return
+        }
+        print("note: oneDNN bf16 \(name) at \(offer.isa)")
+        let (d, ff, rows) = (40, 72, 37)
+        let form = FFNForm(activation: .swiglu, dFF: ff, hasBias: true)
+        let weights = ffnWeights(d: d, ff: ff, gated: true, bias: true, seed: 61)
+        let x = values(rows * d, seed: 62)
+        let a = BF16Kernels(isa: CPUISA.best).prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace())
+        let b = BF16Kernels(isa: CPUISA.best, useOneDNN: false).prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace())
+        #expect(relativeError(a, b) < 1e-5, "oneDNN bf16 against the own kernels: \(relativeError(a, b))")
+    }
+
+    @Test("group-wise int8 weights (ZeroQuant): closer to fp32 than per-channel when magnitudes vary along K; the same bits on every ISA; wire round trip")
+    func groupWiseWeights() throws {
+        let (d, ff, rows) = (64, 96, 7)
+        let form = FFNForm(activation: .gelu, dFF: ff, hasBias: true)
+        var weights = ffnWeights(d: d, ff: ff, gated: false, bias: true, seed: 81)
+        // The first 32 inputs of every channel 50× larger: one per-channel scale leaves the
+        // other weights a few codes; a group of 32 gives the large ones a scale of their own.
+        for k in 0..<32 { for n in 0..<ff { weights.w1[k * ff + n] *= 50 } }
+        func reconstructionError(_ matrix: QuantizedMatrix) -> Float {  // max over channels of max|ŵ − w| / max|w| on the small weights
+            (0..<ff).map { n in (32..<d).map { abs(matrix.weight($0, n) - weights.w1[$0 * ff + n]) }.max()! / (32..<d).map { abs(weights.w1[$0 * ff + n]) }.max()! }.max()!
+        }
+        let perChannel = reconstructionError(QuantizedMatrix(weights.w1, inner: d, columns: ff, group: d, isa: .portable))
+        let perGroup = reconstructionError(QuantizedMatrix(weights.w1, inner: d, columns: ff, group: 32, isa: .portable))
+        print("measured: int8 weights' error on the small inputs: per channel \(perChannel), groups of 32 \(perGroup)")
+        #expect(perGroup < perChannel / 10, "groups of 32: \(perGroup) against per channel \(perChannel)")
+        let x = values(rows * d, seed: 82)
+        let exact = OpenBLASKernels().prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace())
+        let grouped = runnableLevels.map { Int8Kernels(isa: $0, activationLevels: 127, oneDNN: nil, groupSize: 32) }
+        let outputs = grouped.map { $0.prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace()) }
+        #expect(relativeError(outputs[0], exact) < 3e-2, "grouped FFN against fp32: \(relativeError(outputs[0], exact))")
+        #expect(outputs.allSatisfy { $0 == outputs[0] }, "grouped kernels differ between ISA levels")
+        let ffn = grouped[0].prepare(weights, form: form, dModel: d)
+        let restored = try #require(ffn.wireBytes.withUnsafeBytes { grouped[0].restore(wireBytes: $0, form: form, dModel: d) })
+        #expect(restored.forward(x, dModel: d, workspace: ExpertWorkspace()) == outputs[0])
+        #expect(ffn.wireBytes.count == grouped[0].wireByteCount(form: form, dModel: d))
+    }
+
+    @Test("int8 outliers (LLM.int8()) in fp32: closer to fp32 when a few features are large; a row's result does not depend on its batch")
+    func outliersInFP32() {
+        let (d, ff, rows) = (48, 80, 9)
+        let form = FFNForm(activation: .swiglu, dFF: ff, hasBias: false)
+        let weights = ffnWeights(d: d, ff: ff, gated: true, bias: false, seed: 91)
+        var x = values(rows * d, seed: 92)
+        for row in 0..<rows where row % 2 == 0 { x[row * d + 5] = 25; x[row * d + 17] = -30 }  // outlier features, as in LLMs
+        let exact = OpenBLASKernels().prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace())
+        let plain = Int8Kernels(isa: .portable, activationLevels: 127, oneDNN: nil)
+        let plainError = relativeError(plain.prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace()), exact)
+        let levels = runnableLevels.map { Int8Kernels(isa: $0, activationLevels: 127, oneDNN: nil, outlierThreshold: 6) }
+        let outputs = levels.map { $0.prepare(weights, form: form, dModel: d).forward(x, dModel: d, workspace: ExpertWorkspace()) }
+        let outlierError = relativeError(outputs[0], exact)
+        print("measured: int8 without outliers \(plainError), with |x| ≥ 6 in fp32 \(outlierError) (max relative error)")
+        #expect(outlierError < plainError / 2, "outliers in fp32: \(outlierError) against \(plainError)")
+        #expect(outputs.allSatisfy { $0 == outputs[0] }, "ISA levels differ with outliers")
+        // Row 1 (no outliers) alone gives the bits it gets among rows that have them.
+        let ffn = Int8Kernels(isa: CPUISA.best, settings: Int8Settings(outlierThreshold: 6)).prepare(weights, form: form, dModel: d)
+        let batch = ffn.forward(x, dModel: d, workspace: ExpertWorkspace())
+        let alone = ffn.forward(Array(x[d..<2 * d]), dModel: d, workspace: ExpertWorkspace())
+        #expect(Array(batch[d..<2 * d]) == alone, "row 1 depends on its batch")
+    }
+
+    @Test("a NaN in one row stays in that row's outputs: the other rows equal a run without it (int8 scales are per token)")
+    func nanStaysInItsRow() {
+        let (d, ff, rows) = (24, 40, 12)  // 12 rows: above Int8Kernels.ownKernelRows, so oneDNN runs where it can
+        let form = FFNForm(activation: .swiglu, dFF: ff, hasBias: true)
+        let weights = ffnWeights(d: d, ff: ff, gated: true, bias: true, seed: 71)
+        var x = values(rows * d, seed: 72)
+        let backends: [any ExpertKernels] = [Int8Kernels(isa: CPUISA.best), Int8Kernels(isa: .portable), BF16Kernels(isa: CPUISA.best)]
+        for kernels in backends {
+            let ffn = kernels.prepare(weights, form: form, dModel: d)
+            let clean = ffn.forward(x, dModel: d, workspace: ExpertWorkspace())
+            x[4 * d + 7] = .nan
+            let dirty = ffn.forward(x, dModel: d, workspace: ExpertWorkspace())
+            x[4 * d + 7] = values(rows * d, seed: 72)[4 * d + 7]
+            let nanRow = dirty[4 * d..<5 * d].allSatisfy { $0.isNaN }
+            #expect(nanRow, "\(kernels.implementation): the NaN row's outputs")
+            let others = (0..<rows).filter { $0 != 4 }.allSatisfy { row in dirty[row * d..<(row + 1) * d] == clean[row * d..<(row + 1) * d] }
+            #expect(others, "\(kernels.implementation): a NaN leaked into other rows")
         }
     }
 
@@ -120,7 +245,7 @@ struct LowPrecisionTests {
         let rows = BF16Kernels.directRows + 3
         let x = values(rows * d, seed: 42)
         for isa in runnableLevels {
-            let ffn = BF16Kernels(isa: isa).prepare(weights, form: form, dModel: d)
+            let ffn = BF16Kernels(isa: isa, useOneDNN: false).prepare(weights, form: form, dModel: d)
             let panel = ffn.forward(x, dModel: d, workspace: ExpertWorkspace())  // > directRows: panels
             var direct: [Float] = []
             for start in stride(from: 0, to: rows, by: 4) {  // ≤ directRows: the direct kernel
@@ -128,7 +253,7 @@ struct LowPrecisionTests {
             }
             #expect(relativeError(direct, panel) < 1e-5, "\(isa): \(relativeError(direct, panel))")
         }
-        let levels = runnableLevels.map { BF16Kernels(isa: $0).prepare(weights, form: form, dModel: d).forward(Array(x[0..<4 * d]), dModel: d, workspace: ExpertWorkspace()) }
+        let levels = runnableLevels.map { BF16Kernels(isa: $0, useOneDNN: false).prepare(weights, form: form, dModel: d).forward(Array(x[0..<4 * d]), dModel: d, workspace: ExpertWorkspace()) }
         #expect(levels.allSatisfy { $0 == levels[0] }, "the direct kernel differs between ISA levels")
     }
 

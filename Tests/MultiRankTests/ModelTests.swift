@@ -186,13 +186,13 @@ struct BadInputTests {
                                message: "in.npy: expected float32 [tokens, 32] (d_model of the model), got <f4 [10, 5]")
     }
 
-    @Test("NaN in the inputs")
-    func nanInput() throws {
+    @Test("NaN in the inputs, every expert precision (int8's per-token scales keep it in its token)", arguments: ["fp32", "bf16", "int8"])
+    func nanInput(precision: String) throws {
         let scratch = try ScratchDirectory()
         var values = [Float](repeating: 0.5, count: 8 * 16)
         values[5 * 16 + 3] = .nan
         try NpyArray(float32: values, shape: [8, 16]).write(to: scratch.file("in.npy"))
-        try expectCleanFailure(ranks: 4, ["run", "--model", "Models/test-swiglu.json", "--input", scratch.file("in.npy")],
+        try expectCleanFailure(ranks: 4, ["run", "--model", "Models/test-swiglu.json", "--input", scratch.file("in.npy"), "--expert-precision", precision],
                                message: "hidden state of rank-local token 1 (rank 2) feature 3 is nan (NaN or infinite) [rank 2]")
     }
 

@@ -22,19 +22,44 @@ struct PrecisionTests {
                                               expectInOutput: ["experts: every layer \(precision)"])
     }
 
-    @Test("every ISA level gives the same bits: --cpu-isa portable and native; migrated experts ship the backend's bytes")
-    func isaLevelsAgree() throws {
+    @Test("with int8 activations of a fixed width every ISA level gives the same bits (portable C, AVX2, oneDNN); migrated experts ship the backend's bytes",
+          arguments: ["7", "8"])
+    func isaLevelsAgree(bits: String) throws {
         let scratch = try ScratchDirectory()
         var outputs: [[Float]] = []
         for isa in ["portable", "native"] {
             let job = try runMPI(ranks: 4, ["run", "--model", "Models/test-swiglu.json", "--tokens-per-rank", "48", "--steps", "4", "--quiet",
-                                            "--expert-precision", "int8", "--cpu-isa", isa, "--placement", "balanced", "--redundant-experts", "1",
-                                            "--rebalance-every", "2", "--output", scratch.file("\(isa).npy")])
+                                            "--expert-precision", "int8", "--int8-activations", bits, "--cpu-isa", isa, "--placement", "balanced",
+                                            "--redundant-experts", "1", "--rebalance-every", "2", "--output", scratch.file("\(isa).npy")])
             try #require(job.mpirunStatus == 0, "\(job)")
             #expect(job.ranks[0].stdout.contains("kernels at \(isa == "portable" ? "portable" : (Self.cpuFlags.isSuperset(of: ["avx2", "fma"]) ? "avx" : "portable"))"), "\(job)")
+            #expect(job.ranks[0].stdout.contains("activations \(bits)-bit per token"), "\(job)")
             outputs.append(try #require(try NpyArray.load(path: scratch.file("\(isa).npy")).float32Values))
         }
-        #expect(outputs[0] == outputs[1], "portable and native int8 kernels differ")
+        let same = outputs[0] == outputs[1]
+        #expect(same, "portable and native int8 kernels differ at \(bits)-bit activations")
+    }
+
+    @Test("--compare-fp32: each layer's expert outputs against fp32 copies, in the summary and the report, within the unit tests' bounds")
+    func compareWithFP32() throws {
+        let scratch = try ScratchDirectory()
+        for (precision, bound) in [("bf16", 1e-2), ("int8", 4e-2)] {
+            let job = try runMPI(ranks: 2, ["run", "--model", "Models/test-swiglu.json", "--tokens-per-rank", "32", "--steps", "2", "--quiet",
+                                            "--expert-precision", precision, "--compare-fp32", "--report", scratch.file("\(precision).json")])
+            try #require(job.mpirunStatus == 0, "\(job)")
+            let lines = job.ranks[0].stdout.split(separator: "\n").filter { $0.contains("expert outputs against fp32 copies") }
+            #expect(lines.count == 3 && lines.allSatisfy { $0.contains("(\(precision))") }, "\(job)")  // test-swiglu: 3 MoE layers
+            let text = try String(contentsOfFile: scratch.file("\(precision).json"), encoding: .utf8)
+            let report = try JSONParser.parse(Array(text.utf8))
+            guard case let .object(root) = report, case let .array(runs)? = root.first(where: { $0.key == "runs" })?.value,
+                  case let .object(run)? = runs.first, case let .array(layers)? = run.first(where: { $0.key == "expert_error_against_fp32_by_layer" })?.value
+            else { Issue.record("no expert_error_against_fp32_by_layer in the report"); continue }
+            for case let .object(layer) in layers {
+                guard case let .number(mean)? = layer.first(where: { $0.key == "mean_relative" })?.value,
+                      case let .number(rows)? = layer.first(where: { $0.key == "rows" })?.value else { Issue.record("\(layer)"); continue }
+                #expect(mean > 0 && mean < bound && rows > 0, "\(precision): mean \(mean) over \(rows) rows")
+            }
+        }
     }
 
     @Test("the error against fp32, per layer, within the bounds measured for the default model")
@@ -62,6 +87,17 @@ struct PrecisionTests {
         try ModelTests().compareWithReference(ranks: 4, model: "Models/test-swiglu.json", topology: "Topologies/2x2.json",
                                               extra: ["--tokens-per-rank", "40", "--exchange-precision", precision],
                                               runExtra: ["--overlap-degree", degree, "--simulate-links", "on"])
+    }
+
+    @Test("plan caching with bf16 and int8 exchanges: header rows travel as raw bytes in the encoded rows; hits, and equal to the reference",
+          arguments: ["bf16", "int8"])
+    func planCacheWithExchangePrecision(precision: String) throws {
+        // The default model (d_model 256): a header of 2 + 2 words fits even an int8 row (260 bytes).
+        // 4 layers × 3 steps: the first step of each layer needs the count exchange.
+        try ModelTests().compareWithReference(ranks: 4, model: "Models/default.json", topology: "Topologies/2x2.json",
+                                              extra: ["--tokens-per-rank", "24", "--policy", "reallocate", "--exchange-precision", precision],
+                                              steps: 3, expectInOutput: ["[linear] plan cache: 8 hits, 0 misses of 12 layer-steps"],
+                                              runExtra: ["--plan-cache", "capacity", "--simulate-links", "on"])
     }
 
     @Test("the dispatch bytes fall 2× (bf16) and by (4·d) / (d + 4) (int8, a scale per row) against fp32 (layer 0: the same routes)")
@@ -94,9 +130,6 @@ struct PrecisionTests {
         #expect(unknown.ranks[0].stderr.contains("expert-precision") && unknown.ranks[0].stderr.contains("fp16"), "\(unknown)")
         let badISA = try runMPI(ranks: 2, ["run", "--steps", "1", "--cpu-isa", "sse9"])
         #expect(badISA.ranks.allSatisfy { $0.exitStatus == 2 }, "\(badISA)")
-        let cached = try runMPI(ranks: 2, ["run", "--steps", "1", "--tokens-per-rank", "8", "--plan-cache", "capacity", "--exchange-precision", "int8"])
-        #expect(cached.ranks.allSatisfy { $0.exitStatus == 2 }, "\(cached)")
-        #expect(cached.ranks[0].stderr.contains("--plan-cache needs fp32 exchanges"), "\(cached)")
         guard !Self.cpuFlags.contains("avx512f") else {
             print("note: this CPU has avx512f; the refusal of --cpu-isa avx512 is tested on CPUs without it")
             return

@@ -87,7 +87,8 @@ struct CapacityBenchmark: JobCommand {
                                        layers: Array(repeating: layer, count: layerCount))
         let weights = try ModelWeights.load(model, heldExperts: { Array(ExpertPlacement(experts: model.layers[$0].experts, worldSize: world.size).heldExperts(ofRank: world.rank)) },
                                             seed: seed, file: nil)
-        let distributed = try DistributedModel(configuration: model, weights: weights, world: world, drift: drift) {
+        let prepared = PreparedLayerWeights.prepare(weights, model: model, kernels: model.kernels(isa: .portable))
+        let distributed = try DistributedModel(configuration: model, weights: prepared, world: world, drift: drift) {
             try makeAllToAll(.linear, communicator: $0, worldRank: world.rank, topology: topology)
         }
         if world.rank == 0 {

@@ -113,7 +113,9 @@ struct LayerBenchmark: JobCommand {
             run.algorithms = [algorithm]
             run.tokensPerRank = tokenCount
             (run.expertPrecision, run.cpuISA, run.exchangePrecision) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision)
-            let session = try InferenceSession(configuration: run, model: model, weights: weights, trace: nil, algorithm: algorithm,
+            run.int8 = precision.int8
+            let prepared = try InferenceSession.prepare(weights, configuration: run, model: model, world: world)
+            let session = try InferenceSession(configuration: run, model: model, weights: prepared, trace: nil, algorithm: algorithm,
                                                world: world, topology: topology, links: links, logStatistics: false, liveEvery: 0)
             let input = TokenBatch.seeded(range: world.rank * tokenCount..<(world.rank + 1) * tokenCount, dModel: dModel, seed: seed, tasks: [])
             // The session times the forward pass itself (slowest rank): its statistics and sums
@@ -183,7 +185,7 @@ struct LayerBenchmark: JobCommand {
         }
         print("# cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); exchanges in \(precision.exchangePrecision.rawValue); plain read of 256 MiB: \(format(Self.plainReadGigabytesPerSecond(), 1)) GB/s")
         for expertPrecision in Set((fileModel?.precisions(override: precision.expertPrecision)) ?? [precision.expertPrecision ?? .fp32]).sorted(by: { $0.rawValue < $1.rawValue }) {
-            print("# experts \(expertPrecision.rawValue): \(expertPrecision.kernels(isa: isa).implementation)")
+            print("# experts \(expertPrecision.rawValue): \(expertPrecision.kernels(isa: isa, int8: precision.int8).implementation)")
         }
     }
 

@@ -52,10 +52,11 @@ void smoe_bf16_gemm_rows(const float *x, size_t rows, size_t inner, const uint16
 /// `panel` as row-major `[count, columns]` floats (exact).
 void smoe_bf16_widen_rows(const uint16_t *w, size_t inner, size_t columns, size_t first, size_t count, float *panel, int isa);
 
-/// Symmetric int8 per row: `scale[r] = max|x[r, :]| / 127` (1 for an all-zero row) and
-/// `q[r, k] = round(x[r, k] / scale[r])` in −127…127. `x` is `[rows, width]` row-major. Every
-/// `isa` level gives the same bits.
-void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale, int isa);
+/// Symmetric int8 per row with `levels` steps each side (127 for 8 bits, 63 for 7):
+/// `scale[r] = max|x[r, :]| / levels` (1 for an all-zero row) and
+/// `q[r, k] = round(x[r, k] / scale[r])` in −levels…levels. `x` is `[rows, width]` row-major.
+/// Every `isa` level gives the same bits.
+void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, float *scale, int levels, int isa);
 
 /// `out[t, n] (+)= a_scale[t] · w_scale[n] · Σ_k a[t, k] · w[n, k]`, the sums exact in int32.
 /// `a` is `[rows, inner]` int8, `w` is `[columns, inner]` int8 (one row per output channel),
@@ -64,5 +65,50 @@ void smoe_quantize_rows(const float *x, size_t rows, size_t width, int8_t *q, fl
 void smoe_int8_gemm(const int8_t *a, const float *a_scale, size_t rows, size_t inner,
                     const int8_t *w, const float *w_scale, size_t columns,
                     float *out, int accumulate, int isa);
+
+/// `smoe_int8_gemm` with group-wise weight scales (ZeroQuant): `w_scale` is `[columns, groups]`,
+/// groups of `group` inputs (the last may be shorter), `groups = ⌈inner / group⌉`, and
+/// `out[t, n] (+)= a_scale[t] · Σ_g w_scale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k]` (int32 per group,
+/// float over the groups in order).
+void smoe_int8_gemm_grouped(const int8_t *a, const float *a_scale, size_t rows, size_t inner,
+                            const int8_t *w, const float *w_scale, size_t group, size_t columns,
+                            float *out, int accumulate, int isa);
+
+// MARK: oneDNN (onednn.c; libdnnl)
+
+/// Caps oneDNN at `max_isa` (`SMOE_ISA_AVX2`, or anything else for no cap) and sets its (OpenMP)
+/// threads. The cap applies only before oneDNN's first primitive: 0 when it applied (or none was
+/// asked), else oneDNN's status.
+int smoe_dnnl_configure(int max_isa, int threads);
+
+/// The ISA oneDNN runs at ("avx2", "avx512_core_vnni", …).
+const char *smoe_dnnl_effective_isa(void);
+
+/// Makes (once per shape) oneDNN's u8·s8→s32 matmul for weights `[columns, inner]`; returns the
+/// implementation oneDNN chose ("gemm:jit", "brg:avx512_core_vnni", …), or NULL with `*status`
+/// set to oneDNN's status (e.g. 3, unimplemented).
+const char *smoe_dnnl_int8_prepare(size_t inner, size_t columns, int *status);
+
+/// 1 when oneDNN's u8·s8 matmul at this shape is exact with activations up to `largest_u8`
+/// (its worst case run once: every activation `largest_u8`, every weight 127), else 0.
+int smoe_dnnl_int8_exact(size_t inner, size_t columns, int largest_u8);
+
+/// `out[t, n] (+)= a_scale[t] · w_scale[n] · Σ_k a[t, k] · w[n, k]` through oneDNN: the codes
+/// `a` are shifted by `zero_point` into u8 (so they must lie in −zero_point … 255 − zero_point), multiplied,
+/// and the shift taken back out with `w_sums[n] = Σ_k w[n, k]`, so the int32 sums are those of
+/// `smoe_int8_gemm` whenever oneDNN's kernel does not saturate. (AVX2's `vpmaddubsw` adds pairs
+/// of u8·s8 products into int16: exact when every u8 is ≤ 127, i.e. codes within ±63 shifted by
+/// 64; VNNI kernels are exact for the whole u8 range.) Returns 0, or oneDNN's status.
+int smoe_dnnl_int8_gemm(const int8_t *a, const float *a_scale, size_t rows, size_t inner,
+                        const int8_t *w, const float *w_scale, const int32_t *w_sums, int zero_point, size_t columns,
+                        float *out, int accumulate);
+
+/// Makes (once per shape) oneDNN's bf16·bf16→f32 matmul for row-major weights `[inner, columns]`;
+/// the implementation's name, or NULL with `*status` set (oneDNN 2.6 refuses bf16 below AVX-512).
+const char *smoe_dnnl_bf16_prepare(size_t inner, size_t columns, int *status);
+
+/// `y[rows, columns] (+)= bf16(x) · w` through oneDNN (fp32 accumulation), `w` row-major bf16
+/// `[inner, columns]`. Returns 0, or oneDNN's status.
+int smoe_dnnl_bf16_gemm(const float *x, size_t rows, size_t inner, const uint16_t *w, size_t columns, float *y, int accumulate);
 
 #endif

@@ -1,4 +1,5 @@
 internal import CKernels
+import Synchronization
 
 /// What the CPU can run, detected once (cpuid and the OS's register support, `CKernels`).
 package struct CPUFeatures: OptionSet, Sendable, CustomStringConvertible {
@@ -147,10 +148,22 @@ package enum CPUKernels {
         smoe_bf16_gemm_rows(x, rows, inner, w, columns, y, accumulate ? 1 : 0, isa.kernelLevel)
     }
 
-    /// Symmetric int8 per row of `x` (`[rows, width]`): codes into `codes`, one scale per row.
+    /// Symmetric int8 per row of `x` (`[rows, width]`) with `levels` steps each side (127: 8
+    /// bits; 63: 7 bits): codes into `codes`, one scale (max|x| / levels) per row.
     package static func quantizeRows(_ x: UnsafePointer<Float>, rows: Int, width: Int, codes: UnsafeMutablePointer<Int8>,
-                                     scales: UnsafeMutablePointer<Float>, isa: CPUISA) {
-        smoe_quantize_rows(x, rows, width, codes, scales, isa.kernelLevel)
+                                     scales: UnsafeMutablePointer<Float>, levels: Int = 127, isa: CPUISA) {
+        smoe_quantize_rows(x, rows, width, codes, scales, Int32(levels), isa.kernelLevel)
+    }
+
+    /// `out[t, n] (+)= aScale[t] · Σ_g wScale[n, g] · Σ_{k ∈ g} a[t, k] · w[n, k]`, groups of
+    /// `group` inputs (int32 per group, float over groups in order; the same bits on every ISA).
+    package static func int8GEMMGrouped(
+        _ a: UnsafePointer<Int8>, aScales: UnsafePointer<Float>, rows: Int, inner: Int,
+        _ w: UnsafePointer<Int8>, wScales: UnsafePointer<Float>, group: Int, columns: Int,
+        into out: UnsafeMutablePointer<Float>, accumulate: Bool, isa: CPUISA
+    ) {
+        guard rows > 0, columns > 0 else { return }
+        smoe_int8_gemm_grouped(a, aScales, rows, inner, w, wScales, group, columns, out, accumulate ? 1 : 0, isa.kernelLevel)
     }
 
     /// `out[t, n] (+)= aScale[t] · wScale[n] · Σ_k a[t, k] · w[n, k]` (int32 sums, exact).
@@ -161,5 +174,122 @@ package enum CPUKernels {
     ) {
         guard rows > 0, columns > 0 else { return }
         smoe_int8_gemm(a, aScales, rows, inner, w, wScales, columns, out, accumulate ? 1 : 0, isa.kernelLevel)
+    }
+}
+
+/// oneDNN as SwiftMoE's low-precision experts use it (CKernels' onednn.c): what it can do at an
+/// instruction-set level, found out once per process by running it.
+///
+/// oneDNN's ISA cap applies only before its first primitive, so the first level asked for sets
+/// it; a later, different level gets no oneDNN (its backends use SwiftMoE's own kernels), which
+/// only happens when one process mixes `--cpu-isa` levels (tests).
+package enum OneDNN {
+    /// What oneDNN offers at one level.
+    package struct Offer: Sendable, Equatable {
+        /// The ISA oneDNN runs at (`dnnl_get_effective_cpu_isa`), e.g. "avx2".
+        package let isa: String
+        /// u8·s8 int8 products: the activation levels (127: 8 bits, on VNNI kernels; 63: 7 bits,
+        /// where `vpmaddubsw`'s int16 pair sums would saturate on 8) and the zero point that
+        /// shifts codes into u8; nil when no kernel was exact.
+        package let int8: Int8Form?
+        /// The int8 implementation's name ("gemm:jit", …).
+        package let int8Implementation: String?
+        /// The bf16 implementation's name, nil when oneDNN refuses bf16 here (below AVX-512).
+        package let bf16Implementation: String?
+    }
+
+    package struct Int8Form: Sendable, Equatable {
+        package let levels: Int
+        package let zeroPoint: Int
+    }
+
+    private struct State {
+        var cap: CPUISA?
+        var offers: [CPUISA: Offer?] = [:]
+        var exactShapes: [[Int]: Bool] = [:]
+    }
+
+    private static let state = Mutex(State())
+
+    /// Threads oneDNN's products use (set with OpenBLAS's: `JobContext.configureBLASThreads`).
+    package static func setThreadCount(_ threads: Int) { _ = smoe_dnnl_configure(-1, Int32(max(1, threads))) }
+
+    /// What oneDNN offers at `isa` (a resolved level), or nil: none below AVX2, or another level
+    /// already set oneDNN's cap in this process.
+    package static func offer(at isa: CPUISA) -> Offer? {
+        guard isa >= .avx2 else { return nil }
+        return state.withLock { state in
+            if let known = state.offers[isa] { return known }
+            let cap: CPUISA = isa == .avx2 && CPUISA.best > .avx2 ? .avx2 : .native
+            if state.cap == nil {
+                state.cap = cap
+                if smoe_dnnl_configure(cap == .avx2 ? Int32(SMOE_ISA_AVX2) : -1, Int32(BLAS.threadCount)) != 0 {
+                    state.offers[isa] = .some(nil)
+                    return nil
+                }
+            }
+            guard state.cap == cap else {
+                state.offers[isa] = .some(nil)
+                return nil
+            }
+            let offer = probe()
+            state.offers[isa] = offer
+            return offer
+        }
+    }
+
+    /// Runs oneDNN once at a small shape for each product it might serve.
+    private static func probe() -> Offer {
+        var status: Int32 = 0
+        let int8Name = smoe_dnnl_int8_prepare(64, 8, &status).map { String(cString: $0) }
+        var form: Int8Form?
+        if int8Name != nil {
+            // 8 bits when the kernel is exact over the whole u8 range, else 7.
+            for candidate in [Int8Form(levels: 127, zeroPoint: 128), Int8Form(levels: 63, zeroPoint: 64)]
+            where smoe_dnnl_int8_exact(64, 8, Int32(candidate.levels + candidate.zeroPoint)) == 1 {
+                form = candidate
+                break
+            }
+        }
+        let bf16Name = smoe_dnnl_bf16_prepare(64, 8, &status).map { String(cString: $0) }
+        return Offer(isa: String(cString: smoe_dnnl_effective_isa()), int8: form, int8Implementation: int8Name,
+                     bf16Implementation: bf16Name)
+    }
+
+    /// Whether oneDNN's u8·s8 product for weights `[columns, inner]` is ready and exact with
+    /// activations shifted by `form` (checked once per shape).
+    package static func int8Ready(inner: Int, columns: Int, form: Int8Form) -> Bool {
+        let key = [inner, columns, form.levels]
+        return state.withLock { state in
+            if let known = state.exactShapes[key] { return known }
+            var status: Int32 = 0
+            let ready = smoe_dnnl_int8_prepare(inner, columns, &status) != nil
+                && smoe_dnnl_int8_exact(inner, columns, Int32(form.levels + form.zeroPoint)) == 1
+            state.exactShapes[key] = ready
+            return ready
+        }
+    }
+
+    /// `out[t, n] (+)= aScale[t] · wScale[n] · Σ_k a[t, k] · w[n, k]` on oneDNN (the codes within
+    /// ±`form.levels`; `wSums[n] = Σ_k w[n, k]`): the same numbers as `CPUKernels.int8GEMM`.
+    /// False when oneDNN failed (nothing written then is to be trusted; run the own kernel).
+    package static func int8GEMM(
+        _ a: UnsafePointer<Int8>, aScales: UnsafePointer<Float>, rows: Int, inner: Int,
+        _ w: UnsafePointer<Int8>, wScales: UnsafePointer<Float>, wSums: UnsafePointer<Int32>, columns: Int, form: Int8Form,
+        into out: UnsafeMutablePointer<Float>, accumulate: Bool
+    ) -> Bool {
+        smoe_dnnl_int8_gemm(a, aScales, rows, inner, w, wScales, wSums, Int32(form.zeroPoint), columns, out, accumulate ? 1 : 0) == 0
+    }
+
+    /// Whether oneDNN's bf16 product for weights `[inner, columns]` is ready (made once per shape).
+    package static func bf16Ready(inner: Int, columns: Int) -> Bool {
+        var status: Int32 = 0
+        return smoe_dnnl_bf16_prepare(inner, columns, &status) != nil
+    }
+
+    /// `y (+)= bf16(x) · w` on oneDNN, `w` row-major bf16 `[inner, columns]`; false when it failed.
+    package static func bf16GEMM(_ x: UnsafePointer<Float>, rows: Int, inner: Int, _ w: UnsafePointer<UInt16>, columns: Int,
+                                 into y: UnsafeMutablePointer<Float>, accumulate: Bool) -> Bool {
+        smoe_dnnl_bf16_gemm(x, rows, inner, w, columns, y, accumulate ? 1 : 0) == 0
     }
 }

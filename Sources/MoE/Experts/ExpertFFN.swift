@@ -95,6 +95,9 @@ package final class ExpertWorkspace {
     let inputScales = ScratchBuffer<Float>()
     let hiddenScales = ScratchBuffer<Float>()
     let panel = ScratchBuffer<Float>()
+    /// The activations an int8 backend kept in fp32 (`Int8Settings.outlierThreshold`), per input.
+    var inputOutliers: [Int8Outlier] = []
+    var hiddenOutliers: [Int8Outlier] = []
 
     package init() {}
 
@@ -130,7 +133,8 @@ enum FFNWeight { case w1, w3, w2 }
 /// The rows one product reads, as a backend staged them.
 enum StagedRows {
     case float(UnsafePointer<Float>)
-    case int8(codes: UnsafePointer<Int8>, scales: UnsafePointer<Float>)
+    /// `hidden`: the FFN's hidden activations (else its input), which says whose outliers apply.
+    case int8(codes: UnsafePointer<Int8>, scales: UnsafePointer<Float>, hidden: Bool)
 }
 
 /// How one backend multiplies rows by an FFN's weights. `stage` converts the rows the products

@@ -71,14 +71,43 @@ package enum ExpertPrecision: String, CaseIterable, Sendable {
         return precision
     }
 
-    /// The backend for this precision at instruction-set level `isa` (a resolved `CPUISA`).
-    package func kernels(isa: CPUISA) -> any ExpertKernels {
+    /// The backend for this precision at instruction-set level `isa` (a resolved `CPUISA`), int8
+    /// quantising as `int8` says.
+    package func kernels(isa: CPUISA, int8: Int8Settings = Int8Settings()) -> any ExpertKernels {
         switch self {
         case .fp32: return OpenBLASKernels()
         case .bf16: return BF16Kernels(isa: isa)
-        case .int8: return Int8Kernels(isa: isa)
+        case .int8: return Int8Kernels(isa: isa, settings: int8)
         }
     }
+}
+
+/// How int8 experts quantise (`--int8-activations`, `--int8-group-size`, `--int8-outliers`).
+package struct Int8Settings: Sendable, Equatable {
+    /// The activation codes' width.
+    package var activations: Int8Activations = .auto
+    /// Inputs per weight scale along K (ZeroQuant's group-wise weights), nil: one scale per
+    /// output channel. Grouped products run on SwiftMoE's own kernel (oneDNN 2.6 has no
+    /// per-group scales).
+    package var groupSize: Int?
+    /// Activations of at least this magnitude stay fp32 (LLM.int8()'s mixed-precision
+    /// decomposition, per element), nil: every activation is quantised.
+    package var outlierThreshold: Float?
+
+    package init(activations: Int8Activations = .auto, groupSize: Int? = nil, outlierThreshold: Float? = nil) {
+        (self.activations, self.groupSize, self.outlierThreshold) = (activations, groupSize, outlierThreshold)
+    }
+}
+
+/// How int8 experts code activations (`--int8-activations`).
+package enum Int8Activations: String, CaseIterable, Sendable {
+    /// 8 bits where the CPU's oneDNN int8 kernel sums the whole u8 range exactly (VNNI), else 7.
+    case auto
+    /// 7 bits (63 levels a side): what every kernel sums exactly, so every CPU gives the same bits.
+    case seven = "7"
+    /// 8 bits (127 levels): finer codes; where oneDNN's kernel would saturate (AVX2) SwiftMoE's
+    /// own kernel runs every product.
+    case eight = "8"
 }
 
 /// fp32 experts on OpenBLAS (`cblas_sgemm`): the weights as loaded, two GEMMs per FFN (three

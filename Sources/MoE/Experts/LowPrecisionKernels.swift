@@ -1,30 +1,45 @@
 /// bf16 experts: weights held as bf16 (converted once, at `prepare`), activations rounded to
-/// bf16 before each product, fp32 accumulation. Up to `directRows` rows, a product reads each
-/// bf16 weight once and widens it in registers for all rows (decode-sized calls are bound by the
-/// weight bytes, half of fp32's); beyond, it widens the weights to fp32 in panels of `panelRows`
-/// rows (which stay in cache) and multiplies on OpenBLAS. Every bf16 product is exact in fp32,
-/// so both are a bf16 GEMM with fp32 accumulation up to summation order.
-/// (oneDNN's bf16 matmul for AVX512-BF16 CPUs is not built yet: see the issue's note.)
+/// bf16 before each product, fp32 accumulation. Every bf16 product is exact in fp32, so each
+/// kernel below is a bf16 GEMM with fp32 accumulation, differing only in summation order:
+/// - where oneDNN has a bf16 matmul (AVX-512 CPUs: `brg:avx512_core_bf16` on AVX512-BF16),
+///   every product runs there, on row-major weights;
+/// - elsewhere (oneDNN 2.6 refuses bf16 below AVX-512), up to `directRows` rows a product reads
+///   each bf16 weight once and widens it in registers for all rows (decode-sized calls are bound
+///   by the weight bytes, half of fp32's); beyond, it widens the weights to fp32 in panels of
+///   `panelRows` rows (which stay in cache) and multiplies on OpenBLAS, on a blocked layout.
 package struct BF16Kernels: ExpertKernels {
     package let isa: CPUISA
+    /// oneDNN's bf16 implementation ("brg:avx512_core_bf16 (avx512_core_bf16)"), nil when
+    /// SwiftMoE's own kernels run every product.
+    let oneDNNImplementation: String?
     /// Rows of a weight panel widened at once: 128 × d_ff 4096 floats = 2 MiB.
     static let panelRows = 128
     /// Most rows a product runs with the direct kernel (measured: `Benchmarks/README.md`).
     static let directRows = 32
 
-    package init(isa: CPUISA) { self.isa = isa }
+    package init(isa: CPUISA) { self.init(isa: isa, useOneDNN: true) }
+
+    /// `useOneDNN: false` keeps SwiftMoE's own kernels even where oneDNN has bf16 (tests).
+    init(isa: CPUISA, useOneDNN: Bool) {
+        self.isa = isa
+        let offer = useOneDNN ? OneDNN.offer(at: isa) : nil
+        oneDNNImplementation = offer.flatMap { offer in offer.bf16Implementation.map { "\($0) (\(offer.isa))" } }
+    }
 
     package var precision: ExpertPrecision { .bf16 }
     package var implementation: String {
-        "bf16 weights: ≤ \(Self.directRows) rows direct (\(isa == .portable ? "portable C" : "AVX2 FMA")), more widened in \(Self.panelRows)-row panels + OpenBLAS sgemm (\(BLAS.coreName)); activations rounded to bf16"
+        if let oneDNNImplementation { return "bf16 weights and activations, oneDNN matmul \(oneDNNImplementation), fp32 sums" }
+        return "bf16 weights: ≤ \(Self.directRows) rows direct (\(isa == .portable ? "portable C" : "AVX2 FMA")), more widened in "
+            + "\(Self.panelRows)-row panels + OpenBLAS sgemm (\(BLAS.coreName)); activations rounded to bf16"
+            + (isa >= .avx2 ? " (oneDNN has no bf16 matmul below AVX-512)" : "")
     }
 
     package func prepare(_ weights: ExpertWeights, form: FFNForm, dModel: Int) -> any PreparedFFN {
         BF16FFN(w1: CPUKernels.bf16(weights.w1), w3: CPUKernels.bf16(weights.w3), w2: CPUKernels.bf16(weights.w2),
-                biases: FFNBiases(b1: weights.b1, b2: weights.b2, b3: weights.b3), form: form, dModel: dModel, isa: isa)
+                biases: FFNBiases(b1: weights.b1, b2: weights.b2, b3: weights.b3), form: form, dModel: dModel, kernels: self)
     }
 
-    /// The weights ship row-major (unpadded; the receiver blocks them again), then the biases.
+    /// The weights ship row-major (unpadded; the receiver lays them out again), then the biases.
     package func wireByteCount(form: FFNForm, dModel: Int) -> Int {
         let (matrices, biases) = WireLayout.counts(form: form, dModel: dModel)
         return 2 * matrices + 4 * biases
@@ -38,33 +53,44 @@ package struct BF16Kernels: ExpertKernels {
         let w1: [UInt16] = reader.take(hidden), w2: [UInt16] = reader.take(hidden), w3: [UInt16] = reader.take(gated ? hidden : 0)
         guard let biases = reader.biases(form: form, dModel: dModel),
               (w1 + w2 + w3).allSatisfy({ $0 & 0x7F80 != 0x7F80 }) else { return nil }  // exponent all ones: inf or NaN
-        return BF16FFN(w1: w1, w3: w3, w2: w2, biases: biases, form: form, dModel: dModel, isa: isa)
+        return BF16FFN(w1: w1, w3: w3, w2: w2, biases: biases, form: form, dModel: dModel, kernels: self)
     }
 }
 
 final class BF16FFN: ProductsFFN {
-    /// The weights in the blocked layout (`CPUKernels.blockedBF16`): w1, w3 `[dModel, dFF]`, w2 `[dFF, dModel]`.
+    /// w1, w3 `[dModel, dFF]`, w2 `[dFF, dModel]`: row-major for oneDNN (`onOneDNN`), else in the
+    /// blocked layout of the direct kernel (`CPUKernels.blockedBF16`).
     let w1: [UInt16], w3: [UInt16], w2: [UInt16]
     let biases: FFNBiases
     let form: FFNForm
     let dModel: Int
     let isa: CPUISA
+    /// Whether oneDNN runs the products (it had a bf16 matmul at both shapes).
+    let onOneDNN: Bool
 
     /// From row-major bf16 weights.
-    init(w1: [UInt16], w3: [UInt16], w2: [UInt16], biases: FFNBiases, form: FFNForm, dModel: Int, isa: CPUISA) {
+    init(w1: [UInt16], w3: [UInt16], w2: [UInt16], biases: FFNBiases, form: FFNForm, dModel: Int, kernels: BF16Kernels) {
         let dFF = form.dFF
-        self.w1 = CPUKernels.blockedBF16(w1, inner: dModel, columns: dFF)
-        self.w3 = w3.isEmpty ? [] : CPUKernels.blockedBF16(w3, inner: dModel, columns: dFF)
-        self.w2 = CPUKernels.blockedBF16(w2, inner: dFF, columns: dModel)
-        (self.biases, self.form, self.dModel, self.isa) = (biases, form, dModel, isa)
+        onOneDNN = kernels.oneDNNImplementation != nil
+            && OneDNN.bf16Ready(inner: dModel, columns: dFF) && OneDNN.bf16Ready(inner: dFF, columns: dModel)
+        if onOneDNN {
+            (self.w1, self.w3, self.w2) = (w1, w3, w2)
+        } else {
+            self.w1 = CPUKernels.blockedBF16(w1, inner: dModel, columns: dFF)
+            self.w3 = w3.isEmpty ? [] : CPUKernels.blockedBF16(w3, inner: dModel, columns: dFF)
+            self.w2 = CPUKernels.blockedBF16(w2, inner: dFF, columns: dModel)
+        }
+        (self.biases, self.form, self.dModel, self.isa) = (biases, form, dModel, kernels.isa)
     }
 
     var bytesHeld: Int { 2 * (w1.count + w2.count + w3.count) + 4 * (biases.b1.count + biases.b2.count + biases.b3.count) }
 
     var wireBytes: [UInt8] {
         let dFF = form.dFF
-        return WireLayout.bytes(CPUKernels.rowMajorBF16(w1, inner: dModel, columns: dFF), CPUKernels.rowMajorBF16(w2, inner: dFF, columns: dModel),
-                                w3.isEmpty ? [] : CPUKernels.rowMajorBF16(w3, inner: dModel, columns: dFF)) + WireLayout.bytes(biases)
+        let rowMajor = { (matrix: [UInt16], inner: Int, columns: Int) in
+            self.onOneDNN || matrix.isEmpty ? matrix : CPUKernels.rowMajorBF16(matrix, inner: inner, columns: columns)
+        }
+        return WireLayout.bytes(rowMajor(w1, dModel, dFF), rowMajor(w2, dFF, dModel), rowMajor(w3, dModel, dFF)) + WireLayout.bytes(biases)
     }
 
     /// The rows rounded to bf16 (a copy: the caller's rows are left as they are).
@@ -84,146 +110,35 @@ final class BF16FFN: ProductsFFN {
         case .w3: matrix = w3
         case .w2: matrix = w2
         }
-        if rows <= BF16Kernels.directRows {
-            matrix.withUnsafeBufferPointer { weights in
-                CPUKernels.bf16GEMMRows(a, rows: rows, inner: inner, weights.baseAddress!, columns: columns, into: y, accumulate: accumulate, isa: isa)
+        matrix.withUnsafeBufferPointer { weights in
+            let w = weights.baseAddress!
+            if onOneDNN {
+                if OneDNN.bf16GEMM(a, rows: rows, inner: inner, w, columns: columns, into: y, accumulate: accumulate) { return }
+                multiplyInPanels(a, rows: rows, inner: inner, w, columns: columns, into: y, accumulate: accumulate, workspace: workspace)
+            } else if rows <= BF16Kernels.directRows {
+                CPUKernels.bf16GEMMRows(a, rows: rows, inner: inner, w, columns: columns, into: y, accumulate: accumulate, isa: isa)
+            } else {
+                multiplyInPanels(a, rows: rows, inner: inner, w, columns: columns, into: y, accumulate: accumulate, workspace: workspace)
             }
-            return
         }
+    }
+
+    /// `y (+)= a · w`, the weights widened `panelRows` rows at a time (from either layout: a
+    /// row-major panel is contiguous) and multiplied on OpenBLAS.
+    private func multiplyInPanels(_ a: UnsafePointer<Float>, rows: Int, inner: Int, _ w: UnsafePointer<UInt16>, columns: Int,
+                                  into y: UnsafeMutablePointer<Float>, accumulate: Bool, workspace: ExpertWorkspace) {
         let panelRows = BF16Kernels.panelRows
         let panel = workspace.panel.reserve(min(panelRows, inner) * columns)
-        matrix.withUnsafeBufferPointer { weights in
-            var first = 0
-            while first < inner {
-                let count = min(panelRows, inner - first)
-                CPUKernels.widenRows(weights.baseAddress!, inner: inner, columns: columns, first: first, count: count, into: panel, isa: isa)
-                BLAS.multiply(rows: rows, columns: columns, inner: count, a + first, leadingA: inner, panel, into: y,
-                              accumulate: accumulate || first > 0)
-                first += count
+        var first = 0
+        while first < inner {
+            let count = min(panelRows, inner - first)
+            if onOneDNN {
+                CPUKernels.widen(w + first * columns, into: panel, count: count * columns, isa: isa)
+            } else {
+                CPUKernels.widenRows(w, inner: inner, columns: columns, first: first, count: count, into: panel, isa: isa)
             }
-        }
-    }
-}
-
-/// int8 experts: weights quantised once per output channel (symmetric, scale = max|w|/127 over
-/// the channel's inputs), activations per token right before each product (scale = max|x|/127),
-/// int32 sums, dequantised with both scales, then bias and activation in fp32 as for fp32
-/// experts. (LLM.int8()'s vector-wise scales; ZeroQuant's token-wise activations.) The product
-/// widens int8 to int16 and sums pairs into int32 (`_mm256_madd_epi16` under AVX2): exact, no
-/// saturation, so every ISA — and the reference — gives the same bits. Weight bytes are a
-/// quarter of fp32's (plus one scale per channel).
-package struct Int8Kernels: ExpertKernels {
-    package let isa: CPUISA
-
-    package init(isa: CPUISA) { self.isa = isa }
-
-    package var precision: ExpertPrecision { .int8 }
-    package var implementation: String {
-        "int8 weights per output channel, int8 activations per token, int32 sums (\(isa == .portable ? "portable C" : "AVX2 madd_epi16"))"
-    }
-
-    package func prepare(_ weights: ExpertWeights, form: FFNForm, dModel: Int) -> any PreparedFFN {
-        let dFF = form.dFF
-        return Int8FFN(w1: QuantizedMatrix(weights.w1, inner: dModel, columns: dFF, isa: isa),
-                       w3: form.activation.isGated ? QuantizedMatrix(weights.w3, inner: dModel, columns: dFF, isa: isa) : nil,
-                       w2: QuantizedMatrix(weights.w2, inner: dFF, columns: dModel, isa: isa),
-                       biases: FFNBiases(b1: weights.b1, b2: weights.b2, b3: weights.b3), form: form, dModel: dModel, isa: isa)
-    }
-
-    package func wireByteCount(form: FFNForm, dModel: Int) -> Int {
-        let (matrices, biases) = WireLayout.counts(form: form, dModel: dModel)
-        let channels = form.dFF * (form.activation.isGated ? 2 : 1) + dModel
-        return matrices + 4 * channels + 4 * biases
-    }
-
-    package func restore(wireBytes: UnsafeRawBufferPointer, form: FFNForm, dModel: Int) -> (any PreparedFFN)? {
-        guard wireBytes.count == wireByteCount(form: form, dModel: dModel) else { return nil }
-        var reader = WireReader(bytes: wireBytes)
-        let dFF = form.dFF, gated = form.activation.isGated
-        let w1 = reader.matrix(inner: dModel, columns: dFF)
-        let w2 = reader.matrix(inner: dFF, columns: dModel)
-        let w3 = gated ? reader.matrix(inner: dModel, columns: dFF) : nil
-        guard let biases = reader.biases(form: form, dModel: dModel),
-              ([w1, w2] + (w3.map { [$0] } ?? [])).allSatisfy({ $0.scales.allSatisfy { $0.isFinite && $0 > 0 } }) else { return nil }
-        return Int8FFN(w1: w1, w3: w3, w2: w2, biases: biases, form: form, dModel: dModel, isa: isa)
-    }
-}
-
-/// A weight matrix `[inner, columns]` quantised per output column, stored one row per column
-/// (`codes[n, k]`, so each output's dot product reads contiguous bytes) with its scale.
-struct QuantizedMatrix {
-    let inner: Int
-    let columns: Int
-    let codes: [Int8]
-    let scales: [Float]
-
-    init(inner: Int, columns: Int, codes: [Int8], scales: [Float]) {
-        (self.inner, self.columns, self.codes, self.scales) = (inner, columns, codes, scales)
-    }
-
-    /// Quantises row-major `[inner, columns]` fp32 weights.
-    init(_ weights: [Float], inner: Int, columns: Int, isa: CPUISA) {
-        var transposed = [Float](repeating: 0, count: inner * columns)
-        for k in 0..<inner {
-            for n in 0..<columns { transposed[n * inner + k] = weights[k * columns + n] }
-        }
-        var codes = [Int8](repeating: 0, count: inner * columns)
-        var scales = [Float](repeating: 1, count: columns)
-        transposed.withUnsafeBufferPointer { source in
-            codes.withUnsafeMutableBufferPointer { q in
-                scales.withUnsafeMutableBufferPointer { s in
-                    CPUKernels.quantizeRows(source.baseAddress!, rows: columns, width: inner, codes: q.baseAddress!, scales: s.baseAddress!, isa: isa)
-                }
-            }
-        }
-        self.init(inner: inner, columns: columns, codes: codes, scales: scales)
-    }
-}
-
-final class Int8FFN: ProductsFFN {
-    let w1: QuantizedMatrix, w3: QuantizedMatrix?, w2: QuantizedMatrix
-    let biases: FFNBiases
-    let form: FFNForm
-    let dModel: Int
-    let isa: CPUISA
-
-    init(w1: QuantizedMatrix, w3: QuantizedMatrix?, w2: QuantizedMatrix, biases: FFNBiases, form: FFNForm, dModel: Int, isa: CPUISA) {
-        (self.w1, self.w3, self.w2, self.biases, self.form, self.dModel, self.isa) = (w1, w3, w2, biases, form, dModel, isa)
-    }
-
-    private var matrices: [QuantizedMatrix] { [w1, w2] + (w3.map { [$0] } ?? []) }
-
-    var bytesHeld: Int {
-        matrices.reduce(0) { $0 + $1.codes.count + 4 * $1.scales.count } + 4 * (biases.b1.count + biases.b2.count + biases.b3.count)
-    }
-
-    var wireBytes: [UInt8] {
-        matrices.flatMap { matrix in matrix.codes.map { UInt8(bitPattern: $0) } + matrix.scales.withUnsafeBytes { Array($0) } } + WireLayout.bytes(biases)
-    }
-
-    /// The rows as int8 codes with one scale per row (token).
-    func stage(_ x: UnsafePointer<Float>, rows: Int, width: Int, hidden: Bool, workspace: ExpertWorkspace) -> StagedRows {
-        let codes = (hidden ? workspace.hiddenCodes : workspace.inputCodes).reserve(rows * width)
-        let scales = (hidden ? workspace.hiddenScales : workspace.inputScales).reserve(rows)
-        CPUKernels.quantizeRows(x, rows: rows, width: width, codes: codes, scales: scales, isa: isa)
-        return .int8(codes: UnsafePointer(codes), scales: UnsafePointer(scales))
-    }
-
-    func multiply(_ weight: FFNWeight, _ x: StagedRows, rows: Int, columns: Int, inner: Int, into y: UnsafeMutablePointer<Float>,
-                  accumulate: Bool, workspace: ExpertWorkspace) {
-        guard case let .int8(codes, scales) = x else { preconditionFailure("int8 products read int8 rows") }
-        let matrix: QuantizedMatrix
-        switch weight {
-        case .w1: matrix = w1
-        case .w3: matrix = w3!
-        case .w2: matrix = w2
-        }
-        precondition(matrix.inner == inner && matrix.columns == columns)
-        matrix.codes.withUnsafeBufferPointer { w in
-            matrix.scales.withUnsafeBufferPointer { s in
-                CPUKernels.int8GEMM(codes, aScales: scales, rows: rows, inner: inner, w.baseAddress!, wScales: s.baseAddress!, columns: columns,
-                                    into: y, accumulate: accumulate, isa: isa)
-            }
+            BLAS.multiply(rows: rows, columns: columns, inner: count, a + first, leadingA: inner, panel, into: y, accumulate: accumulate || first > 0)
+            first += count
         }
     }
 }
@@ -273,9 +188,9 @@ struct WireReader {
         }
     }
 
-    mutating func matrix(inner: Int, columns: Int) -> QuantizedMatrix {
+    mutating func matrix(inner: Int, columns: Int, group: Int) -> QuantizedMatrix {
         let codes: [Int8] = take(inner * columns)
-        return QuantizedMatrix(inner: inner, columns: columns, codes: codes, scales: take(columns))
+        return QuantizedMatrix(inner: inner, columns: columns, group: group, codes: codes, scales: take(columns * ((inner + group - 1) / group)))
     }
 
     /// The biases the form has, or nil when one is not finite.

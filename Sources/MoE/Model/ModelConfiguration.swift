@@ -149,8 +149,8 @@ package struct ModelConfiguration: Equatable, Sendable {
     }
 
     /// Each layer's expert backend at instruction-set level `isa` (`precisions(override:)`).
-    package func kernels(isa: CPUISA, override: ExpertPrecision? = nil) -> [any ExpertKernels] {
-        precisions(override: override).map { $0.kernels(isa: isa) }
+    package func kernels(isa: CPUISA, override: ExpertPrecision? = nil, int8: Int8Settings = Int8Settings()) -> [any ExpertKernels] {
+        precisions(override: override).map { $0.kernels(isa: isa, int8: int8) }
     }
 
     /// The FFN roles of a layer.
