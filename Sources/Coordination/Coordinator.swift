@@ -92,16 +92,20 @@ package final class Coordinator {
     /// `statsPath`: the stats log (JSON lines), written as `statsPath.partial` and renamed when
     /// the run ends. `liveEvery`: print the live table every that many steps (0: never).
     /// `corruptStatistics`: testing aid — this rank sends a malformed report.
+    /// `exchangeRowBytes`: bytes of one row as it travels (`--exchange-precision`; default fp32),
+    /// which turns the bytes received into the log's rows. `expertWireBytes[l]`: bytes a
+    /// migration ships per expert of layer l in its backend's form (default fp32's).
     package init(
         world: Communicator, root: Int, model: ModelConfiguration, policy: CapacityPolicy, placement: PlacementPolicy = .contiguous,
-        nodeOfRank: [Int]? = nil, statsPath: String?, liveEvery: Int, corruptStatistics: Bool = false
+        nodeOfRank: [Int]? = nil, statsPath: String?, liveEvery: Int, corruptStatistics: Bool = false,
+        exchangeRowBytes: Int? = nil, expertWireBytes: [Int]? = nil
     ) throws {
         precondition((0..<world.size).contains(root))
         self.world = world
         self.root = root
         self.policy = policy
         experts = model.layers.map(\.experts)
-        rowBytes = model.dModel * MemoryLayout<Float>.stride
+        rowBytes = exchangeRowBytes ?? model.dModel * MemoryLayout<Float>.stride
         layerNotes = model.layers.map { layer in
             if layer.dense { return " — dense layer, nothing routed" }
             if layer.sharedDFF > 0 { return " — plus a shared expert on every token (not in the routes)" }
@@ -109,7 +113,8 @@ package final class Coordinator {
         }
         decider = StepDecider(capacity: CapacityPlanner(policy: policy, layers: model.layers),
                               placement: PlacementPlanner(policy: placement, layers: model.layers, worldSize: world.size, nodeOfRank: nodeOfRank))
-        parameterBytes = model.layers.indices.map { model.form(.expert, layer: $0).parameterCount(dModel: model.dModel) * MemoryLayout<Float>.stride }
+        parameterBytes = expertWireBytes
+            ?? model.layers.indices.map { model.form(.expert, layer: $0).parameterCount(dModel: model.dModel) * MemoryLayout<Float>.stride }
         plan = .configured(layers: model.layers.count)
         self.statsPath = statsPath
         self.liveEvery = liveEvery

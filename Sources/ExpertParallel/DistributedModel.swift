@@ -82,7 +82,8 @@ package final class DistributedModel {
                 OverlapPlanner.LayerInput(
                     index: index, configuration: configuration.layers[index], sampleExpert: weights[index].experts.first,
                     maxSlotsPerRank: slots[index].slots.map(\.count).max() ?? 1, groupSize: placements[index].groupSize,
-                    schedule: exchanges[placements[index].groupSize]!.modeledSchedule)
+                    schedule: exchanges[placements[index].groupSize]!.modeledSchedule,
+                    rowBytes: RowCodec(precision: exchangePrecision, width: configuration.dModel).rowBytes)
             }
             overlapChoices = try OverlapPlanner.choose(model: configuration, layers: inputs, world: world, topology: topology, tokensPerRank: tokensPerRank)
             var degrees = Array(repeating: 1, count: configuration.layers.count)

@@ -89,6 +89,8 @@ package enum OverlapPlanner {
         package var maxSlotsPerRank: Int
         package var groupSize: Int
         package var schedule: ModeledSchedule
+        /// Bytes of one row as it travels (`RowCodec.rowBytes`).
+        package var rowBytes: Int
     }
 
     package static func choose(
@@ -107,7 +109,7 @@ package enum OverlapPlanner {
             let slotsHere = max(1, layer.maxSlotsPerRank)  // the same on every rank
             let rowsPerRank = Double(tokensPerRank * layer.configuration.topK)
             let groupSize = layer.groupSize
-            let rowBytes = model.dModel * MemoryLayout<Float>.stride
+            let rowBytes = layer.rowBytes
             let schedule = layer.schedule
             let worldSize = topology.worldSize
             func exchange(_ degree: Int) -> (link: Double, cpu: Double) {

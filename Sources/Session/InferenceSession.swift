@@ -77,7 +77,10 @@ package final class InferenceSession {
         coordinator = try Coordinator(world: world, root: configuration.coordinatorRank, model: model, policy: configuration.capacityPolicy,
                                       placement: configuration.placement, nodeOfRank: topology.nodeOfRank,
                                       statsPath: logStatistics ? configuration.statsPath : nil, liveEvery: liveEvery ?? configuration.statsEvery,
-                                      corruptStatistics: configuration.corruptStatisticsRank == world.rank)
+                                      corruptStatistics: configuration.corruptStatisticsRank == world.rank,
+                                      exchangeRowBytes: RowCodec(precision: configuration.exchangePrecision, width: model.dModel).rowBytes,
+                                      expertWireBytes: weights.enumerated().map { layer, prepared in
+                                          prepared.kernels.wireByteCount(form: model.form(.expert, layer: layer), dModel: model.dModel) })
         let dispatch: DistributedModel.Dispatch
         switch dispatchModes.map({ .success(.perLayer($0)) }) ?? configuration.dispatch(topology: topology) {
         case let .success(value): dispatch = value

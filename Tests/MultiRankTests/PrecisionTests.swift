@@ -104,10 +104,15 @@ struct PrecisionTests {
     func exchangeBytes() throws {
         let scratch = try ScratchDirectory()
         var bytes: [String: [Double]] = [:]
+        var rows: [String: [Int]] = [:]
         for precision in ["fp32", "bf16", "int8"] {
             let job = try runMPI(ranks: 2, ["run", "--model", "Models/test-gelu.json", "--tokens-per-rank", "64", "--steps", "1", "--quiet",
-                                            "--exchange-precision", precision, "--report", scratch.file("\(precision).json")])
+                                            "--exchange-precision", precision, "--report", scratch.file("\(precision).json"),
+                                            "--stats", scratch.file("\(precision).jsonl")])
             try #require(job.mpirunStatus == 0, "\(job)")
+            // The stats log counts rows, not bytes: the same rows whatever they travel in.
+            let log = try StatsLog.parse(Array(try Data(contentsOf: URL(fileURLWithPath: scratch.file("\(precision).jsonl")))), path: precision)
+            rows[precision] = try #require(log.steps.first?.rowsByRank.first)
             let report = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: scratch.file("\(precision).json")))))
             guard case let .object(root) = report, case let .array(runs)? = root.first(where: { $0.key == "runs" })?.value,
                   case let .object(run)? = runs.first, case let .array(steps)? = run.first(where: { $0.key == "steps" })?.value,
@@ -121,6 +126,7 @@ struct PrecisionTests {
         // later layers see rounded inputs and may route a few tokens differently.
         #expect(fp32[0] > 0 && bf16[0] * 2 == fp32[0], "layer 0: \(bf16[0]) vs \(fp32[0])")
         #expect(int8[0] * 4 * dModel == fp32[0] * (dModel + 4), "layer 0: \(int8[0]) vs \(fp32[0])")
+        #expect(rows["fp32"]!.reduce(0, +) > 0 && rows["bf16"] == rows["fp32"] && rows["int8"] == rows["fp32"], "layer 0's rows_by_rank: \(rows)")
     }
 
     @Test("bad input: an unknown precision or ISA, an ISA the CPU lacks: one line, every rank exits 2")
