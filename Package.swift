@@ -60,11 +60,16 @@ let package = Package(
         // `RunConfiguration`, with step observers; `moe run`, `moe-bench layer` and a decoder share it.
         .target(name: "Session",
                 dependencies: ["JobControl", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "Coordination"]),
+        // Token generation: embeddings, attention per architecture, rotary tables, the KV cache,
+        // sampling and the generation loop over the library session (data-parallel attention,
+        // expert-parallel MoE layers).
+        .target(name: "Decoder",
+                dependencies: ["MoE", "ExpertParallel", "MessagePassing", "Session", "FileFormats", "RandomStreams"]),
         // The command-line tool.
         .executableTarget(
             name: "moe",
             dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference",
-                           "Coordination", "Plotting", "CheckpointImport", "Session"]),
+                           "Coordination", "Plotting", "CheckpointImport", "Session", "Decoder"]),
         // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
         .executableTarget(
             name: "moe-bench",

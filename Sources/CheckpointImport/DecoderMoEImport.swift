@@ -98,15 +98,29 @@ protocol DecoderMoEFamily: ArchitectureFamily {
 }
 
 extension DecoderMoEFamily {
-    static func importModel(_ checkpoint: HuggingFaceCheckpoint, modelType: String) throws(ImportError) -> ImportedModel {
+    static func importModel(_ checkpoint: HuggingFaceCheckpoint, modelType: String, ffnOnly: Bool) throws(ImportError) -> ImportedModel {
         let shape = try DecoderShape(checkpoint, modelType: modelType)
         let layout = try layout(shape)
-        let model = DecoderMoEImport.model(shape, layout)
+        var model = DecoderMoEImport.model(shape, layout)
         var reader = TensorReader(checkpoint: checkpoint, hidden: shape.hidden, naming: layout.naming)
         let tensors = try DecoderMoEImport.tensors(model, shape, layout, reader: &reader)
-        let ordered = try HuggingFaceImport.inFileOrder(tensors, model: model, checkpoint: checkpoint)
-        return ImportedModel(model: model, tensors: ordered, summary: DecoderMoEImport.summary(model, shape, layout),
-                             ignored: HuggingFaceImport.ignoredLines(checkpoint, used: reader.used))
+        var ordered = try HuggingFaceImport.inFileOrder(tensors, model: model, checkpoint: checkpoint)
+        var summary = DecoderMoEImport.summary(model, shape, layout)
+        if ffnOnly {
+            summary.append("decoder: not imported (--ffn-only): the model is its MoE layers, for moe run and moe reference")
+        } else if let reason = DecoderAttentionImport.unsupported[modelType] {
+            summary.append("decoder: not imported — SwiftMoE does not run \(modelType)'s attention yet (\(reason)); the model is its MoE layers")
+        } else {
+            let decoder = try DecoderAttentionImport.configuration(shape)
+            let decoderTensors = try DecoderAttentionImport.tensors(decoder, shape, reader: &reader)
+            for tensor in decoderTensors where !tensor.values.allSatisfy(\.isFinite) {
+                throw ImportError("\(checkpoint.directory): the values imported as '\(tensor.name)' hold NaN or infinite values")
+            }
+            ordered += decoderTensors
+            model.decoder = decoder
+            summary.append(DecoderAttentionImport.summary(decoder))
+        }
+        return ImportedModel(model: model, tensors: ordered, summary: summary, ignored: HuggingFaceImport.ignoredLines(checkpoint, used: reader.used))
     }
 }
 

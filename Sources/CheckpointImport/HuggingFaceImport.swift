@@ -22,19 +22,19 @@ protocol ArchitectureFamily {
     static var modelTypes: [String] { get }
     /// Whether a checkpoint of `modelType` quantised so is read (dequantised on import).
     static func reads(_ quantisation: HuggingFaceCheckpoint.Quantisation, modelType: String) -> Bool
-    /// The model and its tensors.
-    static func importModel(_ checkpoint: HuggingFaceCheckpoint, modelType: String) throws(ImportError) -> ImportedModel
+    /// The model and its tensors; with `ffnOnly`, the MoE layers alone (no decoder section).
+    static func importModel(_ checkpoint: HuggingFaceCheckpoint, modelType: String, ffnOnly: Bool) throws(ImportError) -> ImportedModel
 }
 
 extension ArchitectureFamily {
     static func reads(_ quantisation: HuggingFaceCheckpoint.Quantisation, modelType: String) -> Bool { quantisation == .none }
 }
 
-/// The MoE half of Hugging Face MoE architectures: each decoder layer's
-/// `post_attention_layernorm` and its sparse MoE block (or dense MLP), as SwiftMoE layers
-/// `h ← h + FFN_l(RMSNorm_l(h))`. The mapping per architecture is in docs/MODEL.md; the
-/// routing rules it selects are in docs/ROUTING.md. Attention, embeddings, the input norms, the
-/// final norm and the LM head are not imported.
+/// Hugging Face MoE architectures: each decoder layer's `post_attention_layernorm` and its
+/// sparse MoE block (or dense MLP), as SwiftMoE layers `h ← h + FFN_l(RMSNorm_l(h))`, and — for
+/// the families whose attention SwiftMoE runs (`DecoderAttentionImport`) — the decoder around
+/// them: embeddings, input norms and attention, the final norm and the LM head. The mapping per
+/// architecture is in docs/MODEL.md; the routing rules it selects are in docs/ROUTING.md.
 package enum HuggingFaceImport {
     /// Every family, one registration each.
     static let families: [any ArchitectureFamily.Type] = [
@@ -44,7 +44,9 @@ package enum HuggingFaceImport {
     /// The `model_type`s this importer maps.
     package static let supportedTypes = families.flatMap { $0.modelTypes }
 
-    package static func run(_ checkpoint: HuggingFaceCheckpoint) throws(ImportError) -> ImportedModel {
+    /// The checkpoint as a SwiftMoE model: the MoE layers, and (unless `ffnOnly`, and where
+    /// SwiftMoE runs the family's attention) the decoder around them.
+    package static func run(_ checkpoint: HuggingFaceCheckpoint, ffnOnly: Bool = false) throws(ImportError) -> ImportedModel {
         let configPath = "\(checkpoint.directory)/config.json"
         guard let modelType = try checkpoint.optionalString("model_type") else {
             throw ImportError("\(configPath): missing field 'model_type' (supported: \(supportedTypes.joined(separator: ", ")))")
@@ -61,7 +63,7 @@ package enum HuggingFaceImport {
             }
             throw checkpoint.unsupported("quantization_config", "\(checkpoint.quantisation.name) checkpoints of \(modelType) are not supported (\(readable.joined(separator: ", ")))")
         }
-        return try family.importModel(checkpoint, modelType: modelType)
+        return try family.importModel(checkpoint, modelType: modelType, ffnOnly: ffnOnly)
     }
 
     /// The tensors in the model's own file order, proving every tensor the model needs is present
@@ -84,7 +86,8 @@ package enum HuggingFaceImport {
 
     static func ignoredLines(_ checkpoint: HuggingFaceCheckpoint, used: Set<String>) -> [String] {
         let left = checkpoint.tensorNames.filter { !used.contains($0) }
-        return ["not imported (SwiftMoE runs the feed-forward half of each layer): \(left.count) tensors — " + describeIgnored(left)]
+        guard !left.isEmpty else { return [] }
+        return ["not imported: \(left.count) tensors — " + describeIgnored(left)]
     }
 
     static func describe(_ rule: GateRule) -> String {

@@ -113,11 +113,14 @@ package final class DistributedModel {
 
     /// Runs every layer on this rank's batch, in place, at `step` under `capacity` (the
     /// coordinator's plan for this step).
+    /// `beforeLayer(l, &hidden)` runs on this rank's rows before layer l (a decoder's attention:
+    /// data-parallel, no exchange).
     package func forward(
-        _ batch: inout TokenBatch, capacity: CapacityPlan? = nil, step: Int = 0
+        _ batch: inout TokenBatch, capacity: CapacityPlan? = nil, step: Int = 0, beforeLayer: ((Int, inout [Float]) -> Void)? = nil
     ) throws(MoELayerError) -> StepResult {
         var result = StepResult(plans: [], times: [], volumes: [])
         for (index, layer) in layers.enumerated() {
+            beforeLayer?(index, &batch.hidden)
             var times = PhaseTimes()
             var volume = ExchangeVolume()
             result.plans.append(try layer.forward(&batch.hidden, taskIds: batch.taskIds, step: step,

@@ -100,10 +100,12 @@ package final class InferenceSession {
     /// Runs every layer on `batch` in place at `step` under the coordinator's plan, then checks
     /// the outputs, gathers statistics, applies placement changes and reduces the step over the
     /// job. `lastStep`: no step follows (no placement change is planned). `beacon` learns the
-    /// phases between the layers'. Collective over `world`.
-    package func forward(_ batch: inout TokenBatch, step: Int, lastStep: Bool, beacon: ProgressBeacon? = nil) throws -> StepOutcome {
+    /// phases between the layers'. `beforeLayer(l, &hidden)` runs on this rank's rows before
+    /// layer l (a decoder's attention). Collective over `world`.
+    package func forward(_ batch: inout TokenBatch, step: Int, lastStep: Bool, beacon: ProgressBeacon? = nil,
+                         beforeLayer: ((Int, inout [Float]) -> Void)? = nil) throws -> StepOutcome {
         let start = MPIRuntime.wallTime()
-        let result = try distributed.forward(&batch, capacity: coordinator.plan, step: step)
+        let result = try distributed.forward(&batch, capacity: coordinator.plan, step: step, beforeLayer: beforeLayer)
         let elapsed = MPIRuntime.wallTime() - start
         try checkFinite(batch, step: step)
         beacon?.enter(phase: "statistics")

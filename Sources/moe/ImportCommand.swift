@@ -10,27 +10,32 @@ import MoE
 struct ImportCommand: JobCommand {
     static let spec = CommandSpec(
         name: "import-hf",
-        summary: "Import a Hugging Face MoE checkpoint (the feed-forward half of each decoder layer) as a SwiftMoE model.",
+        summary: "Import a Hugging Face MoE checkpoint as a SwiftMoE model (its MoE layers, and the decoder around them for moe generate).",
         discussion: """
             CHECKPOINT_DIR holds config.json and model.safetensors, or model.safetensors.index.json and its shards; \
             tensors in F32, BF16 or F16. Writes OUT_DIR/model.json and OUT_DIR/weights.safetensors (float32); nothing \
             is written unless the whole import succeeds. Layer l becomes h ← h + FFN_l(RMSNorm_l(h)) with that decoder \
-            layer's post_attention_layernorm and its sparse MoE block or dense MLP; attention, embeddings, the final \
-            norm and the LM head are not imported. Architectures: \(HuggingFaceImport.supportedTypes.joined(separator: ", ")).
+            layer's post_attention_layernorm and its sparse MoE block or dense MLP. For mixtral, qwen2_moe, qwen3_moe \
+            and olmoe it also imports the decoder around them (embeddings, each layer's input norm and attention, the \
+            final norm, the LM head: a "decoder" section in model.json, for moe generate); --ffn-only leaves it out. \
+            Architectures: \(HuggingFaceImport.supportedTypes.joined(separator: ", ")).
             """,
-        options: [Options.output.spec],
+        options: [Options.output.spec, Options.ffnOnly.spec],
         positional: "CHECKPOINT_DIR")
 
     enum Options {
         static let output = TypedOption<String>.required("output", "OUT_DIR", "folder for model.json and weights.safetensors (created if missing)")
+        static let ffnOnly = TypedOption<Bool>.flag("ffn-only", "import only the MoE layers (no embeddings, attention or LM head: the model moe run and moe reference take)")
     }
 
     let checkpointPath: String
     let outputDirectory: String
+    let ffnOnly: Bool
 
     init(options: ParsedOptions) throws(UsageError) {
         checkpointPath = try options.singlePositional("checkpoint directory (moe import-hf CHECKPOINT_DIR --output OUT_DIR)")
         outputDirectory = try options.value(Options.output)
+        ffnOnly = try options.value(Options.ffnOnly)
     }
 
     func run(_ context: JobContext) throws {
@@ -42,7 +47,7 @@ struct ImportCommand: JobCommand {
             // Everything is read, converted and checked in memory first; then both files are
             // written into a staging folder beside OUT_DIR and moved in by rename.
             let checkpoint = try HuggingFaceCheckpoint(directory: checkpointPath)
-            let imported = try HuggingFaceImport.run(checkpoint)
+            let imported = try HuggingFaceImport.run(checkpoint, ffnOnly: ffnOnly)
             for line in imported.summary { print(line) }
             for line in imported.ignored { print(line) }
             let parameters = imported.tensors.reduce(0) { $0 + $1.values.count }

@@ -135,9 +135,28 @@ struct ModelFileFieldTableTests {
     func docsListEveryField() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let docs = try String(contentsOf: root.appendingPathComponent("docs/MODEL.md"), encoding: .utf8)
-        let (model, layer) = ModelFile.fieldTables()
-        let missing = (model + layer).filter { !docs.contains($0) }
-        #expect(missing.isEmpty, "docs/MODEL.md lacks these rows (paste the tables):\n\(model.joined(separator: "\n"))\n\n\(layer.joined(separator: "\n"))")
+        let (model, layer, decoder) = ModelFile.fieldTables()
+        let missing = (model + layer + decoder).filter { !docs.contains($0) }
+        #expect(missing.isEmpty, "docs/MODEL.md lacks these rows (paste the tables):\n\(model.joined(separator: "\n"))\n\n\(layer.joined(separator: "\n"))\n\n\(decoder.joined(separator: "\n"))")
+    }
+
+    @Test("a decoder section round-trips through its table; a kv_heads that does not divide heads and an odd head_dim are refused")
+    func decoderRoundTrip() throws {
+        var model = ModelConfiguration(name: "t", dModel: 16, dFF: 32, activation: .swiglu, layers: [LayerConfiguration(experts: 4, topK: 2)])
+        model.decoder = DecoderConfiguration(vocabulary: 50, heads: 4, kvHeads: 2, headDim: 6, ropeTheta: 1e6, maxPositions: 64, slidingWindow: 32,
+                                             attentionBias: true, qkNorm: .projection, tiedEmbeddings: true, endTokens: [1, 7])
+        let file = ModelFile(model: model)
+        #expect(try ModelFile.parse(Array(file.document().serialized().utf8), path: "t.json") == file)
+        let base = #"{"d_model": 16, "d_ff": 32, "layers": [{"experts": 4, "top_k": 2}], "decoder": "#
+        for (decoder, problem) in [(#"{"vocab_size": 9, "heads": 4, "kv_heads": 3, "max_positions": 8}"#, "field 'decoder.kv_heads': must divide heads (4), got 3"),
+                                   (#"{"vocab_size": 9, "heads": 4, "head_dim": 5, "max_positions": 8}"#, "field 'decoder.head_dim': must be even"),
+                                   (#"{"vocab_size": 9, "heads": 4, "max_positions": 8, "eos_token_ids": [9]}"#, "field 'decoder.eos_token_ids[0]': must be a token id below vocab_size 9"),
+                                   (#"{"heads": 4, "max_positions": 8}"#, "field 'decoder.vocab_size': missing")] {
+            #expect(throws: ModelConfigurationError.self) { try ModelFile.parse(Array((base + decoder + "}").utf8), path: "m.json") }
+            do { _ = try ModelFile.parse(Array((base + decoder + "}").utf8), path: "m.json") } catch {
+                #expect("\(error)".contains(problem), "\(error)")
+            }
+        }
     }
 
     @Test("a layer's fields round-trip through the table: every non-default value is written and read back")

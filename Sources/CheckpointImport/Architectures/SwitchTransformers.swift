@@ -10,7 +10,7 @@ enum SwitchTransformersFamily: ArchitectureFamily {
     /// i mod step = 1, or all for step 1), and a fixed `expert_capacity` per expert per sequence:
     /// tokens claim slots in sequence order and a dropped token's sparse output is 0. The
     /// decoder is not imported.
-    static func importModel(_ checkpoint: HuggingFaceCheckpoint, modelType: String) throws(ImportError) -> ImportedModel {
+    static func importModel(_ checkpoint: HuggingFaceCheckpoint, modelType: String, ffnOnly: Bool) throws(ImportError) -> ImportedModel {
         let hidden = try checkpoint.integer("d_model")
         let width = try checkpoint.integer("d_ff")
         let layerCount = try checkpoint.integer("num_layers")

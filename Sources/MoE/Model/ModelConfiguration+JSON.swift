@@ -13,6 +13,7 @@ extension ModelFile {
         draft.expertPrecision = model.expertPrecision
         var members = ModelDraft.fields.write(draft)
         members.append(("layers", .array(model.layers.map { .object(LayerDraft.fields.write(LayerDraft($0))) })))
+        if let decoder = model.decoder { members.append(("decoder", .object(DecoderDraft.fields.write(DecoderDraft(decoder))))) }
         if !model.taskExperts.isEmpty {
             members.append(("task_experts", .object(model.taskExperts.sorted { $0.key < $1.key }.map {
                 (String($0.key), .array($0.value.map { .number(Double($0)) }))
@@ -21,9 +22,9 @@ extension ModelFile {
         return .object(members)
     }
 
-    /// docs/MODEL.md's field tables: the top level, then a layer's.
-    package static func fieldTables() -> (model: [String], layer: [String]) {
-        (ModelDraft.fields.markdownRows(), LayerDraft.fields.markdownRows())
+    /// docs/MODEL.md's field tables: the top level, a layer's, the decoder's.
+    package static func fieldTables() -> (model: [String], layer: [String], decoder: [String]) {
+        (ModelDraft.fields.markdownRows(), LayerDraft.fields.markdownRows(), DecoderDraft.fields.markdownRows())
     }
 }
 

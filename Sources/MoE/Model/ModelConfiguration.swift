@@ -125,6 +125,9 @@ package struct ModelConfiguration: Equatable, Sendable {
     package var glu = ClampedGLU()
     /// The number format every layer's FFNs compute in unless the layer says otherwise.
     package var expertPrecision = ExpertPrecision.fp32
+    /// The attention, embeddings and LM head around the layers (`"decoder"`), nil for a model of
+    /// MoE layers alone.
+    package var decoder: DecoderConfiguration?
     /// Where the model came from (`"source"`: e.g. the Hugging Face checkpoint it was imported
     /// from); informational.
     package var origin: String?
@@ -223,7 +226,7 @@ package struct ModelFile: Equatable, Sendable {
 
     /// Keys of the top level, in the order errors list them.
     static let topLevelKeys = ["name", "d_model", "d_ff", "activation", "layer_defaults", "layers", "task_experts",
-                               "norm", "norm_epsilon", "ffn_bias", "glu_alpha", "glu_limit", "source", "expert_precision", "overlap_degree"]
+                               "norm", "norm_epsilon", "ffn_bias", "glu_alpha", "glu_limit", "source", "expert_precision", "overlap_degree", "decoder"]
 
     package static func parse(_ bytes: [UInt8], path: String) throws(ModelConfigurationError) -> ModelFile {
         let document: JSONValue
@@ -248,6 +251,12 @@ package struct ModelFile: Equatable, Sendable {
             model.glu = ClampedGLU(alpha: Float(draft.gluAlpha), limit: Float(draft.gluLimit))
             model.origin = draft.source
             model.expertPrecision = draft.expertPrecision
+            if let decoder = try root.optionalObject("decoder") {
+                try decoder.rejectUnknownKeys(allowed: DecoderDraft.fields.map(\.key))
+                var decoderDraft = DecoderDraft()
+                try DecoderDraft.fields.read(decoder, into: &decoderDraft)
+                model.decoder = try decoderDraft.configuration(dModel: dModel, path: "decoder")
+            }
             return ModelFile(model: model, overlapDegree: draft.overlapDegree)
         } catch let error as JSONFieldError {
             throw ModelConfigurationError(source: path, field: error.path, problem: error.problem)

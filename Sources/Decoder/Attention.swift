@@ -1,0 +1,154 @@
+import Foundation
+import MoE
+
+/// Where one row of a decoder batch sits: its sequence's first KV-cache slot and its position
+/// in the sequence (the slot it writes is `cacheStart + position`).
+package struct RowPosition: Sendable, Equatable {
+    package var cacheStart: Int
+    package var position: Int
+
+    package init(cacheStart: Int, position: Int) {
+        self.cacheStart = cacheStart
+        self.position = position
+    }
+}
+
+/// One decoder layer's self-attention over a batch of rows from any number of sequences:
+/// `hidden += Wo · softmax(q·Kᵀ / √D) · V` per head, with grouped-query heads, the rotary
+/// embedding, optional Q/K/V biases, query/key RMSNorms and a sliding window — the attention of
+/// Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE. Every row's key and value go into the KV cache
+/// before any row attends, so the rows of a prompt attend causally to each other and to what the
+/// cache already holds; each row reads only its own sequence's slots, so a sequence's numbers
+/// never depend on its batch.
+package final class Attention {
+    let config: DecoderConfiguration
+    let dModel: Int
+    let rotary: RotaryTable
+    private var normed: [Float] = []
+    private var queries: [Float] = []
+    private var keys: [Float] = []
+    private var values: [Float] = []
+    private var mixed: [Float] = []
+    private var output: [Float] = []
+    private var scores: [Float] = []
+
+    package init(config: DecoderConfiguration, dModel: Int) {
+        self.config = config
+        self.dModel = dModel
+        rotary = RotaryTable(headDim: config.headDim, theta: config.ropeTheta, positions: config.maxPositions)
+    }
+
+    private static func grow(_ buffer: inout [Float], to count: Int) {
+        if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
+    }
+
+    /// `hidden` (`[rows.count, d]`) += layer `layer`'s attention over `rows`, keys and values
+    /// stored in `cache`.
+    package func forward(_ hidden: inout [Float], rows: [RowPosition], layer: Int, weights: AttentionWeights, cache: KVCache) {
+        let count = rows.count
+        guard count > 0 else { return }
+        let (heads, kvHeads, headDim) = (config.heads, config.kvHeads, config.headDim)
+        let (q, kv) = (heads * headDim, kvHeads * headDim)
+        for buffer in [\Attention.normed, \Attention.output] { Self.grow(&self[keyPath: buffer], to: count * dModel) }
+        Self.grow(&queries, to: count * q)
+        Self.grow(&mixed, to: count * q)
+        Self.grow(&keys, to: count * kv)
+        Self.grow(&values, to: count * kv)
+        hidden.withUnsafeBufferPointer { x in normed.withUnsafeMutableBufferPointer { weights.norm.apply(x.baseAddress!, rows: count, into: $0.baseAddress!) } }
+        project(weights.wq, bias: weights.bq, columns: q, rows: count, into: &queries)
+        project(weights.wk, bias: weights.bk, columns: kv, rows: count, into: &keys)
+        project(weights.wv, bias: weights.bv, columns: kv, rows: count, into: &values)
+        normalise(&queries, weights.qNorm, rows: count, heads: heads)
+        normalise(&keys, weights.kNorm, rows: count, heads: kvHeads)
+        queries.withUnsafeMutableBufferPointer { qs in
+            keys.withUnsafeMutableBufferPointer { ks in
+                values.withUnsafeBufferPointer { vs in
+                    for (row, place) in rows.enumerated() {
+                        rotary.rotate(qs.baseAddress! + row * q, heads: heads, position: place.position)
+                        rotary.rotate(ks.baseAddress! + row * kv, heads: kvHeads, position: place.position)
+                        cache.store(layer: layer, slot: place.cacheStart + place.position, key: ks.baseAddress! + row * kv, value: vs.baseAddress! + row * kv)
+                    }
+                }
+            }
+        }
+        attend(rows: rows, layer: layer, cache: cache)
+        mixed.withUnsafeBufferPointer { m in
+            weights.wo.withUnsafeBufferPointer { wo in
+                output.withUnsafeMutableBufferPointer { o in
+                    BLAS.multiply(rows: count, columns: dModel, inner: q, m.baseAddress!, wo.baseAddress!, into: o.baseAddress!)
+                }
+            }
+        }
+        hidden.withUnsafeMutableBufferPointer { h in
+            output.withUnsafeBufferPointer { o in for index in 0..<count * dModel { h[index] += o[index] } }
+        }
+    }
+
+    /// `into[rows, columns] = normed · w (+ bias)`.
+    private func project(_ w: [Float], bias: [Float], columns: Int, rows: Int, into result: inout [Float]) {
+        normed.withUnsafeBufferPointer { x in
+            w.withUnsafeBufferPointer { weight in
+                result.withUnsafeMutableBufferPointer { y in
+                    BLAS.multiply(rows: rows, columns: columns, inner: dModel, x.baseAddress!, weight.baseAddress!, into: y.baseAddress!)
+                    guard !bias.isEmpty else { return }
+                    for row in 0..<rows { for column in 0..<columns { y[row * columns + column] += bias[column] } }
+                }
+            }
+        }
+    }
+
+    /// The query/key RMSNorm: per head (width D, `heads` rows per token) or over the projection.
+    private func normalise(_ values: inout [Float], _ norm: RMSNorm?, rows: Int, heads: Int) {
+        guard let norm else { return }
+        let normRows = norm.scale.count == config.headDim ? rows * heads : rows
+        var copy = Array(values[0..<rows * heads * config.headDim])
+        copy.withUnsafeMutableBufferPointer { source in
+            values.withUnsafeMutableBufferPointer { target in norm.apply(source.baseAddress!, rows: normRows, into: target.baseAddress!) }
+        }
+    }
+
+    /// `mixed[row, head] = Σ_j softmax_j(q·k_j / √D) · v_j` over the row's sequence's slots
+    /// `cacheStart + j`, j in the window up to its position.
+    private func attend(rows: [RowPosition], layer: Int, cache: KVCache) {
+        let (heads, headDim) = (config.heads, config.headDim)
+        let group = heads / config.kvHeads
+        let (q, kv) = (heads * headDim, config.kvHeads * headDim)
+        let scale = Float(1 / Double(headDim).squareRoot())
+        Self.grow(&scores, to: config.maxPositions)
+        cache.withLayer(layer) { cachedKeys, cachedValues in
+            queries.withUnsafeBufferPointer { qs in
+                mixed.withUnsafeMutableBufferPointer { out in
+                    scores.withUnsafeMutableBufferPointer { score in
+                        for (row, place) in rows.enumerated() {
+                            let first = config.slidingWindow.map { max(0, place.position - $0 + 1) } ?? 0
+                            for head in 0..<heads {
+                                let query = qs.baseAddress! + row * q + head * headDim
+                                let offset = (head / group) * headDim
+                                var largest = -Float.infinity
+                                for j in first...place.position {
+                                    let key = cachedKeys + (place.cacheStart + j) * kv + offset
+                                    var dot: Float = 0
+                                    for i in 0..<headDim { dot += query[i] * key[i] }
+                                    score[j] = dot * scale
+                                    largest = max(largest, score[j])
+                                }
+                                var total: Float = 0
+                                for j in first...place.position {
+                                    score[j] = exp(score[j] - largest)
+                                    total += score[j]
+                                }
+                                let result = out.baseAddress! + row * q + head * headDim
+                                result.update(repeating: 0, count: headDim)
+                                for j in first...place.position {
+                                    let weight = score[j] / total
+                                    let value = cachedValues + (place.cacheStart + j) * kv + offset
+                                    for i in 0..<headDim { result[i] += weight * value[i] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import FileFormats
+import MoE
+
+/// One layer's attention weights, row-major `[in, out]` as SwiftMoE stores projections:
+/// `wq [d, H·D]`, `wk`/`wv [d, KV·D]`, `wo [H·D, d]`; biases `[out]` or empty; `norm` is the
+/// layer's input RMSNorm, `qNorm`/`kNorm` the optional query/key RMSNorms (per head: width D;
+/// over the projection: width H·D / KV·D).
+package struct AttentionWeights: Sendable {
+    package let norm: RMSNorm
+    package let wq: [Float], wk: [Float], wv: [Float], wo: [Float]
+    package let bq: [Float], bk: [Float], bv: [Float]
+    package let qNorm: RMSNorm?, kNorm: RMSNorm?
+}
+
+/// The decoder's own weights (`DecoderConfiguration.tensorShapes`). Every rank holds all of
+/// them: attention is data-parallel, each rank running its own sequences.
+package struct DecoderWeights: Sendable {
+    /// `[V, d]`: token t's embedding is row t.
+    package let embedding: [Float]
+    package let finalNorm: RMSNorm
+    /// The LM head transposed, `[d, V]` (the embedding's transpose when tied), so the logits are
+    /// one GEMM `[rows, d] · [d, V]`.
+    package let lmHeadTransposed: [Float]
+    package let layers: [AttentionWeights]
+
+    /// The weights of `model`'s decoder from `file`, or seeded from `seed` without one (the
+    /// values `moe init-weights` would write). Throws the tensor that is missing, misshapen or
+    /// not finite.
+    package static func load(_ model: ModelConfiguration, seed: UInt64, file: SafetensorsReader?) throws(WeightsError) -> DecoderWeights {
+        guard let decoder = model.decoder else { preconditionFailure("a model without a decoder section") }
+        let shapes = Dictionary(decoder.tensorShapes(dModel: model.dModel, layers: model.layers.count).map { ($0.name, $0.shape) },
+                                uniquingKeysWith: { a, _ in a })
+        func tensor(_ name: String) throws(WeightsError) -> [Float] {
+            let shape = shapes[name]!
+            let values: [Float]
+            if let file {
+                do { values = try file.readFloat32(name, shape: shape) } catch { throw .file(error) }
+            } else {
+                values = ModelWeights.seededTensor(name: name, shape: shape, seed: seed)
+            }
+            guard values.allSatisfy(\.isFinite) else { throw .nonFinite(tensor: name, file: file?.path) }
+            return values
+        }
+        let epsilon = model.normEpsilon
+        // Norm scales are seeded around 1 (their names end in "norm", not "scale").
+        func norm(_ name: String) throws(WeightsError) -> RMSNorm {
+            let values = try tensor(name)
+            return RMSNorm(scale: file == nil ? values.map { 1 + $0 } : values, epsilon: epsilon)
+        }
+        let embedding = try tensor("decoder.embed_tokens")
+        let head = decoder.tiedEmbeddings ? embedding : try tensor("decoder.lm_head")
+        var layers: [AttentionWeights] = []
+        for layer in 0..<model.layers.count {
+            let prefix = "decoder.layers.\(layer)"
+            let bias = decoder.attentionBias
+            layers.append(AttentionWeights(
+                norm: try norm("\(prefix).norm"), wq: try tensor("\(prefix).wq"), wk: try tensor("\(prefix).wk"), wv: try tensor("\(prefix).wv"),
+                wo: try tensor("\(prefix).wo"), bq: bias ? try tensor("\(prefix).bq") : [], bk: bias ? try tensor("\(prefix).bk") : [],
+                bv: bias ? try tensor("\(prefix).bv") : [],
+                qNorm: decoder.qkNorm == .none ? nil : try norm("\(prefix).q_norm"), kNorm: decoder.qkNorm == .none ? nil : try norm("\(prefix).k_norm")))
+        }
+        return DecoderWeights(embedding: embedding, finalNorm: try norm("decoder.norm"),
+                              lmHeadTransposed: transpose(head, rows: decoder.vocabulary, columns: model.dModel), layers: layers)
+    }
+
+    /// `[rows, columns]` row-major as `[columns, rows]`.
+    static func transpose(_ values: [Float], rows: Int, columns: Int) -> [Float] {
+        var result = [Float](repeating: 0, count: values.count)
+        for row in 0..<rows {
+            for column in 0..<columns { result[column * rows + row] = values[row * columns + column] }
+        }
+        return result
+    }
+
+    /// Bytes held (for the memory report).
+    package var bytesHeld: Int {
+        4 * (embedding.count + lmHeadTransposed.count + finalNorm.scale.count
+             + layers.reduce(0) { $0 + $1.wq.count + $1.wk.count + $1.wv.count + $1.wo.count + $1.bq.count + $1.bk.count + $1.bv.count })
+    }
+}

@@ -1,0 +1,170 @@
+import ArgumentParsing
+import ClusterTopology
+import Decoder
+import Exchange
+import ExpertParallel
+import FileFormats
+import Foundation
+import JobControl
+import MessagePassing
+import MoE
+import Session
+
+/// `moe generate`: tokens from a model with a decoder section (a checkpoint imported by
+/// `moe import-hf`), attention data-parallel over the ranks, MoE layers expert-parallel.
+struct GenerateCommand: JobCommand {
+    static let spec = CommandSpec(
+        name: "generate",
+        summary: "Generate tokens: data-parallel attention with a KV cache per rank, expert-parallel MoE layers.",
+        discussion: """
+            The model needs a "decoder" section (moe import-hf of mixtral, qwen2_moe, qwen3_moe or olmoe; \
+            docs/MODEL.md). Sequence i runs on rank i mod ranks: its attention and KV cache stay there, its \
+            tokens travel to the experts' ranks in every MoE layer as in moe run. The first step of a sequence \
+            runs its whole prompt (prefill); each later step one token per live sequence (decode), batched \
+            with every other live sequence of the rank; a sequence ends at an end token of the model or after \
+            --max-new-tokens. Greedy by default; --temperature and --top-p sample, seeded per sequence and token \
+            (--seed), so a sequence's tokens do not depend on its batch. With several --exchange algorithms the \
+            whole generation runs once per algorithm and the tokens must be identical.
+            """,
+        options: ModelOptions.specs.filter { ["model", "weights", "seed"].contains($0.name) } + PrecisionOptions.specs + Options.specs
+            + TopologyOptions.specs + BLASThreadOptions.specs)
+
+    enum Options {
+        static let promptIds = TypedOption<String>.required(
+            "prompt-ids", "FILE", "the prompts as token ids: a text file with one sequence per line (ids separated by spaces or commas)")
+        static let maxNewTokens = TypedOption<Int>.integer("max-new-tokens", default: 16, in: 1...1_000_000, "new tokens per sequence at most")
+        static let temperature = TypedOption<Double>.number("temperature", "T", default: 0, in: 0...1000, "sampling temperature; 0: greedy (the most likely token)")
+        static let topP = TypedOption<Double>.number("top-p", "P", default: 1, in: 1e-9...1, "nucleus sampling: draw from the most likely tokens whose probability reaches P")
+        static let kvCacheGiB = TypedOption<Double?>.number(
+            "kv-cache-gib", "G", in: 1e-9...4096, "KV cache per rank in GiB, allocated once; default: what the rank's sequences need at once")
+        static let exchange = TypedOption<[AllToAllAlgorithm]>.choices(
+            "exchange", "LIST", default: [.linear],
+            "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all")
+        static let output = TypedOption<String?>.string("output", "FILE", "write the generated ids and timings as JSON (rank 0)")
+        static let logitsOutput = TypedOption<String?>.string(
+            "logits-output", "FILE", "write every prompt position's logits, prompts in order, as float32 .npy [positions, vocab] (rank 0)")
+        static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
+        static let specs = [promptIds.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
+                            logitsOutput.spec, quiet.spec]
+    }
+
+    let model: ModelOptions.Values
+    let precision: PrecisionOptions.Values
+    let topologyOptions: TopologyOptions.Values
+    let blasThreads: Int?
+    let promptPath: String
+    let maxNewTokens: Int
+    let sampling: Sampling
+    let kvCacheGiB: Double?
+    let algorithms: [AllToAllAlgorithm]
+    let outputPath: String?
+    let logitsPath: String?
+    let quiet: Bool
+
+    init(options: ParsedOptions) throws(UsageError) {
+        // The model, its weights and the seed (ModelOptions' inputs and token counts do not apply).
+        model = ModelOptions.Values(modelPath: try options.value(ModelOptions.model), weightsPath: try options.value(ModelOptions.weights),
+                                    tokensPerRank: 0, inputPath: nil, taskIdsPath: nil, seed: try options.value(ModelOptions.seed),
+                                    sequenceLength: nil, routingTracePath: nil, routingTraceWeightsPath: nil)
+        precision = try PrecisionOptions.read(options)
+        topologyOptions = try TopologyOptions.read(options)
+        blasThreads = try options.value(BLASThreadOptions.blasThreads)
+        promptPath = try options.value(Options.promptIds)
+        maxNewTokens = try options.value(Options.maxNewTokens)
+        sampling = Sampling(temperature: try options.value(Options.temperature), topP: try options.value(Options.topP), seed: model.seed)
+        kvCacheGiB = try options.value(Options.kvCacheGiB)
+        algorithms = try options.value(Options.exchange)
+        outputPath = try options.value(Options.output)
+        logitsPath = try options.value(Options.logitsOutput)
+        quiet = try options.value(Options.quiet)
+    }
+
+    func run(_ context: JobContext) throws {
+        let world = try context.world()
+        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.logitsOutput.naming(logitsPath)],
+                               inputs: model.inputPaths + [Options.promptIds.naming(promptPath)])
+        let (topology, links) = try context.topologyAndLinks(topologyOptions)
+        let (threads, _) = try context.configureBLASThreads(requested: blasThreads)
+        let configuration = try context.collectively { try model.loadModel() }
+        guard let decoder = configuration.decoder else {
+            throw JobFailure(message: "generate: \(model.modelPath ?? "the built-in model") has no \"decoder\" section: import a checkpoint with moe import-hf "
+                             + "(without --ffn-only) of mixtral, qwen2_moe, qwen3_moe or olmoe", reportingRank: 0, exitCode: 2)
+        }
+        let prompts = try context.collectively { try Self.readPrompts(promptPath) }
+        let requests = prompts.enumerated().map { GenerationRequest(id: $0.offset, prompt: $0.element, maxNewTokens: maxNewTokens) }
+        let mine = requests.filter { $0.id % world.size == world.rank }
+        let width = decoder.kvHeads * decoder.headDim
+        let bytesPerSlot = KVCache.bytesPerToken(layers: configuration.layers.count, width: width)
+        let neededHere = mine.reduce(0) { $0 + $1.cacheSlots }
+        let cacheSlots = try kvCacheGiB.map { Int($0 * 1_073_741_824) / bytesPerSlot } ?? world.allReduce(max(neededHere, 1), .maximum)
+        if let problem = GenerationRequest.check(requests, decoder: decoder, cacheSlots: cacheSlots, source: promptPath) {
+            throw JobFailure(message: "generate: \(problem)", reportingRank: 0, exitCode: 1)
+        }
+        let (expertWeights, decoderWeights) = try context.collectively { () throws -> ([LayerWeights], DecoderWeights) in
+            let file = try model.openWeights()
+            let held = { (layer: Int) in Array(ExpertPlacement(experts: configuration.layers[layer].experts, worldSize: world.size).heldExperts(ofRank: world.rank)) }
+            return (try ModelWeights.load(configuration, heldExperts: held, seed: model.seed, file: file),
+                    try DecoderWeights.load(configuration, seed: model.seed, file: file))
+        }
+        var run = RunConfiguration()
+        run.algorithms = algorithms
+        run.tokensPerRank = max(1, mine.reduce(0) { $0 + $1.prompt.count })
+        (run.expertPrecision, run.cpuISA, run.exchangePrecision, run.int8) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision, precision.int8)
+        let prepared = try InferenceSession.prepare(expertWeights, configuration: run, model: configuration, world: world)
+        if world.rank == 0 {
+            print("job: \(world.size) rank\(world.size == 1 ? "" : "s"), \(requests.count) sequences (\(prompts.map(\.count).reduce(0, +)) prompt tokens), "
+                  + "up to \(maxNewTokens) new tokens each, " + (sampling.isGreedy ? "greedy" : "temperature \(sampling.temperature), top-p \(sampling.topP)")
+                  + ", OpenBLAS × \(threads) thread per rank")
+            print(String(format: "KV cache: %d slots per rank (%.2f MiB: %d layers × K and V × %d values × 4 bytes a slot)",
+                         cacheSlots, Double(cacheSlots * bytesPerSlot) / 1_048_576, configuration.layers.count, width))
+        }
+        var firstTokens: [[Int]]?
+        for algorithm in algorithms {
+            let session = try InferenceSession(configuration: run, model: configuration, weights: prepared, trace: nil, algorithm: algorithm,
+                                               world: world, topology: topology, links: links, logStatistics: false, liveEvery: 0)
+            let generator = Generator(session: session, weights: decoderWeights, requests: mine, cacheSlots: cacheSlots, sampling: sampling,
+                                      keepPrefillLogits: logitsPath != nil)
+            try generator.run { step in
+                guard !quiet, world.rank == 0 else { return }
+                print("[\(algorithm)] step \(step.number + 1): \(step.prefillRows) prefill + \(step.decodeRows) decode rows on rank 0, "
+                      + String(format: "%.1f ms", step.wallSeconds * 1000) + ", \(step.liveSequences) live, \(step.waitingSequences) waiting")
+            }
+            let report = try GenerationReport.gather(generator, world: world, cacheSlots: cacheSlots)
+            guard let report else { continue }  // not rank 0
+            let tokens = report.sequences.map(\.tokens)
+            if let firstTokens, firstTokens != tokens {
+                throw JobFailure(message: "generate: exchange \(algorithm.rawValue) generated other tokens than \(algorithms[0].rawValue)", reportingRank: 0)
+            }
+            firstTokens = tokens
+            for line in report.summaryLines(algorithm: algorithm.rawValue) { print(line) }
+            if algorithm == algorithms[0] {
+                if let outputPath { try AtomicFileWriter.write(report.json(model: configuration.name).serialized() + "\n", to: outputPath) }
+                if let logitsPath {
+                    try NpyArray(float32: report.prefillLogits, shape: [report.prefillLogits.count / decoder.vocabulary, decoder.vocabulary]).write(to: logitsPath)
+                }
+            }
+        }
+        if algorithms.count > 1, world.rank == 0 { print("tokens identical across exchanges: \(algorithms.map(\.rawValue).joined(separator: ", "))") }
+    }
+
+    /// One sequence of token ids per non-empty line (ids separated by spaces or commas).
+    static func readPrompts(_ path: String) throws -> [[Int]] {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw InputError(description: "\(path): cannot be read as UTF-8 text (\(error.localizedDescription))")
+        }
+        var prompts: [[Int]] = []
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let fields = line.split { $0 == " " || $0 == "," || $0 == "\t" || $0 == "\r" }
+            guard !fields.isEmpty else { continue }
+            var ids: [Int] = []
+            for field in fields {
+                guard let id = Int(field) else { throw InputError(description: "\(path):\(number + 1): '\(field)' is not a token id") }
+                ids.append(id)
+            }
+            prompts.append(ids)
+        }
+        guard !prompts.isEmpty else { throw InputError(description: "\(path): no prompts (one sequence of token ids per line)") }
+        return prompts
+    }
+}

@@ -1,0 +1,110 @@
+import FileFormats
+import Foundation
+import Testing
+
+/// The decoder fixtures (Tests/Fixtures/make_decoders.py writes them with transformers): each
+/// holds a tiny causal LM checkpoint and `prompts.json` (prompts, the 16 tokens `model.generate`
+/// picks greedily after each) and `logits.npy` (every prompt position's logits, prompts in order).
+let decoderFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+
+/// The fixture's prompts and greedy tokens.
+func decoderPrompts(_ name: String) throws -> (prompts: [[Int]], greedy: [[Int]]) {
+    let document = try readJSONObject("\(repositoryRoot)/Tests/Fixtures/decoder/\(name)/prompts.json")
+    return (try #require(document["prompts"] as? [[Int]]), try #require(document["greedy"] as? [[Int]]))
+}
+
+/// `prompts` as `--prompt-ids` reads them, one sequence per line.
+func writePrompts(_ prompts: [[Int]], to path: String) throws {
+    try (prompts.map { $0.map(String.init).joined(separator: " ") }.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+}
+
+/// Each sequence's tokens in a `moe generate --output` file.
+func generatedTokens(_ path: String) throws -> [[Int]] {
+    let document = try readJSONObject(path)
+    let sequences = try #require(document["sequences"] as? [[String: Any]])
+    return try sequences.map { try #require($0["tokens"] as? [Int]) }
+}
+
+extension MultiRankTests {
+@Suite("moe generate: a Hugging Face checkpoint's tokens, as transformers generates them", .serialized)
+struct DecoderTests {
+    @Test("prefill logits within 1e-4 of max|logits| and 16 greedy tokens equal transformers' on 1, 2 and 4 ranks (2x2), every exchange",
+          arguments: decoderFixtures)
+    func generationMatchesTransformers(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let fixture = "Tests/Fixtures/decoder/\(name)"
+        let folder = scratch.file("imported")
+        let imported = try runMoe(["import-hf", fixture, "--output", folder])
+        try #require(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.contains("decoder: vocabulary"), "\(imported.stdout)")
+        let (prompts, greedy) = try decoderPrompts(name)
+        try writePrompts(prompts, to: scratch.file("prompts.txt"))
+        let expectedLogits = try #require(try NpyArray.load(path: "\(fixture)/logits.npy").float32Values)
+        for (ranks, topology) in [(1, nil), (2, nil), (4, "Topologies/2x2.json")] as [(Int, String?)] {
+            var arguments = ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
+                             "--prompt-ids", scratch.file("prompts.txt"), "--max-new-tokens", "16", "--exchange", "all", "--quiet",
+                             "--output", scratch.file("out-\(ranks).json"), "--logits-output", scratch.file("logits-\(ranks).npy")]
+            if let topology { arguments += ["--topology", topology] }
+            let job = try runMPI(ranks: ranks, arguments)
+            try #require(job.mpirunStatus == 0, "\(job)")
+            #expect(job.ranks[0].stdout.contains("tokens identical across exchanges"), "\(job)")
+            let logits = try #require(try NpyArray.load(path: scratch.file("logits-\(ranks).npy")).float32Values)
+            expectWithinImportBound(logits, expectedLogits, "\(name) prefill logits on \(ranks) ranks")
+            let tokens = try generatedTokens(scratch.file("out-\(ranks).json"))
+            #expect(tokens == greedy, "\(name) on \(ranks) ranks: greedy tokens differ from transformers'")
+        }
+    }
+
+    @Test("a sequence's tokens do not depend on its batch: alone, and among 8 sequences of other lengths, greedy and sampled")
+    func batchIndependence() throws {
+        let scratch = try ScratchDirectory()
+        let folder = scratch.file("imported")
+        try #require(try runMoe(["import-hf", "Tests/Fixtures/decoder/qwen2_moe", "--output", folder]).status == 0)
+        let (prompts, _) = try decoderPrompts("qwen2_moe")
+        let many = Array((prompts + prompts.map { Array($0.reversed()) }).prefix(8))
+        try writePrompts([many[3]], to: scratch.file("alone.txt"))
+        try writePrompts(many, to: scratch.file("many.txt"))
+        for sampling in [[], ["--temperature", "0.9", "--top-p", "0.8", "--seed", "5"]] {
+            var outputs: [[[Int]]] = []
+            for (file, ranks) in [("alone", 1), ("many", 2), ("many", 1)] {
+                let job = try runMPI(ranks: ranks, ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
+                                                    "--prompt-ids", scratch.file("\(file).txt"), "--max-new-tokens", "12", "--quiet",
+                                                    "--output", scratch.file("\(file)-\(ranks).json")] + sampling)
+                try #require(job.mpirunStatus == 0, "\(job)")
+                outputs.append(try generatedTokens(scratch.file("\(file)-\(ranks).json")))
+            }
+            // Sequence 3 of the batch is the lone sequence: it runs as sequence id 3, so the sampled
+            // case compares it with the batch runs only (the stream follows the id).
+            #expect(outputs[1] == outputs[2], "\(sampling): 2 ranks and 1 rank differ")
+            if sampling.isEmpty { #expect(outputs[0][0] == outputs[1][3], "greedy: alone \(outputs[0][0]), in the batch \(outputs[1][3])") }
+            #expect(outputs[1].allSatisfy { $0.count == 12 })
+        }
+    }
+
+    @Test("bad input: an id outside the vocabulary, a prompt longer than the context, a KV cache too small, --max-new-tokens 0, a model without a decoder")
+    func badInput() throws {
+        let scratch = try ScratchDirectory()
+        let folder = scratch.file("imported")
+        try #require(try runMoe(["import-hf", "Tests/Fixtures/decoder/mixtral", "--output", folder]).status == 0)
+        let common = ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors"]
+        try "1 2 3\n4 99 5\n".write(toFile: scratch.file("vocab.txt"), atomically: true, encoding: .utf8)
+        try (Array(repeating: "7", count: 120).joined(separator: " ") + "\n").write(toFile: scratch.file("long.txt"), atomically: true, encoding: .utf8)
+        try "1 2 3\n".write(toFile: scratch.file("ok.txt"), atomically: true, encoding: .utf8)
+        let cases: [([String], Int32, String)] = [
+            (["--prompt-ids", scratch.file("vocab.txt")], 1, "vocab.txt: sequence 2, token 2: id 99 is outside the vocabulary (0..<64)"),
+            (["--prompt-ids", scratch.file("long.txt")], 1, "long.txt: sequence 1: 120 prompt tokens + 16 new ones exceed the model's context of 128 positions"),
+            (["--prompt-ids", scratch.file("ok.txt"), "--kv-cache-gib", "0.000001"], 1, "KV-cache slots (prompt + new tokens) but the cache holds"),
+            (["--prompt-ids", scratch.file("ok.txt"), "--max-new-tokens", "0"], 2, "--max-new-tokens"),
+        ]
+        for (extra, status, message) in cases {
+            let job = try runMPI(ranks: 2, common + extra, extraMPIArguments: waitForEveryRank)
+            #expect(job.ranks.allSatisfy { $0.exitStatus == status }, "\(extra): \(job)")
+            // A usage error (exit 2) comes before MPI starts: each rank says it; a bad input after, once.
+            let lines = job.allStderr.split(separator: "\n").filter { $0.contains("error") }
+            #expect((status == 2 || lines.count == 1) && lines.allSatisfy { $0.contains(message) }, "\(extra): expected '\(message)'\n\(job)")
+        }
+        let plain = try runMPI(ranks: 2, ["generate", "--prompt-ids", scratch.file("ok.txt")], extraMPIArguments: waitForEveryRank)
+        #expect(plain.ranks.allSatisfy { $0.exitStatus == 2 } && plain.allStderr.contains("has no \"decoder\" section"), "\(plain)")
+    }
+}
+}
