@@ -60,6 +60,8 @@ let package = Package(
         // `RunConfiguration`, with step observers; `moe run`, `moe-bench layer` and a decoder share it.
         .target(name: "Session",
                 dependencies: ["JobControl", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "Coordination"]),
+        // The checkpoint's tokenizer.json: byte-level BPE and SentencePiece-style BPE. Pure.
+        .target(name: "Tokenizer", dependencies: ["FileFormats"]),
         // Token generation: embeddings, attention per architecture, rotary tables, the KV cache,
         // sampling and the generation loop over the library session (data-parallel attention,
         // expert-parallel MoE layers).
@@ -69,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "moe",
             dependencies: ["JobControl", "ArgumentParsing", "MessagePassing", "ClusterTopology", "Exchange", "FileFormats", "MoE", "ExpertParallel", "MoEReference",
-                           "Coordination", "Plotting", "CheckpointImport", "Session", "Decoder"]),
+                           "Coordination", "Plotting", "CheckpointImport", "Session", "Decoder", "Tokenizer"]),
         // The benchmarks (sources under Benchmarks/, results in Benchmarks/README.md).
         .executableTarget(
             name: "moe-bench",
@@ -80,6 +82,8 @@ let package = Package(
         .testTarget(name: "ClusterTopologyTests", dependencies: ["ClusterTopology"]),
         .testTarget(name: "ExchangeTests", dependencies: ["Exchange"]),
         .testTarget(name: "MoETests", dependencies: ["MoE"]),
+        // Encode/decode against Hugging Face tokenizers' own output (Tests/Fixtures/tokenizers).
+        .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"]),
         // The dispatcher's pure kernels, header codec and plan-cache strategy, in process (no mpirun).
         .testTarget(name: "ExpertParallelTests", dependencies: ["ExpertParallel", "MoE", "Exchange", "RandomStreams"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "MoE"]),

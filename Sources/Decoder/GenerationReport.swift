@@ -89,12 +89,14 @@ package struct GenerationReport {
     static func ms(_ seconds: Double) -> String { String(format: "%.1f", seconds * 1000) }
 
     /// The `--output` document.
-    package func json(model: String) -> JSONValue {
+    /// `texts`: each sequence's new tokens as text (when a tokenizer is at hand).
+    package func json(model: String, texts: [String]? = nil) -> JSONValue {
         let t = totals
         return .object([
             ("model", .string(model)),
-            ("sequences", .array(sequences.map { sequence in
-                .object([("id", .number(Double(sequence.id))), ("tokens", .array(sequence.tokens.map { .number(Double($0)) })),
+            ("sequences", .array(sequences.enumerated().map { index, sequence in
+                .object([("id", .number(Double(sequence.id))), ("tokens", .array(sequence.tokens.map { .number(Double($0)) }))]
+                        + (texts.map { [("text", JSONValue.string($0[index]))] } ?? []) + [
                          ("finish_reason", .string(sequence.finishReason)), ("time_to_first_token_s", .number(sequence.timeToFirstToken)),
                          ("token_latencies_s", .array(sequence.tokenLatencies.map { .number($0) }))])
             })),

@@ -132,10 +132,18 @@ package final class Generator {
         return step
     }
 
-    /// Admits waiting requests whose step has come, in order, while the cache has room.
+    /// Admits the waiting requests whose step has come, in input order, until one does not fit
+    /// the cache (it and those after it wait for slots to free).
     private func admit(step: Int, at now: Double) {
-        while let request = waiting.first, request.arrivalStep <= step, let start = cache.reserve(request.cacheSlots) {
-            waiting.removeFirst()
+        var index = 0
+        while index < waiting.count {
+            let request = waiting[index]
+            guard request.arrivalStep <= step else {
+                index += 1
+                continue
+            }
+            guard let start = cache.reserve(request.cacheSlots) else { break }
+            waiting.remove(at: index)
             live.append(LiveSequence(request: request, cacheStart: start, arrivedAt: now))
         }
     }

@@ -9,6 +9,7 @@ import JobControl
 import MessagePassing
 import MoE
 import Session
+import Tokenizer
 
 /// `moe generate`: tokens from a model with a decoder section (a checkpoint imported by
 /// `moe import-hf`), attention data-parallel over the ranks, MoE layers expert-parallel.
@@ -30,8 +31,15 @@ struct GenerateCommand: JobCommand {
             + TopologyOptions.specs + BLASThreadOptions.specs)
 
     enum Options {
-        static let promptIds = TypedOption<String>.required(
+        static let promptIds = TypedOption<String?>.string(
             "prompt-ids", "FILE", "the prompts as token ids: a text file with one sequence per line (ids separated by spaces or commas)")
+        static let prompts = TypedOption<String?>.string(
+            "prompts", "FILE", "instead of --prompt-ids: the prompts as text, one per line, encoded with the checkpoint's tokenizer.json")
+        static let tokenizer = TypedOption<String?>.string(
+            "tokenizer", "FILE", "the tokenizer.json for --prompts and for the text of the output; default: tokenizer.json beside --model, if any")
+        static let requests = TypedOption<String?>.string(
+            "requests", "FILE", "instead of --prompt-ids: JSON lines {\"prompt\": [ids], \"arrival_step\": n, \"max_new_tokens\": m} "
+                + "(continuous batching: a request joins at its arrival step; max_new_tokens defaults to --max-new-tokens)")
         static let maxNewTokens = TypedOption<Int>.integer("max-new-tokens", default: 16, in: 1...1_000_000, "new tokens per sequence at most")
         static let temperature = TypedOption<Double>.number("temperature", "T", default: 0, in: 0...1000, "sampling temperature; 0: greedy (the most likely token)")
         static let topP = TypedOption<Double>.number("top-p", "P", default: 1, in: 1e-9...1, "nucleus sampling: draw from the most likely tokens whose probability reaches P")
@@ -44,7 +52,7 @@ struct GenerateCommand: JobCommand {
         static let logitsOutput = TypedOption<String?>.string(
             "logits-output", "FILE", "write every prompt position's logits, prompts in order, as float32 .npy [positions, vocab] (rank 0)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
-        static let specs = [promptIds.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
+        static let specs = [promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
                             logitsOutput.spec, quiet.spec]
     }
 
@@ -52,7 +60,11 @@ struct GenerateCommand: JobCommand {
     let precision: PrecisionOptions.Values
     let topologyOptions: TopologyOptions.Values
     let blasThreads: Int?
+    /// Where the prompts come from: `--prompt-ids`, `--prompts` (text) or `--requests` (exactly one).
+    enum PromptSource: Hashable { case ids, text, requests }
     let promptPath: String
+    let promptSource: PromptSource
+    let tokenizerPath: String?
     let maxNewTokens: Int
     let sampling: Sampling
     let kvCacheGiB: Double?
@@ -69,7 +81,15 @@ struct GenerateCommand: JobCommand {
         precision = try PrecisionOptions.read(options)
         topologyOptions = try TopologyOptions.read(options)
         blasThreads = try options.value(BLASThreadOptions.blasThreads)
-        promptPath = try options.value(Options.promptIds)
+        let sources = [(PromptSource.ids, try options.value(Options.promptIds)), (.text, try options.value(Options.prompts)),
+                       (.requests, try options.value(Options.requests))].compactMap { source, path in path.map { (source, $0) } }
+        guard sources.count == 1 else {
+            throw .conflict(command: "generate", detail: sources.isEmpty
+                ? "give the prompts: --prompt-ids FILE (token ids, one sequence per line), --prompts FILE (text) or --requests FILE"
+                : "give one of --prompt-ids, --prompts and --requests")
+        }
+        (promptSource, promptPath) = sources[0]
+        tokenizerPath = try options.value(Options.tokenizer)
         maxNewTokens = try options.value(Options.maxNewTokens)
         sampling = Sampling(temperature: try options.value(Options.temperature), topP: try options.value(Options.topP), seed: model.seed)
         kvCacheGiB = try options.value(Options.kvCacheGiB)
@@ -82,7 +102,8 @@ struct GenerateCommand: JobCommand {
     func run(_ context: JobContext) throws {
         let world = try context.world()
         try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.logitsOutput.naming(logitsPath)],
-                               inputs: model.inputPaths + [Options.promptIds.naming(promptPath)])
+                               inputs: model.inputPaths + [[PromptSource.ids: Options.promptIds, .text: Options.prompts, .requests: Options.requests][promptSource]!.naming(promptPath),
+                                                            Options.tokenizer.naming(tokenizerPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let (threads, _) = try context.configureBLASThreads(requested: blasThreads)
         let configuration = try context.collectively { try model.loadModel() }
@@ -90,8 +111,26 @@ struct GenerateCommand: JobCommand {
             throw JobFailure(message: "generate: \(model.modelPath ?? "the built-in model") has no \"decoder\" section: import a checkpoint with moe import-hf "
                              + "(without --ffn-only) of mixtral, qwen2_moe, qwen3_moe or olmoe", reportingRank: 0, exitCode: 2)
         }
-        let prompts = try context.collectively { try Self.readPrompts(promptPath) }
-        let requests = prompts.enumerated().map { GenerationRequest(id: $0.offset, prompt: $0.element, maxNewTokens: maxNewTokens) }
+        let tokenizer = try context.collectively { () throws -> Tokenizer? in
+            let besideModel = model.modelPath.map { path in (path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".") + "/tokenizer.json" }
+            guard let path = tokenizerPath ?? besideModel.flatMap({ FileKind.of($0) == .regular ? $0 : nil }) else {
+                if promptSource == .text { throw InputError(description: "--prompts needs a tokenizer: give --tokenizer FILE (tokenizer.json), or use --prompt-ids") }
+                return nil
+            }
+            return try Tokenizer.load(path: path)
+        }
+        let requests = try context.collectively { () throws -> [GenerationRequest] in
+            switch promptSource {
+            case .requests: return try Self.readRequests(promptPath, maxNewTokens: maxNewTokens)
+            case .ids:
+                return try Self.readPrompts(promptPath).enumerated().map { GenerationRequest(id: $0.offset, prompt: $0.element, maxNewTokens: maxNewTokens) }
+            case .text:
+                return try Self.readTextPrompts(promptPath, tokenizer: tokenizer!).enumerated().map {
+                    GenerationRequest(id: $0.offset, prompt: $0.element, maxNewTokens: maxNewTokens)
+                }
+            }
+        }
+        let prompts = requests.map(\.prompt)
         let mine = requests.filter { $0.id % world.size == world.rank }
         let width = decoder.kvHeads * decoder.headDim
         let bytesPerSlot = KVCache.bytesPerToken(layers: configuration.layers.count, width: width)
@@ -138,13 +177,55 @@ struct GenerateCommand: JobCommand {
             firstTokens = tokens
             for line in report.summaryLines(algorithm: algorithm.rawValue) { print(line) }
             if algorithm == algorithms[0] {
-                if let outputPath { try AtomicFileWriter.write(report.json(model: configuration.name).serialized() + "\n", to: outputPath) }
+                let texts = tokenizer.map { tokenizer in report.sequences.map { tokenizer.decode($0.tokens) } }
+                if let texts, !quiet {
+                    for (sequence, text) in zip(report.sequences, texts) { print("sequence \(sequence.id + 1): \(text.debugDescription)") }
+                }
+                if let outputPath { try AtomicFileWriter.write(report.json(model: configuration.name, texts: texts).serialized() + "\n", to: outputPath) }
                 if let logitsPath {
                     try NpyArray(float32: report.prefillLogits, shape: [report.prefillLogits.count / decoder.vocabulary, decoder.vocabulary]).write(to: logitsPath)
                 }
             }
         }
         if algorithms.count > 1, world.rank == 0 { print("tokens identical across exchanges: \(algorithms.map(\.rawValue).joined(separator: ", "))") }
+    }
+
+    /// One request per non-empty line: `{"prompt": [ids], "arrival_step": n, "max_new_tokens": m}`
+    /// (the last two optional: 0 and `maxNewTokens`).
+    static func readRequests(_ path: String, maxNewTokens: Int) throws -> [GenerationRequest] {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw InputError(description: "\(path): cannot be read as UTF-8 text (\(error.localizedDescription))")
+        }
+        var requests: [GenerationRequest] = []
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+        where !line.allSatisfy({ $0 == " " || $0 == "\r" || $0 == "\t" }) {
+            do {
+                let object = try JSONObjectReader(try JSONParser.parse(Array(line.utf8)))
+                try object.rejectUnknownKeys(allowed: ["prompt", "arrival_step", "max_new_tokens"])
+                let prompt = try object.array("prompt").map { (itemPath, item) throws(JSONFieldError) in try JSONObjectReader.integer(item, path: itemPath) }
+                let arrival = try object.optionalInteger("arrival_step") ?? 0
+                let budget = try object.optionalInteger("max_new_tokens") ?? maxNewTokens
+                guard arrival >= 0 else { throw JSONFieldError(path: "arrival_step", problem: "must be ≥ 0, got \(arrival)") }
+                guard budget >= 1 else { throw JSONFieldError(path: "max_new_tokens", problem: "must be ≥ 1, got \(budget)") }
+                requests.append(GenerationRequest(id: requests.count, prompt: prompt, arrivalStep: arrival, maxNewTokens: budget))
+            } catch {
+                throw InputError(description: "\(path):\(number + 1): \(error)")
+            }
+        }
+        guard !requests.isEmpty else { throw InputError(description: "\(path): no requests (one JSON object per line)") }
+        return requests
+    }
+
+    /// One prompt per non-empty line of text, encoded with `tokenizer`.
+    static func readTextPrompts(_ path: String, tokenizer: Tokenizer) throws -> [[Int]] {
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw InputError(description: "\(path): cannot be read as UTF-8 text (\(error.localizedDescription))")
+        }
+        let prompts = text.split(separator: "\n").map { tokenizer.encode(String($0)) }.filter { !$0.isEmpty }
+        guard !prompts.isEmpty else { throw InputError(description: "\(path): no prompts (one per line)") }
+        return prompts
     }
 
     /// One sequence of token ids per non-empty line (ids separated by spaces or commas).

@@ -4,6 +4,7 @@ import CheckpointImport
 import FileFormats
 import JobControl
 import MoE
+import Tokenizer
 
 /// `moe import-hf CHECKPOINT_DIR --output OUT_DIR`: the MoE half of a Hugging Face checkpoint
 /// as a SwiftMoE model file and weights (docs/MODEL.md, "Hugging Face checkpoints").
@@ -51,10 +52,23 @@ struct ImportCommand: JobCommand {
             for line in imported.summary { print(line) }
             for line in imported.ignored { print(line) }
             let parameters = imported.tensors.reduce(0) { $0 + $1.values.count }
+            // The checkpoint's tokenizer.json travels along (moe generate --prompts reads it), if usable.
+            let tokenizerPath = "\(checkpointPath)/tokenizer.json"
+            var tokenizerBytes: [UInt8]?
+            if FileKind.of(tokenizerPath) == .regular, imported.model.decoder != nil {
+                do {
+                    let tokenizer = try Tokenizer.load(path: tokenizerPath)
+                    tokenizerBytes = try BoundedFileReader.read(tokenizerPath, limit: 1 << 30)
+                    print("tokenizer: \(tokenizer.kind), \(tokenizer.count) tokens (copied as tokenizer.json)")
+                } catch {
+                    print("tokenizer: not copied — \(error); moe generate takes token ids (--prompt-ids)")
+                }
+            }
             try Self.publish(into: outputDirectory, exists: kind == .directory) { staging throws in
                 try SafetensorsWriter.write(imported.tensors, metadata: ["format": "swiftmoe", "model": imported.model.name,
                                                                         "source": imported.model.origin ?? ""], to: "\(staging)/weights.safetensors")
                 try AtomicFileWriter.write(imported.model.document().serialized() + "\n", to: "\(staging)/model.json")
+                if let tokenizerBytes { try Data(tokenizerBytes).write(to: URL(fileURLWithPath: "\(staging)/tokenizer.json")) }
             }
             print("wrote \(outputDirectory)/model.json and \(outputDirectory)/weights.safetensors: \(imported.tensors.count) tensors, \(parameters) parameters")
         } catch {

@@ -15,6 +15,7 @@ never run Python.
 """
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -29,10 +30,21 @@ COMMON = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_
               pad_token_id=None)
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_tokenizers  # noqa: E402  (the tokenizer fixtures' own generator)
+
+# Two fixtures carry a tokenizer (their vocabulary is the tokenizer's), so text prompts can be
+# checked end to end: Mixtral with SentencePiece-style BPE, Qwen2-MoE with byte-level BPE.
+TOKENIZERS = {"mixtral": make_tokenizers.sentencepiece, "qwen2_moe": make_tokenizers.byte_level}
+TEXTS = ["The quick brown fox", "Mixture-of-experts layers route", "It's 3.14159 and 2718", "Привет, как дела?",
+         "emoji: 🙂🚀 and ∑", "def forward(x): return x", "tabs\tand  spaces", "東京は日本の首都です。", "MPI_Alltoallv(sendbuf"]
+
+
 def configs():
+    sizes = {name: make().get_vocab_size() for name, make in TOKENIZERS.items()}
     return [
-        ("mixtral", T.MixtralConfig(**COMMON, intermediate_size=24, num_local_experts=8, num_experts_per_tok=2, rope_theta=10000.0)),
-        ("qwen2_moe", T.Qwen2MoeConfig(**COMMON, intermediate_size=40, moe_intermediate_size=16, shared_expert_intermediate_size=24,
+        ("mixtral", T.MixtralConfig(**{**COMMON, "vocab_size": sizes["mixtral"]}, intermediate_size=24, num_local_experts=8, num_experts_per_tok=2, rope_theta=10000.0)),
+        ("qwen2_moe", T.Qwen2MoeConfig(**{**COMMON, "vocab_size": sizes["qwen2_moe"]}, intermediate_size=40, moe_intermediate_size=16, shared_expert_intermediate_size=24,
                                        num_experts=8, num_experts_per_tok=2, norm_topk_prob=False, rope_theta=10000.0)),
         ("qwen3_moe", T.Qwen3MoeConfig(**COMMON, intermediate_size=40, moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2,
                                        head_dim=8, norm_topk_prob=True, rope_theta=1000000.0)),
@@ -76,20 +88,31 @@ def make(index, name, config):
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     generator = torch.Generator().manual_seed(400 + index)
-    prompts, generated, logits = [], [], []
+    tokenizer = TOKENIZERS[name]() if name in TOKENIZERS else None
+    if tokenizer:
+        tokenizer.save(os.path.join(folder, "tokenizer.json"))
+    prompts, generated, logits, texts = [], [], [], []
     with torch.no_grad():
+        candidates = iter(TEXTS)
         while len(prompts) < PROMPTS:
-            length = 3 + len(prompts) * 3 + int(torch.randint(0, 3, (1,), generator=generator))
-            prompt = torch.randint(0, config.vocab_size, (length,), generator=generator).tolist()
+            if tokenizer:
+                text = next(candidates)
+                prompt = tokenizer.encode(text, add_special_tokens=False).ids
+            else:
+                length = 3 + len(prompts) * 3 + int(torch.randint(0, 3, (1,), generator=generator))
+                prompt = torch.randint(0, config.vocab_size, (length,), generator=generator).tolist()
             tokens, gap = greedy(model, prompt)
             if gap < GAP:
                 continue
             prompts.append(prompt)
             generated.append(tokens)
+            if tokenizer:
+                texts.append({"prompt": text, "generated": tokenizer.decode(tokens, skip_special_tokens=False)})
             logits.append(model(torch.tensor([prompt])).logits[0].float().numpy())
     np.save(os.path.join(folder, "logits.npy"), np.concatenate(logits).astype(np.float32))
-    with open(os.path.join(folder, "prompts.json"), "w") as file:
-        json.dump({"prompts": prompts, "greedy": generated, "new_tokens": NEW_TOKENS, "transformers": T.__version__}, file, indent=1)
+    with open(os.path.join(folder, "prompts.json"), "w", encoding="utf-8") as file:
+        json.dump({"prompts": prompts, "greedy": generated, "texts": texts, "new_tokens": NEW_TOKENS, "transformers": T.__version__},
+                  file, indent=1, ensure_ascii=False)
     print(name, [len(p) for p in prompts])
 
 

@@ -55,7 +55,29 @@ struct DecoderTests {
         }
     }
 
-    @Test("a sequence's tokens do not depend on its batch: alone, and among 8 sequences of other lengths, greedy and sampled")
+    @Test("text in and out through the checkpoint's tokenizer.json (SentencePiece-style for Mixtral, byte-level for Qwen2-MoE): the ids and text transformers gives",
+          arguments: ["mixtral", "qwen2_moe"])
+    func textPrompts(name: String) throws {
+        let scratch = try ScratchDirectory()
+        let folder = scratch.file("imported")
+        let imported = try runMoe(["import-hf", "Tests/Fixtures/decoder/\(name)", "--output", folder])
+        try #require(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.contains("tokenizer: ") && FileManager.default.fileExists(atPath: "\(folder)/tokenizer.json"), "\(imported.stdout)")
+        let document = try readJSONObject("\(repositoryRoot)/Tests/Fixtures/decoder/\(name)/prompts.json")
+        let texts = try #require(document["texts"] as? [[String: String]])
+        let greedy = try #require(document["greedy"] as? [[Int]])
+        try (texts.map { $0["prompt"]! }.joined(separator: "\n") + "\n").write(toFile: scratch.file("prompts.txt"), atomically: true, encoding: .utf8)
+        let job = try runMPI(ranks: 2, ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
+                                        "--prompts", scratch.file("prompts.txt"), "--max-new-tokens", "16", "--output", scratch.file("out.json")])
+        try #require(job.mpirunStatus == 0, "\(job)")
+        let output = try readJSONObject(scratch.file("out.json"))
+        let sequences = try #require(output["sequences"] as? [[String: Any]])
+        #expect(sequences.map { $0["tokens"] as? [Int] ?? [] } == greedy, "\(name): tokens of the text prompts")
+        #expect(sequences.map { $0["text"] as? String ?? "" } == texts.map { $0["generated"]! }, "\(name): decoded text")
+        #expect(job.ranks[0].stdout.contains("sequence 1: "), "\(job)")
+    }
+
+    @Test("a sequence's tokens do not depend on its batch: alone, among 8 of other lengths, joining at later steps; greedy and sampled")
     func batchIndependence() throws {
         let scratch = try ScratchDirectory()
         let folder = scratch.file("imported")
@@ -64,11 +86,16 @@ struct DecoderTests {
         let many = Array((prompts + prompts.map { Array($0.reversed()) }).prefix(8))
         try writePrompts([many[3]], to: scratch.file("alone.txt"))
         try writePrompts(many, to: scratch.file("many.txt"))
+        // The same 8 requests joining at steps 0, 0, 1, 2, 3, 5, 5 and 8 (continuous batching).
+        let arrivals = [0, 0, 1, 2, 3, 5, 5, 8]
+        try zip(many, arrivals).map { #"{"prompt": [\#($0.map(String.init).joined(separator: ", "))], "arrival_step": \#($1)}"# }
+            .joined(separator: "\n").write(toFile: scratch.file("joined.txt"), atomically: true, encoding: .utf8)
         for sampling in [[], ["--temperature", "0.9", "--top-p", "0.8", "--seed", "5"]] {
             var outputs: [[[Int]]] = []
-            for (file, ranks) in [("alone", 1), ("many", 2), ("many", 1)] {
+            for (file, ranks) in [("alone", 1), ("many", 2), ("many", 1), ("joined", 2)] {
                 let job = try runMPI(ranks: ranks, ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
-                                                    "--prompt-ids", scratch.file("\(file).txt"), "--max-new-tokens", "12", "--quiet",
+                                                    file == "joined" ? "--requests" : "--prompt-ids", scratch.file("\(file).txt"),
+                                                    "--max-new-tokens", "12", "--quiet",
                                                     "--output", scratch.file("\(file)-\(ranks).json")] + sampling)
                 try #require(job.mpirunStatus == 0, "\(job)")
                 outputs.append(try generatedTokens(scratch.file("\(file)-\(ranks).json")))
@@ -76,25 +103,29 @@ struct DecoderTests {
             // Sequence 3 of the batch is the lone sequence: it runs as sequence id 3, so the sampled
             // case compares it with the batch runs only (the stream follows the id).
             #expect(outputs[1] == outputs[2], "\(sampling): 2 ranks and 1 rank differ")
+            #expect(outputs[1] == outputs[3], "\(sampling): requests joining at later steps got other tokens")
             if sampling.isEmpty { #expect(outputs[0][0] == outputs[1][3], "greedy: alone \(outputs[0][0]), in the batch \(outputs[1][3])") }
             #expect(outputs[1].allSatisfy { $0.count == 12 })
         }
     }
 
-    @Test("bad input: an id outside the vocabulary, a prompt longer than the context, a KV cache too small, --max-new-tokens 0, a model without a decoder")
+    @Test("bad input: an id outside the vocabulary, a prompt longer than the context, a KV cache too small, --max-new-tokens 0, an unsupported tokenizer, a model without a decoder")
     func badInput() throws {
         let scratch = try ScratchDirectory()
         let folder = scratch.file("imported")
         try #require(try runMoe(["import-hf", "Tests/Fixtures/decoder/mixtral", "--output", folder]).status == 0)
         let common = ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors"]
-        try "1 2 3\n4 99 5\n".write(toFile: scratch.file("vocab.txt"), atomically: true, encoding: .utf8)
+        try "1 2 3\n4 9999 5\n".write(toFile: scratch.file("vocab.txt"), atomically: true, encoding: .utf8)
         try (Array(repeating: "7", count: 120).joined(separator: " ") + "\n").write(toFile: scratch.file("long.txt"), atomically: true, encoding: .utf8)
         try "1 2 3\n".write(toFile: scratch.file("ok.txt"), atomically: true, encoding: .utf8)
+        try #"{"model": {"type": "WordPiece", "vocab": {"a": 0}}}"#.write(toFile: scratch.file("wordpiece.json"), atomically: true, encoding: .utf8)
         let cases: [([String], Int32, String)] = [
-            (["--prompt-ids", scratch.file("vocab.txt")], 1, "vocab.txt: sequence 2, token 2: id 99 is outside the vocabulary (0..<64)"),
+            (["--prompt-ids", scratch.file("vocab.txt")], 1, "vocab.txt: sequence 2, token 2: id 9999 is outside the vocabulary (0..<600)"),
             (["--prompt-ids", scratch.file("long.txt")], 1, "long.txt: sequence 1: 120 prompt tokens + 16 new ones exceed the model's context of 128 positions"),
             (["--prompt-ids", scratch.file("ok.txt"), "--kv-cache-gib", "0.000001"], 1, "KV-cache slots (prompt + new tokens) but the cache holds"),
             (["--prompt-ids", scratch.file("ok.txt"), "--max-new-tokens", "0"], 2, "--max-new-tokens"),
+            (["--prompts", scratch.file("ok.txt"), "--tokenizer", scratch.file("wordpiece.json")], 1,
+             "wordpiece.json: field 'model.type': 'WordPiece' is not supported"),
         ]
         for (extra, status, message) in cases {
             let job = try runMPI(ranks: 2, common + extra, extraMPIArguments: waitForEveryRank)
