@@ -15,8 +15,26 @@ package enum BLAS {
             if !accumulate { c.update(repeating: 0, count: m * n) }
             return
         }
+        if m <= gemvRows {
+            multiplyByRows(rows: m, columns: n, inner: k, a, leadingA: k, b, into: c, accumulate: accumulate)
+            return
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
                     1, a, Int32(k), b, Int32(n), accumulate ? 1 : 0, c, Int32(n))
+    }
+
+    /// Up to this many rows a product runs as one `cblas_sgemv` per row: OpenBLAS's sgemm packs
+    /// B first, which for a decode-sized product (B read once, a few rows) triples the bytes
+    /// moved. Measured (1024 × 2816, one thread, weights out of cache): 1 row 0.56 ms against
+    /// 1.67 (sgemm), 2 rows 0.88 against 1.68, 3 rows 1.19 against 2.14, 4 rows even.
+    static let gemvRows = 3
+
+    /// `C[r, :] (+)= A[r, :] · B` one row at a time (`cblas_sgemv` on Bᵀ).
+    private static func multiplyByRows(rows m: Int, columns n: Int, inner k: Int, _ a: UnsafePointer<Float>, leadingA lda: Int,
+                                       _ b: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        for row in 0..<m {
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(n), 1, b, Int32(n), a + row * lda, 1, accumulate ? 1 : 0, c + row * n, 1)
+        }
     }
 
     /// `C[m, n] (+)= A[m, k] · B[k, n]` where A's rows are `lda` floats apart (a column block of
@@ -26,6 +44,10 @@ package enum BLAS {
         into c: UnsafeMutablePointer<Float>, accumulate: Bool
     ) {
         guard m > 0, n > 0, k > 0 else { return }
+        if m <= gemvRows {
+            multiplyByRows(rows: m, columns: n, inner: k, a, leadingA: lda, b, into: c, accumulate: accumulate)
+            return
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
                     1, a, Int32(lda), b, Int32(n), accumulate ? 1 : 0, c, Int32(n))
     }
