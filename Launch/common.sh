@@ -2,7 +2,7 @@
 # Sourced, not run.
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEBIAN_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev pkg-config)
+DEBIAN_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev pkg-config)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -17,7 +17,7 @@ ensure_swift() {
     command -v swift >/dev/null 2>&1 || die "no Swift toolchain found (need Swift 6; install it from swift.org and put it on PATH)"
 }
 
-# OpenMPI and OpenBLAS from Debian, installed when any piece is missing.
+# OpenMPI, OpenBLAS and oneDNN from Debian, installed when any piece is missing.
 ensure_packages() {
     local missing=()
     for package in "${DEBIAN_PACKAGES[@]}"; do
