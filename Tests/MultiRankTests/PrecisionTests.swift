@@ -65,10 +65,12 @@ struct PrecisionTests {
     @Test("the error against fp32, per layer, within the bounds measured for the default model")
     func errorAgainstFP32() throws {
         // Measured (default model: 4 layers, d_model 256, 8 experts top-2, 4 ranks × 64 tokens, 2
-        // steps, 2026-12-06): mean relative error after the last layer bf16 1.0e-2, int8 3.7e-2; a
-        // few routes flip (near ties), which is what the max error (≈ 0.4) shows, so only the
-        // mean is bounded: 2e-2 for bf16, 6e-2 for int8, and layer 0 (no flips upstream) tighter.
-        for (precision, first, last) in [("bf16", 5e-3, 2e-2), ("int8", 2e-2, 6e-2)] {
+        // steps, 2026-12-06): mean relative error after the last layer bf16 1.0e-2, int8 3.7e-2
+        // with 8-bit activations and 5.7e-2 with 7-bit ones (oneDNN's AVX2 form; after layer 0:
+        // 1.6e-2); a few routes flip (near ties), which is what the max error (≈ 0.4) shows, so
+        // only the mean is bounded: 2e-2 for bf16, 9e-2 for int8, layer 0 (no flips upstream)
+        // tighter: 5e-3 and 3e-2.
+        for (precision, first, last) in [("bf16", 5e-3, 2e-2), ("int8", 3e-2, 9e-2)] {
             let result = try runMoe(["reference", "--ranks", "4", "--steps", "2", "--tokens-per-rank", "64", "--expert-precision", precision])
             try #require(result.status == 0, "\(result.stderr)")
             let means = result.stdout.split(separator: "\n").filter { $0.contains("error against fp32") }.compactMap { line -> Double? in
