@@ -111,14 +111,23 @@ extension DecoderMoEFamily {
         } else if let reason = DecoderAttentionImport.unsupported[modelType] {
             summary.append("decoder: not imported — SwiftMoE does not run \(modelType)'s attention yet (\(reason)); the model is its MoE layers")
         } else {
-            let decoder = try DecoderAttentionImport.configuration(shape)
-            let decoderTensors = try DecoderAttentionImport.tensors(decoder, shape, reader: &reader)
-            for tensor in decoderTensors where !tensor.values.allSatisfy(\.isFinite) {
-                throw ImportError("\(checkpoint.directory): the values imported as '\(tensor.name)' hold NaN or infinite values")
+            // The MoE layers stand on their own: a checkpoint whose decoder cannot be read (a
+            // missing attention tensor or LM head, a config value not supported) still imports
+            // them, and says why the decoder is not there (moe generate refuses the model).
+            do {
+                let decoder = try DecoderAttentionImport.configuration(shape)
+                var decoderReader = reader
+                let decoderTensors = try DecoderAttentionImport.tensors(decoder, shape, reader: &decoderReader)
+                for tensor in decoderTensors where !tensor.values.allSatisfy(\.isFinite) {
+                    throw ImportError("\(checkpoint.directory): the values imported as '\(tensor.name)' hold NaN or infinite values")
+                }
+                reader = decoderReader
+                ordered += decoderTensors
+                model.decoder = decoder
+                summary.append(DecoderAttentionImport.summary(decoder))
+            } catch {
+                summary.append("decoder: not imported — \(error); the model is its MoE layers (moe generate refuses it)")
             }
-            ordered += decoderTensors
-            model.decoder = decoder
-            summary.append(DecoderAttentionImport.summary(decoder))
         }
         return ImportedModel(model: model, tensors: ordered, summary: summary, ignored: HuggingFaceImport.ignoredLines(checkpoint, used: reader.used))
     }

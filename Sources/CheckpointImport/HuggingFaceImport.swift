@@ -36,10 +36,10 @@ extension ArchitectureFamily {
 /// them: embeddings, input norms and attention, the final norm and the LM head. The mapping per
 /// architecture is in docs/MODEL.md; the routing rules it selects are in docs/ROUTING.md.
 package enum HuggingFaceImport {
-    /// Every family, one registration each.
-    static let families: [any ArchitectureFamily.Type] = [
+    /// Every family, one registration each (computed: a stored array of metatypes is not Sendable).
+    static var families: [any ArchitectureFamily.Type] { [
         MixtralFamily.self, QwenMoEFamily.self, OLMoEFamily.self, DeepSeekFamily.self, GPTOSSFamily.self, SwitchTransformersFamily.self,
-    ]
+    ] }
 
     /// The `model_type`s this importer maps.
     package static let supportedTypes = families.flatMap { $0.modelTypes }

@@ -108,8 +108,71 @@ package final class Attention {
     }
 
     /// `mixed[row, head] = Σ_j softmax_j(q·k_j / √D) · v_j` over the row's sequence's slots
-    /// `cacheStart + j`, j in the window up to its position.
+    /// `cacheStart + j`, j in the window up to its position. A run of rows of one sequence (a
+    /// prefill) runs as GEMMs per head — scores `Q·Kᵀ` over the run's whole context, causal and
+    /// window masks, softmax, then `P·V` — single rows (decode) as dot products.
     private func attend(rows: [RowPosition], layer: Int, cache: KVCache) {
+        var start = 0
+        while start < rows.count {
+            var end = start + 1
+            while end < rows.count, rows[end].cacheStart == rows[start].cacheStart, rows[end].position == rows[end - 1].position + 1 { end += 1 }
+            if end - start > 1 { attendRun(rows, start..<end, layer: layer, cache: cache) } else { attendRows(rows, start..<end, layer: layer, cache: cache) }
+            start = end
+        }
+    }
+
+    /// One sequence's consecutive rows `run` as GEMMs per query head.
+    private func attendRun(_ rows: [RowPosition], _ run: Range<Int>, layer: Int, cache: KVCache) {
+        let (heads, headDim) = (config.heads, config.headDim)
+        let group = heads / config.kvHeads
+        let (q, kv) = (heads * headDim, config.kvHeads * headDim)
+        let count = run.count
+        let base = rows[run.lowerBound].cacheStart
+        let firstPosition = rows[run.lowerBound].position, lastPosition = rows[run.upperBound - 1].position
+        // Keys from the first position any row of the run may see.
+        let from = config.slidingWindow.map { max(0, firstPosition - $0 + 1) } ?? 0
+        let context = lastPosition + 1 - from
+        let scale = Float(1 / Double(headDim).squareRoot())
+        Self.grow(&scores, to: count * context)
+        cache.withLayer(layer) { cachedKeys, cachedValues in
+            queries.withUnsafeBufferPointer { qs in
+                mixed.withUnsafeMutableBufferPointer { out in
+                    scores.withUnsafeMutableBufferPointer { score in
+                        for head in 0..<heads {
+                            let offset = (head / group) * headDim
+                            let query = qs.baseAddress! + run.lowerBound * q + head * headDim
+                            BLAS.multiplyStrided(rows: count, columns: context, inner: headDim, query, leadingA: q,
+                                                 cachedKeys + (base + from) * kv + offset, leadingB: kv, transposeB: true,
+                                                 into: score.baseAddress!, leadingC: context)
+                            for row in 0..<count {
+                                let position = firstPosition + row
+                                let visible = (config.slidingWindow.map { max(0, position - $0 + 1) } ?? 0) - from..<position + 1 - from
+                                let line = score.baseAddress! + row * context
+                                var largest = -Float.infinity
+                                for j in visible { line[j] *= scale; largest = max(largest, line[j]) }
+                                var total: Float = 0
+                                for j in 0..<context {
+                                    if visible.contains(j) {
+                                        line[j] = exp(line[j] - largest)
+                                        total += line[j]
+                                    } else {
+                                        line[j] = 0
+                                    }
+                                }
+                                for j in visible { line[j] /= total }
+                            }
+                            BLAS.multiplyStrided(rows: count, columns: headDim, inner: context, score.baseAddress!, leadingA: context,
+                                                 cachedValues + (base + from) * kv + offset, leadingB: kv, transposeB: false,
+                                                 into: out.baseAddress! + run.lowerBound * q + head * headDim, leadingC: q)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows one by one (decode: one row per sequence), as dot products.
+    private func attendRows(_ rows: [RowPosition], _ range: Range<Int>, layer: Int, cache: KVCache) {
         let (heads, headDim) = (config.heads, config.headDim)
         let group = heads / config.kvHeads
         let (q, kv) = (heads * headDim, config.kvHeads * headDim)
@@ -119,7 +182,8 @@ package final class Attention {
             queries.withUnsafeBufferPointer { qs in
                 mixed.withUnsafeMutableBufferPointer { out in
                     scores.withUnsafeMutableBufferPointer { score in
-                        for (row, place) in rows.enumerated() {
+                        for row in range {
+                            let place = rows[row]
                             let first = config.slidingWindow.map { max(0, place.position - $0 + 1) } ?? 0
                             for head in 0..<heads {
                                 let query = qs.baseAddress! + row * q + head * headDim

@@ -18,6 +18,8 @@ package struct GenerationReport {
     package var cacheBytes: Int
     /// Largest KV-cache use of any rank, in slots.
     package var peakCacheSlots: Int
+    /// Rank 0's steps (rows over the job, wall time and phases of the slowest rank).
+    package var steps: [GenerationStep]
 
     /// Gathers every rank's sequences to rank 0 (nil elsewhere). Collective over `world`.
     @MainActor
@@ -56,7 +58,7 @@ package struct GenerationReport {
         sequences.sort { $0.id < $1.id }
         return GenerationReport(sequences: sequences, prefillLogits: logits.sorted { $0.0 < $1.0 }.flatMap(\.1), totals: generator.totals,
                                 attentionSeconds: maxima[0], headSeconds: maxima[1], cacheSlots: cacheSlots, cacheBytes: generator.cache.bytes,
-                                peakCacheSlots: Int(maxima[2]))
+                                peakCacheSlots: Int(maxima[2]), steps: generator.steps)
     }
 
     /// The `q`-quantile of `values` (nearest rank), 0 when empty.
@@ -108,6 +110,14 @@ package struct GenerationReport {
                                       + [("lm_head", .number(headSeconds))])),
             ("kv_cache", .object([("slots_per_rank", .number(Double(cacheSlots))), ("bytes_per_rank", .number(Double(cacheBytes))),
                                   ("peak_slots", .number(Double(peakCacheSlots)))])),
+            ("steps", .array(steps.map { step in
+                .object([("step", .number(Double(step.number + 1))), ("prefill_tokens", .number(Double(step.jobPrefillRows))),
+                         ("decode_tokens", .number(Double(step.jobDecodeRows))), ("seconds", .number(step.wallSeconds)),
+                         ("tokens_per_second", .number(Double(step.jobPrefillRows + step.jobDecodeRows) / max(step.wallSeconds, 1e-9))),
+                         ("phase_seconds", .object(zip(PhaseTimes.names, step.outcome.slowestPhases.values).map { ($0, .number($1)) })),
+                         ("live_sequences_rank0", .number(Double(step.liveSequences))), ("waiting_sequences_rank0", .number(Double(step.waitingSequences))),
+                         ("kv_slots_rank0", .number(Double(step.cacheSlotsUsed)))])
+            })),
         ])
     }
 }

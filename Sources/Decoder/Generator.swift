@@ -33,6 +33,8 @@ package final class Generator {
     /// Per request id, its prompt positions' logits `[prompt, V]` (when kept).
     package private(set) var prefillLogits: [Int: [Float]] = [:]
     package private(set) var totals = GenerationTotals()
+    /// Every step of this rank (with the job's rows), in order.
+    package private(set) var steps: [GenerationStep] = []
 
     final class LiveSequence {
         let request: GenerationRequest
@@ -72,6 +74,7 @@ package final class Generator {
             let sums = try session.world.allReduce([live.count + waiting.count, step.prefillRows, step.decodeRows], .sum)
             (step.jobPrefillRows, step.jobDecodeRows) = (sums[1], sums[2])
             totals.add(step)
+            steps.append(step)
             try observe(step)
             if sums[0] == 0 { break }
             number += 1

@@ -27,8 +27,8 @@ struct GenerateCommand: JobCommand {
             (--seed), so a sequence's tokens do not depend on its batch. With several --exchange algorithms the \
             whole generation runs once per algorithm and the tokens must be identical.
             """,
-        options: ModelOptions.specs.filter { ["model", "weights", "seed"].contains($0.name) } + PrecisionOptions.specs + Options.specs
-            + TopologyOptions.specs + BLASThreadOptions.specs)
+        options: ModelOptions.specs.filter { ["model", "weights", "seed"].contains($0.name) } + PrecisionOptions.specs + PlacementOptions.specs
+            + Options.specs + TopologyOptions.specs + BLASThreadOptions.specs)
 
     enum Options {
         static let promptIds = TypedOption<String?>.string(
@@ -52,12 +52,16 @@ struct GenerateCommand: JobCommand {
         static let logitsOutput = TypedOption<String?>.string(
             "logits-output", "FILE", "write every prompt position's logits, prompts in order, as float32 .npy [positions, vocab] (rank 0)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
-        static let specs = [promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
+        static let overlapDegree = TypedOption<Int>.integer(
+            "overlap-degree", default: 1, in: 1...OverlapDegree.limit, "split each MoE layer step into N chunks so exchanges overlap the experts (1: sequential)")
+        static let specs = [overlapDegree.spec, promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
                             logitsOutput.spec, quiet.spec]
     }
 
     let model: ModelOptions.Values
     let precision: PrecisionOptions.Values
+    let placementPolicy: PlacementPolicy
+    let overlapDegree: Int
     let topologyOptions: TopologyOptions.Values
     let blasThreads: Int?
     /// Where the prompts come from: `--prompt-ids`, `--prompts` (text) or `--requests` (exactly one).
@@ -79,6 +83,8 @@ struct GenerateCommand: JobCommand {
                                     tokensPerRank: 0, inputPath: nil, taskIdsPath: nil, seed: try options.value(ModelOptions.seed),
                                     sequenceLength: nil, routingTracePath: nil, routingTraceWeightsPath: nil)
         precision = try PrecisionOptions.read(options)
+        placementPolicy = try PlacementOptions.read(options)
+        overlapDegree = try options.value(Options.overlapDegree)
         topologyOptions = try TopologyOptions.read(options)
         blasThreads = try options.value(BLASThreadOptions.blasThreads)
         let sources = [(PromptSource.ids, try options.value(Options.promptIds)), (.text, try options.value(Options.prompts)),
@@ -109,7 +115,8 @@ struct GenerateCommand: JobCommand {
         let configuration = try context.collectively { try model.loadModel() }
         guard let decoder = configuration.decoder else {
             throw JobFailure(message: "generate: \(model.modelPath ?? "the built-in model") has no \"decoder\" section: import a checkpoint with moe import-hf "
-                             + "(without --ffn-only) of mixtral, qwen2_moe, qwen3_moe or olmoe", reportingRank: 0, exitCode: 2)
+                             + "(without --ffn-only) of mixtral, qwen2_moe, qwen3_moe or olmoe with every attention tensor (its output says why a decoder was not imported)",
+                             reportingRank: 0, exitCode: 2)
         }
         let tokenizer = try context.collectively { () throws -> Tokenizer? in
             let besideModel = model.modelPath.map { path in (path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ".") + "/tokenizer.json" }
@@ -139,14 +146,25 @@ struct GenerateCommand: JobCommand {
         if let problem = GenerationRequest.check(requests, decoder: decoder, cacheSlots: cacheSlots, source: promptPath) {
             throw JobFailure(message: "generate: \(problem)", reportingRank: 0, exitCode: 1)
         }
+        if let problem = placementPolicy.problem(layers: configuration.layers, worldSize: world.size) {
+            throw JobFailure(message: "generate: \(problem)", reportingRank: 0, exitCode: 2)
+        }
+        // This rank's experts of the first placement (the coordinator may move them between steps).
+        let firstPlacement = PlacementPlanner(policy: placementPolicy, layers: configuration.layers, worldSize: world.size, nodeOfRank: topology.nodeOfRank)
+        let here = world.rank
         let (expertWeights, decoderWeights) = try context.collectively { () throws -> ([LayerWeights], DecoderWeights) in
             let file = try model.openWeights()
-            let held = { (layer: Int) in Array(ExpertPlacement(experts: configuration.layers[layer].experts, worldSize: world.size).heldExperts(ofRank: world.rank)) }
+            let held = { (layer: Int) -> [Int] in
+                let placement = firstPlacement.placements[layer]
+                return firstPlacement.slots[layer][placement.group(ofRank: here)].slots[placement.rankInGroup(here)]
+            }
             return (try ModelWeights.load(configuration, heldExperts: held, seed: model.seed, file: file),
                     try DecoderWeights.load(configuration, seed: model.seed, file: file))
         }
         var run = RunConfiguration()
         run.algorithms = algorithms
+        run.placement = placementPolicy
+        run.overlap = .fixed(overlapDegree)
         run.tokensPerRank = max(1, mine.reduce(0) { $0 + $1.prompt.count })
         (run.expertPrecision, run.cpuISA, run.exchangePrecision, run.int8) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision, precision.int8)
         let prepared = try InferenceSession.prepare(expertWeights, configuration: run, model: configuration, world: world)

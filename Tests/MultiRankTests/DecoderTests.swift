@@ -77,6 +77,31 @@ struct DecoderTests {
         #expect(job.ranks[0].stdout.contains("sequence 1: "), "\(job)")
     }
 
+    @Test("generation keeps the MoE runtime's features: overlap degree 2, balanced placement with a replica, a KV cache that makes requests wait — the same greedy tokens")
+    func runtimeFeatures() throws {
+        let scratch = try ScratchDirectory()
+        let folder = scratch.file("imported")
+        try #require(try runMoe(["import-hf", "Tests/Fixtures/decoder/qwen3_moe", "--output", folder]).status == 0)
+        let (prompts, greedy) = try decoderPrompts("qwen3_moe")
+        try writePrompts(prompts, to: scratch.file("prompts.txt"))
+        let common = ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
+                      "--prompt-ids", scratch.file("prompts.txt"), "--max-new-tokens", "16", "--quiet"]
+        // 40 KV slots of 2 layers × K and V × 16 values × 4 bytes: one or two sequences at a time.
+        for (ranks, extra) in [(4, ["--overlap-degree", "2", "--exchange", "all"]),
+                               (4, ["--placement", "balanced", "--redundant-experts", "1", "--rebalance-every", "2"]),
+                               (1, ["--kv-cache-gib", "0.0000096"])] as [(Int, [String])] {
+            let job = try runMPI(ranks: ranks, common + extra + ["--output", scratch.file("out.json")])
+            try #require(job.mpirunStatus == 0, "\(extra): \(job)")
+            #expect(try generatedTokens(scratch.file("out.json")) == greedy, "\(extra): tokens differ from transformers'")
+            if extra.contains("--kv-cache-gib") {
+                #expect(job.ranks[0].stdout.contains("KV cache: 40 slots per rank"), "\(job)")
+                let output = try readJSONObject(scratch.file("out.json"))
+                let peak = (output["kv_cache"] as? [String: Any])?["peak_slots"] as? Int ?? 0
+                #expect(peak <= 40 && peak > 0, "peak KV slots \(peak)")
+            }
+        }
+    }
+
     @Test("a sequence's tokens do not depend on its batch: alone, among 8 of other lengths, joining at later steps; greedy and sampled")
     func batchIndependence() throws {
         let scratch = try ScratchDirectory()
@@ -134,6 +159,10 @@ struct DecoderTests {
             let lines = job.allStderr.split(separator: "\n").filter { $0.contains("error") }
             #expect((status == 2 || lines.count == 1) && lines.allSatisfy { $0.contains(message) }, "\(extra): expected '\(message)'\n\(job)")
         }
+        // A checkpoint without its LM head (Tests/Fixtures/hf/qwen3_moe) imports its MoE layers and says why not the decoder.
+        let partial = try runMoe(["import-hf", "Tests/Fixtures/hf/qwen3_moe", "--output", scratch.file("partial")])
+        #expect(partial.status == 0 && partial.stdout.contains("decoder: not imported — ") && partial.stdout.contains("'lm_head.weight' is missing"),
+                "\(partial.stdout)\(partial.stderr)")
         let plain = try runMPI(ranks: 2, ["generate", "--prompt-ids", scratch.file("ok.txt")], extraMPIArguments: waitForEveryRank)
         #expect(plain.ranks.allSatisfy { $0.exitStatus == 2 } && plain.allStderr.contains("has no \"decoder\" section"), "\(plain)")
     }

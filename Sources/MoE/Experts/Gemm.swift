@@ -52,6 +52,18 @@ package enum BLAS {
                     1, a, Int32(lda), b, Int32(n), accumulate ? 1 : 0, c, Int32(n))
     }
 
+    /// `C[m, n] = A[m, k] · op(B)` with every matrix strided: A's rows `lda` apart, C's `ldc`; B is
+    /// `[k, n]` with rows `ldb` apart, or with `transposeB` stored as `[n, k]` (rows `ldb` apart)
+    /// and used transposed. (Attention's scores Q·Kᵀ and mixtures P·V over the KV cache.)
+    package static func multiplyStrided(
+        rows m: Int, columns n: Int, inner k: Int, _ a: UnsafePointer<Float>, leadingA lda: Int,
+        _ b: UnsafePointer<Float>, leadingB ldb: Int, transposeB: Bool, into c: UnsafeMutablePointer<Float>, leadingC ldc: Int
+    ) {
+        guard m > 0, n > 0, k > 0 else { return }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                    1, a, Int32(lda), b, Int32(ldb), 0, c, Int32(ldc))
+    }
+
     /// OpenBLAS's thread count for this process (`openblas_set_num_threads`). SwiftMoE sets it
     /// per rank so that ranks × threads does not exceed the cores.
     package static func setThreadCount(_ threads: Int) { openblas_set_num_threads(Int32(max(1, threads))) }
