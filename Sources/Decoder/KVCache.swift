@@ -18,8 +18,10 @@ package final class KVCache {
 
     package init(layers: Int, capacity: Int, width: Int) {
         (self.layers, self.capacity, self.width) = (layers, capacity, width)
-        keys = Array(repeating: [Float](repeating: 0, count: capacity * width), count: layers)
-        values = keys
+        // One buffer per layer and per K and V: copies of one array would share its storage until
+        // the first write, which would then copy a whole layer (seconds for a large cache).
+        keys = (0..<layers).map { _ in [Float](repeating: 0, count: capacity * width) }
+        values = (0..<layers).map { _ in [Float](repeating: 0, count: capacity * width) }
     }
 
     /// Slots in use.
