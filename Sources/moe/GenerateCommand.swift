@@ -32,7 +32,10 @@ struct GenerateCommand: JobCommand {
 
     enum Options {
         static let promptIds = TypedOption<String?>.string(
-            "prompt-ids", "FILE", "the prompts as token ids: a text file with one sequence per line (ids separated by spaces or commas)")
+            "prompt-ids", "FILE", "the prompts as token ids: a text file with one sequence per line (ids separated by spaces or commas), "
+                + "or an int32/int64 .npy [sequences, length]")
+        static let stats = TypedOption<String?>.string(
+            "stats", "FILE", "the coordinator's routing statistics, one JSON line per step (as moe run --stats; first algorithm)")
         static let prompts = TypedOption<String?>.string(
             "prompts", "FILE", "instead of --prompt-ids: the prompts as text, one per line, encoded with the checkpoint's tokenizer.json")
         static let tokenizer = TypedOption<String?>.string(
@@ -54,7 +57,7 @@ struct GenerateCommand: JobCommand {
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
         static let overlapDegree = TypedOption<Int>.integer(
             "overlap-degree", default: 1, in: 1...OverlapDegree.limit, "split each MoE layer step into N chunks so exchanges overlap the experts (1: sequential)")
-        static let specs = [overlapDegree.spec, promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
+        static let specs = [stats.spec, overlapDegree.spec, promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
                             logitsOutput.spec, quiet.spec]
     }
 
@@ -62,6 +65,7 @@ struct GenerateCommand: JobCommand {
     let precision: PrecisionOptions.Values
     let placementPolicy: PlacementPolicy
     let overlapDegree: Int
+    let statsPath: String?
     let topologyOptions: TopologyOptions.Values
     let blasThreads: Int?
     /// Where the prompts come from: `--prompt-ids`, `--prompts` (text) or `--requests` (exactly one).
@@ -85,6 +89,7 @@ struct GenerateCommand: JobCommand {
         precision = try PrecisionOptions.read(options)
         placementPolicy = try PlacementOptions.read(options)
         overlapDegree = try options.value(Options.overlapDegree)
+        statsPath = try options.value(Options.stats)
         topologyOptions = try TopologyOptions.read(options)
         blasThreads = try options.value(BLASThreadOptions.blasThreads)
         let sources = [(PromptSource.ids, try options.value(Options.promptIds)), (.text, try options.value(Options.prompts)),
@@ -107,7 +112,8 @@ struct GenerateCommand: JobCommand {
 
     func run(_ context: JobContext) throws {
         let world = try context.world()
-        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.logitsOutput.naming(logitsPath)],
+        try context.checkPaths(outputs: [Options.output.naming(outputPath), Options.logitsOutput.naming(logitsPath), Options.stats.naming(statsPath),
+                                         Options.stats.naming(statsPath.map { $0 + ".partial" })],
                                inputs: model.inputPaths + [[PromptSource.ids: Options.promptIds, .text: Options.prompts, .requests: Options.requests][promptSource]!.naming(promptPath),
                                                             Options.tokenizer.naming(tokenizerPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
@@ -165,6 +171,7 @@ struct GenerateCommand: JobCommand {
         run.algorithms = algorithms
         run.placement = placementPolicy
         run.overlap = .fixed(overlapDegree)
+        run.statsPath = statsPath
         run.tokensPerRank = max(1, mine.reduce(0) { $0 + $1.prompt.count })
         (run.expertPrecision, run.cpuISA, run.exchangePrecision, run.int8) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision, precision.int8)
         let prepared = try InferenceSession.prepare(expertWeights, configuration: run, model: configuration, world: world)
@@ -178,7 +185,7 @@ struct GenerateCommand: JobCommand {
         var firstTokens: [[Int]]?
         for algorithm in algorithms {
             let session = try InferenceSession(configuration: run, model: configuration, weights: prepared, trace: nil, algorithm: algorithm,
-                                               world: world, topology: topology, links: links, logStatistics: false, liveEvery: 0)
+                                               world: world, topology: topology, links: links, logStatistics: algorithm == algorithms[0], liveEvery: 0)
             let generator = Generator(session: session, weights: decoderWeights, requests: mine, cacheSlots: cacheSlots, sampling: sampling,
                                       keepPrefillLogits: logitsPath != nil)
             try generator.run { step in
@@ -246,8 +253,18 @@ struct GenerateCommand: JobCommand {
         return prompts
     }
 
-    /// One sequence of token ids per non-empty line (ids separated by spaces or commas).
+    /// One sequence of token ids per non-empty line (ids separated by spaces or commas), or the
+    /// rows of an int32/int64 .npy `[sequences, length]`.
     static func readPrompts(_ path: String) throws -> [[Int]] {
+        if path.hasSuffix(".npy") {
+            let array: NpyArray
+            do { array = try NpyArray.load(path: path) } catch { throw InputError(description: "\(error)") }
+            guard array.shape.count == 2, array.shape[0] > 0, array.shape[1] > 0, let values = array.integerValues else {
+                throw InputError(description: "\(path): expected int32 or int64 [sequences, length], got \(array.elementType.rawValue) \(array.shape)")
+            }
+            let length = array.shape[1]
+            return (0..<array.shape[0]).map { Array(values[$0 * length..<($0 + 1) * length]) }
+        }
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw InputError(description: "\(path): cannot be read as UTF-8 text (\(error.localizedDescription))")

@@ -77,22 +77,39 @@ struct DecoderTests {
         #expect(job.ranks[0].stdout.contains("sequence 1: "), "\(job)")
     }
 
-    @Test("generation keeps the MoE runtime's features: overlap degree 2, balanced placement with a replica, a KV cache that makes requests wait — the same greedy tokens")
+    @Test("generation keeps the MoE runtime's features: overlap degree 2, balanced placement with a replica (and its stats log), a KV cache that makes requests wait — the same greedy tokens; .npy prompts")
     func runtimeFeatures() throws {
         let scratch = try ScratchDirectory()
         let folder = scratch.file("imported")
         try #require(try runMoe(["import-hf", "Tests/Fixtures/decoder/qwen3_moe", "--output", folder]).status == 0)
         let (prompts, greedy) = try decoderPrompts("qwen3_moe")
+        // The prompts as an int64 .npy, padded to one length: the fixture's shortest prompts, cut to 5 tokens.
+        let cut = prompts.map { Array($0.prefix(5)) }
+        try #require(cut.allSatisfy { $0.count == 5 })
+        try writePrompts(cut, to: scratch.file("cut.txt"))
+        try NpyArray(shape: [cut.count, 5], elementType: .int64, data: cut.flatMap { $0.map(Int64.init) }.withUnsafeBytes { Array($0) })
+            .write(to: scratch.file("prompts.npy"))
+        let fromText = try runMPI(ranks: 2, ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
+                                             "--prompt-ids", scratch.file("cut.txt"), "--max-new-tokens", "4", "--quiet", "--output", scratch.file("text.json")])
+        let fromNpy = try runMPI(ranks: 2, ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
+                                            "--prompt-ids", scratch.file("prompts.npy"), "--max-new-tokens", "4", "--quiet", "--output", scratch.file("npy.json")])
+        try #require(fromText.mpirunStatus == 0 && fromNpy.mpirunStatus == 0, "\(fromText)\(fromNpy)")
+        #expect(try generatedTokens(scratch.file("text.json")) == generatedTokens(scratch.file("npy.json")), ".npy and text prompts differ")
         try writePrompts(prompts, to: scratch.file("prompts.txt"))
         let common = ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
                       "--prompt-ids", scratch.file("prompts.txt"), "--max-new-tokens", "16", "--quiet"]
         // 40 KV slots of 2 layers × K and V × 16 values × 4 bytes: one or two sequences at a time.
         for (ranks, extra) in [(4, ["--overlap-degree", "2", "--exchange", "all"]),
-                               (4, ["--placement", "balanced", "--redundant-experts", "1", "--rebalance-every", "2"]),
+                               (4, ["--placement", "balanced", "--redundant-experts", "1", "--rebalance-every", "2", "--stats", scratch.file("stats.jsonl")]),
                                (1, ["--kv-cache-gib", "0.0000096"])] as [(Int, [String])] {
             let job = try runMPI(ranks: ranks, common + extra + ["--output", scratch.file("out.json")])
             try #require(job.mpirunStatus == 0, "\(extra): \(job)")
             #expect(try generatedTokens(scratch.file("out.json")) == greedy, "\(extra): tokens differ from transformers'")
+            if extra.contains("--placement") {
+                // The coordinator's statistics, as moe run writes them: one line per step, routes per layer.
+                let log = try StatsLog.parse(Array(try Data(contentsOf: URL(fileURLWithPath: scratch.file("stats.jsonl")))), path: "stats.jsonl")
+                #expect(log.steps.count >= 16 && log.steps[0].routed.count == 2, "\(log.steps.count) steps")
+            }
             if extra.contains("--kv-cache-gib") {
                 #expect(job.ranks[0].stdout.contains("KV cache: 40 slots per rank"), "\(job)")
                 let output = try readJSONObject(scratch.file("out.json"))
