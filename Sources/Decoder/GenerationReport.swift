@@ -65,7 +65,8 @@ package struct GenerationReport {
     static func quantile(_ values: [Double], _ q: Double) -> Double {
         guard !values.isEmpty else { return 0 }
         let sorted = values.sorted()
-        return sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1 < 0 ? 0 : Int((q * Double(sorted.count)).rounded(.up)) - 1)]
+        let rank = Int((q * Double(sorted.count)).rounded(.up))  // 1-based
+        return sorted[min(sorted.count, max(rank, 1)) - 1]
     }
 
     package var timeToFirstToken: [Double] { sequences.map(\.timeToFirstToken) }

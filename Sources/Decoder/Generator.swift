@@ -124,7 +124,7 @@ package final class Generator {
             sequence.prefilled = true
             sequence.generated.append(token)
             sequence.tokens.append(token)
-            if let first = sequence.firstTokenAt { sequence.latencies.append(now - sequence.lastTokenAt); _ = first } else { sequence.firstTokenAt = now }
+            if sequence.firstTokenAt == nil { sequence.firstTokenAt = now } else { sequence.latencies.append(now - sequence.lastTokenAt) }
             sequence.lastTokenAt = now
         }
         let usedBefore = cache.usedSlots
