@@ -13,17 +13,25 @@ package struct RowPosition: Sendable, Equatable {
     }
 }
 
-/// One decoder layer's self-attention over a batch of rows from any number of sequences:
-/// `hidden += Wo · softmax(q·Kᵀ / √D) · V` per head, with grouped-query heads, the rotary
-/// embedding, optional Q/K/V biases, query/key RMSNorms and a sliding window — the attention of
-/// Mixtral, Qwen2-MoE, Qwen3-MoE and OLMoE. Every row's key and value go into the KV cache
-/// before any row attends, so the rows of a prompt attend causally to each other and to what the
-/// cache already holds; each row reads only its own sequence's slots, so a sequence's numbers
-/// never depend on its batch.
-package final class Attention {
+/// A decoder's self-attention, every layer: adds layer `layer`'s attention over `rows` to
+/// `hidden` (`[rows.count, d]`), keys and values stored in `cache`. Every row's key and value go
+/// into the cache before any row attends, so the rows of a prompt attend causally to each other
+/// and to what the cache already holds; each row reads only its own sequence's slots, so a
+/// sequence's numbers never depend on its batch.
+package protocol AttentionLayer: AnyObject {
+    func forward(_ hidden: inout [Float], rows: [RowPosition], layer: Int, cache: KVCache)
+}
+
+/// Grouped-query self-attention over a batch of rows from any number of sequences:
+/// `hidden += Wo · softmax(s · q·Kᵀ) · V (+ bo)` per head, with the rotary embedding, optional
+/// Q/K/V biases, query/key RMSNorms, sliding windows (on every layer or some) and sink logits —
+/// the attention of Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and GPT-OSS.
+package final class GroupedQueryAttention: AttentionLayer {
     let config: DecoderConfiguration
     let dModel: Int
     let rotary: RotaryTable
+    let layers: [AttentionWeights]
+    let scale: Float
     private var normed: [Float] = []
     private var queries: [Float] = []
     private var keys: [Float] = []
@@ -32,24 +40,23 @@ package final class Attention {
     private var output: [Float] = []
     private var scores: [Float] = []
 
-    package init(config: DecoderConfiguration, dModel: Int) {
-        self.config = config
-        self.dModel = dModel
-        rotary = RotaryTable(headDim: config.headDim, theta: config.ropeTheta, positions: config.maxPositions)
+    package init(config: DecoderConfiguration, dModel: Int, layers: [AttentionWeights]) {
+        (self.config, self.dModel, self.layers) = (config, dModel, layers)
+        rotary = RotaryTable(config)
+        scale = config.queryKeyScale
     }
 
-    private static func grow(_ buffer: inout [Float], to count: Int) {
+    static func grow(_ buffer: inout [Float], to count: Int) {
         if buffer.count < count { buffer = [Float](repeating: 0, count: count) }
     }
 
-    /// `hidden` (`[rows.count, d]`) += layer `layer`'s attention over `rows`, keys and values
-    /// stored in `cache`.
-    package func forward(_ hidden: inout [Float], rows: [RowPosition], layer: Int, weights: AttentionWeights, cache: KVCache) {
+    package func forward(_ hidden: inout [Float], rows: [RowPosition], layer: Int, cache: KVCache) {
         let count = rows.count
         guard count > 0 else { return }
+        let weights = layers[layer]
         let (heads, kvHeads, headDim) = (config.heads, config.kvHeads, config.headDim)
         let (q, kv) = (heads * headDim, kvHeads * headDim)
-        for buffer in [\Attention.normed, \Attention.output] { Self.grow(&self[keyPath: buffer], to: count * dModel) }
+        for buffer in [\GroupedQueryAttention.normed, \GroupedQueryAttention.output] { Self.grow(&self[keyPath: buffer], to: count * dModel) }
         Self.grow(&queries, to: count * q)
         Self.grow(&mixed, to: count * q)
         Self.grow(&keys, to: count * kv)
@@ -71,7 +78,7 @@ package final class Attention {
                 }
             }
         }
-        attend(rows: rows, layer: layer, cache: cache)
+        attend(rows: rows, layer: layer, cache: cache, sinks: weights.sinks)
         mixed.withUnsafeBufferPointer { m in
             weights.wo.withUnsafeBufferPointer { wo in
                 output.withUnsafeMutableBufferPointer { o in
@@ -79,8 +86,17 @@ package final class Attention {
                 }
             }
         }
+        Self.add(output, bias: weights.bo, into: &hidden, rows: count, width: dModel)
+    }
+
+    /// `hidden[rows, width] += output (+ bias)`.
+    static func add(_ output: [Float], bias: [Float], into hidden: inout [Float], rows: Int, width: Int) {
         hidden.withUnsafeMutableBufferPointer { h in
-            output.withUnsafeBufferPointer { o in for index in 0..<count * dModel { h[index] += o[index] } }
+            output.withUnsafeBufferPointer { o in
+                for index in 0..<rows * width { h[index] += o[index] }
+                guard !bias.isEmpty else { return }
+                for row in 0..<rows { for column in 0..<width { h[row * width + column] += bias[column] } }
+            }
         }
     }
 
@@ -111,18 +127,44 @@ package final class Attention {
     /// `cacheStart + j`, j in the window up to its position. A run of rows of one sequence (a
     /// prefill) runs as GEMMs per head — scores `Q·Kᵀ` over the run's whole context, causal and
     /// window masks, softmax, then `P·V` — single rows (decode) as dot products.
-    private func attend(rows: [RowPosition], layer: Int, cache: KVCache) {
+    private func attend(rows: [RowPosition], layer: Int, cache: KVCache, sinks: [Float]) {
+        for run in Self.runs(rows) {
+            if run.count > 1 { attendRun(rows, run, layer: layer, cache: cache, sinks: sinks) } else { attendRows(rows, run, layer: layer, cache: cache, sinks: sinks) }
+        }
+    }
+
+    /// `rows` cut into runs of one sequence's consecutive positions.
+    static func runs(_ rows: [RowPosition]) -> [Range<Int>] {
+        var runs: [Range<Int>] = []
         var start = 0
         while start < rows.count {
             var end = start + 1
             while end < rows.count, rows[end].cacheStart == rows[start].cacheStart, rows[end].position == rows[end - 1].position + 1 { end += 1 }
-            if end - start > 1 { attendRun(rows, start..<end, layer: layer, cache: cache) } else { attendRows(rows, start..<end, layer: layer, cache: cache) }
+            runs.append(start..<end)
             start = end
         }
+        return runs
+    }
+
+    /// Softmax over `line[visible]` of the scaled scores, zero elsewhere in `0..<width`; a sink
+    /// logit (nil: none) joins the normalisation without a place in the line.
+    static func softmax(_ line: UnsafeMutablePointer<Float>, width: Int, visible: Range<Int>, scale: Float, sink: Float?) {
+        var largest = sink ?? -Float.infinity
+        for j in visible { line[j] *= scale; largest = max(largest, line[j]) }
+        var total: Float = sink.map { exp($0 - largest) } ?? 0
+        for j in 0..<width {
+            if visible.contains(j) {
+                line[j] = exp(line[j] - largest)
+                total += line[j]
+            } else {
+                line[j] = 0
+            }
+        }
+        for j in visible { line[j] /= total }
     }
 
     /// One sequence's consecutive rows `run` as GEMMs per query head.
-    private func attendRun(_ rows: [RowPosition], _ run: Range<Int>, layer: Int, cache: KVCache) {
+    private func attendRun(_ rows: [RowPosition], _ run: Range<Int>, layer: Int, cache: KVCache, sinks: [Float]) {
         let (heads, headDim) = (config.heads, config.headDim)
         let group = heads / config.kvHeads
         let (q, kv) = (heads * headDim, config.kvHeads * headDim)
@@ -130,9 +172,9 @@ package final class Attention {
         let base = rows[run.lowerBound].cacheStart
         let firstPosition = rows[run.lowerBound].position, lastPosition = rows[run.upperBound - 1].position
         // Keys from the first position any row of the run may see.
-        let from = config.slidingWindow.map { max(0, firstPosition - $0 + 1) } ?? 0
+        let window = config.window(layer: layer)
+        let from = window.map { max(0, firstPosition - $0 + 1) } ?? 0
         let context = lastPosition + 1 - from
-        let scale = Float(1 / Double(headDim).squareRoot())
         Self.grow(&scores, to: count * context)
         cache.withLayer(layer) { cachedKeys, cachedValues in
             queries.withUnsafeBufferPointer { qs in
@@ -146,20 +188,9 @@ package final class Attention {
                                                  into: score.baseAddress!, leadingC: context)
                             for row in 0..<count {
                                 let position = firstPosition + row
-                                let visible = (config.slidingWindow.map { max(0, position - $0 + 1) } ?? 0) - from..<position + 1 - from
-                                let line = score.baseAddress! + row * context
-                                var largest = -Float.infinity
-                                for j in visible { line[j] *= scale; largest = max(largest, line[j]) }
-                                var total: Float = 0
-                                for j in 0..<context {
-                                    if visible.contains(j) {
-                                        line[j] = exp(line[j] - largest)
-                                        total += line[j]
-                                    } else {
-                                        line[j] = 0
-                                    }
-                                }
-                                for j in visible { line[j] /= total }
+                                let visible = (window.map { max(0, position - $0 + 1) } ?? 0) - from..<position + 1 - from
+                                Self.softmax(score.baseAddress! + row * context, width: context, visible: visible, scale: scale,
+                                             sink: sinks.isEmpty ? nil : sinks[head])
                             }
                             BLAS.multiplyStrided(rows: count, columns: headDim, inner: context, score.baseAddress!, leadingA: context,
                                                  cachedValues + (base + from) * kv + offset, leadingB: kv, transposeB: false,
@@ -172,11 +203,11 @@ package final class Attention {
     }
 
     /// Rows one by one (decode: one row per sequence), as dot products.
-    private func attendRows(_ rows: [RowPosition], _ range: Range<Int>, layer: Int, cache: KVCache) {
+    private func attendRows(_ rows: [RowPosition], _ range: Range<Int>, layer: Int, cache: KVCache, sinks: [Float]) {
         let (heads, headDim) = (config.heads, config.headDim)
         let group = heads / config.kvHeads
         let (q, kv) = (heads * headDim, config.kvHeads * headDim)
-        let scale = Float(1 / Double(headDim).squareRoot())
+        let window = config.window(layer: layer)
         Self.grow(&scores, to: config.maxPositions)
         cache.withLayer(layer) { cachedKeys, cachedValues in
             queries.withUnsafeBufferPointer { qs in
@@ -184,11 +215,12 @@ package final class Attention {
                     scores.withUnsafeMutableBufferPointer { score in
                         for row in range {
                             let place = rows[row]
-                            let first = config.slidingWindow.map { max(0, place.position - $0 + 1) } ?? 0
+                            let first = window.map { max(0, place.position - $0 + 1) } ?? 0
                             for head in 0..<heads {
                                 let query = qs.baseAddress! + row * q + head * headDim
                                 let offset = (head / group) * headDim
-                                var largest = -Float.infinity
+                                let sink = sinks.isEmpty ? nil : sinks[head]
+                                var largest = sink ?? -Float.infinity
                                 for j in first...place.position {
                                     let key = cachedKeys + (place.cacheStart + j) * kv + offset
                                     var dot: Float = 0
@@ -196,7 +228,7 @@ package final class Attention {
                                     score[j] = dot * scale
                                     largest = max(largest, score[j])
                                 }
-                                var total: Float = 0
+                                var total: Float = sink.map { exp($0 - largest) } ?? 0
                                 for j in first...place.position {
                                     score[j] = exp(score[j] - largest)
                                     total += score[j]

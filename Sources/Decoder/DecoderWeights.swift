@@ -4,12 +4,35 @@ import MoE
 /// One layer's attention weights, row-major `[in, out]` as SwiftMoE stores projections:
 /// `wq [d, H·D]`, `wk`/`wv [d, KV·D]`, `wo [H·D, d]`; biases `[out]` or empty; `norm` is the
 /// layer's input RMSNorm, `qNorm`/`kNorm` the optional query/key RMSNorms (per head: width D;
-/// over the projection: width H·D / KV·D).
+/// over the projection: width H·D / KV·D); `bo [d]` the output bias and `sinks [H]` the sink
+/// logits, empty when the model has none.
 package struct AttentionWeights: Sendable {
     package let norm: RMSNorm
     package let wq: [Float], wk: [Float], wv: [Float], wo: [Float]
     package let bq: [Float], bk: [Float], bv: [Float]
     package let qNorm: RMSNorm?, kNorm: RMSNorm?
+    package var bo: [Float] = [], sinks: [Float] = []
+
+    var count: Int { [wq, wk, wv, wo, bq, bk, bv, bo, sinks].reduce(0) { $0 + $1.count } }
+}
+
+/// One layer's multi-head latent attention weights (`DecoderConfiguration.latent`), projections
+/// `[in, out]`: the query `wq [d, H·(nope + rope)]`, or `wqA [d, rank]`, `qNorm`, `wqB [rank,
+/// H·(nope + rope)]`; `wkvA [d, kvRank + rope]` and the latent's `kvNorm`; `wkvB [H, nope + v,
+/// kvRank]` as the checkpoint stores it (per head, key rows then value rows: it is absorbed into
+/// the query and the output, never applied to the cache); `wo [H·v, d]`.
+package struct LatentAttentionWeights: Sendable {
+    package let norm: RMSNorm
+    package let wq: [Float], wqA: [Float], qNorm: RMSNorm?, wqB: [Float]
+    package let wkvA: [Float], kvNorm: RMSNorm, wkvB: [Float], wo: [Float]
+
+    var count: Int { [wq, wqA, wqB, wkvA, wkvB, wo].reduce(0) { $0 + $1.count } }
+}
+
+/// Every layer's attention weights, of the kind the model uses.
+package enum AttentionLayerWeights: Sendable {
+    case grouped([AttentionWeights])
+    case latent([LatentAttentionWeights])
 }
 
 /// The decoder's own weights (`DecoderConfiguration.tensorShapes`). Every rank holds all of
@@ -21,7 +44,7 @@ package struct DecoderWeights: Sendable {
     /// The LM head transposed, `[d, V]` (the embedding's transpose when tied), so the logits are
     /// one GEMM `[rows, d] · [d, V]`.
     package let lmHeadTransposed: [Float]
-    package let layers: [AttentionWeights]
+    package let attention: AttentionLayerWeights
 
     /// The weights of `model`'s decoder from `file`, or seeded from `seed` without one (the
     /// values `moe init-weights` would write). Throws the tensor that is missing, misshapen or
@@ -49,18 +72,41 @@ package struct DecoderWeights: Sendable {
         }
         let embedding = try tensor("decoder.embed_tokens")
         let head = decoder.tiedEmbeddings ? embedding : try tensor("decoder.lm_head")
-        var layers: [AttentionWeights] = []
-        for layer in 0..<model.layers.count {
-            let prefix = "decoder.layers.\(layer)"
-            let bias = decoder.attentionBias
-            layers.append(AttentionWeights(
-                norm: try norm("\(prefix).norm"), wq: try tensor("\(prefix).wq"), wk: try tensor("\(prefix).wk"), wv: try tensor("\(prefix).wv"),
-                wo: try tensor("\(prefix).wo"), bq: bias ? try tensor("\(prefix).bq") : [], bk: bias ? try tensor("\(prefix).bk") : [],
-                bv: bias ? try tensor("\(prefix).bv") : [],
-                qNorm: decoder.qkNorm == .none ? nil : try norm("\(prefix).q_norm"), kNorm: decoder.qkNorm == .none ? nil : try norm("\(prefix).k_norm")))
+        let attention: AttentionLayerWeights
+        if let latent = decoder.latent {
+            attention = .latent(try (0..<model.layers.count).map { (layer) throws(WeightsError) in
+                let prefix = "decoder.layers.\(layer)"
+                let low = latent.queryRank != nil
+                return LatentAttentionWeights(
+                    norm: try norm("\(prefix).norm"), wq: low ? [] : try tensor("\(prefix).wq"), wqA: low ? try tensor("\(prefix).wq_a") : [],
+                    qNorm: low ? try norm("\(prefix).q_a_norm") : nil, wqB: low ? try tensor("\(prefix).wq_b") : [],
+                    wkvA: try tensor("\(prefix).wkv_a"), kvNorm: try norm("\(prefix).kv_a_norm"), wkvB: try tensor("\(prefix).wkv_b"),
+                    wo: try tensor("\(prefix).wo"))
+            })
+        } else {
+            attention = .grouped(try (0..<model.layers.count).map { (layer) throws(WeightsError) in
+                let prefix = "decoder.layers.\(layer)"
+                let bias = decoder.attentionBias
+                var weights = AttentionWeights(
+                    norm: try norm("\(prefix).norm"), wq: try tensor("\(prefix).wq"), wk: try tensor("\(prefix).wk"), wv: try tensor("\(prefix).wv"),
+                    wo: try tensor("\(prefix).wo"), bq: bias ? try tensor("\(prefix).bq") : [], bk: bias ? try tensor("\(prefix).bk") : [],
+                    bv: bias ? try tensor("\(prefix).bv") : [],
+                    qNorm: decoder.qkNorm == .none ? nil : try norm("\(prefix).q_norm"), kNorm: decoder.qkNorm == .none ? nil : try norm("\(prefix).k_norm"))
+                if decoder.outputBias { weights.bo = try tensor("\(prefix).bo") }
+                if decoder.attentionSinks { weights.sinks = try tensor("\(prefix).sinks") }
+                return weights
+            })
         }
         return DecoderWeights(embedding: embedding, finalNorm: try norm("decoder.norm"),
-                              lmHeadTransposed: transpose(head, rows: decoder.vocabulary, columns: model.dModel), layers: layers)
+                              lmHeadTransposed: transpose(head, rows: decoder.vocabulary, columns: model.dModel), attention: attention)
+    }
+
+    /// The attention layers that run these weights.
+    package func attentionLayers(_ decoder: DecoderConfiguration, dModel: Int) -> any AttentionLayer {
+        switch attention {
+        case let .grouped(layers): GroupedQueryAttention(config: decoder, dModel: dModel, layers: layers)
+        case let .latent(layers): MultiHeadLatentAttention(config: decoder, dModel: dModel, layers: layers)
+        }
     }
 
     /// `[rows, columns]` row-major as `[columns, rows]`.
@@ -74,7 +120,10 @@ package struct DecoderWeights: Sendable {
 
     /// Bytes held (for the memory report).
     package var bytesHeld: Int {
-        4 * (embedding.count + lmHeadTransposed.count + finalNorm.scale.count
-             + layers.reduce(0) { $0 + $1.wq.count + $1.wk.count + $1.wv.count + $1.wo.count + $1.bq.count + $1.bk.count + $1.bv.count })
+        let layers = switch attention {
+        case let .grouped(layers): layers.reduce(0) { $0 + $1.count }
+        case let .latent(layers): layers.reduce(0) { $0 + $1.count }
+        }
+        return 4 * (embedding.count + lmHeadTransposed.count + finalNorm.scale.count + layers)
     }
 }

@@ -21,7 +21,7 @@ package final class Generator {
     let model: ModelConfiguration
     let decoder: DecoderConfiguration
     let weights: DecoderWeights
-    let attention: Attention
+    let attention: any AttentionLayer
     package let cache: KVCache
     let sampling: Sampling
     /// Whether each prompt position's logits are kept (`prefillLogits`; tests and `--logits-output`).
@@ -58,8 +58,8 @@ package final class Generator {
         model = session.model
         decoder = session.model.decoder!
         self.weights = weights
-        attention = Attention(config: decoder, dModel: model.dModel)
-        cache = KVCache(layers: model.layers.count, capacity: cacheSlots, width: decoder.kvHeads * decoder.headDim)
+        attention = weights.attentionLayers(decoder, dModel: model.dModel)
+        cache = KVCache(layers: model.layers.count, capacity: cacheSlots, widths: decoder.cacheWidths)
         self.sampling = sampling
         self.keepPrefillLogits = keepPrefillLogits
         waiting = requests
@@ -101,7 +101,7 @@ package final class Generator {
         var attentionSeconds = 0.0
         let outcome = try session.forward(&batch, step: number, lastStep: false) { [attention, weights, cache] layer, hidden in
             let begin = MPIRuntime.wallTime()
-            attention.forward(&hidden, rows: rows, layer: layer, weights: weights.layers[layer], cache: cache)
+            attention.forward(&hidden, rows: rows, layer: layer, cache: cache)
             attentionSeconds += MPIRuntime.wallTime() - begin
         }
         let headStart = MPIRuntime.wallTime()

@@ -145,8 +145,7 @@ struct GenerateCommand: JobCommand {
         }
         let prompts = requests.map(\.prompt)
         let mine = requests.filter { $0.id % world.size == world.rank }
-        let width = decoder.kvHeads * decoder.headDim
-        let bytesPerSlot = KVCache.bytesPerToken(layers: configuration.layers.count, width: width)
+        let bytesPerSlot = KVCache.bytesPerToken(layers: configuration.layers.count, widths: decoder.cacheWidths)
         let neededHere = mine.reduce(0) { $0 + $1.cacheSlots }
         let cacheSlots = try kvCacheGiB.map { Int($0 * 1_073_741_824) / bytesPerSlot } ?? world.allReduce(max(neededHere, 1), .maximum)
         if let problem = GenerationRequest.check(requests, decoder: decoder, cacheSlots: cacheSlots, source: promptPath) {
@@ -179,8 +178,9 @@ struct GenerateCommand: JobCommand {
             print("job: \(world.size) rank\(world.size == 1 ? "" : "s"), \(requests.count) sequences (\(prompts.map(\.count).reduce(0, +)) prompt tokens), "
                   + "up to \(maxNewTokens) new tokens each, " + (sampling.isGreedy ? "greedy" : "temperature \(sampling.temperature), top-p \(sampling.topP)")
                   + ", OpenBLAS × \(threads) thread per rank")
-            print(String(format: "KV cache: %d slots per rank (%.2f MiB: %d layers × K and V × %d values × 4 bytes a slot)",
-                         cacheSlots, Double(cacheSlots * bytesPerSlot) / 1_048_576, configuration.layers.count, width))
+            let slot = decoder.latent.map { "the latent and rotated key, \($0.kvRank) + \($0.ropeDim) values" } ?? "K and V × \(decoder.cacheWidths.key) values"
+            print("KV cache: \(cacheSlots) slots per rank (" + String(format: "%.2f", Double(cacheSlots * bytesPerSlot) / 1_048_576)
+                  + " MiB: \(configuration.layers.count) layers × \(slot) × 4 bytes a slot)")
         }
         var firstTokens: [[Int]]?
         for algorithm in algorithms {

@@ -49,6 +49,26 @@ def configs():
         ("qwen3_moe", T.Qwen3MoeConfig(**COMMON, intermediate_size=40, moe_intermediate_size=16, num_experts=8, num_experts_per_tok=2,
                                        head_dim=8, norm_topk_prob=True, rope_theta=1000000.0)),
         ("olmoe", T.OlmoeConfig(**COMMON, intermediate_size=16, num_experts=8, num_experts_per_tok=2, rope_theta=10000.0)),
+        # GPT-OSS: biases on all four projections, attention sinks, sliding-window and full layers
+        # alternating (a window of 4 so the prompts outrun it), YaRN-scaled rotary embedding.
+        ("gpt_oss", T.GptOssConfig(**COMMON, intermediate_size=16, num_local_experts=8, num_experts_per_tok=2, head_dim=8,
+                                   swiglu_limit=1.5, sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                                   rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=8.0, beta_fast=32.0, beta_slow=1.0,
+                                                        original_max_position_embeddings=16, truncate=False))),
+        # DeepSeek-V2: multi-head latent attention with the query projected directly (V2-Lite),
+        # the complex (interleaved-pair) rotary embedding, one dense layer first.
+        ("deepseek_v2", T.DeepseekV2Config(**{**COMMON, "num_key_value_heads": 4}, intermediate_size=40, moe_intermediate_size=16, n_routed_experts=8, num_experts_per_tok=2,
+                                           n_shared_experts=1, first_k_dense_replace=1, topk_method="greedy", routed_scaling_factor=1.0,
+                                           kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=4, v_head_dim=8, qk_nope_head_dim=8,
+                                           rope_parameters=dict(rope_type="default", rope_theta=10000.0))),
+        # DeepSeek-V3: a low-rank query, interleaved rotary pairs, YaRN with mscale (the softmax
+        # scale × mscale²), sigmoid group-limited routing.
+        ("deepseek_v3", T.DeepseekV3Config(**{**COMMON, "num_key_value_heads": 4}, intermediate_size=40, moe_intermediate_size=16, n_routed_experts=8, num_experts_per_tok=2,
+                                           n_shared_experts=1, first_k_dense_replace=1, n_group=2, topk_group=1, routed_scaling_factor=2.5,
+                                           norm_topk_prob=True, kv_lora_rank=16, q_lora_rank=12, qk_rope_head_dim=4, v_head_dim=8,
+                                           qk_nope_head_dim=8, rope_interleave=True,
+                                           rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, mscale=1.0, mscale_all_dim=1.0,
+                                                                beta_fast=32.0, beta_slow=1.0, original_max_position_embeddings=32))),
     ]
 
 
@@ -117,8 +137,10 @@ def make(index, name, config):
 
 
 def main():
+    only = sys.argv[1:]
     for index, (name, config) in enumerate(configs()):
-        make(index, name, config)
+        if not only or name in only:
+            make(index, name, config)
 
 
 if __name__ == "__main__":

@@ -140,18 +140,39 @@ struct ModelFileFieldTableTests {
         #expect(missing.isEmpty, "docs/MODEL.md lacks these rows (paste the tables):\n\(model.joined(separator: "\n"))\n\n\(layer.joined(separator: "\n"))\n\n\(decoder.joined(separator: "\n"))")
     }
 
-    @Test("a decoder section round-trips through its table; a kv_heads that does not divide heads and an odd head_dim are refused")
+    @Test("a decoder section round-trips through its table (grouped-query with YaRN, sinks and windows per layer; latent); bad fields are refused by name")
     func decoderRoundTrip() throws {
         var model = ModelConfiguration(name: "t", dModel: 16, dFF: 32, activation: .swiglu, layers: [LayerConfiguration(experts: 4, topK: 2)])
         model.decoder = DecoderConfiguration(vocabulary: 50, heads: 4, kvHeads: 2, headDim: 6, ropeTheta: 1e6, maxPositions: 64, slidingWindow: 32,
                                              attentionBias: true, qkNorm: .projection, tiedEmbeddings: true, endTokens: [1, 7])
         let file = ModelFile(model: model)
         #expect(try ModelFile.parse(Array(file.document().serialized().utf8), path: "t.json") == file)
+        // GPT-OSS's attention: YaRN, sinks, an output bias, a window on some layers, a scale.
+        var gptOSS = model
+        gptOSS.layers = [LayerConfiguration(experts: 4, topK: 2), LayerConfiguration(experts: 4, topK: 2)]
+        gptOSS.decoder!.yarn = YaRN(factor: 32, originalMaxPositions: 4096, betaFast: 16, betaSlow: 2, truncate: false)
+        (gptOSS.decoder!.attentionSinks, gptOSS.decoder!.outputBias, gptOSS.decoder!.slidingWindowLayers, gptOSS.decoder!.softmaxScale) = (true, true, [1], 0.3)
+        gptOSS.decoder!.ropePairs = .interleaved
+        #expect(try ModelFile.parse(Array(ModelFile(model: gptOSS).document().serialized().utf8), path: "t.json") == ModelFile(model: gptOSS))
+        #expect(gptOSS.decoder!.window(layer: 0) == nil && gptOSS.decoder!.window(layer: 1) == 32)
+        // DeepSeek's latent attention: the cache holds the latent and the rotated key, no values.
+        var deepSeek = model
+        deepSeek.decoder = DecoderConfiguration(vocabulary: 50, heads: 4, kvHeads: 4, headDim: 12, maxPositions: 64)
+        deepSeek.decoder!.latent = LatentAttention(queryRank: 6, kvRank: 10, nopeDim: 8, ropeDim: 4, valueDim: 5)
+        #expect(try ModelFile.parse(Array(ModelFile(model: deepSeek).document().serialized().utf8), path: "t.json") == ModelFile(model: deepSeek))
+        #expect(deepSeek.decoder!.cacheWidths == (14, 0) && deepSeek.decoder!.rotaryDim == 4 && deepSeek.decoder!.queryKeyScale == Float(1 / 12.0.squareRoot()))
         let base = #"{"d_model": 16, "d_ff": 32, "layers": [{"experts": 4, "top_k": 2}], "decoder": "#
         for (decoder, problem) in [(#"{"vocab_size": 9, "heads": 4, "kv_heads": 3, "max_positions": 8}"#, "field 'decoder.kv_heads': must divide heads (4), got 3"),
                                    (#"{"vocab_size": 9, "heads": 4, "head_dim": 5, "max_positions": 8}"#, "field 'decoder.head_dim': must be even"),
                                    (#"{"vocab_size": 9, "heads": 4, "max_positions": 8, "eos_token_ids": [9]}"#, "field 'decoder.eos_token_ids[0]': must be a token id below vocab_size 9"),
-                                   (#"{"heads": 4, "max_positions": 8}"#, "field 'decoder.vocab_size': missing")] {
+                                   (#"{"heads": 4, "max_positions": 8}"#, "field 'decoder.vocab_size': missing"),
+                                   (#"{"vocab_size": 9, "heads": 4, "max_positions": 8, "attention": "latent", "kv_lora_rank": 8, "qk_nope_head_dim": 4, "v_head_dim": 4}"#,
+                                    "field 'decoder.qk_rope_head_dim': missing (latent attention needs it)"),
+                                   (#"{"vocab_size": 9, "heads": 4, "max_positions": 8, "q_lora_rank": 8}"#, "field 'decoder.q_lora_rank': only latent attention takes it"),
+                                   (#"{"vocab_size": 9, "heads": 4, "max_positions": 8, "sliding_window": 4, "sliding_window_layers": [0, 1]}"#,
+                                    "field 'decoder.sliding_window_layers[1]': must be below the 1 layers, got 1"),
+                                   (#"{"vocab_size": 9, "heads": 4, "max_positions": 8, "yarn": {"factor": 0.5, "original_max_positions": 4}}"#,
+                                    "field 'decoder.yarn.factor': must be in 1...1e6, got 0.5")] {
             #expect(throws: ModelConfigurationError.self) { try ModelFile.parse(Array((base + decoder + "}").utf8), path: "m.json") }
             do { _ = try ModelFile.parse(Array((base + decoder + "}").utf8), path: "m.json") } catch {
                 #expect("\(error)".contains(problem), "\(error)")

@@ -5,7 +5,7 @@ import Testing
 /// The decoder fixtures (Tests/Fixtures/make_decoders.py writes them with transformers): each
 /// holds a tiny causal LM checkpoint and `prompts.json` (prompts, the 16 tokens `model.generate`
 /// picks greedily after each) and `logits.npy` (every prompt position's logits, prompts in order).
-let decoderFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"]
+let decoderFixtures = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss", "deepseek_v2", "deepseek_v3"]
 
 /// The fixture's prompts and greedy tokens.
 func decoderPrompts(_ name: String) throws -> (prompts: [[Int]], greedy: [[Int]]) {
@@ -151,7 +151,7 @@ struct DecoderTests {
         }
     }
 
-    @Test("bad input: an id outside the vocabulary, a prompt longer than the context, a KV cache too small, --max-new-tokens 0, an unsupported tokenizer, a model without a decoder")
+    @Test("bad input: an id outside the vocabulary, a prompt longer than the context, a KV cache too small, --max-new-tokens 0, an unsupported tokenizer, a checkpoint missing an attention tensor, a model without a decoder")
     func badInput() throws {
         let scratch = try ScratchDirectory()
         let folder = scratch.file("imported")
@@ -180,6 +180,19 @@ struct DecoderTests {
         let partial = try runMoe(["import-hf", "Tests/Fixtures/hf/qwen3_moe", "--output", scratch.file("partial")])
         #expect(partial.status == 0 && partial.stdout.contains("decoder: not imported — ") && partial.stdout.contains("'lm_head.weight' is missing"),
                 "\(partial.stdout)\(partial.stderr)")
+        // A checkpoint missing one attention tensor (DeepSeek's latent expansion of layer 1): the
+        // same, naming the tensor; moe generate then refuses the model.
+        let broken = scratch.file("broken-deepseek")
+        try FileManager.default.copyItem(atPath: "\(repositoryRoot)/Tests/Fixtures/decoder/deepseek_v3", toPath: broken)
+        try editSafetensorsHeader("\(broken)/model.safetensors") { header in
+            header["renamed"] = header.removeValue(forKey: "model.layers.1.self_attn.kv_b_proj.weight")
+        }
+        let withoutAttention = try runMoe(["import-hf", broken, "--output", scratch.file("no-attention")])
+        #expect(withoutAttention.status == 0 && withoutAttention.stdout.contains("decoder: not imported — ")
+                && withoutAttention.stdout.contains("'model.layers.1.self_attn.kv_b_proj.weight' is missing"), "\(withoutAttention.stdout)\(withoutAttention.stderr)")
+        let refused = try runMPI(ranks: 2, ["generate", "--model", scratch.file("no-attention/model.json"), "--weights", scratch.file("no-attention/weights.safetensors"),
+                                            "--prompt-ids", scratch.file("ok.txt")], extraMPIArguments: waitForEveryRank)
+        #expect(refused.ranks.allSatisfy { $0.exitStatus == 2 } && refused.allStderr.contains("has no \"decoder\" section"), "\(refused)")
         let plain = try runMPI(ranks: 2, ["generate", "--prompt-ids", scratch.file("ok.txt")], extraMPIArguments: waitForEveryRank)
         #expect(plain.ranks.allSatisfy { $0.exitStatus == 2 } && plain.allStderr.contains("has no \"decoder\" section"), "\(plain)")
     }

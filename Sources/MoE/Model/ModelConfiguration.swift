@@ -256,6 +256,9 @@ package struct ModelFile: Equatable, Sendable {
                 var decoderDraft = DecoderDraft()
                 try DecoderDraft.fields.read(decoder, into: &decoderDraft)
                 model.decoder = try decoderDraft.configuration(dModel: dModel, path: "decoder")
+                for (index, layer) in (decoderDraft.slidingWindowLayers ?? []).enumerated() where layer >= model.layers.count {
+                    throw JSONFieldError(path: "decoder.sliding_window_layers[\(index)]", problem: "must be below the \(model.layers.count) layers, got \(layer)")
+                }
             }
             return ModelFile(model: model, overlapDegree: draft.overlapDegree)
         } catch let error as JSONFieldError {
