@@ -63,8 +63,14 @@ extension Tokenizer {
 
     private func encodeText(_ text: String) -> [Int] {
         switch pipeline {
-        case let .byteLevel(split):
-            return pieces(text, pattern: split).flatMap { piece in
+        case let .byteLevel(splits):
+            var pieces = text.isEmpty ? [] : [text]
+            // Code points, as tokenizers' regex engine sees the text (not grapheme clusters).
+            for pattern in splits {
+                guard let regex = try? Regex(pattern).matchingSemantics(.unicodeScalar) else { continue }
+                pieces = pieces.flatMap { self.pieces($0, regex: regex) }
+            }
+            return pieces.flatMap { piece in
                 bpe(Array(piece.utf8).map { [Self.byteCharacters[Int($0)]] })
             }
         case let .sentencePiece(prepend, splitOnSpace):
@@ -76,9 +82,7 @@ extension Tokenizer {
     }
 
     /// `text` cut into the regex's matches and the gaps between them (`Isolated`).
-    func pieces(_ text: String, pattern: String?) -> [String] {
-        // Code points, as tokenizers' regex engine sees the text (not grapheme clusters).
-        guard let pattern, let regex = try? Regex(pattern).matchingSemantics(.unicodeScalar) else { return text.isEmpty ? [] : [text] }
+    func pieces(_ text: String, regex: Regex<AnyRegexOutput>) -> [String] {
         var result: [String] = []
         var cursor = text.startIndex
         for match in text.matches(of: regex) where !match.range.isEmpty {

@@ -89,7 +89,7 @@ extension Tokenizer {
             return .sentencePiece(prepend: prepend, splitOnSpace: split)
         }
         guard normalizers.isEmpty else { throw fail("normalizer", "'\(normalizerTypes.first ?? "?")' is not supported with byte-level BPE") }
-        var pattern: String?
+        var patterns: [String] = []
         var byteLevel = false
         for (index, item) in preTokenizers.enumerated() {
             switch type(item) {
@@ -99,17 +99,19 @@ extension Tokenizer {
                 if case let .string(behavior)? = field(item, "behavior"), behavior != "Isolated" {
                     throw fail("pre_tokenizer[\(index)].behavior", "'\(behavior)' is not supported (Isolated is)")
                 }
-                pattern = regex.key == "Regex" ? text : escape(text)
+                let pattern = regex.key == "Regex" ? text : escape(text)
+                guard (try? Regex(pattern)) != nil else { throw fail("pre_tokenizer[\(index)].pattern", "the regex does not compile here") }
+                patterns.append(pattern)
             case "ByteLevel":
                 byteLevel = true
                 if case .bool(true)? = field(item, "add_prefix_space") { throw fail("pre_tokenizer[\(index)].add_prefix_space", "true is not supported") }
-                if case .bool(true)? = field(item, "use_regex") { pattern = pattern ?? gpt2Pattern }
+                if case .bool(true)? = field(item, "use_regex") { patterns.append(gpt2Pattern) }
             default:
                 throw fail("pre_tokenizer[\(index)]", "'\(type(item) ?? "?")' is not supported (Split, ByteLevel and Metaspace are)")
             }
         }
         guard byteLevel else { throw fail("pre_tokenizer", "neither byte-level (ByteLevel) nor SentencePiece-style (Metaspace, or Prepend/Replace normalisers): not supported") }
-        return .byteLevel(split: pattern)
+        return .byteLevel(splits: patterns)
     }
 
     /// `text` as a regex matching it literally.

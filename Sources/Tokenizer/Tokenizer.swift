@@ -34,8 +34,9 @@ package struct Tokenizer: Sendable {
 
     /// How text becomes pieces and tokens become text, per kind.
     enum Pipeline: Sendable {
-        /// `split`: the pre-tokenizer's regex (nil: the whole text is one piece).
-        case byteLevel(split: String?)
+        /// `splits`: the pre-tokenizer's regexes, applied in order, each to every piece the one
+        /// before left (DeepSeek has three; none: the whole text is one piece).
+        case byteLevel(splits: [String])
         /// `prepend`: "▁" goes in front of the text (SentencePiece's dummy prefix); `splitOnSpace`:
         /// pieces start at each "▁" (Metaspace with `split`).
         case sentencePiece(prepend: Bool, splitOnSpace: Bool)

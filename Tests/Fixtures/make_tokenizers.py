@@ -3,10 +3,11 @@
     pip install tokenizers
     python3 Tests/Fixtures/make_tokenizers.py
 
-Two small tokenizers trained with Hugging Face `tokenizers` on a built-in corpus, one of each kind
+Small tokenizers trained with Hugging Face `tokenizers` on a built-in corpus, of each kind
 `moe generate` reads from a checkpoint's tokenizer.json:
-- `byte_level`: byte-level BPE as Qwen2/Qwen3-MoE, OLMoE, DeepSeek and GPT-OSS use it (a regex
-  split of the text, then bytes mapped to printable characters, then BPE merges);
+- `byte_level`: byte-level BPE as Qwen2/Qwen3-MoE and OLMoE use it (a regex split of the text,
+  then bytes mapped to printable characters, then BPE merges); `byte_level_deepseek` with
+  DeepSeek-V3's three splits in sequence, `byte_level_o200k` with GPT-OSS's (o200k) split;
 - `sentencepiece`: SentencePiece-style BPE with byte fallback as Mixtral (Llama) uses it
   ("▁" for spaces and at the start, BPE over characters, unknown characters as <0xNN> bytes).
 Each folder holds tokenizer.json and cases.json: a few hundred strings (Unicode, whitespace runs,
@@ -20,6 +21,15 @@ import random
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenizers")
+# DeepSeek-V3's tokenizer.json: three isolating Splits in sequence (digits in threes, CJK runs,
+# then words and punctuation).
+DEEPSEEK_PATTERNS = [r"\p{N}{1,3}", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+                     r"[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"]
+# GPT-OSS's (tiktoken's o200k): case-aware words with contractions, digits in threes.
+O200K_PATTERN = "|".join([
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"\p{N}{1,3}", r" ?[^\s\p{L}\p{N}]+[\r\n/]*", r"\s*[\r\n]+", r"\s+(?!\S)", r"\s+"])
 QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 CORPUS = [
@@ -43,11 +53,11 @@ def cases():
     return strings
 
 
-def byte_level():
+def byte_level(patterns=(QWEN_PATTERN,)):
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(pattern), behavior="isolated") for pattern in patterns]
+        + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"])
     tokenizer.train_from_iterator(CORPUS, trainer)
@@ -65,7 +75,9 @@ def sentencepiece():
 
 
 def main():
-    for name, tokenizer in [("byte_level", byte_level()), ("sentencepiece", sentencepiece())]:
+    kinds = [("byte_level", byte_level()), ("sentencepiece", sentencepiece()),
+             ("byte_level_deepseek", byte_level(DEEPSEEK_PATTERNS)), ("byte_level_o200k", byte_level([O200K_PATTERN]))]
+    for name, tokenizer in kinds:
         folder = os.path.join(ROOT, name)
         os.makedirs(folder, exist_ok=True)
         tokenizer.save(os.path.join(folder, "tokenizer.json"))

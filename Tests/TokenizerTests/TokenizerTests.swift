@@ -14,7 +14,7 @@ private func cases(_ kind: String) throws -> [(text: String, ids: [Int], decoded
 
 @Suite("Tokenizers: encode and decode equal Hugging Face tokenizers' (Tests/Fixtures/make_tokenizers.py)")
 struct TokenizerTests {
-    @Test("300 strings (Unicode, whitespace runs, digits, emoji) encode to tokenizers' ids and decode to its text", arguments: ["byte_level", "sentencepiece"])
+    @Test("300 strings (Unicode, whitespace runs, digits, emoji) encode to tokenizers' ids and decode to its text", arguments: ["byte_level", "sentencepiece", "byte_level_deepseek", "byte_level_o200k"])
     func matchesTokenizers(kind: String) throws {
         let tokenizer = try Tokenizer.load(path: "\(fixtures)/\(kind)/tokenizer.json")
         var wrong: [String] = []
