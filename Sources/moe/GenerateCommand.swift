@@ -18,7 +18,8 @@ struct GenerateCommand: JobCommand {
         name: "generate",
         summary: "Generate tokens: data-parallel attention with a KV cache per rank, expert-parallel MoE layers.",
         discussion: """
-            The model needs a "decoder" section (moe import-hf of mixtral, qwen2_moe, qwen3_moe or olmoe; \
+            The model needs a "decoder" section (moe import-hf of mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, \
+            deepseek_v2 or deepseek_v3; \
             docs/MODEL.md). Sequence i runs on rank i mod ranks: its attention and KV cache stay there, its \
             tokens travel to the experts' ranks in every MoE layer as in moe run. The first step of a sequence \
             runs its whole prompt (prefill); each later step one token per live sequence (decode), batched \
@@ -28,7 +29,7 @@ struct GenerateCommand: JobCommand {
             whole generation runs once per algorithm and the tokens must be identical.
             """,
         options: ModelOptions.specs.filter { ["model", "weights", "seed"].contains($0.name) } + PrecisionOptions.specs + PlacementOptions.specs
-            + Options.specs + TopologyOptions.specs + BLASThreadOptions.specs)
+            + CapacityOptions.specs + Options.specs + TopologyOptions.specs + BLASThreadOptions.specs)
 
     enum Options {
         static let promptIds = TypedOption<String?>.string(
@@ -55,16 +56,15 @@ struct GenerateCommand: JobCommand {
         static let logitsOutput = TypedOption<String?>.string(
             "logits-output", "FILE", "write every prompt position's logits, prompts in order, as float32 .npy [positions, vocab] (rank 0)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
-        static let overlapDegree = TypedOption<Int>.integer(
-            "overlap-degree", default: 1, in: 1...OverlapDegree.limit, "split each MoE layer step into N chunks so exchanges overlap the experts (1: sequential)")
-        static let specs = [stats.spec, overlapDegree.spec, promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
+        static let specs = [stats.spec, RunCommand.Options.overlapDegree.spec, promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
                             logitsOutput.spec, quiet.spec]
     }
 
     let model: ModelOptions.Values
     let precision: PrecisionOptions.Values
     let placementPolicy: PlacementPolicy
-    let overlapDegree: Int
+    let capacity: CapacityOptions.Values
+    let overlapDegree: OverlapDegree?
     let statsPath: String?
     let topologyOptions: TopologyOptions.Values
     let blasThreads: Int?
@@ -88,7 +88,8 @@ struct GenerateCommand: JobCommand {
                                     sequenceLength: nil, routingTracePath: nil, routingTraceWeightsPath: nil)
         precision = try PrecisionOptions.read(options)
         placementPolicy = try PlacementOptions.read(options)
-        overlapDegree = try options.value(Options.overlapDegree)
+        capacity = try CapacityOptions.read(options, seed: model.seed)
+        overlapDegree = try options.value(RunCommand.Options.overlapDegree)
         statsPath = try options.value(Options.stats)
         topologyOptions = try TopologyOptions.read(options)
         blasThreads = try options.value(BLASThreadOptions.blasThreads)
@@ -118,10 +119,12 @@ struct GenerateCommand: JobCommand {
                                                             Options.tokenizer.naming(tokenizerPath)])
         let (topology, links) = try context.topologyAndLinks(topologyOptions)
         let (threads, _) = try context.configureBLASThreads(requested: blasThreads)
-        let configuration = try context.collectively { try model.loadModel() }
+        let file = try context.collectively { try model.loadModelFile() }
+        let configuration = file.model
         guard let decoder = configuration.decoder else {
             throw JobFailure(message: "generate: \(model.modelPath ?? "the built-in model") has no \"decoder\" section: import a checkpoint with moe import-hf "
-                             + "(without --ffn-only) of mixtral, qwen2_moe, qwen3_moe or olmoe with every attention tensor (its output says why a decoder was not imported)",
+                             + "(without --ffn-only) of a decoder family (mixtral, qwen2_moe, qwen3_moe, olmoe, gpt_oss, deepseek_v2, deepseek_v3) with every attention tensor "
+                             + "(its output says why a decoder was not imported)",
                              reportingRank: 0, exitCode: 2)
         }
         let tokenizer = try context.collectively { () throws -> Tokenizer? in
@@ -169,7 +172,8 @@ struct GenerateCommand: JobCommand {
         var run = RunConfiguration()
         run.algorithms = algorithms
         run.placement = placementPolicy
-        run.overlap = .fixed(overlapDegree)
+        run.overlap = overlapDegree ?? file.overlapDegree
+        (run.capacityPolicy, run.drift) = (capacity.policy, capacity.drift)
         run.statsPath = statsPath
         run.tokensPerRank = max(1, mine.reduce(0) { $0 + $1.prompt.count })
         (run.expertPrecision, run.cpuISA, run.exchangePrecision, run.int8) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision, precision.int8)
@@ -179,6 +183,9 @@ struct GenerateCommand: JobCommand {
                   + "up to \(maxNewTokens) new tokens each, " + (sampling.isGreedy ? "greedy" : "temperature \(sampling.temperature), top-p \(sampling.topP)")
                   + ", OpenBLAS × \(threads) thread per rank")
             let slot = decoder.latent.map { "the latent and rotated key, \($0.kvRank) + \($0.ropeDim) values" } ?? "K and V × \(decoder.cacheWidths.key) values"
+            if capacity.policy != .staticFactor || capacity.drift != nil {
+                print("capacity policy \(capacity.policy.name)" + (capacity.drift.map { ", drifting workload: bias \($0.amplitude) logits, period \($0.period) steps" } ?? ""))
+            }
             print("KV cache: \(cacheSlots) slots per rank (" + String(format: "%.2f", Double(cacheSlots * bytesPerSlot) / 1_048_576)
                   + " MiB: \(configuration.layers.count) layers × \(slot) × 4 bytes a slot)")
         }
@@ -188,6 +195,10 @@ struct GenerateCommand: JobCommand {
                                                world: world, topology: topology, links: links, logStatistics: algorithm == algorithms[0], liveEvery: 0)
             let generator = Generator(session: session, weights: decoderWeights, requests: mine, cacheSlots: cacheSlots, sampling: sampling,
                                       keepPrefillLogits: logitsPath != nil)
+            if world.rank == 0 {
+                // The auto degree is chosen from the prefill's rows (run.tokensPerRank); decode steps run the same chunks over fewer rows.
+                for choice in session.distributed.overlapChoices { print("[\(algorithm)] " + choice.reason) }
+            }
             try generator.run { step in
                 guard !quiet, world.rank == 0 else { return }
                 print("[\(algorithm)] step \(step.number + 1): \(step.prefillRows) prefill + \(step.decodeRows) decode rows on rank 0, "

@@ -77,7 +77,7 @@ struct DecoderTests {
         #expect(job.ranks[0].stdout.contains("sequence 1: "), "\(job)")
     }
 
-    @Test("generation keeps the MoE runtime's features: overlap degree 2, balanced placement with a replica (and its stats log), a KV cache that makes requests wait — the same greedy tokens; .npy prompts")
+    @Test("generation keeps the MoE runtime's features: overlap degree 2 and auto, a capacity policy, the hierarchical exchange on 2x2, balanced placement with a replica (and its stats log), a KV cache that makes requests wait — the same greedy tokens; .npy prompts")
     func runtimeFeatures() throws {
         let scratch = try ScratchDirectory()
         let folder = scratch.file("imported")
@@ -100,11 +100,15 @@ struct DecoderTests {
                       "--prompt-ids", scratch.file("prompts.txt"), "--max-new-tokens", "16", "--quiet"]
         // 40 KV slots of 2 layers × K and V × 16 values × 4 bytes: one or two sequences at a time.
         for (ranks, extra) in [(4, ["--overlap-degree", "2", "--exchange", "all"]),
+                               (4, ["--overlap-degree", "auto", "--policy", "dynamoe", "--exchange", "hierarchical", "--topology", "Topologies/2x2.json"]),
                                (4, ["--placement", "balanced", "--redundant-experts", "1", "--rebalance-every", "2", "--stats", scratch.file("stats.jsonl")]),
                                (1, ["--kv-cache-gib", "0.0000096"])] as [(Int, [String])] {
             let job = try runMPI(ranks: ranks, common + extra + ["--output", scratch.file("out.json")])
             try #require(job.mpirunStatus == 0, "\(extra): \(job)")
             #expect(try generatedTokens(scratch.file("out.json")) == greedy, "\(extra): tokens differ from transformers'")
+            if extra.contains("auto") {
+                #expect(job.ranks[0].stdout.contains("capacity policy dynamoe") && job.ranks[0].stdout.contains("overlap degree"), "\(job)")
+            }
             if extra.contains("--placement") {
                 // The coordinator's statistics, as moe run writes them: one line per step, routes per layer.
                 let log = try StatsLog.parse(Array(try Data(contentsOf: URL(fileURLWithPath: scratch.file("stats.jsonl")))), path: "stats.jsonl")
