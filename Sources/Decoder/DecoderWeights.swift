@@ -13,7 +13,8 @@ package struct AttentionWeights: Sendable {
     package let qNorm: RMSNorm?, kNorm: RMSNorm?
     package var bo: [Float] = [], sinks: [Float] = []
 
-    var count: Int { [wq, wk, wv, wo, bq, bk, bv, bo, sinks].reduce(0) { $0 + $1.count } }
+    /// Values held, norms included.
+    var count: Int { [wq, wk, wv, wo, bq, bk, bv, bo, sinks, norm.scale, qNorm?.scale ?? [], kNorm?.scale ?? []].reduce(0) { $0 + $1.count } }
 }
 
 /// One layer's multi-head latent attention weights (`DecoderConfiguration.latent`), projections
@@ -26,7 +27,8 @@ package struct LatentAttentionWeights: Sendable {
     package let wq: [Float], wqA: [Float], qNorm: RMSNorm?, wqB: [Float]
     package let wkvA: [Float], kvNorm: RMSNorm, wkvB: [Float], wo: [Float]
 
-    var count: Int { [wq, wqA, wqB, wkvA, wkvB, wo].reduce(0) { $0 + $1.count } }
+    /// Values held, norms included.
+    var count: Int { [wq, wqA, wqB, wkvA, wkvB, wo, norm.scale, qNorm?.scale ?? [], kvNorm.scale].reduce(0) { $0 + $1.count } }
 }
 
 /// Every layer's attention weights, of the kind the model uses.

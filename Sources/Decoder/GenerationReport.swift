@@ -81,7 +81,8 @@ package struct GenerationReport {
             "[\(algorithm)] \(sequences.count) sequences, \(newTokens) new tokens in \(t.steps) steps; finished: "
                 + Dictionary(grouping: sequences, by: \.finishReason).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count)" }.joined(separator: ", "),
             "[\(algorithm)] prefill: \(t.prefillRows) tokens, " + String(format: "%.0f tokens/s", Double(t.prefillRows) / max(t.prefillSeconds, 1e-9))
-                + "; decode: \(t.decodeRows) tokens, " + String(format: "%.0f tokens/s", Double(t.decodeRows) / max(t.decodeSeconds, 1e-9)),
+                + "; decode: \(t.decodeRows) tokens, " + String(format: "%.0f tokens/s", Double(t.decodeRows) / max(t.decodeSeconds, 1e-9))
+                + String(format: " (MoE exchanges %.0f%% of decode time)", 100 * t.decodeExchangeSeconds / max(t.decodeSeconds, 1e-9)),
             "[\(algorithm)] time to first token p50 \(Self.ms(Self.quantile(timeToFirstToken, 0.5))) ms, p99 \(Self.ms(Self.quantile(timeToFirstToken, 0.99))) ms; "
                 + "per-token latency p50 \(Self.ms(Self.quantile(tokenLatencies, 0.5))) ms, p99 \(Self.ms(Self.quantile(tokenLatencies, 0.99))) ms",
             "[\(algorithm)] time (ms, slowest rank): attention \(Self.ms(attentionSeconds)), \(phases), LM head \(Self.ms(headSeconds))",
@@ -104,7 +105,7 @@ package struct GenerationReport {
                          ("token_latencies_s", .array(sequence.tokenLatencies.map { .number($0) }))])
             })),
             ("prefill_tokens", .number(Double(t.prefillRows))), ("prefill_seconds", .number(t.prefillSeconds)),
-            ("decode_tokens", .number(Double(t.decodeRows))), ("decode_seconds", .number(t.decodeSeconds)),
+            ("decode_tokens", .number(Double(t.decodeRows))), ("decode_seconds", .number(t.decodeSeconds)), ("decode_exchange_seconds", .number(t.decodeExchangeSeconds)),
             ("time_to_first_token_p50_s", .number(Self.quantile(timeToFirstToken, 0.5))),
             ("token_latency_p50_s", .number(Self.quantile(tokenLatencies, 0.5))), ("token_latency_p99_s", .number(Self.quantile(tokenLatencies, 0.99))),
             ("phase_seconds", .object([("attention", .number(attentionSeconds))] + zip(PhaseTimes.names, t.phases.values).map { ($0, .number($1)) }

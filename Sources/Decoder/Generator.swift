@@ -219,6 +219,8 @@ package struct GenerationTotals {
     package var decodeRows = 0
     package var prefillSeconds = 0.0
     package var decodeSeconds = 0.0
+    /// Dispatch and combine (the slowest rank's) in decode steps: the MoE exchanges' share of decode.
+    package var decodeExchangeSeconds = 0.0
     package var attentionSeconds = 0.0
     package var headSeconds = 0.0
     package var phases = PhaseTimes()
@@ -229,7 +231,12 @@ package struct GenerationTotals {
         steps += 1
         prefillRows += step.jobPrefillRows
         decodeRows += step.jobDecodeRows
-        if step.jobPrefillRows > 0 { prefillSeconds += step.wallSeconds } else { decodeSeconds += step.wallSeconds }
+        if step.jobPrefillRows > 0 {
+            prefillSeconds += step.wallSeconds
+        } else {
+            decodeSeconds += step.wallSeconds
+            decodeExchangeSeconds += step.outcome.slowestPhases.dispatch + step.outcome.slowestPhases.combine
+        }
         attentionSeconds += step.attentionSeconds
         headSeconds += step.headSeconds
         phases = phases + step.outcome.slowestPhases

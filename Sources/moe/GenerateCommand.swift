@@ -56,8 +56,11 @@ struct GenerateCommand: JobCommand {
         static let logitsOutput = TypedOption<String?>.string(
             "logits-output", "FILE", "write every prompt position's logits, prompts in order, as float32 .npy [positions, vocab] (rank 0)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
+        static let bounds = TypedOption<Bool>.flag(
+            "bounds", "after the run, measure its physical limits on rank 0: the bytes a batch-1 decode step reads over a plain read's bandwidth, "
+                + "and the prefill's matrix products alone (Benchmarks/README.md)")
         static let specs = [stats.spec, RunCommand.Options.overlapDegree.spec, promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
-                            logitsOutput.spec, quiet.spec]
+                            logitsOutput.spec, quiet.spec, bounds.spec]
     }
 
     let model: ModelOptions.Values
@@ -80,6 +83,7 @@ struct GenerateCommand: JobCommand {
     let outputPath: String?
     let logitsPath: String?
     let quiet: Bool
+    let measureBounds: Bool
 
     init(options: ParsedOptions) throws(UsageError) {
         // The model, its weights and the seed (ModelOptions' inputs and token counts do not apply).
@@ -109,6 +113,7 @@ struct GenerateCommand: JobCommand {
         outputPath = try options.value(Options.output)
         logitsPath = try options.value(Options.logitsOutput)
         quiet = try options.value(Options.quiet)
+        measureBounds = try options.value(Options.bounds)
     }
 
     func run(_ context: JobContext) throws {
@@ -217,13 +222,34 @@ struct GenerateCommand: JobCommand {
                 if let texts, !quiet {
                     for (sequence, text) in zip(report.sequences, texts) { print("sequence \(sequence.id + 1): \(text.debugDescription)") }
                 }
-                if let outputPath { try AtomicFileWriter.write(report.json(model: configuration.name, texts: texts).serialized() + "\n", to: outputPath) }
+                var document = report.json(model: configuration.name, texts: texts)
+                if measureBounds { document = Self.withBounds(document, report: report, model: configuration, weights: decoderWeights, promptLengths: mine.map(\.prompt.count), ranks: world.size) }
+                if let outputPath { try AtomicFileWriter.write(document.serialized() + "\n", to: outputPath) }
                 if let logitsPath {
                     try NpyArray(float32: report.prefillLogits, shape: [report.prefillLogits.count / decoder.vocabulary, decoder.vocabulary]).write(to: logitsPath)
                 }
             }
         }
         if algorithms.count > 1, world.rank == 0 { print("tokens identical across exchanges: \(algorithms.map(\.rawValue).joined(separator: ", "))") }
+    }
+
+    /// Measures the run's bounds (rank 0's batch), prints them and adds them to `document`.
+    static func withBounds(_ document: JSONValue, report: GenerationReport, model: ModelConfiguration, weights: DecoderWeights,
+                           promptLengths: [Int], ranks: Int) -> JSONValue {
+        let bounds = GenerationBounds.measure(model: model, weights: weights, promptLengths: promptLengths)
+        // Per rank: the job's prefill rate over its ranks; decode compared where rank 0 ran one sequence a step.
+        let prefillRate = Double(report.totals.prefillRows) / Double(ranks) / max(report.totals.prefillSeconds, 1e-12)
+        let single = report.steps.filter { $0.prefillRows == 0 && $0.decodeRows == 1 }.map(\.wallSeconds).sorted()
+        let decode = single.isEmpty || report.steps.contains { $0.decodeRows > 1 } ? nil : single[single.count / 2]
+        for line in bounds.summaryLines(prefillTokensPerSecond: prefillRate, decodeSecondsPerStep: decode) { print(line) }
+        guard case var .object(members) = document else { return document }
+        members.append(("bounds", .object([
+            ("decode_bytes_per_step", .number(Double(bounds.decodeBytes))), ("plain_read_gb_per_s", .number(bounds.plainReadGBps)),
+            ("decode_bound_ms_per_step", .number(bounds.decodeSecondsPerStep * 1000)), ("decode_ms_per_step", decode.map { .number($0 * 1000) } ?? .null),
+            ("prefill_gemm_seconds", .number(bounds.prefillGEMMSeconds)), ("prefill_bound_tokens_per_s", .number(bounds.prefillTokensPerSecond)),
+            ("prefill_tokens_per_s_per_rank", .number(prefillRate)),
+        ])))
+        return .object(members)
     }
 
     /// One request per non-empty line: `{"prompt": [ids], "arrival_step": n, "max_new_tokens": m}`

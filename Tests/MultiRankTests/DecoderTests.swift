@@ -123,6 +123,26 @@ struct DecoderTests {
         }
     }
 
+    @Test("--bounds: the bytes a batch-1 decode step reads, counted by hand for the Mixtral fixture, and both bounds measured and compared")
+    func bounds() throws {
+        let scratch = try ScratchDirectory()
+        let folder = scratch.file("imported")
+        try #require(try runMoe(["import-hf", "Tests/Fixtures/decoder/mixtral", "--output", folder]).status == 0)
+        try writePrompts([Array(try decoderPrompts("mixtral").prompts[0])], to: scratch.file("one.txt"))
+        let job = try runMPI(ranks: 1, ["generate", "--model", "\(folder)/model.json", "--weights", "\(folder)/weights.safetensors",
+                                        "--prompt-ids", scratch.file("one.txt"), "--max-new-tokens", "4", "--quiet", "--bounds", "--output", scratch.file("out.json")])
+        try #require(job.mpirunStatus == 0, "\(job)")
+        // d 32, vocabulary 600, 2 layers; per layer: input norm 32, wq 32×32, wk and wv 32×16, wo 32×32, FFN norm 32, router 32×8,
+        // 2 SwiGLU experts of 3 × 32 × 24; then the final norm 32, the LM head 600×32 and one embedding row 32.
+        let perLayer = 32 + 1024 + 512 + 512 + 1024 + 32 + 256 + 2 * 3 * 32 * 24
+        let bounds = try #require(try readJSONObject(scratch.file("out.json"))["bounds"] as? [String: Any])
+        #expect(bounds["decode_bytes_per_step"] as? Int == 4 * (2 * perLayer + 32 + 600 * 32 + 32), "\(bounds)")
+        for key in ["plain_read_gb_per_s", "prefill_gemm_seconds", "decode_ms_per_step", "prefill_tokens_per_s_per_rank"] {
+            #expect((bounds[key] as? Double ?? 0) > 0, "\(key): \(bounds)")
+        }
+        #expect(job.ranks[0].stdout.contains("of the GEMM-bound rate") && job.ranks[0].stdout.contains("of the bytes-bound rate"), "\(job)")
+    }
+
     @Test("a sequence's tokens do not depend on its batch: alone, among 8 of other lengths, joining at later steps; greedy and sampled")
     func batchIndependence() throws {
         let scratch = try ScratchDirectory()

@@ -183,7 +183,7 @@ struct LayerBenchmark: JobCommand {
         } else {
             print("# moe-bench layer: d_model \(dModel), d_ff \(dFF), \(activation.rawValue), exchange \(algorithm.rawValue), \(warmup) warm-up + \(repetitions) timed runs, medians of the slowest rank")
         }
-        print("# cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); exchanges in \(precision.exchangePrecision.rawValue); plain read of 256 MiB: \(format(Self.plainReadGigabytesPerSecond(), 1)) GB/s")
+        print("# cpu: \(CPUFeatures.detected); kernels at \(isa.rawValue); exchanges in \(precision.exchangePrecision.rawValue); plain read of 256 MiB: \(format(MemoryBandwidth.plainRead(), 1)) GB/s")
         for expertPrecision in Set((fileModel?.precisions(override: precision.expertPrecision)) ?? [precision.expertPrecision ?? .fp32]).sorted(by: { $0.rawValue < $1.rawValue }) {
             print("# experts \(expertPrecision.rawValue): \(expertPrecision.kernels(isa: isa, int8: precision.int8).implementation)")
         }
@@ -245,30 +245,6 @@ struct LayerBenchmark: JobCommand {
                 }
             }
         }
-    }
-
-    /// GB/s of a plain sequential read of 256 MiB (the best of three): the memory bandwidth the
-    /// weight stream is compared with.
-    static func plainReadGigabytesPerSecond() -> Double {
-        let count = 64 << 20
-        let buffer = [Float](repeating: 1, count: count)
-        var best = Double.infinity
-        var sink: Float = 0
-        for _ in 0..<3 {
-            let start = MPIRuntime.wallTime()
-            buffer.withUnsafeBufferPointer { values in
-                var sums = SIMD8<Float>()
-                var index = 0
-                while index + 8 <= count {
-                    sums += UnsafeRawPointer(values.baseAddress! + index).loadUnaligned(as: SIMD8<Float>.self)
-                    index += 8
-                }
-                sink += sums.sum()
-            }
-            best = min(best, MPIRuntime.wallTime() - start)
-        }
-        precondition(sink > 0)
-        return Double(count * 4) / best / 1e9
     }
 
     /// Times the FFN GEMMs alone: for each (rows, form), the form's two (gated: three) GEMMs
