@@ -202,13 +202,15 @@ package final class GroupedQueryAttention: AttentionLayer {
         }
     }
 
-    /// Rows one by one (decode: one row per sequence), as dot products.
+    /// Rows one by one (decode: one row per sequence): per key/value head, the query heads that
+    /// share it score against the sequence's cached keys as one small GEMM (`[group, D] · Kᵀ`),
+    /// then mix its values as another (`P · V`).
     private func attendRows(_ rows: [RowPosition], _ range: Range<Int>, layer: Int, cache: KVCache, sinks: [Float]) {
-        let (heads, headDim) = (config.heads, config.headDim)
-        let group = heads / config.kvHeads
-        let (q, kv) = (heads * headDim, config.kvHeads * headDim)
+        let (heads, headDim, kvHeads) = (config.heads, config.headDim, config.kvHeads)
+        let group = heads / kvHeads
+        let (q, kv) = (heads * headDim, kvHeads * headDim)
         let window = config.window(layer: layer)
-        Self.grow(&scores, to: config.maxPositions)
+        Self.grow(&scores, to: group * config.maxPositions)
         cache.withLayer(layer) { cachedKeys, cachedValues in
             queries.withUnsafeBufferPointer { qs in
                 mixed.withUnsafeMutableBufferPointer { out in
@@ -216,30 +218,19 @@ package final class GroupedQueryAttention: AttentionLayer {
                         for row in range {
                             let place = rows[row]
                             let first = window.map { max(0, place.position - $0 + 1) } ?? 0
-                            for head in 0..<heads {
-                                let query = qs.baseAddress! + row * q + head * headDim
-                                let offset = (head / group) * headDim
-                                let sink = sinks.isEmpty ? nil : sinks[head]
-                                var largest = sink ?? -Float.infinity
-                                for j in first...place.position {
-                                    let key = cachedKeys + (place.cacheStart + j) * kv + offset
-                                    var dot: Float = 0
-                                    for i in 0..<headDim { dot += query[i] * key[i] }
-                                    score[j] = dot * scale
-                                    largest = max(largest, score[j])
+                            let context = place.position + 1 - first
+                            for kvHead in 0..<kvHeads {
+                                let firstHead = kvHead * group
+                                BLAS.multiplyStrided(rows: group, columns: context, inner: headDim, qs.baseAddress! + row * q + firstHead * headDim, leadingA: headDim,
+                                                     cachedKeys + (place.cacheStart + first) * kv + kvHead * headDim, leadingB: kv, transposeB: true,
+                                                     into: score.baseAddress!, leadingC: context)
+                                for member in 0..<group {
+                                    Self.softmax(score.baseAddress! + member * context, width: context, visible: 0..<context, scale: scale,
+                                                 sink: sinks.isEmpty ? nil : sinks[firstHead + member])
                                 }
-                                var total: Float = sink.map { exp($0 - largest) } ?? 0
-                                for j in first...place.position {
-                                    score[j] = exp(score[j] - largest)
-                                    total += score[j]
-                                }
-                                let result = out.baseAddress! + row * q + head * headDim
-                                result.update(repeating: 0, count: headDim)
-                                for j in first...place.position {
-                                    let weight = score[j] / total
-                                    let value = cachedValues + (place.cacheStart + j) * kv + offset
-                                    for i in 0..<headDim { result[i] += weight * value[i] }
-                                }
+                                BLAS.multiplyStrided(rows: group, columns: headDim, inner: context, score.baseAddress!, leadingA: context,
+                                                     cachedValues + (place.cacheStart + first) * kv + kvHead * headDim, leadingB: kv, transposeB: false,
+                                                     into: out.baseAddress! + row * q + firstHead * headDim, leadingC: headDim)
                             }
                         }
                     }
