@@ -41,7 +41,7 @@ def make(args):
 def timed(args):
     torch.set_num_threads(args.threads)
     model = T.AutoModelForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32).eval()
-    with open(os.path.join(args.checkpoint, "prompts.txt")) as file:
+    with open(args.prompts_file or os.path.join(args.checkpoint, "prompts.txt")) as file:
         prompts = [[int(t) for t in line.split()][:args.prompt] for line in file if line.strip()][:args.batch]
     ids = torch.tensor(prompts)
     mask = torch.ones_like(ids)
@@ -83,5 +83,6 @@ if __name__ == "__main__":
     t.add_argument("--batch", type=int, default=1)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--repeats", type=int, default=3)
+    t.add_argument("--prompts-file", help="token ids, one prompt per line (default: the checkpoint's prompts.txt)")
     args = parser.parse_args()
     make(args) if args.command == "make" else timed(args)

@@ -361,3 +361,82 @@ void smoe_int8_gemm_grouped(const int8_t *a, const float *a_scale, size_t rows, 
         }
     }
 }
+
+// MARK: fp32 products of a few rows
+
+// C[rows, columns] (+)= A[rows, inner] · B[inner, columns], B row-major and read once: per block
+// of SMOE_STREAM_BLOCK columns, eight rows of B at a time are multiplied into each output row
+// (the block of C stays in L1/L2 while B streams past). Every output element sums k in order
+// with one fused multiply-add per term, on both paths, so they give the same bits and a row's
+// result does not depend on the other rows.
+#define SMOE_STREAM_BLOCK 1024
+
+static void smoe_sgemm_stream_portable(const float *a, size_t lda, size_t rows, size_t inner, const float *b, size_t columns,
+                                       float *c, int accumulate) {
+    for (size_t r = 0; r < rows; r++) {
+        float *y = c + r * columns;
+        if (!accumulate) memset(y, 0, columns * sizeof(float));
+        for (size_t k = 0; k < inner; k++) {
+            const float x = a[r * lda + k], *row = b + k * columns;
+            for (size_t j = 0; j < columns; j++) y[j] = fmaf(x, row[j], y[j]);
+        }
+    }
+}
+
+#if SMOE_X86
+__attribute__((target("avx2,fma")))
+static void smoe_sgemm_stream_avx2(const float *a, size_t lda, size_t rows, size_t inner, const float *b, size_t columns,
+                                   float *c, int accumulate) {
+    for (size_t n0 = 0; n0 < columns; n0 += SMOE_STREAM_BLOCK) {
+        size_t width = columns - n0 < SMOE_STREAM_BLOCK ? columns - n0 : SMOE_STREAM_BLOCK;
+        size_t vector = width / 8 * 8;
+        if (!accumulate) {
+            for (size_t r = 0; r < rows; r++) memset(c + r * columns + n0, 0, width * sizeof(float));
+        }
+        size_t k = 0;
+        for (; k + 8 <= inner; k += 8) {
+            const float *block = b + k * columns + n0;
+            for (size_t r = 0; r < rows; r++) {
+                const float *x = a + r * lda + k;
+                __m256 x0 = _mm256_set1_ps(x[0]), x1 = _mm256_set1_ps(x[1]), x2 = _mm256_set1_ps(x[2]), x3 = _mm256_set1_ps(x[3]);
+                __m256 x4 = _mm256_set1_ps(x[4]), x5 = _mm256_set1_ps(x[5]), x6 = _mm256_set1_ps(x[6]), x7 = _mm256_set1_ps(x[7]);
+                float *y = c + r * columns + n0;
+                for (size_t j = 0; j < vector; j += 8) {
+                    __m256 sum = _mm256_loadu_ps(y + j);
+                    sum = _mm256_fmadd_ps(x0, _mm256_loadu_ps(block + j), sum);
+                    sum = _mm256_fmadd_ps(x1, _mm256_loadu_ps(block + columns + j), sum);
+                    sum = _mm256_fmadd_ps(x2, _mm256_loadu_ps(block + 2 * columns + j), sum);
+                    sum = _mm256_fmadd_ps(x3, _mm256_loadu_ps(block + 3 * columns + j), sum);
+                    sum = _mm256_fmadd_ps(x4, _mm256_loadu_ps(block + 4 * columns + j), sum);
+                    sum = _mm256_fmadd_ps(x5, _mm256_loadu_ps(block + 5 * columns + j), sum);
+                    sum = _mm256_fmadd_ps(x6, _mm256_loadu_ps(block + 6 * columns + j), sum);
+                    sum = _mm256_fmadd_ps(x7, _mm256_loadu_ps(block + 7 * columns + j), sum);
+                    _mm256_storeu_ps(y + j, sum);
+                }
+                for (size_t j = vector; j < width; j++) {
+                    float sum = y[j];
+                    for (size_t q = 0; q < 8; q++) sum = fmaf(x[q], block[q * columns + j], sum);
+                    y[j] = sum;
+                }
+            }
+        }
+        for (; k < inner; k++) {
+            const float *row = b + k * columns + n0;
+            for (size_t r = 0; r < rows; r++) {
+                __m256 x = _mm256_set1_ps(a[r * lda + k]);
+                float *y = c + r * columns + n0;
+                for (size_t j = 0; j < vector; j += 8) _mm256_storeu_ps(y + j, _mm256_fmadd_ps(x, _mm256_loadu_ps(row + j), _mm256_loadu_ps(y + j)));
+                for (size_t j = vector; j < width; j++) y[j] = fmaf(a[r * lda + k], row[j], y[j]);
+            }
+        }
+    }
+}
+#endif
+
+void smoe_sgemm_stream(const float *a, size_t lda, size_t rows, size_t inner, const float *b, size_t columns,
+                       float *c, int accumulate, int isa) {
+#if SMOE_X86
+    if (isa >= SMOE_ISA_AVX2) { smoe_sgemm_stream_avx2(a, lda, rows, inner, b, columns, c, accumulate); return; }
+#endif
+    smoe_sgemm_stream_portable(a, lda, rows, inner, b, columns, c, accumulate);
+}

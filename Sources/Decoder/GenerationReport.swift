@@ -116,7 +116,10 @@ package struct GenerationReport {
                 .object([("step", .number(Double(step.number + 1))), ("prefill_tokens", .number(Double(step.jobPrefillRows))),
                          ("decode_tokens", .number(Double(step.jobDecodeRows))), ("seconds", .number(step.wallSeconds)),
                          ("tokens_per_second", .number(Double(step.jobPrefillRows + step.jobDecodeRows) / max(step.wallSeconds, 1e-9))),
-                         ("phase_seconds", .object(zip(PhaseTimes.names, step.outcome.slowestPhases.values).map { ($0, .number($1)) })),
+                         // The MoE phases are the slowest rank's; attention and the LM head rank 0's.
+                         ("phase_seconds", .object([("attention", .number(step.attentionSeconds))]
+                                                   + zip(PhaseTimes.names, step.outcome.slowestPhases.values).map { ($0, .number($1)) }
+                                                   + [("lm_head", .number(step.headSeconds))])),
                          ("live_sequences_rank0", .number(Double(step.liveSequences))), ("waiting_sequences_rank0", .number(Double(step.waitingSequences))),
                          ("kv_slots_rank0", .number(Double(step.cacheSlotsUsed)))])
             })),

@@ -76,6 +76,12 @@ void smoe_int8_gemm_grouped(const int8_t *a, const float *a_scale, size_t rows, 
 
 // MARK: oneDNN (onednn.c; libdnnl)
 
+/// fp32 C[rows, columns] (+)= A[rows, inner] · B[inner, columns] (A's rows `lda` apart, B and C
+/// dense), B read once; for a few rows (decode), where OpenBLAS's sgemm packs B first. Every
+/// element sums k in order with fused multiply-adds: the same bits on every path.
+void smoe_sgemm_stream(const float *a, size_t lda, size_t rows, size_t inner, const float *b, size_t columns,
+                       float *c, int accumulate, int isa);
+
 /// Caps oneDNN at `max_isa` (`SMOE_ISA_AVX2`, or anything else for no cap) and sets its (OpenMP)
 /// threads. The cap applies only before oneDNN's first primitive: 0 when it applied (or none was
 /// asked), else oneDNN's status.

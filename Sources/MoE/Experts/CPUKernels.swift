@@ -107,6 +107,14 @@ package enum CPUKernels {
         smoe_bf16_to_f32(source, destination, count, isa.kernelLevel)
     }
 
+    /// fp32 `C[rows, columns] (+)= A[rows, inner] · B[inner, columns]` with B read once
+    /// (`smoe_sgemm_stream`; A's rows `leadingA` apart): decode-sized products of a few rows.
+    /// Every element sums k in order with fused multiply-adds, so every ISA gives the same bits.
+    package static func multiplyStreaming(rows: Int, columns: Int, inner: Int, _ a: UnsafePointer<Float>, leadingA: Int, _ b: UnsafePointer<Float>,
+                                          into c: UnsafeMutablePointer<Float>, accumulate: Bool, isa: CPUISA = .best) {
+        smoe_sgemm_stream(a, leadingA, rows, inner, b, columns, c, accumulate ? 1 : 0, isa.kernelLevel)
+    }
+
     /// Rounds `count` floats to their nearest bf16, in place.
     package static func roundToBF16(_ values: UnsafeMutablePointer<Float>, count: Int) { smoe_round_to_bf16(values, count) }
 

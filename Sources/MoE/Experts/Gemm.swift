@@ -15,19 +15,20 @@ package enum BLAS {
             if !accumulate { c.update(repeating: 0, count: m * n) }
             return
         }
-        if m <= gemvRows {
-            multiplyByRows(rows: m, columns: n, inner: k, a, leadingA: k, b, into: c, accumulate: accumulate)
-            return
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
-                    1, a, Int32(k), b, Int32(n), accumulate ? 1 : 0, c, Int32(n))
+        multiply(rows: m, columns: n, inner: k, a, leadingA: k, b, into: c, accumulate: accumulate)
     }
 
-    /// Up to this many rows a product runs as one `cblas_sgemv` per row: OpenBLAS's sgemm packs
-    /// B first, which for a decode-sized product (B read once, a few rows) triples the bytes
-    /// moved. Measured (1024 × 2816, one thread, weights out of cache): 1 row 0.56 ms against
-    /// 1.67 (sgemm), 2 rows 0.88 against 1.68, 3 rows 1.19 against 2.14, 4 rows even.
-    static let gemvRows = 3
+    /// Decode-sized products: one row runs as `cblas_sgemv`, 2 ... `streamingRows` rows through
+    /// SwiftMoE's streaming kernel (`CPUKernels.multiplyStreaming`: B read once), more as
+    /// `cblas_sgemm`. OpenBLAS's sgemm packs B first, which for a few rows triples the bytes
+    /// moved; per-row sgemv reads B once per row. Measured (one thread, weights out of cache, ms;
+    /// sgemv × rows / sgemm / streaming): 1024 × 2816 at 1 row 0.63 / 1.58 / 0.81, 2 rows
+    /// 1.01 / 1.47 / 0.86, 4 rows 1.43 / 1.29 / 1.18, 8 rows 2.37 / 1.47 / 1.74; 2816 × 1024 at
+    /// 2 rows 1.21 / 1.60 / 0.61, 4 rows 1.88 / 1.27 / 0.78, 8 rows 2.44 / 1.36 / 1.44.
+    static let streamingRows = 6
+
+    /// The streaming kernel's level: the best this CPU has.
+    static let streamingISA = CPUISA.best
 
     /// `C[r, :] (+)= A[r, :] · B` one row at a time (`cblas_sgemv` on Bᵀ).
     private static func multiplyByRows(rows m: Int, columns n: Int, inner k: Int, _ a: UnsafePointer<Float>, leadingA lda: Int,
@@ -38,14 +39,19 @@ package enum BLAS {
     }
 
     /// `C[m, n] (+)= A[m, k] · B[k, n]` where A's rows are `lda` floats apart (a column block of
-    /// a wider matrix); B and C densely packed. Wraps `cblas_sgemm`.
+    /// a wider matrix); B and C densely packed. Wraps `cblas_sgemv`, the streaming kernel or
+    /// `cblas_sgemm` by the row count (`streamingRows`).
     package static func multiply(
         rows m: Int, columns n: Int, inner k: Int, _ a: UnsafePointer<Float>, leadingA lda: Int, _ b: UnsafePointer<Float>,
         into c: UnsafeMutablePointer<Float>, accumulate: Bool
     ) {
         guard m > 0, n > 0, k > 0 else { return }
-        if m <= gemvRows {
+        if m == 1 {
             multiplyByRows(rows: m, columns: n, inner: k, a, leadingA: lda, b, into: c, accumulate: accumulate)
+            return
+        }
+        if m <= streamingRows {
+            CPUKernels.multiplyStreaming(rows: m, columns: n, inner: k, a, leadingA: lda, b, into: c, accumulate: accumulate, isa: streamingISA)
             return
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k),
