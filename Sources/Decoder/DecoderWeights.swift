@@ -37,6 +37,11 @@ package enum AttentionLayerWeights: Sendable {
     case latent([LatentAttentionWeights])
 }
 
+/// The precision of the LM head's weights (`moe generate --head-precision`).
+package enum HeadPrecision: String, CaseIterable, Sendable {
+    case fp32, int8
+}
+
 /// The decoder's own weights (`DecoderConfiguration.tensorShapes`). Every rank holds all of
 /// them: attention is data-parallel, each rank running its own sequences.
 package struct DecoderWeights: Sendable {
@@ -44,8 +49,10 @@ package struct DecoderWeights: Sendable {
     package let embedding: [Float]
     package let finalNorm: RMSNorm
     /// The LM head transposed, `[d, V]` (the embedding's transpose when tied), so the logits are
-    /// one GEMM `[rows, d] · [d, V]`.
-    package let lmHeadTransposed: [Float]
+    /// one GEMM `[rows, d] · [d, V]`; empty once `int8Head` holds it.
+    package private(set) var lmHeadTransposed: [Float]
+    /// The LM head in int8 (`--head-precision int8`), nil: fp32.
+    package private(set) var int8Head: Int8Linear?
     package let attention: AttentionLayerWeights
 
     /// The weights of `model`'s decoder from `file`, or seeded from `seed` without one (the
@@ -103,6 +110,15 @@ package struct DecoderWeights: Sendable {
                               lmHeadTransposed: transpose(head, rows: decoder.vocabulary, columns: model.dModel), attention: attention)
     }
 
+    /// These weights with the LM head quantised to int8 for `kernels` (its fp32 copy dropped).
+    package func withInt8Head(_ kernels: Int8Kernels, dModel: Int) -> DecoderWeights {
+        guard int8Head == nil else { return self }
+        var copy = self
+        copy.int8Head = Int8Linear(lmHeadTransposed, inner: dModel, columns: lmHeadTransposed.count / dModel, kernels: kernels)
+        copy.lmHeadTransposed = []
+        return copy
+    }
+
     /// The attention layers that run these weights.
     package func attentionLayers(_ decoder: DecoderConfiguration, dModel: Int) -> any AttentionLayer {
         switch attention {
@@ -126,6 +142,6 @@ package struct DecoderWeights: Sendable {
         case let .grouped(layers): layers.reduce(0) { $0 + $1.count }
         case let .latent(layers): layers.reduce(0) { $0 + $1.count }
         }
-        return 4 * (embedding.count + lmHeadTransposed.count + finalNorm.scale.count + layers)
+        return 4 * (embedding.count + lmHeadTransposed.count + finalNorm.scale.count + layers) + (int8Head?.bytesHeld ?? 0)
     }
 }

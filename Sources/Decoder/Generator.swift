@@ -182,6 +182,10 @@ package final class Generator {
         var normed = picked
         picked.withUnsafeBufferPointer { x in normed.withUnsafeMutableBufferPointer { weights.finalNorm.apply(x.baseAddress!, rows: rows.count, into: $0.baseAddress!) } }
         var logits = [Float](repeating: 0, count: rows.count * vocabulary)
+        if let int8Head = weights.int8Head {
+            normed.withUnsafeBufferPointer { x in logits.withUnsafeMutableBufferPointer { int8Head.multiply(x.baseAddress!, rows: rows.count, into: $0.baseAddress!) } }
+            return logits
+        }
         normed.withUnsafeBufferPointer { x in
             weights.lmHeadTransposed.withUnsafeBufferPointer { w in
                 logits.withUnsafeMutableBufferPointer { y in

@@ -56,11 +56,14 @@ struct GenerateCommand: JobCommand {
         static let logitsOutput = TypedOption<String?>.string(
             "logits-output", "FILE", "write every prompt position's logits, prompts in order, as float32 .npy [positions, vocab] (rank 0)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
+        static let headPrecision = TypedOption<HeadPrecision>.choice(
+            "head-precision", "P", default: .fp32,
+            "the LM head's weights: fp32, or int8 (per vocabulary row, as int8 experts quantise: the largest matrix a batch-1 decode step reads besides the experts)")
         static let bounds = TypedOption<Bool>.flag(
             "bounds", "after the run, measure its physical limits on rank 0: the bytes a batch-1 decode step reads over a plain read's bandwidth, "
                 + "and the prefill's matrix products alone (Benchmarks/README.md)")
         static let specs = [stats.spec, RunCommand.Options.overlapDegree.spec, promptIds.spec, prompts.spec, requests.spec, tokenizer.spec, maxNewTokens.spec, temperature.spec, topP.spec, kvCacheGiB.spec, exchange.spec, output.spec,
-                            logitsOutput.spec, quiet.spec, bounds.spec]
+                            logitsOutput.spec, quiet.spec, headPrecision.spec, bounds.spec]
     }
 
     let model: ModelOptions.Values
@@ -84,6 +87,7 @@ struct GenerateCommand: JobCommand {
     let logitsPath: String?
     let quiet: Bool
     let measureBounds: Bool
+    let headPrecision: HeadPrecision
 
     init(options: ParsedOptions) throws(UsageError) {
         // The model, its weights and the seed (ModelOptions' inputs and token counts do not apply).
@@ -114,6 +118,7 @@ struct GenerateCommand: JobCommand {
         logitsPath = try options.value(Options.logitsOutput)
         quiet = try options.value(Options.quiet)
         measureBounds = try options.value(Options.bounds)
+        headPrecision = try options.value(Options.headPrecision)
     }
 
     func run(_ context: JobContext) throws {
@@ -183,11 +188,16 @@ struct GenerateCommand: JobCommand {
         run.tokensPerRank = max(1, mine.reduce(0) { $0 + $1.prompt.count })
         (run.expertPrecision, run.cpuISA, run.exchangePrecision, run.int8) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision, precision.int8)
         let prepared = try InferenceSession.prepare(expertWeights, configuration: run, model: configuration, world: world)
+        var weights = decoderWeights
+        if headPrecision == .int8 {
+            weights = decoderWeights.withInt8Head(Int8Kernels(isa: try run.resolvedISA(world: world), settings: run.int8), dModel: configuration.dModel)
+        }
         if world.rank == 0 {
             print("job: \(world.size) rank\(world.size == 1 ? "" : "s"), \(requests.count) sequences (\(prompts.map(\.count).reduce(0, +)) prompt tokens), "
                   + "up to \(maxNewTokens) new tokens each, " + (sampling.isGreedy ? "greedy" : "temperature \(sampling.temperature), top-p \(sampling.topP)")
                   + ", OpenBLAS × \(threads) thread per rank")
             let slot = decoder.latent.map { "the latent and rotated key, \($0.kvRank) + \($0.ropeDim) values" } ?? "K and V × \(decoder.cacheWidths.key) values"
+            if let head = weights.int8Head { print("LM head: \(head.implementation)") }
             if capacity.policy != .staticFactor || capacity.drift != nil {
                 print("capacity policy \(capacity.policy.name)" + (capacity.drift.map { ", drifting workload: bias \($0.amplitude) logits, period \($0.period) steps" } ?? ""))
             }
@@ -198,7 +208,7 @@ struct GenerateCommand: JobCommand {
         for algorithm in algorithms {
             let session = try InferenceSession(configuration: run, model: configuration, weights: prepared, trace: nil, algorithm: algorithm,
                                                world: world, topology: topology, links: links, logStatistics: algorithm == algorithms[0], liveEvery: 0)
-            let generator = Generator(session: session, weights: decoderWeights, requests: mine, cacheSlots: cacheSlots, sampling: sampling,
+            let generator = Generator(session: session, weights: weights, requests: mine, cacheSlots: cacheSlots, sampling: sampling,
                                       keepPrefillLogits: logitsPath != nil)
             if world.rank == 0 {
                 // The auto degree is chosen from the prefill's rows (run.tokensPerRank); decode steps run the same chunks over fewer rows.
