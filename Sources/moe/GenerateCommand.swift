@@ -52,7 +52,8 @@ struct GenerateCommand: JobCommand {
         static let exchange = TypedOption<[AllToAllAlgorithm]>.choices(
             "exchange", "LIST", default: [.linear],
             "all-to-all algorithm(s): " + AllToAllAlgorithm.allCases.map(\.rawValue).joined(separator: ",") + " or all")
-        static let output = TypedOption<String?>.string("output", "FILE", "write the generated ids and timings as JSON (rank 0)")
+        static let output = TypedOption<String?>.string(
+            "output", "FILE", "write the run's report as JSON (rank 0): every sequence's ids (and text), one record per step, phases, latency, KV cache, --bounds")
         static let logitsOutput = TypedOption<String?>.string(
             "logits-output", "FILE", "write every prompt position's logits, prompts in order, as float32 .npy [positions, vocab] (rank 0)")
         static let quiet = TypedOption<Bool>.flag("quiet", "print only the summary")
