@@ -138,10 +138,14 @@ package struct DecoderWeights: Sendable {
 
     /// Bytes held (for the memory report).
     package var bytesHeld: Int {
-        let layers = switch attention {
+        4 * (embedding.count + lmHeadTransposed.count + finalNorm.scale.count + attentionValues) + (int8Head?.bytesHeld ?? 0)
+    }
+
+    /// Values of every layer's attention weights and norms.
+    package var attentionValues: Int {
+        switch attention {
         case let .grouped(layers): layers.reduce(0) { $0 + $1.count }
         case let .latent(layers): layers.reduce(0) { $0 + $1.count }
         }
-        return 4 * (embedding.count + lmHeadTransposed.count + finalNorm.scale.count + layers) + (int8Head?.bytesHeld ?? 0)
     }
 }

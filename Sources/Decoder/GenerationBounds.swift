@@ -38,7 +38,8 @@ package struct GenerationBounds: Sendable {
     /// Weight bytes one decode step at batch 1 reads (fp32).
     package static func decodeBytes(model: ModelConfiguration, weights: DecoderWeights) -> Int {
         let d = model.dModel
-        var floats = weights.bytesHeld / 4 - weights.embedding.count + d
+        // Attention, one embedding row, the final norm and the LM head in fp32 (whatever precision the run's head has).
+        var floats = weights.attentionValues + d + weights.finalNorm.scale.count + (model.decoder?.vocabulary ?? 0) * d
         for (index, layer) in model.layers.enumerated() {
             floats += d  // the layer's FFN norm
             if layer.dense {

@@ -99,7 +99,7 @@ package final class Generator {
         }
         var batch = TokenBatch(hidden: embed(tokens), taskIds: [], dModel: model.dModel)
         var attentionSeconds = 0.0
-        let outcome = try session.forward(&batch, step: number, lastStep: false) { [attention, weights, cache] layer, hidden in
+        let outcome = try session.forward(&batch, step: number, lastStep: false) { [attention, cache] layer, hidden in
             let begin = MPIRuntime.wallTime()
             attention.forward(&hidden, rows: rows, layer: layer, cache: cache)
             attentionSeconds += MPIRuntime.wallTime() - begin

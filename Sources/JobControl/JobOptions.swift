@@ -49,6 +49,12 @@ package enum CapacityOptions {
     package struct Values: Sendable {
         package let policy: CapacityPolicy
         package let drift: RouterDrift?
+
+        /// The banner's line for a policy other than the static one or a drifting workload, else nil.
+        package var summaryLine: String? {
+            guard policy != .staticFactor || drift != nil else { return nil }
+            return "capacity policy \(policy.name)" + (drift.map { ", drifting workload: bias \($0.amplitude) logits, period \($0.period) steps" } ?? "")
+        }
     }
 
     /// `seed` seeds the drift's per-layer phases.

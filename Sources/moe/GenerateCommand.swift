@@ -171,7 +171,9 @@ struct GenerateCommand: JobCommand {
         // This rank's experts of the first placement (the coordinator may move them between steps).
         let firstPlacement = PlacementPlanner(policy: placementPolicy, layers: configuration.layers, worldSize: world.size, nodeOfRank: topology.nodeOfRank)
         let here = world.rank
-        let (expertWeights, decoderWeights) = try context.collectively { () throws -> ([LayerWeights], DecoderWeights) in
+        let expertWeights: [LayerWeights]
+        var weights: DecoderWeights
+        (expertWeights, weights) = try context.collectively { () throws -> ([LayerWeights], DecoderWeights) in
             let file = try model.openWeights()
             let held = { (layer: Int) -> [Int] in
                 let placement = firstPlacement.placements[layer]
@@ -189,9 +191,9 @@ struct GenerateCommand: JobCommand {
         run.tokensPerRank = max(1, mine.reduce(0) { $0 + $1.prompt.count })
         (run.expertPrecision, run.cpuISA, run.exchangePrecision, run.int8) = (precision.expertPrecision, precision.cpuISA, precision.exchangePrecision, precision.int8)
         let prepared = try InferenceSession.prepare(expertWeights, configuration: run, model: configuration, world: world)
-        var weights = decoderWeights
         if headPrecision == .int8 {
-            weights = decoderWeights.withInt8Head(Int8Kernels(isa: try run.resolvedISA(world: world), settings: run.int8), dModel: configuration.dModel)
+            // Replaces the fp32 head, so its 4 bytes a weight are not held through the run.
+            weights = weights.withInt8Head(Int8Kernels(isa: try run.resolvedISA(world: world), settings: run.int8), dModel: configuration.dModel)
         }
         if world.rank == 0 {
             print("job: \(world.size) rank\(world.size == 1 ? "" : "s"), \(requests.count) sequences (\(prompts.map(\.count).reduce(0, +)) prompt tokens), "
@@ -199,9 +201,7 @@ struct GenerateCommand: JobCommand {
                   + ", OpenBLAS × \(threads) thread per rank")
             let slot = decoder.latent.map { "the latent and rotated key, \($0.kvRank) + \($0.ropeDim) values" } ?? "K and V × \(decoder.cacheWidths.key) values"
             if let head = weights.int8Head { print("LM head: \(head.implementation)") }
-            if capacity.policy != .staticFactor || capacity.drift != nil {
-                print("capacity policy \(capacity.policy.name)" + (capacity.drift.map { ", drifting workload: bias \($0.amplitude) logits, period \($0.period) steps" } ?? ""))
-            }
+            if let line = capacity.summaryLine { print(line) }
             print("KV cache: \(cacheSlots) slots per rank (" + String(format: "%.2f", Double(cacheSlots * bytesPerSlot) / 1_048_576)
                   + " MiB: \(configuration.layers.count) layers × \(slot) × 4 bytes a slot)")
         }
@@ -234,7 +234,7 @@ struct GenerateCommand: JobCommand {
                     for (sequence, text) in zip(report.sequences, texts) { print("sequence \(sequence.id + 1): \(text.debugDescription)") }
                 }
                 var document = report.json(model: configuration.name, texts: texts)
-                if measureBounds { document = Self.withBounds(document, report: report, model: configuration, weights: decoderWeights, promptLengths: mine.map(\.prompt.count), ranks: world.size) }
+                if measureBounds { document = Self.withBounds(document, report: report, model: configuration, weights: weights, promptLengths: mine.map(\.prompt.count), ranks: world.size) }
                 if let outputPath { try AtomicFileWriter.write(document.serialized() + "\n", to: outputPath) }
                 if let logitsPath {
                     try NpyArray(float32: report.prefillLogits, shape: [report.prefillLogits.count / decoder.vocabulary, decoder.vocabulary]).write(to: logitsPath)

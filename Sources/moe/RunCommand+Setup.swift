@@ -108,9 +108,7 @@ extension RunCommand {
         if simulated {
             print("simulated inter-node links: \(topology.interNode.latencyMicroseconds) µs + bytes at \(topology.interNode.bandwidthGigabytesPerSecond) GB/s per node uplink/downlink")
         }
-        if capacity.policy != .staticFactor || capacity.drift != nil {
-            print("capacity policy \(capacity.policy.name)" + (capacity.drift.map { ", drifting workload: bias \($0.amplitude) logits, period \($0.period) steps" } ?? ""))
-        }
+        if let line = capacity.summaryLine { print(line) }
         print("job: \(plural(ranks, "rank")) on \(plural(topology.nodes.count, "node")) (\(topology.name)), \(tokens), \(plural(runConfiguration.steps, "step")), OpenBLAS \(BLAS.coreName) × \(threads) thread\(threads == 1 ? "" : "s") per rank (\(localRanks) ranks share this node's \(ProcessInfo.processInfo.activeProcessorCount) cores)"
 )
         print(Self.expertLine(configuration, override: runConfiguration.expertPrecision, isa: isa, int8: runConfiguration.int8))
